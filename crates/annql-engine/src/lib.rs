@@ -1,1 +1,34 @@
-//! engine
+//! AnnData stores as DataFusion tables, planned so that only the chunks a query needs are read.
+//!
+//! [`AnnSession`] is the entry point: attach stores (`ATTACH 'path' AS atlas`), then query
+//! `atlas.obs`, `atlas.x`, `atlas.layers_counts`, … with SQL. The [`model`] decides which tables a
+//! store exposes; each is an [`AnnDataTableProvider`] whose scan, [`AnnDataScanExec`], pushes
+//! projections, predicates (static, and the dynamic filters of joins) and limits into chunk reads.
+//!
+//! Stages: `attach` ([`session`]) → `plan` ([`provider`], [`pushdown`]) → `scan` ([`scan`]) →
+//! `decode` ([`decode`]).
+
+/// Arrow schemas of the tables and batches built from store reads.
+pub mod decode;
+/// The error type.
+pub mod error;
+/// Which tables a store exposes, and their names.
+pub mod model;
+/// Table and schema providers.
+pub mod provider;
+/// Filter classification and categorical predicates by code.
+pub mod pushdown;
+/// The scan operator.
+pub mod scan;
+/// The session: attach, detach, run SQL.
+pub mod session;
+
+pub use decode::AnnTable;
+pub use error::{Error, Result};
+pub use model::{Axis, TableDef, TableKind};
+pub use provider::{AnnDataSchemaProvider, AnnDataTableProvider};
+pub use scan::{AnnDataScanExec, ScanParams};
+pub use session::{AnnSession, SessionBuilder};
+
+/// DataFusion, re-exported so embedders need not pin a matching version.
+pub use datafusion;

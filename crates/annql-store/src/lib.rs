@@ -1,1 +1,32 @@
-//! store
+//! Lazy reader for AnnData stores: the storage layer of annql.
+//!
+//! [`AnnDataStore::open`] reads a store's metadata only (one request when consolidated metadata
+//! exists) and yields the typed [`Element`] tree of the AnnData on-disk spec. Reads are by range —
+//! a dataframe column slice, a CSR/CSC major-axis range, a block of dense rows — decode only the
+//! chunks the range covers (through zarrs, in parallel), return Arrow arrays, and record what they
+//! touched in a [`ReadStats`].
+//!
+//! Stages: `open` ([`storage`], [`metadata`]) → `plan` ([`element`]) → `scan`/`decode` ([`read`]).
+
+/// The typed element tree of the AnnData spec.
+pub mod element;
+/// The error type.
+pub mod error;
+/// Reading the zarr hierarchy (consolidated or walked) and array data types.
+pub mod metadata;
+/// Range reads into Arrow.
+pub mod read;
+/// Where bytes come from: directories, zip archives, and read accounting.
+pub mod storage;
+/// The opened store.
+pub mod store;
+
+pub use element::{Element, Encoding};
+pub use error::{Error, Result};
+pub use metadata::{DType, ZarrFormat};
+pub use read::{DenseBlock, SparseBlock};
+pub use storage::{ReadStats, Storage};
+pub use store::AnnDataStore;
+
+/// The Arrow crate annql builds on, so users need not pin it themselves.
+pub use arrow;

@@ -1,0 +1,511 @@
+//! Stage `decode`: the Arrow schema of each table kind, and record batches built from range reads.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use annql_store::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray, UInt32Array,
+    new_null_array,
+};
+use annql_store::arrow::compute::{filter, take};
+use annql_store::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use annql_store::{AnnDataStore, DType, Element, Encoding, ReadStats};
+use datafusion::error::{DataFusionError, Result};
+
+use crate::error::store_err;
+use crate::model::{Axis, TableDef, TableKind};
+
+/// Where a table column comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// The row position (`obs_id`, `var_id`).
+    RowId,
+    /// A dataframe column element (the index too).
+    Column(Element),
+    /// Component `i` of a dense embedding.
+    Component(usize),
+    /// Matrix row id, column id, value.
+    MatrixRow,
+    /// Matrix column id.
+    MatrixCol,
+    /// Matrix value.
+    MatrixValue,
+    /// `uns` path, type, value.
+    Uns,
+}
+
+/// A table bound to its store: schema, column sources and the major axis it is scanned along.
+#[derive(Debug)]
+pub struct AnnTable {
+    pub(crate) store: Arc<AnnDataStore>,
+    pub(crate) def: TableDef,
+    pub(crate) schema: SchemaRef,
+    pub(crate) sources: Vec<Source>,
+    /// Length of the axis scans are partitioned along (rows; columns for CSC).
+    pub(crate) major_len: u64,
+    /// Whether the major axis is the matrix's column axis (CSC).
+    pub(crate) column_major: bool,
+    /// Rows per block, aligned to the chunking of the data read.
+    pub(crate) block_rows: u64,
+}
+
+/// The Arrow type a store element type maps to.
+pub(crate) fn arrow_type(dtype: &DType) -> Option<DataType> {
+    Some(match dtype {
+        DType::Bool => DataType::Boolean,
+        DType::Int8 => DataType::Int8,
+        DType::Int16 => DataType::Int16,
+        DType::Int32 => DataType::Int32,
+        DType::Int64 => DataType::Int64,
+        DType::UInt8 => DataType::UInt8,
+        DType::UInt16 => DataType::UInt16,
+        DType::UInt32 => DataType::UInt32,
+        DType::UInt64 => DataType::UInt64,
+        DType::Float32 => DataType::Float32,
+        DType::Float64 => DataType::Float64,
+        DType::String => DataType::Utf8,
+        DType::Other(_) => return None,
+    })
+}
+
+/// The Arrow field of a dataframe column element, from metadata alone (None: not representable).
+fn column_field(store: &AnnDataStore, name: &str, e: &Element) -> Option<Field> {
+    let sub = |n: &str| store.array_meta(&format!("{}/{n}", e.path)).ok();
+    let dt = match e.encoding {
+        Encoding::Array | Encoding::StringArray if e.shape.len() == 1 => {
+            arrow_type(e.dtype.as_ref()?)?
+        }
+        Encoding::Categorical => {
+            let key = arrow_type(&sub("codes")?.dtype)?;
+            DataType::Dictionary(
+                Box::new(key),
+                Box::new(arrow_type(&sub("categories")?.dtype)?),
+            )
+        }
+        Encoding::LegacyCategorical => {
+            let key = arrow_type(e.dtype.as_ref()?)?;
+            let rel = e.attrs.get("categories")?.as_str()?;
+            let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
+            let cats = store.array_meta(&format!("{parent}/{rel}")).ok()?;
+            DataType::Dictionary(Box::new(key), Box::new(arrow_type(&cats.dtype)?))
+        }
+        Encoding::NullableInteger | Encoding::NullableBoolean | Encoding::NullableStringArray => {
+            arrow_type(&sub("values")?.dtype)?
+        }
+        _ => return None,
+    };
+    let mut field = Field::new(name, dt, true);
+    if let Some(ordered) = e.attrs.get("ordered").and_then(|o| o.as_bool()) {
+        field = field.with_metadata([("annql.ordered".to_string(), ordered.to_string())].into());
+    }
+    Some(field)
+}
+
+fn id_name(axis: Axis, suffix: &str) -> String {
+    format!("{}_id{suffix}", axis.name())
+}
+
+/// Target stored entries per matrix batch (and rows per frame batch): large enough to amortise
+/// per-batch work, small enough to keep memory per partition bounded.
+const TARGET_ENTRIES: u64 = 1 << 20;
+const FRAME_ROWS: u64 = 1 << 16;
+
+impl AnnTable {
+    /// Binds a table definition to its store, working out its schema from metadata.
+    pub fn try_new(store: Arc<AnnDataStore>, def: TableDef) -> Result<Self> {
+        let element = store.element(&def.path).map_err(store_err)?.clone();
+        let mut fields = Vec::new();
+        let mut sources = Vec::new();
+        let (major_len, mut column_major, mut block_rows);
+        column_major = false;
+        block_rows = FRAME_ROWS;
+        match &def.kind {
+            TableKind::Frame { axis, with_names } => {
+                fields.push(Field::new(id_name(*axis, ""), DataType::Int64, false));
+                sources.push(Source::RowId);
+                let index = element.index_column().unwrap_or("_index").to_string();
+                major_len = element.shape.first().copied().unwrap_or(0);
+                for child in &element.children {
+                    let is_index = child.name() == index;
+                    if is_index && !with_names {
+                        continue;
+                    }
+                    let name = if is_index {
+                        format!("{}_name", axis.name())
+                    } else {
+                        child.name().to_string()
+                    };
+                    if let Some(f) = column_field(&store, &name, child) {
+                        fields.push(f);
+                        sources.push(Source::Column(child.clone()));
+                    }
+                }
+            }
+            TableKind::Embedding { axis } => {
+                fields.push(Field::new(id_name(*axis, ""), DataType::Int64, false));
+                sources.push(Source::RowId);
+                let dt = element
+                    .dtype
+                    .as_ref()
+                    .and_then(arrow_type)
+                    .ok_or_else(|| unsupported(&store, &element))?;
+                let prefix = crate::model::sql_name(element.name());
+                major_len = element.shape[0];
+                for i in 0..element.shape[1] {
+                    fields.push(Field::new(format!("{prefix}_{i}"), dt.clone(), false));
+                    sources.push(Source::Component(i as usize));
+                }
+                block_rows = (TARGET_ENTRIES / element.shape[1].max(1)).max(1);
+            }
+            TableKind::Matrix { rows, cols } => {
+                let (r, c) = if rows == cols { ("_1", "_2") } else { ("", "") };
+                fields.push(Field::new(id_name(*rows, r), DataType::Int64, false));
+                fields.push(Field::new(id_name(*cols, c), DataType::Int64, false));
+                let dt = element
+                    .dtype
+                    .as_ref()
+                    .and_then(arrow_type)
+                    .ok_or_else(|| unsupported(&store, &element))?;
+                fields.push(Field::new("value", dt, false));
+                sources.extend([Source::MatrixRow, Source::MatrixCol, Source::MatrixValue]);
+                let [n_rows, n_cols] = element.shape[..] else {
+                    return Err(unsupported(&store, &element));
+                };
+                column_major = element.encoding == Encoding::CscMatrix;
+                major_len = if column_major { n_cols } else { n_rows };
+                let minor_len = if column_major { n_rows } else { n_cols };
+                let nnz = match element.encoding {
+                    Encoding::Array => n_rows * n_cols,
+                    _ => {
+                        store
+                            .array_meta(&format!("{}/data", element.path))
+                            .map_err(store_err)?
+                            .shape[0]
+                    }
+                };
+                let per_major = (nnz / major_len.max(1)).max(1).min(minor_len.max(1));
+                block_rows = (TARGET_ENTRIES / per_major).max(1);
+            }
+            TableKind::Uns => {
+                for (i, n) in ["path", "type", "value"].iter().enumerate() {
+                    fields.push(Field::new(*n, DataType::Utf8, i == 2));
+                    sources.push(Source::Uns);
+                }
+                major_len = 1;
+                block_rows = 1;
+            }
+        }
+        Ok(Self {
+            store,
+            def,
+            schema: Arc::new(Schema::new(fields)),
+            sources,
+            major_len,
+            column_major,
+            block_rows,
+        })
+    }
+
+    /// The table's full schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The table definition.
+    pub fn def(&self) -> &TableDef {
+        &self.def
+    }
+
+    /// Index of the column whose values are the major-axis position (None for `uns`).
+    pub(crate) fn major_id_column(&self) -> Option<usize> {
+        match self.def.kind {
+            TableKind::Frame { .. } | TableKind::Embedding { .. } => Some(0),
+            TableKind::Matrix { .. } => Some(if self.column_major { 1 } else { 0 }),
+            TableKind::Uns => None,
+        }
+    }
+
+    /// Exact row count when cheap to know: dataframe/embedding length, or a sparse matrix's
+    /// stored entries from its last `indptr` value (one small read).
+    pub(crate) fn exact_rows(&self) -> Option<u64> {
+        match self.def.kind {
+            TableKind::Frame { .. } | TableKind::Embedding { .. } => Some(self.major_len),
+            TableKind::Matrix { .. } => {
+                let element = self.store.element(&self.def.path).ok()?;
+                if element.encoding == Encoding::Array {
+                    return None;
+                }
+                self.store
+                    .sparse_nnz(&self.def.path, 0..self.major_len, &ReadStats::new_shared())
+                    .ok()
+            }
+            TableKind::Uns => None,
+        }
+    }
+
+    /// Reads `major` of the table into a batch of the full schema; only the columns in `needed`
+    /// are read (others are null), and `keep` (one flag per major position) drops rows in memory.
+    pub(crate) fn read_block(
+        &self,
+        major: Range<u64>,
+        needed: &[bool],
+        keep: Option<&[bool]>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<RecordBatch> {
+        match &self.def.kind {
+            TableKind::Frame { .. } | TableKind::Embedding { .. } => {
+                self.read_rows(major, needed, keep, stats)
+            }
+            TableKind::Matrix { .. } => self.read_entries(major, needed, keep, stats),
+            TableKind::Uns => self.read_uns(),
+        }
+    }
+
+    fn read_rows(
+        &self,
+        rows: Range<u64>,
+        needed: &[bool],
+        keep: Option<&[bool]>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<RecordBatch> {
+        let n = (rows.end - rows.start) as usize;
+        let mut dense = None;
+        let mut columns = Vec::with_capacity(self.sources.len());
+        for (i, source) in self.sources.iter().enumerate() {
+            let field = self.schema.field(i);
+            if !needed[i] {
+                columns.push(new_null_array(field.data_type(), n));
+                continue;
+            }
+            let array: ArrayRef = match source {
+                Source::RowId => Arc::new(Int64Array::from_iter_values(
+                    rows.start as i64..rows.end as i64,
+                )),
+                Source::Column(e) => self
+                    .store
+                    .read_column(e, rows.clone(), stats)
+                    .map_err(store_err)?,
+                Source::Component(c) => {
+                    if dense.is_none() {
+                        dense = Some(
+                            self.store
+                                .read_dense_rows(&self.def.path, rows.clone(), stats)
+                                .map_err(store_err)?,
+                        );
+                    }
+                    let block = dense
+                        .as_ref()
+                        .ok_or_else(|| DataFusionError::Internal("dense block".into()))?;
+                    let ncols = block.ncols as u32;
+                    let idx =
+                        UInt32Array::from_iter_values((0..n as u32).map(|r| r * ncols + *c as u32));
+                    take(&block.values, &idx, None)?
+                }
+                _ => {
+                    return Err(DataFusionError::Internal(
+                        "matrix source in a row table".into(),
+                    ));
+                }
+            };
+            columns.push(array);
+        }
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        apply_keep(batch, keep)
+    }
+
+    fn read_entries(
+        &self,
+        major: Range<u64>,
+        needed: &[bool],
+        keep: Option<&[bool]>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<RecordBatch> {
+        let element = self.store.element(&self.def.path).map_err(store_err)?;
+        let (major_ids, minor_ids, values): (Vec<i64>, Vec<i64>, ArrayRef) =
+            if element.encoding == Encoding::Array {
+                // Dense matrix: its non-zero entries.
+                let block = self
+                    .store
+                    .read_dense_rows(&self.def.path, major.clone(), stats)
+                    .map_err(store_err)?;
+                let as_f64 = annql_store::arrow::compute::cast(&block.values, &DataType::Float64)?;
+                let f = as_f64
+                    .as_any()
+                    .downcast_ref::<annql_store::arrow::array::Float64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("cast".into()))?;
+                let ncols = block.ncols as usize;
+                let mut idx = Vec::new();
+                let (mut mj, mut mn) = (Vec::new(), Vec::new());
+                for (pos, v) in f.values().iter().enumerate() {
+                    let (r, c) = (pos / ncols, pos % ncols);
+                    if *v != 0.0 && keep.is_none_or(|k| k[r]) {
+                        idx.push(pos as u32);
+                        mj.push(major.start as i64 + r as i64);
+                        mn.push(c as i64);
+                    }
+                }
+                let values = take(&block.values, &UInt32Array::from(idx), None)?;
+                (mj, mn, values)
+            } else {
+                let block = self
+                    .store
+                    .read_sparse(&self.def.path, major.clone(), stats)
+                    .map_err(store_err)?;
+                let mut mj = Vec::with_capacity(block.nnz());
+                let mut keep_entries = keep.map(|_| Vec::with_capacity(block.nnz()));
+                for (r, w) in block.indptr.windows(2).enumerate() {
+                    let len = (w[1] - w[0]) as usize;
+                    mj.extend(std::iter::repeat_n(major.start as i64 + r as i64, len));
+                    if let (Some(k), Some(ke)) = (keep, keep_entries.as_mut()) {
+                        ke.extend(std::iter::repeat_n(k[r], len));
+                    }
+                }
+                let mn: Vec<i64> = block.indices.iter().map(|&i| i64::from(i)).collect();
+                match keep_entries {
+                    Some(ke) => {
+                        let mask = annql_store::arrow::array::BooleanArray::from(ke);
+                        let mj = filter(&Int64Array::from(mj), &mask)?;
+                        let mn = filter(&Int64Array::from(mn), &mask)?;
+                        let values = filter(&block.data, &mask)?;
+                        let get = |a: &ArrayRef| {
+                            a.as_any()
+                                .downcast_ref::<Int64Array>()
+                                .map(|a| a.values().to_vec())
+                                .unwrap_or_default()
+                        };
+                        (get(&mj), get(&mn), values)
+                    }
+                    None => (mj, mn, block.data),
+                }
+            };
+        let (rows, cols) = if self.column_major {
+            (minor_ids, major_ids)
+        } else {
+            (major_ids, minor_ids)
+        };
+        let n = values.len();
+        let columns: Vec<ArrayRef> = vec![
+            if needed[0] {
+                Arc::new(Int64Array::from(rows))
+            } else {
+                new_null_array(&DataType::Int64, n)
+            },
+            if needed[1] {
+                Arc::new(Int64Array::from(cols))
+            } else {
+                new_null_array(&DataType::Int64, n)
+            },
+            if needed[2] {
+                values
+            } else {
+                new_null_array(self.schema.field(2).data_type(), n)
+            },
+        ];
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+
+    fn read_uns(&self) -> Result<RecordBatch> {
+        let uns = self.store.element(&self.def.path).map_err(store_err)?;
+        let (mut paths, mut types, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for e in uns.walk().into_iter().skip(1) {
+            if e.encoding == Encoding::Dict {
+                continue;
+            }
+            let rel = e
+                .path
+                .strip_prefix(&format!("{}/", uns.path))
+                .unwrap_or(&e.path);
+            paths.push(rel.to_string());
+            types.push(e.encoding.name().to_string());
+            values.push(uns_value(&self.store, e));
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(paths)),
+            Arc::new(StringArray::from(types)),
+            Arc::new(StringArray::from(values)),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// Small scalars and arrays of `uns` as JSON text; anything larger or nested is described instead.
+fn uns_value(store: &AnnDataStore, e: &Element) -> Option<String> {
+    const MAX_VALUES: u64 = 10_000;
+    let json_of = |a: &ArrayRef| -> Option<serde_json::Value> {
+        let mut buf = Vec::new();
+        let batch = RecordBatch::try_from_iter([("v", a.clone())]).ok()?;
+        let mut writer = annql_store::arrow::json::ArrayWriter::new(&mut buf);
+        writer.write(&batch).ok()?;
+        writer.finish().ok()?;
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&buf).ok()?;
+        Some(serde_json::Value::Array(
+            rows.into_iter()
+                .map(|r| r.get("v").cloned().unwrap_or(serde_json::Value::Null))
+                .collect(),
+        ))
+    };
+    let stats = ReadStats::new_shared();
+    match e.encoding {
+        Encoding::String | Encoding::NumericScalar | Encoding::Array | Encoding::StringArray
+            if e.shape.iter().product::<u64>() <= MAX_VALUES && e.shape.len() <= 1 =>
+        {
+            let len = e.shape.first().copied().unwrap_or(1);
+            let a = store.read_array(&e.path, 0..len, &stats).ok()?;
+            let v = json_of(&a)?;
+            Some(if e.shape.is_empty() {
+                v.get(0).cloned().unwrap_or_default().to_string()
+            } else {
+                v.to_string()
+            })
+        }
+        Encoding::Categorical
+        | Encoding::NullableInteger
+        | Encoding::NullableBoolean
+        | Encoding::NullableStringArray
+            if e.shape.first().copied().unwrap_or(0) <= MAX_VALUES =>
+        {
+            let a = store.read_column(e, 0..e.shape[0], &stats).ok()?;
+            let a = annql_store::arrow::compute::cast(&a, &DataType::Utf8).unwrap_or(a);
+            json_of(&a).map(|v| v.to_string())
+        }
+        Encoding::Null => Some("null".into()),
+        _ => Some(format!(
+            "\"<{} {}>\"",
+            e.encoding.name(),
+            e.shape
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join("x")
+        )),
+    }
+}
+
+fn apply_keep(batch: RecordBatch, keep: Option<&[bool]>) -> Result<RecordBatch> {
+    match keep {
+        None => Ok(batch),
+        Some(k) => {
+            let mask = annql_store::arrow::array::BooleanArray::from(k.to_vec());
+            Ok(annql_store::arrow::compute::filter_record_batch(
+                &batch, &mask,
+            )?)
+        }
+    }
+}
+
+fn unsupported(store: &AnnDataStore, e: &Element) -> DataFusionError {
+    store_err(annql_store::Error::Unsupported {
+        store: store.name().into(),
+        path: e.path.clone(),
+        what: e.encoding.name().into(),
+        reason: format!("dtype {:?} has no SQL type", e.dtype),
+    })
+}

@@ -1,0 +1,43 @@
+//! The engine's error type.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias for the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors raised while attaching stores and planning over them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] annql_store::Error),
+    /// DataFusion rejected or failed a query.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// `ATTACH` under a name already in use.
+    #[error("a dataset named '{0}' is already attached (DETACH it first)")]
+    AlreadyAttached(String),
+    /// `DETACH` of a name that is not attached.
+    #[error("no dataset named '{0}' is attached")]
+    NotAttached(String),
+    /// A statement annql handles itself was malformed.
+    #[error("{0}")]
+    Statement(String),
+    /// A bug in annql.
+    #[error("internal error (this is a bug in annql): {0}")]
+    Internal(String),
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+/// Wraps a store error for DataFusion, keeping it typed.
+pub(crate) fn store_err(e: annql_store::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}

@@ -1,0 +1,223 @@
+//! The table model: which SQL tables an AnnData store exposes, decided from its element tree alone.
+//!
+//! | table | from | columns |
+//! |---|---|---|
+//! | `obs`, `var` | the annotation dataframes | `obs_id`/`var_id`, `obs_name`/`var_name`, every column |
+//! | `x`, `layers_<name>`, `raw_x` | CSR, CSC or dense matrices | `obs_id`, `var_id`, `value` (stored non-zero entries) |
+//! | `obsm_<key>`, `varm_<key>` | dense embeddings | `obs_id`, `<key>_0`, `<key>_1`, … |
+//! | `obsm_<key>` (dataframe) | a dataframe in obsm | `obs_id`, its columns |
+//! | `obsp_<key>`, `varp_<key>` | pairwise graphs | `obs_id_1`, `obs_id_2`, `value` |
+//! | `uns` | unstructured metadata | `path`, `type`, `value` (JSON text) |
+//! | `raw_var` | raw's var | `var_id`, `var_name`, columns |
+//!
+//! Generated names are lower case, because SQL folds unquoted identifiers; dataframe column names
+//! are kept exactly as stored.
+
+use annql_store::{Element, Encoding};
+
+/// Which axis a table's rows (or ids) refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    /// Cells.
+    Obs,
+    /// Genes.
+    Var,
+}
+
+impl Axis {
+    /// `obs` or `var`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Axis::Obs => "obs",
+            Axis::Var => "var",
+        }
+    }
+}
+
+/// How a table is read from its element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableKind {
+    /// A dataframe: one row per cell or gene.
+    Frame {
+        /// The axis whose id column (`obs_id`/`var_id`) leads the table.
+        axis: Axis,
+        /// Whether the index becomes a `<axis>_name` column (obs/var do; obsm frames do not).
+        with_names: bool,
+    },
+    /// A matrix as (row id, column id, value) triples of its stored entries.
+    Matrix {
+        /// Axis of the rows.
+        rows: Axis,
+        /// Axis of the columns.
+        cols: Axis,
+    },
+    /// A dense 2-D array, one row per cell or gene with one column per component.
+    Embedding {
+        /// Axis of the rows.
+        axis: Axis,
+    },
+    /// `uns`, flattened to (path, type, value).
+    Uns,
+}
+
+/// One table of an attached store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    /// SQL name.
+    pub name: String,
+    /// The element path it reads.
+    pub path: String,
+    /// How it is read.
+    pub kind: TableKind,
+}
+
+/// The tables of one AnnData element (the root, or a MuData modality with `prefix` "rna_").
+pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
+    let mut out = Vec::new();
+    let mut add = |name: String, path: &str, kind| {
+        out.push(TableDef {
+            name: format!("{prefix}{name}"),
+            path: path.to_string(),
+            kind,
+        })
+    };
+    for axis in [Axis::Obs, Axis::Var] {
+        if let Some(df) = adata
+            .child(axis.name())
+            .filter(|e| e.encoding == Encoding::DataFrame)
+        {
+            add(
+                axis.name().into(),
+                &df.path,
+                TableKind::Frame {
+                    axis,
+                    with_names: true,
+                },
+            );
+        }
+    }
+    if let Some(x) = adata.child("X").filter(|e| is_matrix(e)) {
+        add("x".into(), &x.path, matrix(Axis::Obs, Axis::Var));
+    }
+    for (group, rows, cols) in [
+        ("layers", Axis::Obs, Axis::Var),
+        ("obsp", Axis::Obs, Axis::Obs),
+        ("varp", Axis::Var, Axis::Var),
+    ] {
+        for e in children(adata, group).filter(|e| is_matrix(e)) {
+            add(
+                format!("{group}_{}", sql_name(e.name())),
+                &e.path,
+                matrix(rows, cols),
+            );
+        }
+    }
+    for (group, axis) in [("obsm", Axis::Obs), ("varm", Axis::Var)] {
+        for e in children(adata, group) {
+            let kind = match e.encoding {
+                Encoding::Array if e.shape.len() == 2 => TableKind::Embedding { axis },
+                Encoding::DataFrame => TableKind::Frame {
+                    axis,
+                    with_names: false,
+                },
+                Encoding::CsrMatrix | Encoding::CscMatrix => matrix(axis, axis),
+                _ => continue,
+            };
+            add(format!("{group}_{}", sql_name(e.name())), &e.path, kind);
+        }
+    }
+    if let Some(uns) = adata.child("uns") {
+        add("uns".into(), &uns.path, TableKind::Uns);
+    }
+    if let Some(raw) = adata.child("raw").filter(|e| e.encoding == Encoding::Raw) {
+        if let Some(x) = raw.child("X").filter(|e| is_matrix(e)) {
+            add("raw_x".into(), &x.path, matrix(Axis::Obs, Axis::Var));
+        }
+        if let Some(var) = raw
+            .child("var")
+            .filter(|e| e.encoding == Encoding::DataFrame)
+        {
+            add(
+                "raw_var".into(),
+                &var.path,
+                TableKind::Frame {
+                    axis: Axis::Var,
+                    with_names: true,
+                },
+            );
+        }
+    }
+    dedupe(out)
+}
+
+/// Every table of a store: its AnnData root, or each MuData modality prefixed by its name.
+pub fn tables_of_store(store: &annql_store::AnnDataStore) -> Vec<TableDef> {
+    match store.root().encoding {
+        Encoding::MuData => {
+            let mut out = tables_of(store.root(), "");
+            for m in store.anndatas() {
+                out.extend(tables_of(m, &format!("{}_", sql_name(m.name()))));
+            }
+            dedupe(out)
+        }
+        _ => tables_of(store.root(), ""),
+    }
+}
+
+fn matrix(rows: Axis, cols: Axis) -> TableKind {
+    TableKind::Matrix { rows, cols }
+}
+
+fn is_matrix(e: &Element) -> bool {
+    match e.encoding {
+        Encoding::CsrMatrix | Encoding::CscMatrix => true,
+        Encoding::Array => e.shape.len() == 2,
+        _ => false,
+    }
+}
+
+fn children<'a>(adata: &'a Element, group: &str) -> impl Iterator<Item = &'a Element> {
+    adata
+        .child(group)
+        .into_iter()
+        .flat_map(|g| g.children.iter())
+}
+
+/// Lower case, with anything but letters, digits and `_` replaced by `_`.
+pub fn sql_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Two elements that fold to the same name: the later keeps its exact (quoted) spelling.
+fn dedupe(tables: Vec<TableDef>) -> Vec<TableDef> {
+    let mut seen = std::collections::HashSet::new();
+    tables
+        .into_iter()
+        .map(|mut t| {
+            if !seen.insert(t.name.clone()) {
+                t.name = format!("{}_{}", t.name, t.path.replace('/', "_"));
+                seen.insert(t.name.clone());
+            }
+            t
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fold_to_sql_identifiers() {
+        assert_eq!(sql_name("X_umap"), "x_umap");
+        assert_eq!(sql_name("csc counts"), "csc_counts");
+    }
+}

@@ -1,0 +1,192 @@
+//! [`AnnDataTableProvider`] and [`AnnDataSchemaProvider`]: AnnData tables as DataFusion sees them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use annql_store::AnnDataStore;
+use annql_store::arrow::array::ArrayRef;
+use annql_store::arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DFSchema, Statistics, stats::Precision};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::decode::{AnnTable, Source};
+use crate::error::store_err;
+use crate::model::tables_of_store;
+use crate::pushdown::{CodeFilter, classify_filter};
+use crate::scan::{AnnDataScanExec, ScanParams};
+
+/// One table of an attached store.
+#[derive(Debug)]
+pub struct AnnDataTableProvider {
+    table: Arc<AnnTable>,
+    rows: std::sync::OnceLock<Option<u64>>,
+}
+
+impl AnnDataTableProvider {
+    /// Wraps a bound table.
+    pub fn new(table: AnnTable) -> Self {
+        Self {
+            table: Arc::new(table),
+            rows: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The bound table.
+    pub fn table(&self) -> &Arc<AnnTable> {
+        &self.table
+    }
+
+    fn exact_rows(&self) -> Option<u64> {
+        *self.rows.get_or_init(|| self.table.exact_rows())
+    }
+
+    /// The dictionary values of a categorical column (read once, cached by the store).
+    fn categories(&self, column: usize) -> Result<ArrayRef> {
+        let Some(Source::Column(e)) = self.table.sources.get(column) else {
+            return Err(DataFusionError::Internal(format!(
+                "column {column} is not a stored column"
+            )));
+        };
+        let empty = self
+            .table
+            .store
+            .read_column(e, 0..0, &annql_store::ReadStats::new_shared())
+            .map_err(store_err)?;
+        let dict = annql_store::arrow::array::AsArray::as_any_dictionary_opt(empty.as_ref())
+            .ok_or_else(|| {
+                DataFusionError::Internal("categorical column read without a dictionary".into())
+            })?;
+        Ok(dict.values().clone())
+    }
+
+    /// Splits the major axis into blocks and the blocks into `partitions` contiguous groups.
+    fn partition(&self, partitions: usize) -> Vec<Vec<std::ops::Range<u64>>> {
+        let (len, step) = (self.table.major_len, self.table.block_rows.max(1));
+        let blocks: Vec<_> = (0..len.div_ceil(step))
+            .map(|b| b * step..((b + 1) * step).min(len))
+            .collect();
+        if blocks.is_empty() {
+            return vec![vec![0..self.table.major_len]];
+        }
+        let per = blocks.len().div_ceil(partitions.max(1));
+        blocks.chunks(per).map(<[_]>::to_vec).collect()
+    }
+}
+
+#[async_trait]
+impl TableProvider for AnnDataTableProvider {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let schema = self.schema();
+        Ok(filters
+            .iter()
+            .map(|f| classify_filter(f, &schema))
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let physical = filters
+            .iter()
+            .map(|f| state.create_physical_expr(f.clone(), &df_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let mut code_filters = Vec::new();
+        for f in &physical {
+            if let Some(c) = CodeFilter::try_new(f, &schema, |i| self.categories(i))? {
+                code_filters.push(Arc::new(c));
+            }
+        }
+        let params = ScanParams {
+            projection,
+            partitions: self.partition(state.config().target_partitions()),
+            limit,
+        };
+        let exec = AnnDataScanExec::try_new(self.table.clone(), params, physical, code_filters)?;
+        let exec = exec.with_row_count(if filters.is_empty() {
+            self.exact_rows()
+        } else {
+            None
+        });
+        Ok(Arc::new(exec))
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let rows = self.exact_rows()?;
+        Some(Statistics::new_unknown(&self.schema()).with_num_rows(Precision::Exact(rows as usize)))
+    }
+}
+
+/// An attached store as a DataFusion schema: one table per element the table model exposes.
+#[derive(Debug)]
+pub struct AnnDataSchemaProvider {
+    store: Arc<AnnDataStore>,
+    tables: BTreeMap<String, Arc<AnnDataTableProvider>>,
+}
+
+impl AnnDataSchemaProvider {
+    /// Binds every table of `store`; tables whose element cannot be represented are left out.
+    pub fn try_new(store: Arc<AnnDataStore>) -> Result<Self> {
+        let mut tables = BTreeMap::new();
+        for def in tables_of_store(&store) {
+            let name = def.name.clone();
+            if let Ok(table) = AnnTable::try_new(store.clone(), def) {
+                tables.insert(name, Arc::new(AnnDataTableProvider::new(table)));
+            }
+        }
+        Ok(Self { store, tables })
+    }
+
+    /// The store behind this schema.
+    pub fn store(&self) -> &Arc<AnnDataStore> {
+        &self.store
+    }
+
+    /// A table by name; an exact match first, then the folded name (so `"X"` finds `x`).
+    pub fn provider(&self, name: &str) -> Option<&Arc<AnnDataTableProvider>> {
+        self.tables
+            .get(name)
+            .or_else(|| self.tables.get(&name.to_lowercase()))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for AnnDataSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .provider(name)
+            .map(|t| t.clone() as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.provider(name).is_some()
+    }
+}

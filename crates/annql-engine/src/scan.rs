@@ -1,0 +1,573 @@
+//! [`AnnDataScanExec`]: the leaf operator that streams a table's blocks, reading only what the
+//! query needs.
+//!
+//! Row pruning happens before any chunk is read: predicates on the major-axis id (`obs_id` for
+//! CSR and dataframes, `var_id` for CSC) — static ones from the query, and the dynamic filters a
+//! hash join pushes down once its build side (e.g. the filtered `obs`) is known — are evaluated on
+//! the candidate ids of each block. Blocks with no surviving id are skipped; the others read only
+//! the span of surviving rows. Categorical predicates are evaluated once per category and applied
+//! by code. Everything else is evaluated on the decoded batch.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use annql_store::ReadStats;
+use annql_store::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, new_null_array,
+};
+use annql_store::arrow::compute::{and_kleene, filter_record_batch, prep_null_mask_filter};
+use annql_store::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Statistics, stats::Precision};
+use datafusion::config::ConfigOptions;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+
+use crate::decode::AnnTable;
+use crate::pushdown::CodeFilter;
+
+/// The parameters of a scan: plain data, so a plan can be shipped to another executor.
+#[derive(Debug, Clone)]
+pub struct ScanParams {
+    /// Output columns, as indices into the table schema.
+    pub projection: Vec<usize>,
+    /// Major-axis blocks, grouped into partitions.
+    pub partitions: Vec<Vec<Range<u64>>>,
+    /// Stop after this many rows (per partition).
+    pub limit: Option<usize>,
+}
+
+/// Scans one AnnData table.
+#[derive(Debug)]
+pub struct AnnDataScanExec {
+    table: Arc<AnnTable>,
+    params: ScanParams,
+    /// Static predicates from the query, on the table schema; all are applied exactly.
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Which of `filters` depend on the major id alone (applied before reading).
+    id_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Categorical predicates applied by code.
+    code_filters: Vec<Arc<CodeFilter>>,
+    /// The rest, applied to decoded batches.
+    batch_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Dynamic filters pushed by joins, on the output schema; used to prune rows only.
+    dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Exact row count of the unfiltered table, when known (answers `count(*)` without a scan).
+    row_count: Option<u64>,
+    metrics: ExecutionPlanMetricsSet,
+    cache: Arc<PlanProperties>,
+}
+
+impl AnnDataScanExec {
+    /// Plans a scan of `table` with exact `filters` (on the table schema).
+    pub fn try_new(
+        table: Arc<AnnTable>,
+        params: ScanParams,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        code_filters: Vec<Arc<CodeFilter>>,
+    ) -> Result<Self> {
+        let schema = Arc::new(table.schema().project(&params.projection)?);
+        let major = table.major_id_column();
+        let (mut id_filters, mut batch_filters) = (Vec::new(), Vec::new());
+        for f in filters
+            .iter()
+            .filter(|f| !code_filters.iter().any(|c| Arc::ptr_eq(c.expr(), f)))
+        {
+            let cols = collect_columns(f);
+            if major.is_some_and(|m| !cols.is_empty() && cols.iter().all(|c| c.index() == m)) {
+                id_filters.push(f.clone());
+            } else {
+                batch_filters.push(f.clone());
+            }
+        }
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(params.partitions.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            table,
+            params,
+            filters,
+            id_filters,
+            code_filters,
+            batch_filters,
+            dynamic_filters: Vec::new(),
+            row_count: None,
+            metrics: ExecutionPlanMetricsSet::new(),
+            cache,
+        })
+    }
+
+    /// Declares the exact number of rows the scan yields (only valid without filters or limit).
+    pub fn with_row_count(mut self, rows: Option<u64>) -> Self {
+        self.row_count = rows.filter(|_| self.params.limit.is_none());
+        self
+    }
+
+    /// The table scanned.
+    pub fn table(&self) -> &Arc<AnnTable> {
+        &self.table
+    }
+
+    /// The scan parameters.
+    pub fn params(&self) -> &ScanParams {
+        &self.params
+    }
+
+    /// Dynamic filters absorbed from joins.
+    pub fn dynamic_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.dynamic_filters
+    }
+
+    fn with_dynamic_filters(&self, dynamic_filters: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+        Self {
+            table: self.table.clone(),
+            params: self.params.clone(),
+            filters: self.filters.clone(),
+            id_filters: self.id_filters.clone(),
+            code_filters: self.code_filters.clone(),
+            batch_filters: self.batch_filters.clone(),
+            dynamic_filters,
+            row_count: None,
+            metrics: ExecutionPlanMetricsSet::new(),
+            cache: self.cache.clone(),
+        }
+    }
+
+    /// Which table columns must be decoded: the projection and what the batch filters use.
+    fn needed_columns(&self) -> Vec<bool> {
+        let mut needed = vec![false; self.table.schema().fields().len()];
+        for &i in &self.params.projection {
+            needed[i] = true;
+        }
+        for f in &self.batch_filters {
+            for c in collect_columns(f) {
+                needed[c.index()] = true;
+            }
+        }
+        for c in &self.code_filters {
+            needed[c.column()] = true;
+        }
+        needed
+    }
+}
+
+impl DisplayAs for AnnDataScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let schema = self.table.schema();
+        let names: Vec<&str> = self
+            .params
+            .projection
+            .iter()
+            .map(|&i| schema.field(i).name().as_str())
+            .collect();
+        let blocks: usize = self.params.partitions.iter().map(Vec::len).sum();
+        let def = self.table.def();
+        write!(
+            f,
+            "AnnDataScanExec: table={}, element=/{}, projection=[{}]",
+            def.name,
+            def.path,
+            names.join(", ")
+        )?;
+        let show = |v: &[Arc<dyn PhysicalExpr>]| {
+            v.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        if !self.id_filters.is_empty() {
+            write!(f, ", row_selection=[{}]", show(&self.id_filters))?;
+        }
+        if !self.code_filters.is_empty() {
+            let c: Vec<String> = self
+                .code_filters
+                .iter()
+                .map(|c| c.expr().to_string())
+                .collect();
+            write!(f, ", categorical_filters=[{}]", c.join(" AND "))?;
+        }
+        if !self.batch_filters.is_empty() {
+            write!(f, ", filters=[{}]", show(&self.batch_filters))?;
+        }
+        if !self.dynamic_filters.is_empty() && t != DisplayFormatType::TreeRender {
+            write!(
+                f,
+                ", dynamic_row_selection=[{}]",
+                show(&self.dynamic_filters)
+            )?;
+        }
+        if let Some(l) = self.params.limit {
+            write!(f, ", limit={l}")?;
+        }
+        write!(
+            f,
+            ", blocks={blocks}, partitions={}",
+            self.params.partitions.len()
+        )
+    }
+}
+
+impl ExecutionPlan for AnnDataScanExec {
+    fn name(&self) -> &str {
+        "AnnDataScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for e in self.filters.iter().chain(&self.dynamic_filters) {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: datafusion::physical_plan::execution_plan::ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema());
+        if let (None, Some(rows)) = (args.partition(), self.row_count) {
+            stats = stats.with_num_rows(Precision::Exact(rows as usize));
+        }
+        Ok(Arc::new(stats))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        // Filters arriving here (a join's dynamic filter, a FilterExec's predicate) are only used to
+        // skip rows; they are reported as not pushed, so their owner still applies them exactly.
+        let filters: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result
+            .parent_filters
+            .iter()
+            .map(|f| f.filter.clone())
+            .collect();
+        let mut result = FilterPushdownPropagation {
+            filters: vec![PushedDown::No; filters.len()],
+            updated_node: None,
+        };
+        let major_name = self
+            .table
+            .major_id_column()
+            .map(|i| self.table.schema().field(i).name().clone());
+        let output = self.schema();
+        let usable: Vec<_> = filters
+            .into_iter()
+            .filter(|f| {
+                let cols = collect_columns(f);
+                phase == FilterPushdownPhase::Post
+                    && !cols.is_empty()
+                    && cols.iter().all(|c| {
+                        Some(c.name()) == major_name.as_deref()
+                            && output.field(c.index()).name() == c.name()
+                    })
+            })
+            .collect();
+        if !usable.is_empty() {
+            let mut all = self.dynamic_filters.clone();
+            all.extend(usable);
+            result = result.with_updated_node(
+                Arc::new(self.with_dynamic_filters(all)) as Arc<dyn ExecutionPlan>
+            );
+        }
+        Ok(result)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let blocks = self
+            .params
+            .partitions
+            .get(partition)
+            .cloned()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!("AnnDataScanExec has no partition {partition}"))
+            })?;
+        let _ = context;
+        let metric =
+            |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
+        let metrics = ScanMetrics {
+            bytes: metric("bytes_read"),
+            chunks: metric("chunks_read"),
+            requests: metric("requests"),
+            blocks_read: metric("blocks_read"),
+            blocks_pruned: metric("blocks_pruned"),
+        };
+        let state = Arc::new(ScanState {
+            table: self.table.clone(),
+            needed: self.needed_columns(),
+            projection: self.params.projection.clone(),
+            output: self.schema(),
+            id_filters: self.id_filters.clone(),
+            code_filters: self.code_filters.clone(),
+            batch_filters: self.batch_filters.clone(),
+            stats: ReadStats::new_shared(),
+            metrics,
+        });
+        let dynamic = self.dynamic_filters.clone();
+        let limit = self.params.limit;
+        let schema = self.schema();
+        let stream = futures::stream::once(async move {
+            // A join's filter is final once its build side is done, which happens before the probe
+            // side (this scan) is first polled; waiting makes that explicit.
+            let mut snapshots = Vec::new();
+            for f in &dynamic {
+                if let Some(d) =
+                    (f.as_ref() as &dyn std::any::Any).downcast_ref::<DynamicFilterPhysicalExpr>()
+                {
+                    d.wait_complete().await;
+                }
+                snapshots.push(
+                    datafusion::physical_expr_common::physical_expr::snapshot_physical_expr(
+                        f.clone(),
+                    )?,
+                );
+            }
+            Ok::<_, DataFusionError>(snapshots)
+        })
+        .map(move |snapshots| {
+            let state = state.clone();
+            let blocks = blocks.clone();
+            let snapshots = match snapshots {
+                Ok(s) => Arc::new(s),
+                Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+            };
+            let mut emitted = 0usize;
+            futures::stream::iter(blocks)
+                .then(move |block| {
+                    let state = state.clone();
+                    let snapshots = snapshots.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || state.scan_block(block, &snapshots))
+                            .await
+                            .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    }
+                })
+                .filter_map(|r| async move { r.transpose() })
+                .take_while(move |r| {
+                    let go = limit.is_none_or(|l| emitted < l);
+                    if let Ok(b) = r {
+                        emitted += b.num_rows();
+                    }
+                    async move { go }
+                })
+                .boxed()
+        })
+        .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+struct ScanMetrics {
+    bytes: Count,
+    chunks: Count,
+    requests: Count,
+    blocks_read: Count,
+    blocks_pruned: Count,
+}
+
+/// What one partition's stream needs to turn a block into a batch.
+struct ScanState {
+    table: Arc<AnnTable>,
+    needed: Vec<bool>,
+    projection: Vec<usize>,
+    output: SchemaRef,
+    id_filters: Vec<Arc<dyn PhysicalExpr>>,
+    code_filters: Vec<Arc<CodeFilter>>,
+    batch_filters: Vec<Arc<dyn PhysicalExpr>>,
+    stats: Arc<ReadStats>,
+    metrics: ScanMetrics,
+}
+
+impl ScanState {
+    fn scan_block(
+        &self,
+        block: Range<u64>,
+        dynamic: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<Option<RecordBatch>> {
+        let keep = self.prune(&block, dynamic)?;
+        let span = match &keep {
+            None => block.clone(),
+            Some(k) => match (k.iter().position(|&b| b), k.iter().rposition(|&b| b)) {
+                (Some(first), Some(last)) => {
+                    block.start + first as u64..block.start + last as u64 + 1
+                }
+                _ => {
+                    self.metrics.blocks_pruned.add(1);
+                    return Ok(None);
+                }
+            },
+        };
+        let span_keep = keep.as_ref().map(|k| {
+            let (a, b) = (
+                (span.start - block.start) as usize,
+                (span.end - block.start) as usize,
+            );
+            k[a..b].to_vec()
+        });
+        let before = (
+            self.stats.bytes(),
+            self.stats.requests(),
+            self.stats.keys().len(),
+        );
+        let batch = self
+            .table
+            .read_block(span, &self.needed, span_keep.as_deref(), &self.stats)?;
+        self.metrics.blocks_read.add(1);
+        self.metrics
+            .bytes
+            .add((self.stats.bytes() - before.0) as usize);
+        self.metrics
+            .requests
+            .add((self.stats.requests() - before.1) as usize);
+        self.metrics.chunks.add(self.stats.keys().len() - before.2);
+        let mut mask: Option<BooleanArray> = None;
+        for c in &self.code_filters {
+            mask = Some(combine(mask, c.evaluate(&batch)?)?);
+        }
+        for f in &self.batch_filters {
+            let result = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let result = result
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| DataFusionError::Plan(format!("filter {f} is not boolean")))?
+                .clone();
+            mask = Some(combine(mask, result)?);
+        }
+        let batch = match mask {
+            Some(m) => filter_record_batch(&batch, &prep_null_mask_filter(&m))?,
+            None => batch,
+        };
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let projected = batch.project(&self.projection)?;
+        let options = RecordBatchOptions::new().with_row_count(Some(projected.num_rows()));
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.output.clone(),
+            projected.columns().to_vec(),
+            &options,
+        )?))
+    }
+
+    /// Which major positions of `block` survive the id predicates (None: all, without checking).
+    fn prune(
+        &self,
+        block: &Range<u64>,
+        dynamic: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<Option<Vec<bool>>> {
+        if self.id_filters.is_empty() && dynamic.is_empty() {
+            return Ok(None);
+        }
+        let Some(major) = self.table.major_id_column() else {
+            return Ok(None);
+        };
+        let n = (block.end - block.start) as usize;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            block.start as i64..block.end as i64,
+        ));
+        let with_ids = |schema: &SchemaRef, column: usize| -> Result<RecordBatch> {
+            let columns = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if i == column {
+                        ids.clone()
+                    } else {
+                        new_null_array(f.data_type(), n)
+                    }
+                })
+                .collect();
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        };
+        let mut mask: Option<BooleanArray> = None;
+        if !self.id_filters.is_empty() {
+            let batch = with_ids(&self.table.schema(), major)?;
+            for f in &self.id_filters {
+                mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
+            }
+        }
+        if !dynamic.is_empty() {
+            let name = self.table.schema().field(major).name().clone();
+            if let Ok(col) = self.output.index_of(&name) {
+                let batch = with_ids(&self.output, col)?;
+                for f in dynamic {
+                    mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
+                }
+            }
+        }
+        Ok(mask.map(|m| m.iter().map(|v| v == Some(true)).collect()))
+    }
+}
+
+fn as_bool(a: ArrayRef) -> Result<BooleanArray> {
+    a.as_any()
+        .downcast_ref::<BooleanArray>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Plan("row filter is not boolean".into()))
+}
+
+fn combine(acc: Option<BooleanArray>, next: BooleanArray) -> Result<BooleanArray> {
+    Ok(match acc {
+        None => next,
+        Some(a) => and_kleene(&a, &next)?,
+    })
+}

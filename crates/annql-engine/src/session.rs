@@ -1,0 +1,297 @@
+//! [`AnnSession`]: a DataFusion session that knows how to attach AnnData stores.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use annql_store::AnnDataStore;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::CatalogProvider;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlValue};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::error::{Error, Result};
+use crate::provider::AnnDataSchemaProvider;
+
+/// Settings for a session, set once through [`SessionBuilder`].
+#[derive(Debug, Clone)]
+pub struct SessionBuilder {
+    target_partitions: usize,
+    memory_limit: Option<usize>,
+    batch_size: usize,
+}
+
+impl Default for SessionBuilder {
+    fn default() -> Self {
+        Self {
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            memory_limit: None,
+            batch_size: 8192,
+        }
+    }
+}
+
+impl SessionBuilder {
+    /// Parallel partitions per scan (default: the number of cores).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.target_partitions = n.max(1);
+        self
+    }
+
+    /// Caps the memory DataFusion operators may reserve (sorts and joins spill or fail beyond it).
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Rows per batch for DataFusion's own operators.
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Builds the session.
+    pub fn build(self) -> Result<AnnSession> {
+        let config = SessionConfig::new()
+            .with_target_partitions(self.target_partitions)
+            .with_batch_size(self.batch_size)
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("annql", "public");
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = self.memory_limit {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        }
+        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        Ok(AnnSession {
+            ctx,
+            attached: Mutex::default(),
+        })
+    }
+}
+
+/// A query session over attached AnnData stores.
+pub struct AnnSession {
+    ctx: SessionContext,
+    attached: Mutex<BTreeMap<String, Arc<AnnDataStore>>>,
+}
+
+impl std::fmt::Debug for AnnSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnSession")
+            .field("attached", &self.attached_names())
+            .finish()
+    }
+}
+
+impl AnnSession {
+    /// A session with default settings.
+    pub fn new() -> Result<Self> {
+        SessionBuilder::default().build()
+    }
+
+    /// Configure a session.
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// The DataFusion context, for anything annql does not wrap.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Names of the attached datasets.
+    pub fn attached_names(&self) -> Vec<String> {
+        self.attached
+            .lock()
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The store attached under `name`.
+    pub fn store(&self, name: &str) -> Option<Arc<AnnDataStore>> {
+        self.attached.lock().ok()?.get(name).cloned()
+    }
+
+    /// Opens the store at `path` and attaches it as schema `name`.
+    pub fn attach(&self, name: &str, path: impl AsRef<Path>) -> Result<()> {
+        let store = Arc::new(AnnDataStore::open(path)?);
+        self.attach_store(name, store)
+    }
+
+    /// Attaches an already opened store.
+    pub fn attach_store(&self, name: &str, store: Arc<AnnDataStore>) -> Result<()> {
+        let mut attached = self
+            .attached
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?;
+        if attached.contains_key(name) {
+            return Err(Error::AlreadyAttached(name.into()));
+        }
+        let schema = AnnDataSchemaProvider::try_new(store.clone())?;
+        self.catalog()?.register_schema(name, Arc::new(schema))?;
+        attached.insert(name.to_string(), store);
+        Ok(())
+    }
+
+    /// Detaches the dataset `name`.
+    pub fn detach(&self, name: &str) -> Result<()> {
+        let mut attached = self
+            .attached
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?;
+        if attached.remove(name).is_none() {
+            return Err(Error::NotAttached(name.into()));
+        }
+        self.catalog()?.deregister_schema(name, true)?;
+        Ok(())
+    }
+
+    fn catalog(&self) -> Result<Arc<dyn CatalogProvider>> {
+        self.ctx
+            .catalog("annql")
+            .ok_or_else(|| Error::Internal("default catalog 'annql' is missing".into()))
+    }
+
+    /// Plans one SQL statement: `ATTACH 'path' [AS name]` and `DETACH name` are handled here,
+    /// everything else by DataFusion.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        if let Some(cmd) = parse_attach(sql)? {
+            match cmd {
+                Attach::Attach { path, name } => self.attach(&name, &path)?,
+                Attach::Detach { name, if_exists } => match self.detach(&name) {
+                    Err(Error::NotAttached(_)) if if_exists => {}
+                    other => other?,
+                },
+            }
+            return Ok(self.ctx.read_empty()?);
+        }
+        Ok(self.ctx.sql(sql).await?)
+    }
+
+    /// Runs one statement and collects its result.
+    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.sql(sql).await?.collect().await?)
+    }
+}
+
+/// An ATTACH or DETACH statement.
+#[derive(Debug, PartialEq, Eq)]
+enum Attach {
+    Attach { path: String, name: String },
+    Detach { name: String, if_exists: bool },
+}
+
+/// Recognises `ATTACH [DATABASE] 'path' [AS name]` and `DETACH [DATABASE] [IF EXISTS] name`.
+fn parse_attach(sql: &str) -> Result<Option<Attach>> {
+    let first = sql
+        .trim_start()
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    if first != "ATTACH" && first != "DETACH" {
+        return Ok(None);
+    }
+    let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+        .map_err(|e| Error::DataFusion(e.into()))?;
+    let Some(DFStatement::Statement(stmt)) = statements.front() else {
+        return Ok(None);
+    };
+    Ok(match stmt.as_ref() {
+        Statement::AttachDuckDBDatabase {
+            database_path,
+            database_alias,
+            ..
+        } => Some(Attach::Attach {
+            name: database_alias
+                .as_ref()
+                .map_or_else(|| default_name(&database_path.value), |a| a.value.clone()),
+            path: database_path.value.clone(),
+        }),
+        Statement::AttachDatabase {
+            schema_name,
+            database_file_name,
+            ..
+        } => {
+            let path = match database_file_name {
+                SqlExpr::Value(v) => match &v.value {
+                    SqlValue::SingleQuotedString(s) | SqlValue::DoubleQuotedString(s) => s.clone(),
+                    other => {
+                        return Err(Error::Statement(format!(
+                            "ATTACH expects a quoted path, got {other}"
+                        )));
+                    }
+                },
+                other => {
+                    return Err(Error::Statement(format!(
+                        "ATTACH expects a quoted path, got {other}"
+                    )));
+                }
+            };
+            Some(Attach::Attach {
+                path,
+                name: schema_name.value.clone(),
+            })
+        }
+        Statement::DetachDuckDBDatabase {
+            database_alias,
+            if_exists,
+            ..
+        } => Some(Attach::Detach {
+            name: database_alias.value.clone(),
+            if_exists: *if_exists,
+        }),
+        _ => None,
+    })
+}
+
+/// The name a store is attached under by default: its file stem (`pbmc.zarr.zip` → `pbmc`).
+pub fn default_name(path: &str) -> String {
+    let file = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path);
+    let stem = [".zarr.zip", ".zarr", ".zip", ".h5ad", ".h5mu"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))
+        .unwrap_or(file);
+    crate::model::sql_name(stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_statements() -> Result<()> {
+        assert_eq!(
+            parse_attach("ATTACH 'data/pbmc.zarr' AS pbmc")?,
+            Some(Attach::Attach {
+                path: "data/pbmc.zarr".into(),
+                name: "pbmc".into()
+            })
+        );
+        assert_eq!(
+            parse_attach("attach 'x/Atlas-M.zarr.zip'")?,
+            Some(Attach::Attach {
+                path: "x/Atlas-M.zarr.zip".into(),
+                name: "atlas_m".into()
+            })
+        );
+        assert_eq!(
+            parse_attach("DETACH pbmc")?,
+            Some(Attach::Detach {
+                name: "pbmc".into(),
+                if_exists: false
+            })
+        );
+        assert_eq!(parse_attach("SELECT 1")?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! The store reader's error type: every variant names the store and the element it concerns.
+
+use std::path::PathBuf;
+
+/// Result alias for the store reader.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong opening or reading an AnnData store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path does not exist or cannot be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The path given by the caller.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path exists but is not a store annql knows how to read.
+    #[error("{path}: {reason}")]
+    UnsupportedSource {
+        /// The path given by the caller.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A zip archive could not be read.
+    #[error("{path}: not a readable zip archive: {source}")]
+    Zip {
+        /// The archive.
+        path: PathBuf,
+        /// The zip crate's error.
+        #[source]
+        source: zip::result::ZipError,
+    },
+    /// The storage layer failed (I/O, missing file, truncated member).
+    #[error("{store}: storage error reading '{key}': {source}")]
+    Storage {
+        /// The store, as displayed to users.
+        store: String,
+        /// The key being read.
+        key: String,
+        /// The storage error.
+        #[source]
+        source: zarrs::storage::StorageError,
+    },
+    /// Metadata that is not valid JSON or does not follow the zarr spec.
+    #[error("{store}: bad metadata at '{key}': {reason}")]
+    Metadata {
+        /// The store.
+        store: String,
+        /// The metadata key (e.g. `obs/.zattrs`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store is not an AnnData store, or one written before the encoding spec.
+    #[error("{store}: {reason}")]
+    NotAnnData {
+        /// The store.
+        store: String,
+        /// Why (e.g. the pre-0.7 layout).
+        reason: String,
+    },
+    /// An element does not follow the AnnData on-disk spec.
+    #[error("{store}: element '/{path}': {reason}")]
+    Malformed {
+        /// The store.
+        store: String,
+        /// The element path inside the store.
+        path: String,
+        /// What is wrong, and what was expected.
+        reason: String,
+    },
+    /// An element is valid but annql cannot read it (yet).
+    #[error("{store}: element '/{path}' ({what}) is not supported: {reason}")]
+    Unsupported {
+        /// The store.
+        store: String,
+        /// The element path inside the store.
+        path: String,
+        /// The encoding or data type.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// No element at that path.
+    #[error("{store}: no element '/{path}'")]
+    NotFound {
+        /// The store.
+        store: String,
+        /// The path asked for.
+        path: String,
+    },
+    /// A read asked for rows outside the element.
+    #[error("{store}: element '/{path}': range {start}..{end} is out of bounds for length {len}")]
+    OutOfBounds {
+        /// The store.
+        store: String,
+        /// The element path.
+        path: String,
+        /// Range start.
+        start: u64,
+        /// Range end.
+        end: u64,
+        /// Element length along the axis.
+        len: u64,
+    },
+    /// zarrs could not decode a chunk (corrupt or truncated data, bad codec configuration).
+    #[error("{store}: element '/{path}': {source}")]
+    Decode {
+        /// The store.
+        store: String,
+        /// The array path.
+        path: String,
+        /// The zarrs error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Building an Arrow array failed.
+    #[error("{store}: element '/{path}': {source}")]
+    Arrow {
+        /// The store.
+        store: String,
+        /// The element path.
+        path: String,
+        /// The Arrow error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+}

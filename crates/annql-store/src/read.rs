@@ -1,0 +1,494 @@
+//! Stages `scan → decode`: range reads of arrays into Arrow, through zarrs, with chunk accounting.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array as _, ArrayRef, BooleanArray, DictionaryArray, Float32Array, Float64Array, Int8Array,
+    Int16Array, Int32Array, Int64Array, PrimitiveArray, StringArray, UInt8Array, UInt16Array,
+    UInt32Array, UInt64Array,
+};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{
+    ArrowDictionaryKeyType, ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type, Int64Type,
+};
+use zarrs::array::{Array, ArraySubset, ElementOwned};
+use zarrs::storage::ReadableStorageTraits;
+
+use crate::error::{Error, Result};
+use crate::metadata::DType;
+use crate::storage::{CountingStorage, ReadStats};
+use crate::store::AnnDataStore;
+
+/// A zarrs array over the store's storage (without accounting; see [`AnnDataStore::counted`]).
+pub(crate) type ZArray = Array<dyn ReadableStorageTraits>;
+
+/// Largest chunk (in elements) annql will decode: a declared chunk shape beyond it is refused
+/// rather than allocated.
+const MAX_CHUNK_ELEMENTS: u64 = 1 << 31;
+
+/// A block of rows (CSR) or columns (CSC) of a sparse matrix, as stored.
+#[derive(Debug, Clone)]
+pub struct SparseBlock {
+    /// The major-axis range this block covers.
+    pub major: Range<u64>,
+    /// Offsets into `indices`/`data`, rebased to start at 0; `major.len() + 1` entries.
+    pub indptr: Vec<u64>,
+    /// Minor-axis positions (gene ids for CSR, cell ids for CSC).
+    pub indices: Vec<u32>,
+    /// Stored values, in the matrix's own type.
+    pub data: ArrayRef,
+}
+
+impl SparseBlock {
+    /// Stored entries in the block.
+    pub fn nnz(&self) -> usize {
+        self.indices.len()
+    }
+}
+
+/// A block of rows of a dense 2-D array, row-major.
+#[derive(Debug, Clone)]
+pub struct DenseBlock {
+    /// The rows covered.
+    pub rows: Range<u64>,
+    /// Number of columns.
+    pub ncols: u64,
+    /// Values, row-major, `rows.len() * ncols` of them.
+    pub values: ArrayRef,
+}
+
+impl AnnDataStore {
+    /// The zarrs array at `path` (cached), refusing absurd chunk shapes.
+    pub(crate) fn zarray(&self, path: &str) -> Result<Arc<ZArray>> {
+        if let Some(a) = self
+            .arrays_cache()
+            .lock()
+            .ok()
+            .and_then(|c| c.get(path).cloned())
+        {
+            return Ok(a);
+        }
+        let meta = self.array_meta(path)?;
+        let chunk_elements = chunk_elements(&meta.document);
+        if chunk_elements.is_none_or(|n| n > MAX_CHUNK_ELEMENTS) {
+            return Err(self.malformed(path, "declared chunk shape is missing, zero or too large"));
+        }
+        let metadata: zarrs::array::ArrayMetadata =
+            serde_json::from_value(meta.document.clone())
+                .map_err(|e| self.unsupported(path, &meta.dtype.to_string(), &e.to_string()))?;
+        let storage: Arc<dyn ReadableStorageTraits> = self.storage().clone();
+        let array = Array::new_with_metadata(storage, &format!("/{path}"), metadata)
+            .map_err(|e| self.unsupported(path, &meta.dtype.to_string(), &e.to_string()))?;
+        let array = Arc::new(array);
+        if let Ok(mut cache) = self.arrays_cache().lock() {
+            cache.insert(path.to_string(), array.clone());
+        }
+        Ok(array)
+    }
+
+    /// Retrieves `subset` of the array at `path` as a vector, recording reads into `stats`.
+    fn retrieve<T: ElementOwned>(
+        &self,
+        path: &str,
+        subset: &ArraySubset,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Vec<T>> {
+        let array = self.zarray(path)?;
+        let counted = array.with_storage(Arc::new(CountingStorage::new(
+            self.storage().clone(),
+            vec![stats.clone(), self.totals().clone()],
+        )));
+        let values: Vec<T> = counted
+            .retrieve_array_subset::<Vec<T>>(subset)
+            .map_err(|e| Error::Decode {
+                store: self.name().into(),
+                path: path.into(),
+                source: Box::new(e),
+            })?;
+        let expected = subset.num_elements();
+        if values.len() as u64 != expected {
+            return Err(self.malformed(
+                path,
+                &format!("decoded {} elements, expected {expected}", values.len()),
+            ));
+        }
+        Ok(values)
+    }
+
+    /// Checks a 1-D range against the array's length.
+    fn check_range(&self, path: &str, len: u64, range: &Range<u64>) -> Result<()> {
+        if range.start > range.end || range.end > len {
+            return Err(Error::OutOfBounds {
+                store: self.name().into(),
+                path: path.into(),
+                start: range.start,
+                end: range.end,
+                len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `rows` of a 1-D array (or the first axis of an n-d one) into an Arrow array.
+    pub fn read_array(
+        &self,
+        path: &str,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<ArrayRef> {
+        let meta = self.array_meta(path)?;
+        let len = meta.shape.first().copied().unwrap_or(1);
+        self.check_range(path, len, &rows)?;
+        let mut ranges = vec![rows];
+        ranges.extend(meta.shape.iter().skip(1).map(|&n| 0..n));
+        if meta.shape.is_empty() {
+            ranges.clear();
+        }
+        let subset = ArraySubset::new_with_ranges(&ranges);
+        macro_rules! prim {
+            ($t:ty, $arr:ty) => {
+                Arc::new(<$arr>::from(self.retrieve::<$t>(path, &subset, stats)?)) as ArrayRef
+            };
+        }
+        Ok(match &meta.dtype {
+            DType::Bool => prim!(bool, BooleanArray),
+            DType::Int8 => prim!(i8, Int8Array),
+            DType::Int16 => prim!(i16, Int16Array),
+            DType::Int32 => prim!(i32, Int32Array),
+            DType::Int64 => prim!(i64, Int64Array),
+            DType::UInt8 => prim!(u8, UInt8Array),
+            DType::UInt16 => prim!(u16, UInt16Array),
+            DType::UInt32 => prim!(u32, UInt32Array),
+            DType::UInt64 => prim!(u64, UInt64Array),
+            DType::Float32 => prim!(f32, Float32Array),
+            DType::Float64 => prim!(f64, Float64Array),
+            DType::String => Arc::new(StringArray::from(
+                self.retrieve::<String>(path, &subset, stats)?,
+            )),
+            DType::Other(d) => {
+                return Err(self.unsupported(
+                    path,
+                    d,
+                    "annql reads bool, integer, float and string arrays",
+                ));
+            }
+        })
+    }
+
+    /// Reads a range of an integer array as `u64`, refusing negative values (index arrays).
+    pub fn read_offsets(
+        &self,
+        path: &str,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Vec<u64>> {
+        let meta = self.array_meta(path)?;
+        let len = meta.shape.first().copied().unwrap_or(0);
+        self.check_range(path, len, &rows)?;
+        let subset = ArraySubset::new_with_ranges(&[rows]);
+        let negative = || self.malformed(path, "negative value in an index array");
+        macro_rules! signed {
+            ($t:ty) => {
+                self.retrieve::<$t>(path, &subset, stats)?
+                    .into_iter()
+                    .map(|v| u64::try_from(v).map_err(|_| negative()))
+                    .collect()
+            };
+        }
+        macro_rules! unsigned {
+            ($t:ty) => {
+                Ok(self
+                    .retrieve::<$t>(path, &subset, stats)?
+                    .into_iter()
+                    .map(u64::from)
+                    .collect())
+            };
+        }
+        match &meta.dtype {
+            DType::Int8 => signed!(i8),
+            DType::Int16 => signed!(i16),
+            DType::Int32 => signed!(i32),
+            DType::Int64 => signed!(i64),
+            DType::UInt8 => unsigned!(u8),
+            DType::UInt16 => unsigned!(u16),
+            DType::UInt32 => unsigned!(u32),
+            DType::UInt64 => unsigned!(u64),
+            other => Err(self.malformed(
+                path,
+                &format!("index array has dtype {other}, expected an integer type"),
+            )),
+        }
+    }
+
+    /// Reads the major-axis range `major` of a CSR (rows) or CSC (columns) matrix: the `indptr` slice,
+    /// then only the `indices`/`data` chunks it covers.
+    pub fn read_sparse(
+        &self,
+        path: &str,
+        major: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<SparseBlock> {
+        let element = self.element(path)?;
+        let (n_major, n_minor) = self.sparse_dims(element)?;
+        self.check_range(path, n_major, &major)?;
+        let indptr =
+            self.read_offsets(&format!("{path}/indptr"), major.start..major.end + 1, stats)?;
+        let (first, last) = (indptr[0], indptr[indptr.len() - 1]);
+        if indptr.windows(2).any(|w| w[0] > w[1]) {
+            return Err(self.malformed(&format!("{path}/indptr"), "indptr is not non-decreasing"));
+        }
+        let nnz = self
+            .array_meta(&format!("{path}/indices"))?
+            .shape
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if last > nnz {
+            return Err(self.malformed(
+                &format!("{path}/indptr"),
+                &format!("indptr points to entry {last} but indices has {nnz}"),
+            ));
+        }
+        let entries = first..last;
+        let raw = self.read_offsets(&format!("{path}/indices"), entries.clone(), stats)?;
+        let indices = raw
+            .into_iter()
+            .map(|i| {
+                if i < n_minor {
+                    u32::try_from(i).ok()
+                } else {
+                    None
+                }
+            })
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| {
+                self.malformed(
+                    &format!("{path}/indices"),
+                    &format!("index out of range 0..{n_minor}"),
+                )
+            })?;
+        let data = self.read_array(&format!("{path}/data"), entries, stats)?;
+        Ok(SparseBlock {
+            indptr: indptr.iter().map(|p| p - first).collect(),
+            major,
+            indices,
+            data,
+        })
+    }
+
+    /// Stored entries in the major-axis range `major`, from `indptr` alone.
+    pub fn sparse_nnz(&self, path: &str, major: Range<u64>, stats: &Arc<ReadStats>) -> Result<u64> {
+        let element = self.element(path)?;
+        let (n_major, _) = self.sparse_dims(element)?;
+        self.check_range(path, n_major, &major)?;
+        let first = self.read_offsets(
+            &format!("{path}/indptr"),
+            major.start..major.start + 1,
+            stats,
+        )?;
+        let last = self.read_offsets(&format!("{path}/indptr"), major.end..major.end + 1, stats)?;
+        Ok(last[0].saturating_sub(first[0]))
+    }
+
+    /// (major, minor) lengths of a sparse matrix element, validated against its arrays.
+    pub fn sparse_dims(&self, element: &crate::Element) -> Result<(u64, u64)> {
+        let path = &element.path;
+        let [rows, cols] = element.shape[..] else {
+            return Err(self.malformed(path, "sparse matrix without a 2-D 'shape' attribute"));
+        };
+        let (major, minor) = match element.encoding {
+            crate::Encoding::CsrMatrix => (rows, cols),
+            crate::Encoding::CscMatrix => (cols, rows),
+            _ => return Err(self.malformed(path, "not a csr_matrix or csc_matrix")),
+        };
+        let indptr_len = self
+            .array_meta(&format!("{path}/indptr"))?
+            .shape
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if indptr_len != major + 1 {
+            return Err(self.malformed(
+                path,
+                &format!(
+                    "shape says {major} major-axis entries but indptr has length {indptr_len}"
+                ),
+            ));
+        }
+        Ok((major, minor))
+    }
+
+    /// Reads `rows` of a dense 2-D array, all columns, row-major.
+    pub fn read_dense_rows(
+        &self,
+        path: &str,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<DenseBlock> {
+        let meta = self.array_meta(path)?;
+        let ncols = match meta.shape[..] {
+            [_] => 1,
+            [_, c] => c,
+            _ => return Err(self.malformed(path, "expected a 1-D or 2-D array")),
+        };
+        let values = self.read_array(path, rows.clone(), stats)?;
+        Ok(DenseBlock {
+            rows,
+            ncols,
+            values,
+        })
+    }
+
+    /// Reads `rows` of a dataframe column (any of the column encodings) into Arrow.
+    pub fn read_column(
+        &self,
+        column: &crate::Element,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<ArrayRef> {
+        use crate::Encoding as E;
+        let path = &column.path;
+        match &column.encoding {
+            E::Array | E::StringArray => self.read_array(path, rows, stats),
+            E::Categorical => {
+                let codes = self.read_array(&format!("{path}/codes"), rows, stats)?;
+                let categories = self.categories(&format!("{path}/categories"))?;
+                self.dictionary(path, codes, categories)
+            }
+            E::LegacyCategorical => {
+                let codes = self.read_array(path, rows, stats)?;
+                let categories = self.categories(&self.legacy_categories_path(column)?)?;
+                self.dictionary(path, codes, categories)
+            }
+            E::NullableInteger | E::NullableBoolean | E::NullableStringArray => {
+                let values = self.read_array(&format!("{path}/values"), rows.clone(), stats)?;
+                let mask = self.read_array(&format!("{path}/mask"), rows, stats)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| {
+                        self.malformed(&format!("{path}/mask"), "mask is not boolean")
+                    })?;
+                if mask.len() != values.len() {
+                    return Err(self.malformed(path, "mask and values differ in length"));
+                }
+                let valid =
+                    NullBuffer::from(mask.iter().map(|m| m != Some(true)).collect::<Vec<_>>());
+                let data = values.to_data().into_builder().nulls(Some(valid));
+                let data = data.build().map_err(|source| Error::Arrow {
+                    store: self.name().into(),
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(arrow::array::make_array(data))
+            }
+            other => Err(self.unsupported(path, other.name(), "not a dataframe column encoding")),
+        }
+    }
+
+    fn legacy_categories_path(&self, column: &crate::Element) -> Result<String> {
+        let rel = column
+            .attrs
+            .get("categories")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                self.unsupported(
+                    &column.path,
+                    "categorical (0.1.0)",
+                    "'categories' is not a path string",
+                )
+            })?;
+        let parent = column.path.rsplit_once('/').map_or("", |(p, _)| p);
+        Ok(match rel.strip_prefix('/') {
+            Some(abs) => abs.to_string(),
+            None => format!("{parent}/{rel}"),
+        })
+    }
+
+    /// The categories of a categorical (read whole, once, and cached: they are the dictionary).
+    fn categories(&self, path: &str) -> Result<ArrayRef> {
+        if let Some(c) = self
+            .categories_cache()
+            .lock()
+            .ok()
+            .and_then(|c| c.get(path).cloned())
+        {
+            return Ok(c);
+        }
+        let len = self.array_meta(path)?.shape.first().copied().unwrap_or(0);
+        let values = self.read_array(path, 0..len, &ReadStats::new_shared())?;
+        if let Ok(mut cache) = self.categories_cache().lock() {
+            cache.insert(path.to_string(), values.clone());
+        }
+        Ok(values)
+    }
+
+    fn dictionary(&self, path: &str, codes: ArrayRef, categories: ArrayRef) -> Result<ArrayRef> {
+        let n = categories.len();
+        macro_rules! dict {
+            ($k:ty) => {
+                self.make_dictionary::<$k>(
+                    path,
+                    codes.as_any().downcast_ref::<PrimitiveArray<$k>>(),
+                    categories,
+                    n,
+                )
+            };
+        }
+        match codes.data_type() {
+            DataType::Int8 => dict!(Int8Type),
+            DataType::Int16 => dict!(Int16Type),
+            DataType::Int32 => dict!(Int32Type),
+            DataType::Int64 => dict!(Int64Type),
+            other => Err(self.malformed(
+                path,
+                &format!("categorical codes are {other}, expected signed integers"),
+            )),
+        }
+    }
+
+    fn make_dictionary<K: ArrowDictionaryKeyType + ArrowPrimitiveType>(
+        &self,
+        path: &str,
+        codes: Option<&PrimitiveArray<K>>,
+        categories: ArrayRef,
+        n: usize,
+    ) -> Result<ArrayRef>
+    where
+        K::Native: TryInto<i64> + Copy,
+    {
+        let codes = codes.ok_or_else(|| self.malformed(path, "codes have an unexpected type"))?;
+        let mut valid = Vec::with_capacity(codes.len());
+        for code in codes.values().iter() {
+            let c: i64 = (*code).try_into().unwrap_or(-1);
+            if c >= n as i64 || c < -1 {
+                return Err(
+                    self.malformed(path, &format!("code {c} out of range for {n} categories"))
+                );
+            }
+            valid.push(c >= 0);
+        }
+        let keys = PrimitiveArray::<K>::new(codes.values().clone(), Some(NullBuffer::from(valid)));
+        let dict =
+            DictionaryArray::<K>::try_new(keys, categories).map_err(|source| Error::Arrow {
+                store: self.name().into(),
+                path: path.into(),
+                source,
+            })?;
+        Ok(Arc::new(dict))
+    }
+}
+
+/// Elements per (outer) chunk declared by a v2 or v3 array document.
+fn chunk_elements(doc: &serde_json::Value) -> Option<u64> {
+    let chunks = doc
+        .get("chunks")
+        .or_else(|| doc.pointer("/chunk_grid/configuration/chunk_shape"))?
+        .as_array()?;
+    chunks.iter().try_fold(1u64, |acc, c| {
+        c.as_u64()
+            .filter(|&c| c > 0)
+            .and_then(|c| acc.checked_mul(c))
+    })
+}

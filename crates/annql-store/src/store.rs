@@ -1,0 +1,156 @@
+//! [`AnnDataStore`]: an opened store — its element tree, its storage, and what reads cost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::ArrayRef;
+
+use crate::element::{Element, Encoding, build_tree};
+use crate::error::{Error, Result};
+use crate::metadata::{ArrayMeta, Node, ZarrFormat, read_hierarchy};
+use crate::read::ZArray;
+use crate::storage::{ReadStats, Storage, open_local};
+
+/// An AnnData (or MuData) store opened lazily: metadata is read, no chunk is.
+pub struct AnnDataStore {
+    name: String,
+    storage: Storage,
+    format: ZarrFormat,
+    consolidated: bool,
+    nodes: BTreeMap<String, Node>,
+    root: Element,
+    totals: Arc<ReadStats>,
+    arrays: Mutex<HashMap<String, Arc<ZArray>>>,
+    categories: Mutex<HashMap<String, ArrayRef>>,
+}
+
+impl std::fmt::Debug for AnnDataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnDataStore")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("consolidated", &self.consolidated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnnDataStore {
+    /// Opens a local zarr directory or `.zarr.zip` archive.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        Self::from_storage(open_local(path)?, path.display().to_string())
+    }
+
+    /// Opens a store over any storage; `name` is how errors and plans refer to it.
+    pub fn from_storage(storage: Storage, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let hierarchy = read_hierarchy(&storage, &name)?;
+        let root = build_tree(&name, &hierarchy.nodes)?;
+        Ok(Self {
+            name,
+            storage,
+            format: hierarchy.format,
+            consolidated: hierarchy.consolidated,
+            nodes: hierarchy.nodes,
+            root,
+            totals: ReadStats::new_shared(),
+            arrays: Mutex::default(),
+            categories: Mutex::default(),
+        })
+    }
+
+    /// How the store is referred to in messages (its path or URL).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Zarr format 2 or 3.
+    pub fn format(&self) -> ZarrFormat {
+        self.format
+    }
+
+    /// Whether metadata came from one consolidated document.
+    pub fn consolidated(&self) -> bool {
+        self.consolidated
+    }
+
+    /// The root element (`anndata` or `MuData`).
+    pub fn root(&self) -> &Element {
+        &self.root
+    }
+
+    /// The AnnData objects in the store: the root, or each `mod/<name>` of a MuData store.
+    pub fn anndatas(&self) -> Vec<&Element> {
+        match self.root.encoding {
+            Encoding::MuData => self
+                .root
+                .child("mod")
+                .map(|m| {
+                    m.children
+                        .iter()
+                        .filter(|c| c.encoding == Encoding::AnnData)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => vec![&self.root],
+        }
+    }
+
+    /// The element at `path` (no leading slash needed).
+    pub fn element(&self, path: &str) -> Result<&Element> {
+        self.root.find(path).ok_or_else(|| Error::NotFound {
+            store: self.name.clone(),
+            path: path.trim_start_matches('/').to_string(),
+        })
+    }
+
+    /// Running totals of every read made through this store.
+    pub fn totals(&self) -> &Arc<ReadStats> {
+        &self.totals
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Shape and dtype of the array node at `path`.
+    pub fn array_meta(&self, path: &str) -> Result<&ArrayMeta> {
+        let path = path.trim_start_matches('/');
+        match self.nodes.get(path) {
+            Some(Node { array: Some(a), .. }) => Ok(a),
+            Some(_) => Err(self.malformed(path, "expected an array, found a group")),
+            None => Err(Error::Malformed {
+                store: self.name.clone(),
+                path: path.to_string(),
+                reason: "array is missing from the store".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn arrays_cache(&self) -> &Mutex<HashMap<String, Arc<ZArray>>> {
+        &self.arrays
+    }
+
+    pub(crate) fn categories_cache(&self) -> &Mutex<HashMap<String, ArrayRef>> {
+        &self.categories
+    }
+
+    pub(crate) fn malformed(&self, path: &str, reason: &str) -> Error {
+        Error::Malformed {
+            store: self.name.clone(),
+            path: path.trim_start_matches('/').to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn unsupported(&self, path: &str, what: &str, reason: &str) -> Error {
+        Error::Unsupported {
+            store: self.name.clone(),
+            path: path.trim_start_matches('/').to_string(),
+            what: what.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
