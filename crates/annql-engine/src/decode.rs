@@ -40,6 +40,9 @@ pub struct AnnTable {
     pub(crate) store: Arc<AnnDataStore>,
     pub(crate) def: TableDef,
     pub(crate) schema: SchemaRef,
+    /// The schema of internal full-width batches: every column nullable, since columns a query
+    /// does not need are left null.
+    pub(crate) work_schema: SchemaRef,
     pub(crate) sources: Vec<Source>,
     /// Length of the axis scans are partitioned along (rows; columns for CSC).
     pub(crate) major_len: u64,
@@ -195,9 +198,11 @@ impl AnnTable {
                 block_rows = 1;
             }
         }
+        let work_schema = Arc::new(nullable(&Schema::new(fields.clone())));
         Ok(Self {
             store,
             def,
+            work_schema,
             schema: Arc::new(Schema::new(fields)),
             sources,
             major_len,
@@ -310,7 +315,7 @@ impl AnnTable {
             columns.push(array);
         }
         let batch = RecordBatch::try_new_with_options(
-            self.schema.clone(),
+            self.work_schema.clone(),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
@@ -406,7 +411,7 @@ impl AnnTable {
             },
         ];
         Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
+            self.work_schema.clone(),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?)
@@ -432,7 +437,7 @@ impl AnnTable {
             Arc::new(StringArray::from(types)),
             Arc::new(StringArray::from(values)),
         ];
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(self.work_schema.clone(), columns)?)
     }
 }
 
@@ -487,6 +492,18 @@ fn uns_value(store: &AnnDataStore, e: &Element) -> Option<String> {
                 .join("x")
         )),
     }
+}
+
+/// The same schema with every field nullable.
+pub(crate) fn nullable(schema: &Schema) -> Schema {
+    Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )
 }
 
 fn apply_keep(batch: RecordBatch, keep: Option<&[bool]>) -> Result<RecordBatch> {

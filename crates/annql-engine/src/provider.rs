@@ -127,11 +127,7 @@ impl TableProvider for AnnDataTableProvider {
             limit,
         };
         let exec = AnnDataScanExec::try_new(self.table.clone(), params, physical, code_filters)?;
-        let exec = exec.with_row_count(if filters.is_empty() {
-            self.exact_rows()
-        } else {
-            None
-        });
+        let exec = exec.with_row_count(self.exact_rows());
         Ok(Arc::new(exec))
     }
 

@@ -81,7 +81,7 @@ impl CodeFilter {
                 }
             })
             .collect();
-        let probe = RecordBatch::try_new(schema.clone(), columns)?;
+        let probe = RecordBatch::try_new(Arc::new(crate::decode::nullable(schema)), columns)?;
         let result = expr.evaluate(&probe)?.into_array(n + 1)?;
         let per_code = result
             .as_any()

@@ -16,7 +16,7 @@ use annql_store::ReadStats;
 use annql_store::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, new_null_array,
 };
-use annql_store::arrow::compute::{and_kleene, filter_record_batch, prep_null_mask_filter};
+use annql_store::arrow::compute::{and_kleene, filter_record_batch};
 use annql_store::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Statistics, stats::Precision};
@@ -69,8 +69,9 @@ pub struct AnnDataScanExec {
     batch_filters: Vec<Arc<dyn PhysicalExpr>>,
     /// Dynamic filters pushed by joins, on the output schema; used to prune rows only.
     dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
-    /// Exact row count of the unfiltered table, when known (answers `count(*)` without a scan).
-    row_count: Option<u64>,
+    /// Row count: exact for an unfiltered table (answers `count(*)` without a scan), an upper
+    /// bound otherwise (lets join planning put the smaller side first).
+    row_count: Precision<usize>,
     metrics: ExecutionPlanMetricsSet,
     cache: Arc<PlanProperties>,
 }
@@ -111,15 +112,22 @@ impl AnnDataScanExec {
             code_filters,
             batch_filters,
             dynamic_filters: Vec::new(),
-            row_count: None,
+            row_count: Precision::Absent,
             metrics: ExecutionPlanMetricsSet::new(),
             cache,
         })
     }
 
-    /// Declares the exact number of rows the scan yields (only valid without filters or limit).
+    /// Declares the number of rows of the table; exact only if the scan has no filter or limit.
     pub fn with_row_count(mut self, rows: Option<u64>) -> Self {
-        self.row_count = rows.filter(|_| self.params.limit.is_none());
+        let exact = self.filters.is_empty() && self.params.limit.is_none();
+        self.row_count = match rows {
+            Some(n) if exact => Precision::Exact(n as usize),
+            Some(n) => {
+                Precision::Inexact(self.params.limit.map_or(n as usize, |l| l.min(n as usize)))
+            }
+            None => Precision::Absent,
+        };
         self
     }
 
@@ -147,7 +155,7 @@ impl AnnDataScanExec {
             code_filters: self.code_filters.clone(),
             batch_filters: self.batch_filters.clone(),
             dynamic_filters,
-            row_count: None,
+            row_count: self.row_count,
             metrics: ExecutionPlanMetricsSet::new(),
             cache: self.cache.clone(),
         }
@@ -273,8 +281,12 @@ impl ExecutionPlan for AnnDataScanExec {
         args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
         let mut stats = Statistics::new_unknown(&self.schema());
-        if let (None, Some(rows)) = (args.partition(), self.row_count) {
-            stats = stats.with_num_rows(Precision::Exact(rows as usize));
+        if args.partition().is_none() {
+            let rows = match (self.row_count, self.dynamic_filters.is_empty()) {
+                (Precision::Exact(n), false) => Precision::Inexact(n),
+                (p, _) => p,
+            };
+            stats = stats.with_num_rows(rows);
         }
         Ok(Arc::new(stats))
     }
@@ -465,7 +477,7 @@ impl ScanState {
         let before = (
             self.stats.bytes(),
             self.stats.requests(),
-            self.stats.keys().len(),
+            self.stats.key_count(),
         );
         let batch = self
             .table
@@ -477,7 +489,7 @@ impl ScanState {
         self.metrics
             .requests
             .add((self.stats.requests() - before.1) as usize);
-        self.metrics.chunks.add(self.stats.keys().len() - before.2);
+        self.metrics.chunks.add(self.stats.key_count() - before.2);
         let mut mask: Option<BooleanArray> = None;
         for c in &self.code_filters {
             mask = Some(combine(mask, c.evaluate(&batch)?)?);
@@ -492,7 +504,7 @@ impl ScanState {
             mask = Some(combine(mask, result)?);
         }
         let batch = match mask {
-            Some(m) => filter_record_batch(&batch, &prep_null_mask_filter(&m))?,
+            Some(m) => filter_record_batch(&batch, &m)?,
             None => batch,
         };
         if batch.num_rows() == 0 {
@@ -540,7 +552,7 @@ impl ScanState {
         };
         let mut mask: Option<BooleanArray> = None;
         if !self.id_filters.is_empty() {
-            let batch = with_ids(&self.table.schema(), major)?;
+            let batch = with_ids(&self.table.work_schema, major)?;
             for f in &self.id_filters {
                 mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
             }
@@ -548,7 +560,7 @@ impl ScanState {
         if !dynamic.is_empty() {
             let name = self.table.schema().field(major).name().clone();
             if let Ok(col) = self.output.index_of(&name) {
-                let batch = with_ids(&self.output, col)?;
+                let batch = with_ids(&Arc::new(crate::decode::nullable(&self.output)), col)?;
                 for f in dynamic {
                     mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
                 }

@@ -262,7 +262,7 @@ impl ListableStorageTraits for ZipStorage {
 pub struct ReadStats {
     requests: AtomicU64,
     bytes: AtomicU64,
-    keys: Mutex<BTreeSet<String>>,
+    keys: Mutex<BTreeMap<String, (u64, u64)>>,
 }
 
 impl ReadStats {
@@ -283,14 +283,49 @@ impl ReadStats {
 
     /// Distinct storage keys read (for an unsharded array, its chunks).
     pub fn keys(&self) -> BTreeSet<String> {
-        self.keys.lock().map(|k| k.clone()).unwrap_or_default()
+        self.keys
+            .lock()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of distinct keys read so far.
+    pub fn key_count(&self) -> usize {
+        self.keys.lock().map(|k| k.len()).unwrap_or(0)
+    }
+
+    /// Bytes read from keys under `prefix` (e.g. `X/data/`).
+    pub fn bytes_under(&self, prefix: &str) -> u64 {
+        self.keys
+            .lock()
+            .map(|k| {
+                k.iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, (_, b))| b)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Byte-range requests made to keys under `prefix`. For a sharded array this is the shard
+    /// indexes read plus the inner chunks read.
+    pub fn requests_under(&self, prefix: &str) -> u64 {
+        self.keys
+            .lock()
+            .map(|k| {
+                k.iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, (r, _))| r)
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Number of distinct keys read under `prefix` (e.g. `X/data/`), i.e. chunks of one array.
     pub fn keys_under(&self, prefix: &str) -> usize {
         self.keys
             .lock()
-            .map(|k| k.iter().filter(|k| k.starts_with(prefix)).count())
+            .map(|k| k.keys().filter(|k| k.starts_with(prefix)).count())
             .unwrap_or(0)
     }
 
@@ -298,8 +333,14 @@ impl ReadStats {
         self.requests.fetch_add(requests, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Ok(mut keys) = self.keys.lock() {
-            if !keys.contains(key.as_str()) {
-                keys.insert(key.as_str().to_string());
+            match keys.get_mut(key.as_str()) {
+                Some((r, b)) => {
+                    *r += requests;
+                    *b += bytes;
+                }
+                None => {
+                    keys.insert(key.as_str().to_string(), (requests, bytes));
+                }
             }
         }
     }
