@@ -78,6 +78,9 @@ impl sqllogictest::AsyncDB for AnnDb {
                 );
             }
         }
+        if sql.trim_start().to_ascii_uppercase().starts_with("EXPLAIN") {
+            return Ok(explain_rows(rows));
+        }
         Ok(DBOutput::Rows { types, rows })
     }
 
@@ -85,6 +88,28 @@ impl sqllogictest::AsyncDB for AnnDb {
 
     fn engine_name(&self) -> &str {
         "annql"
+    }
+}
+
+/// Plans as one row per line, numbered, indentation shown as dashes (as DataFusion's own suite does),
+/// so whitespace survives the .slt format.
+fn explain_rows(rows: Vec<Vec<String>>) -> DBOutput<DefaultColumnType> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, plan) = (
+            row.first().cloned().unwrap_or_default(),
+            row.get(1).cloned().unwrap_or_default(),
+        );
+        out.push(vec![kind]);
+        for (i, line) in plan.lines().enumerate() {
+            let body = line.trim_start();
+            let indent = "-".repeat(line.len() - body.len());
+            out.push(vec![format!("{:02}){indent}{body}", i + 1)]);
+        }
+    }
+    DBOutput::Rows {
+        types: vec![DefaultColumnType::Text],
+        rows: out,
     }
 }
 

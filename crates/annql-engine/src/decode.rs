@@ -420,10 +420,10 @@ impl AnnTable {
     fn read_uns(&self) -> Result<RecordBatch> {
         let uns = self.store.element(&self.def.path).map_err(store_err)?;
         let (mut paths, mut types, mut values) = (Vec::new(), Vec::new(), Vec::new());
-        for e in uns.walk().into_iter().skip(1) {
-            if e.encoding == Encoding::Dict {
-                continue;
-            }
+        // Leaves of the dict tree; a dataframe (or any encoded group) is one entry, not its parts.
+        let mut leaves = Vec::new();
+        collect_uns_leaves(uns, &mut leaves);
+        for e in leaves {
             let rel = e
                 .path
                 .strip_prefix(&format!("{}/", uns.path))
@@ -438,6 +438,16 @@ impl AnnTable {
             Arc::new(StringArray::from(values)),
         ];
         Ok(RecordBatch::try_new(self.work_schema.clone(), columns)?)
+    }
+}
+
+fn collect_uns_leaves<'a>(e: &'a Element, out: &mut Vec<&'a Element>) {
+    for c in &e.children {
+        if c.encoding == Encoding::Dict {
+            collect_uns_leaves(c, out);
+        } else {
+            out.push(c);
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! | `x`, `layers_<name>`, `raw_x` | CSR, CSC or dense matrices | `obs_id`, `var_id`, `value` (stored non-zero entries) |
 //! | `obsm_<key>`, `varm_<key>` | dense embeddings | `obs_id`, `<key>_0`, `<key>_1`, … |
 //! | `obsm_<key>` (dataframe) | a dataframe in obsm | `obs_id`, its columns |
+//! | `obsm_<key>` (sparse) | a sparse matrix in obsm | `obs_id`, `component_id`, `value` |
 //! | `obsp_<key>`, `varp_<key>` | pairwise graphs | `obs_id_1`, `obs_id_2`, `value` |
 //! | `uns` | unstructured metadata | `path`, `type`, `value` (JSON text) |
 //! | `raw_var` | raw's var | `var_id`, `var_name`, columns |
@@ -22,6 +23,8 @@ pub enum Axis {
     Obs,
     /// Genes.
     Var,
+    /// Components of an embedding (the columns of a sparse obsm/varm matrix).
+    Component,
 }
 
 impl Axis {
@@ -30,6 +33,7 @@ impl Axis {
         match self {
             Axis::Obs => "obs",
             Axis::Var => "var",
+            Axis::Component => "component",
         }
     }
 }
@@ -120,7 +124,7 @@ pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
                     axis,
                     with_names: false,
                 },
-                Encoding::CsrMatrix | Encoding::CscMatrix => matrix(axis, axis),
+                Encoding::CsrMatrix | Encoding::CscMatrix => matrix(axis, Axis::Component),
                 _ => continue,
             };
             add(format!("{group}_{}", sql_name(e.name())), &e.path, kind);

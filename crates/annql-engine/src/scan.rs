@@ -23,9 +23,9 @@ use datafusion::common::{Statistics, stats::Precision};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
@@ -376,53 +376,31 @@ impl ExecutionPlan for AnnDataScanExec {
         let dynamic = self.dynamic_filters.clone();
         let limit = self.params.limit;
         let schema = self.schema();
-        let stream = futures::stream::once(async move {
-            // A join's filter is final once its build side is done, which happens before the probe
-            // side (this scan) is first polled; waiting makes that explicit.
-            let mut snapshots = Vec::new();
-            for f in &dynamic {
-                if let Some(d) =
-                    (f.as_ref() as &dyn std::any::Any).downcast_ref::<DynamicFilterPhysicalExpr>()
-                {
-                    d.wait_complete().await;
+        let mut emitted = 0usize;
+        let stream = futures::stream::iter(blocks)
+            .then(move |block| {
+                let state = state.clone();
+                let dynamic = dynamic.clone();
+                async move {
+                    // A join's filter is taken as it stands when the block is read: by then the
+                    // join's build side is normally complete; if not, it prunes less, never wrongly.
+                    let snapshots = dynamic
+                        .iter()
+                        .map(|f| snapshot_physical_expr(f.clone()))
+                        .collect::<Result<Vec<_>>>()?;
+                    tokio::task::spawn_blocking(move || state.scan_block(block, &snapshots))
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?
                 }
-                snapshots.push(
-                    datafusion::physical_expr_common::physical_expr::snapshot_physical_expr(
-                        f.clone(),
-                    )?,
-                );
-            }
-            Ok::<_, DataFusionError>(snapshots)
-        })
-        .map(move |snapshots| {
-            let state = state.clone();
-            let blocks = blocks.clone();
-            let snapshots = match snapshots {
-                Ok(s) => Arc::new(s),
-                Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
-            };
-            let mut emitted = 0usize;
-            futures::stream::iter(blocks)
-                .then(move |block| {
-                    let state = state.clone();
-                    let snapshots = snapshots.clone();
-                    async move {
-                        tokio::task::spawn_blocking(move || state.scan_block(block, &snapshots))
-                            .await
-                            .map_err(|e| DataFusionError::External(Box::new(e)))?
-                    }
-                })
-                .filter_map(|r| async move { r.transpose() })
-                .take_while(move |r| {
-                    let go = limit.is_none_or(|l| emitted < l);
-                    if let Ok(b) = r {
-                        emitted += b.num_rows();
-                    }
-                    async move { go }
-                })
-                .boxed()
-        })
-        .flatten();
+            })
+            .filter_map(|r| async move { r.transpose() })
+            .take_while(move |r| {
+                let go = limit.is_none_or(|l| emitted < l);
+                if let Ok(b) = r {
+                    emitted += b.num_rows();
+                }
+                async move { go }
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }
