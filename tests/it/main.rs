@@ -1,6 +1,9 @@
 //! annql's integration tests, in one binary to keep link time down.
 
+mod cli;
 mod common;
 mod engine;
+mod examples;
+mod repl;
 mod slt;
 mod store;

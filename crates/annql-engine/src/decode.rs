@@ -7,7 +7,7 @@ use annql_store::arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray, UInt32Array,
     new_null_array,
 };
-use annql_store::arrow::compute::{filter, take};
+use annql_store::arrow::compute::take;
 use annql_store::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use annql_store::{AnnDataStore, DType, Element, Encoding, ReadStats};
 use datafusion::error::{DataFusionError, Result};
@@ -230,6 +230,23 @@ impl AnnTable {
         }
     }
 
+    /// Index of the matrix column holding the minor-axis id (var_id for CSR), if a matrix.
+    pub(crate) fn minor_id_column(&self) -> Option<usize> {
+        match self.def.kind {
+            TableKind::Matrix { .. } => Some(if self.column_major { 0 } else { 1 }),
+            _ => None,
+        }
+    }
+
+    /// Length of the minor axis of a matrix table.
+    pub(crate) fn minor_len(&self) -> Option<u64> {
+        let e = self.store.element(&self.def.path).ok()?;
+        match self.def.kind {
+            TableKind::Matrix { .. } => e.shape.get(if self.column_major { 0 } else { 1 }).copied(),
+            _ => None,
+        }
+    }
+
     /// Exact row count when cheap to know: dataframe/embedding length, or a sparse matrix's
     /// stored entries from its last `indptr` value (one small read).
     pub(crate) fn exact_rows(&self) -> Option<u64> {
@@ -249,19 +266,21 @@ impl AnnTable {
     }
 
     /// Reads `major` of the table into a batch of the full schema; only the columns in `needed`
-    /// are read (others are null), and `keep` (one flag per major position) drops rows in memory.
+    /// are read (others are null), `keep` (one flag per major position) drops rows and
+    /// `minor_keep` (one flag per minor position, matrices only) drops entries.
     pub(crate) fn read_block(
         &self,
         major: Range<u64>,
         needed: &[bool],
         keep: Option<&[bool]>,
+        minor_keep: Option<&[bool]>,
         stats: &Arc<ReadStats>,
     ) -> Result<RecordBatch> {
         match &self.def.kind {
             TableKind::Frame { .. } | TableKind::Embedding { .. } => {
                 self.read_rows(major, needed, keep, stats)
             }
-            TableKind::Matrix { .. } => self.read_entries(major, needed, keep, stats),
+            TableKind::Matrix { .. } => self.read_entries(major, needed, keep, minor_keep, stats),
             TableKind::Uns => self.read_uns(),
         }
     }
@@ -322,17 +341,22 @@ impl AnnTable {
         apply_keep(batch, keep)
     }
 
+    /// Reads the stored entries of `major`, keeping rows where `keep` is set and entries whose
+    /// minor id is set in `minor_keep` (a join's gene selection), before building any column.
     fn read_entries(
         &self,
         major: Range<u64>,
         needed: &[bool],
         keep: Option<&[bool]>,
+        minor_keep: Option<&[bool]>,
         stats: &Arc<ReadStats>,
     ) -> Result<RecordBatch> {
         let element = self.store.element(&self.def.path).map_err(store_err)?;
+        let row_ok = |r: usize| keep.is_none_or(|k| k[r]);
+        let minor_ok = |c: usize| minor_keep.is_none_or(|m| m.get(c).copied().unwrap_or(false));
         let (major_ids, minor_ids, values): (Vec<i64>, Vec<i64>, ArrayRef) =
             if element.encoding == Encoding::Array {
-                // Dense matrix: its non-zero entries.
+                // A dense matrix: its non-zero entries.
                 let block = self
                     .store
                     .read_dense_rows(&self.def.path, major.clone(), stats)
@@ -341,50 +365,49 @@ impl AnnTable {
                 let f = as_f64
                     .as_any()
                     .downcast_ref::<annql_store::arrow::array::Float64Array>()
-                    .ok_or_else(|| DataFusionError::Internal("cast".into()))?;
+                    .ok_or_else(|| DataFusionError::Internal("cast to f64".into()))?;
                 let ncols = block.ncols as usize;
-                let mut idx = Vec::new();
-                let (mut mj, mut mn) = (Vec::new(), Vec::new());
+                let (mut idx, mut mj, mut mn) = (Vec::new(), Vec::new(), Vec::new());
                 for (pos, v) in f.values().iter().enumerate() {
                     let (r, c) = (pos / ncols, pos % ncols);
-                    if *v != 0.0 && keep.is_none_or(|k| k[r]) {
+                    if *v != 0.0 && row_ok(r) && minor_ok(c) {
                         idx.push(pos as u32);
                         mj.push(major.start as i64 + r as i64);
                         mn.push(c as i64);
                     }
                 }
-                let values = take(&block.values, &UInt32Array::from(idx), None)?;
-                (mj, mn, values)
+                (mj, mn, take(&block.values, &UInt32Array::from(idx), None)?)
             } else {
                 let block = self
                     .store
                     .read_sparse(&self.def.path, major.clone(), stats)
                     .map_err(store_err)?;
-                let mut mj = Vec::with_capacity(block.nnz());
-                let mut keep_entries = keep.map(|_| Vec::with_capacity(block.nnz()));
-                for (r, w) in block.indptr.windows(2).enumerate() {
-                    let len = (w[1] - w[0]) as usize;
-                    mj.extend(std::iter::repeat_n(major.start as i64 + r as i64, len));
-                    if let (Some(k), Some(ke)) = (keep, keep_entries.as_mut()) {
-                        ke.extend(std::iter::repeat_n(k[r], len));
+                if keep.is_none() && minor_keep.is_none() {
+                    let mut mj = Vec::with_capacity(block.nnz());
+                    for (r, w) in block.indptr.windows(2).enumerate() {
+                        mj.extend(std::iter::repeat_n(
+                            major.start as i64 + r as i64,
+                            (w[1] - w[0]) as usize,
+                        ));
                     }
-                }
-                let mn: Vec<i64> = block.indices.iter().map(|&i| i64::from(i)).collect();
-                match keep_entries {
-                    Some(ke) => {
-                        let mask = annql_store::arrow::array::BooleanArray::from(ke);
-                        let mj = filter(&Int64Array::from(mj), &mask)?;
-                        let mn = filter(&Int64Array::from(mn), &mask)?;
-                        let values = filter(&block.data, &mask)?;
-                        let get = |a: &ArrayRef| {
-                            a.as_any()
-                                .downcast_ref::<Int64Array>()
-                                .map(|a| a.values().to_vec())
-                                .unwrap_or_default()
-                        };
-                        (get(&mj), get(&mn), values)
+                    let mn = block.indices.iter().map(|&i| i64::from(i)).collect();
+                    (mj, mn, block.data)
+                } else {
+                    let (mut idx, mut mj, mut mn) = (Vec::new(), Vec::new(), Vec::new());
+                    for (r, w) in block.indptr.windows(2).enumerate() {
+                        if !row_ok(r) {
+                            continue;
+                        }
+                        for e in w[0] as usize..w[1] as usize {
+                            let c = block.indices[e];
+                            if minor_ok(c as usize) {
+                                idx.push(e as u32);
+                                mj.push(major.start as i64 + r as i64);
+                                mn.push(i64::from(c));
+                            }
+                        }
                     }
-                    None => (mj, mn, block.data),
+                    (mj, mn, take(&block.data, &UInt32Array::from(idx), None)?)
                 }
             };
         let (rows, cols) = if self.column_major {

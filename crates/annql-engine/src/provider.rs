@@ -41,6 +41,12 @@ impl AnnDataTableProvider {
         &self.table
     }
 
+    /// Number of categories of a categorical column, by name.
+    pub fn category_count(&self, column: &str) -> Option<usize> {
+        let i = self.table.schema().index_of(column).ok()?;
+        self.categories(i).ok().map(|c| c.len())
+    }
+
     fn exact_rows(&self) -> Option<u64> {
         *self.rows.get_or_init(|| self.table.exact_rows())
     }

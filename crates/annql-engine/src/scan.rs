@@ -312,19 +312,23 @@ impl ExecutionPlan for AnnDataScanExec {
             filters: vec![PushedDown::No; filters.len()],
             updated_node: None,
         };
-        let major_name = self
-            .table
-            .major_id_column()
-            .map(|i| self.table.schema().field(i).name().clone());
+        let id_names: Vec<String> = [self.table.major_id_column(), self.table.minor_id_column()]
+            .into_iter()
+            .flatten()
+            .map(|i| self.table.schema().field(i).name().clone())
+            .collect();
         let output = self.schema();
+        // Usable: filters on one id column (the major one prunes rows, the minor one masks entries).
         let usable: Vec<_> = filters
             .into_iter()
             .filter(|f| {
                 let cols = collect_columns(f);
+                let names: std::collections::HashSet<&str> =
+                    cols.iter().map(|c| c.name()).collect();
                 phase == FilterPushdownPhase::Post
-                    && !cols.is_empty()
+                    && names.len() == 1
                     && cols.iter().all(|c| {
-                        Some(c.name()) == major_name.as_deref()
+                        id_names.iter().any(|n| n == c.name())
                             && output.field(c.index()).name() == c.name()
                     })
             })
@@ -433,6 +437,11 @@ impl ScanState {
         dynamic: &[Arc<dyn PhysicalExpr>],
     ) -> Result<Option<RecordBatch>> {
         let keep = self.prune(&block, dynamic)?;
+        let minor_keep = self.minor_mask(dynamic)?;
+        if minor_keep.as_ref().is_some_and(|m| !m.iter().any(|&b| b)) {
+            self.metrics.blocks_pruned.add(1);
+            return Ok(None);
+        }
         let span = match &keep {
             None => block.clone(),
             Some(k) => match (k.iter().position(|&b| b), k.iter().rposition(|&b| b)) {
@@ -457,9 +466,13 @@ impl ScanState {
             self.stats.requests(),
             self.stats.key_count(),
         );
-        let batch = self
-            .table
-            .read_block(span, &self.needed, span_keep.as_deref(), &self.stats)?;
+        let batch = self.table.read_block(
+            span,
+            &self.needed,
+            span_keep.as_deref(),
+            minor_keep.as_deref(),
+            &self.stats,
+        )?;
         self.metrics.blocks_read.add(1);
         self.metrics
             .bytes
@@ -495,6 +508,46 @@ impl ScanState {
             projected.columns().to_vec(),
             &options,
         )?))
+    }
+
+    /// Which minor positions (genes of a CSR matrix) survive the join filters on the minor id.
+    fn minor_mask(&self, dynamic: &[Arc<dyn PhysicalExpr>]) -> Result<Option<Vec<bool>>> {
+        let (Some(minor), Some(len)) = (self.table.minor_id_column(), self.table.minor_len())
+        else {
+            return Ok(None);
+        };
+        let name = self.table.schema().field(minor).name().clone();
+        let Ok(col) = self.output.index_of(&name) else {
+            return Ok(None);
+        };
+        let on_minor: Vec<_> = dynamic
+            .iter()
+            .filter(|f| collect_columns(f).iter().all(|c| c.index() == col))
+            .collect();
+        if on_minor.is_empty() {
+            return Ok(None);
+        }
+        let n = len as usize;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..len as i64));
+        let schema = Arc::new(crate::decode::nullable(&self.output));
+        let columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if i == col {
+                    ids.clone()
+                } else {
+                    new_null_array(f.data_type(), n)
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema, columns)?;
+        let mut mask: Option<BooleanArray> = None;
+        for f in on_minor {
+            mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
+        }
+        Ok(mask.map(|m| m.iter().map(|v| v == Some(true)).collect()))
     }
 
     /// Which major positions of `block` survive the id predicates (None: all, without checking).
@@ -539,7 +592,10 @@ impl ScanState {
             let name = self.table.schema().field(major).name().clone();
             if let Ok(col) = self.output.index_of(&name) {
                 let batch = with_ids(&Arc::new(crate::decode::nullable(&self.output)), col)?;
-                for f in dynamic {
+                for f in dynamic
+                    .iter()
+                    .filter(|f| collect_columns(f).iter().all(|c| c.index() == col))
+                {
                     mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
                 }
             }

@@ -1,0 +1,126 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// annql: SQL over AnnData stores (zarr directories and .zarr.zip), lazily and out of core.
+#[derive(Debug, Parser)]
+#[command(name = "annql", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Datasets to attach, as PATH (attached under its file stem) or NAME=PATH. Without any, the
+    /// bundled demo dataset is attached as `pbmc`.
+    #[arg(value_name = "DATASET")]
+    pub datasets: Vec<String>,
+    /// Options shared by every mode.
+    #[command(flatten)]
+    pub options: Options,
+    /// What to do (default: the interactive REPL).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options shared by the REPL and batch runs.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Worker threads / scan partitions (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Memory limit for DataFusion operators, e.g. 2GB or 512MB.
+    #[arg(long, global = true, value_parser = parse_bytes)]
+    pub memory_limit: Option<usize>,
+    /// Print chunk reads (requests, bytes, chunks) after each statement, on stderr.
+    #[arg(long, global = true)]
+    pub stats: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run SQL files (or -c, or - for stdin) non-interactively.
+    Run(RunArgs),
+    /// Print the table model of a dataset: its tables, columns and types, and its elements.
+    Schema {
+        /// PATH or NAME=PATH.
+        dataset: String,
+    },
+    /// Show the plan of a statement, with what is pushed into the scans.
+    Explain {
+        /// Datasets to attach (PATH or NAME=PATH); default: the demo.
+        #[arg(short = 'd', long = "dataset")]
+        datasets: Vec<String>,
+        /// The statement.
+        sql: String,
+    },
+}
+
+/// `annql run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// SQL files to run in order (`-` reads stdin).
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Run this statement (may be repeated; runs after the files).
+    #[arg(short = 'c', long = "command")]
+    pub commands: Vec<String>,
+    /// Datasets to attach before running (PATH or NAME=PATH). Without any, the demo is attached.
+    #[arg(short = 'd', long = "dataset")]
+    pub datasets: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write results to this file instead of stdout (required for parquet and arrow).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned table for people.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON array of objects per result.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// Apache Parquet (needs --output).
+    Parquet,
+    /// Arrow IPC file (needs --output).
+    Arrow,
+    /// Markdown table.
+    Markdown,
+}
+
+/// Parses `2GB`, `512MB`, `1024` (bytes).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let (num, mult) = [
+        ("TB", 1usize << 40),
+        ("GB", 1 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((t.clone(), 1));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a size: {s} (try 2GB or 512MB)"))?;
+    Ok((n * mult as f64) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("2GB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("512mb"), Ok(512 << 20));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert!(parse_bytes("lots").is_err());
+    }
+}

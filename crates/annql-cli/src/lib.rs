@@ -1,0 +1,61 @@
+//! The `annql` command-line front-end: a SQL REPL over attached AnnData stores, batch runs of
+//! query files with machine-readable output, and schema/plan inspection.
+//!
+//! Entry point: [`main`]. Stages: parse arguments ([`args`]) → open a session with the datasets →
+//! run statements ([`script`]) → print results ([`output`]); interactive use goes through [`repl`].
+
+/// Command-line arguments.
+pub mod args;
+/// The CLI's error type.
+pub mod error;
+/// Result rendering: aligned tables, CSV, JSON, NDJSON, Parquet, Arrow IPC.
+pub mod output;
+/// The interactive REPL with meta-commands and completion.
+pub mod repl;
+/// Splitting scripts into statements and running them.
+pub mod script;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::{Cli, Command};
+pub use error::{CliError, Result};
+
+/// Runs the command with the process arguments; the exit code is non-zero on the first error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&CliError::Io(e));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn report(e: &CliError) {
+    eprintln!("annql: {e}");
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Run(run)) => script::run_batch(&cli.options, run).await,
+        Some(Command::Schema { dataset }) => script::print_schema(&dataset),
+        Some(Command::Explain { datasets, sql }) => {
+            script::explain(&cli.options, &datasets, &sql).await
+        }
+        None => repl::run(&cli.options, &cli.datasets).await,
+    }
+}

@@ -1,0 +1,321 @@
+//! Rendering results: aligned tables that stay readable when wide or long, and the machine
+//! formats (CSV, JSON, NDJSON, Parquet, Arrow IPC) written with the arrow/parquet writers.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::args::Format;
+use crate::error::{CliError, Result};
+
+/// How tables are shown to people.
+#[derive(Debug, Clone)]
+pub struct TableStyle {
+    /// Most rows shown; the middle is elided beyond it.
+    pub max_rows: usize,
+    /// Widest a cell may be before it is cut with `…`.
+    pub max_width: usize,
+    /// Widest the whole table may be before middle columns are hidden.
+    pub max_table_width: usize,
+    /// One `column | value` block per row (psql's `\x`).
+    pub expanded: bool,
+}
+
+impl Default for TableStyle {
+    fn default() -> Self {
+        Self {
+            max_rows: 40,
+            max_width: 40,
+            max_table_width: 160,
+            expanded: false,
+        }
+    }
+}
+
+fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let fmts = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in 0..batch.num_rows() {
+            rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
+        }
+    }
+    Ok(rows)
+}
+
+fn cut(s: &str, width: usize) -> String {
+    let s = s.replace('\n', "↵");
+    if s.chars().count() <= width {
+        s
+    } else {
+        let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Renders an aligned table with a footer saying how many rows there are and what was hidden.
+pub fn render_table(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    style: &TableStyle,
+) -> Result<String> {
+    let rows = cells(batches)?;
+    let n = rows.len();
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    if style.expanded {
+        return Ok(render_expanded(&names, &rows, n));
+    }
+    // Rows shown: the first and last halves when there are too many.
+    let half = style.max_rows / 2;
+    let (shown, elided): (Vec<&Vec<String>>, bool) = if n > style.max_rows {
+        (rows[..half].iter().chain(&rows[n - half..]).collect(), true)
+    } else {
+        (rows.iter().collect(), false)
+    };
+    let width_of = |i: usize| {
+        shown
+            .iter()
+            .map(|r| cut(&r[i], style.max_width).chars().count())
+            .chain([cut(&names[i], style.max_width).chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..names.len()).map(width_of).collect();
+    // Columns shown: as many from each end as fit.
+    let mut cols: Vec<usize> = (0..names.len()).collect();
+    let total = |cols: &[usize]| cols.iter().map(|&i| widths[i] + 3).sum::<usize>() + 1;
+    let mut hidden = 0;
+    while cols.len() > 2 && total(&cols) > style.max_table_width {
+        cols.remove(cols.len() / 2);
+        hidden += 1;
+    }
+    let gap = hidden > 0;
+    let mid = cols.len().div_ceil(2);
+    let line = |cells: &dyn Fn(usize) -> String| {
+        let mut parts: Vec<String> = cols
+            .iter()
+            .map(|&i| format!(" {:<w$} ", cells(i), w = widths[i]))
+            .collect();
+        if gap {
+            parts.insert(mid, " … ".into());
+        }
+        format!("|{}|", parts.join("|"))
+    };
+    let rule = {
+        let mut parts: Vec<String> = cols.iter().map(|&i| "-".repeat(widths[i] + 2)).collect();
+        if gap {
+            parts.insert(mid, "---".into());
+        }
+        format!("+{}+", parts.join("+"))
+    };
+    let mut out = vec![
+        rule.clone(),
+        line(&|i| cut(&names[i], style.max_width)),
+        rule.clone(),
+    ];
+    for (k, row) in shown.iter().enumerate() {
+        if elided && k == half {
+            out.push(line(&|_| "…".into()));
+        }
+        out.push(line(&|i| cut(&row[i], style.max_width)));
+    }
+    out.push(rule);
+    let mut footer = format!("({n} row{})", if n == 1 { "" } else { "s" });
+    if elided {
+        footer = format!("({n} rows, {} shown)", shown.len());
+    }
+    if hidden > 0 {
+        footer.push_str(&format!(
+            " ({hidden} column{} hidden; use \\x or .mode csv)",
+            if hidden == 1 { "" } else { "s" }
+        ));
+    }
+    out.push(footer);
+    Ok(out.join("\n"))
+}
+
+fn render_expanded(names: &[String], rows: &[Vec<String>], n: usize) -> String {
+    let w = names.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for (k, row) in rows.iter().enumerate() {
+        out.push(format!(
+            "-[ RECORD {} ]{}",
+            k + 1,
+            "-".repeat(w.saturating_sub(8))
+        ));
+        for (name, v) in names.iter().zip(row) {
+            out.push(format!("{name:<w$} | {v}"));
+        }
+    }
+    out.push(format!("({n} row{})", if n == 1 { "" } else { "s" }));
+    out.join("\n")
+}
+
+/// A Markdown table (all rows).
+pub fn render_markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
+    let rows = cells(batches)?;
+    let esc = |s: &str| s.replace('|', "\\|");
+    let mut out = vec![
+        format!(
+            "| {} |",
+            schema
+                .fields()
+                .iter()
+                .map(|f| esc(f.name()))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+        format!("|{}|", vec!["---"; schema.fields().len()].join("|")),
+    ];
+    out.extend(rows.iter().map(|r| {
+        format!(
+            "| {} |",
+            r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+        )
+    }));
+    Ok(out.join("\n"))
+}
+
+/// Categorical (dictionary) columns as their plain values, for formats without dictionaries.
+pub fn flatten_dictionaries(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, v) => f.as_ref().clone().with_data_type(v.as_ref().clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let flat = Arc::new(Schema::new(fields));
+    let batches = batches
+        .iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(flat.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c.clone())
+                    } else {
+                        cast(c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
+            RecordBatch::try_new(flat.clone(), cols)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((flat, batches))
+}
+
+/// Writes one result in a text format to `out`.
+pub fn write_text(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    style: &TableStyle,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match format {
+        Format::Table => writeln!(out, "{}", render_table(schema, batches, style)?)?,
+        Format::Markdown => writeln!(out, "{}", render_markdown(schema, batches)?)?,
+        Format::Csv => {
+            let (_, batches) = flatten_dictionaries(schema, batches)?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                // The writer prints the header with the first row; an empty result still has one.
+                writeln!(out, "{}", header_line(schema))?;
+            } else {
+                let mut w = arrow_csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut *out);
+                for b in batches.iter().filter(|b| b.num_rows() > 0) {
+                    w.write(b)?;
+                }
+            }
+        }
+        Format::Json => {
+            let (_, batches) = flatten_dictionaries(schema, batches)?;
+            let mut w = arrow::json::ArrayWriter::new(&mut *out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            drop(w);
+            writeln!(out)?;
+        }
+        Format::Ndjson => {
+            let (_, batches) = flatten_dictionaries(schema, batches)?;
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        Format::Parquet | Format::Arrow => {
+            return Err(CliError::Usage(format!(
+                "{format:?} output is binary: give --output FILE"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn header_line(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Writes one result to a file in `format` (binary formats included).
+pub fn write_file(
+    format: Format,
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    style: &TableStyle,
+) -> Result<()> {
+    let file = std::fs::File::create(path)?;
+    match format {
+        Format::Parquet => {
+            let mut w =
+                datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
+                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            for b in batches {
+                w.write(b)
+                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            }
+            w.close()
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        }
+        Format::Arrow => {
+            let mut w = arrow_ipc::writer::FileWriter::try_new(file, schema)?;
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        _ => {
+            let mut f = std::io::BufWriter::new(file);
+            write_text(format, schema, batches, style, &mut f)?;
+            f.flush()?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! The interactive REPL: multi-line statements ending in `;`, persistent history, completion of
+//! keywords, datasets, tables, columns (quoted when needed) and functions, psql/duckdb-style
+//! meta-commands, Ctrl-C to cancel a running query, Ctrl-D to leave.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use annql_engine::AnnSession;
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Context, Editor, Helper};
+
+use crate::args::{Format, Options};
+use crate::error::{CliError, Result};
+use crate::output::{TableStyle, write_text};
+use crate::script::{
+    error_position, execute, open_session, quote, read_totals, split_statements, type_name,
+};
+
+/// The help shown by `\?`.
+pub const HELP: &str = "\
+Statements end with ';' and may span lines. Ctrl-C cancels a running query, Ctrl-D leaves.
+  \\d, .tables          list datasets and their tables
+  \\d TABLE             columns of a table (atlas.obs), with types and category counts
+  \\timing              toggle printing each statement's time
+  \\x                   toggle expanded (one field per line) display
+  .mode FORMAT         table | csv | json | ndjson | markdown
+  \\o FILE, \\o          send results to FILE / back to the screen
+  \\i FILE              run the statements in FILE
+  \\stats               toggle printing chunk reads (requests, bytes, chunks) per statement
+  \\?, .help            this help
+  \\q, .quit, .exit     leave
+SQL: ATTACH 'path/to/store.zarr' AS name;  DETACH name;  SELECT ... FROM name.obs / name.x / name.var ...";
+
+/// Words offered by completion, refreshed after each statement (ATTACH changes them).
+#[derive(Default)]
+struct Words {
+    keywords: Vec<String>,
+    functions: Vec<String>,
+    tables: Vec<String>,
+    columns: Vec<String>,
+}
+
+struct SqlHelper {
+    words: Arc<Mutex<Words>>,
+}
+
+impl Completer for SqlHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let start = line[..pos]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '.' || *c == '"'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let word = &line[start..pos];
+        if word.is_empty() {
+            return Ok((pos, Vec::new()));
+        }
+        let lower = word.trim_start_matches('"').to_lowercase();
+        let words = self.words.lock().map_err(|_| ReadlineError::Interrupted)?;
+        let upper = word.chars().next().is_some_and(char::is_uppercase);
+        let mut out: Vec<Pair> = Vec::new();
+        let mut push = |display: &str, replacement: String| {
+            if !out.iter().any(|p| p.replacement == replacement) {
+                out.push(Pair {
+                    display: display.to_string(),
+                    replacement,
+                });
+            }
+        };
+        for t in words.tables.iter().chain(&words.columns) {
+            if t.trim_start_matches('"').to_lowercase().starts_with(&lower) {
+                push(t, t.clone());
+            }
+        }
+        for k in &words.keywords {
+            if k.to_lowercase().starts_with(&lower) {
+                push(k, if upper { k.clone() } else { k.to_lowercase() });
+            }
+        }
+        for f in &words.functions {
+            if f.starts_with(&lower) {
+                push(f, format!("{f}("));
+            }
+        }
+        out.truncate(200);
+        Ok((start, out))
+    }
+}
+
+impl Hinter for SqlHelper {
+    type Hint = String;
+}
+
+impl Highlighter for SqlHelper {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(
+        &'s self,
+        prompt: &'p str,
+        _default: bool,
+    ) -> Cow<'b, str> {
+        Cow::Borrowed(prompt)
+    }
+}
+
+impl Validator for SqlHelper {
+    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
+        let input = ctx.input().trim();
+        let complete = input.is_empty()
+            || input.starts_with('\\')
+            || input.starts_with('.')
+            || input.ends_with(';')
+            // A trailing line comment after the ';' also completes the statement.
+            || input.lines().last().is_some_and(|l| l.trim_start().starts_with("--") && input.contains(';'));
+        Ok(if complete {
+            ValidationResult::Valid(None)
+        } else {
+            ValidationResult::Incomplete
+        })
+    }
+}
+
+impl Helper for SqlHelper {}
+
+/// REPL state that meta-commands change.
+struct State {
+    session: AnnSession,
+    options: Options,
+    style: TableStyle,
+    format: Format,
+    timing: bool,
+    stats: bool,
+    output: Option<PathBuf>,
+}
+
+/// Runs the REPL until `\q` or Ctrl-D.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
+    let session = open_session(options, datasets)?;
+    let words = Arc::new(Mutex::new(Words::default()));
+    let mut state = State {
+        session,
+        options: options.clone(),
+        style: TableStyle::default(),
+        format: Format::Table,
+        timing: false,
+        stats: options.stats,
+        output: None,
+    };
+    refresh_words(&state.session, &words);
+    let mut editor: Editor<SqlHelper, DefaultHistory> =
+        Editor::new().map_err(|e| CliError::Usage(format!("cannot start the line editor: {e}")))?;
+    editor.set_helper(Some(SqlHelper {
+        words: words.clone(),
+    }));
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    println!(
+        "annql {} — attached: {}. Type \\? for help, \\q to quit.",
+        env!("CARGO_PKG_VERSION"),
+        state.session.attached_names().join(", ")
+    );
+    loop {
+        match editor.readline("annql> ") {
+            Ok(line) => {
+                let input = line.trim();
+                if input.is_empty() {
+                    continue;
+                }
+                let _ = editor.add_history_entry(input);
+                if input.starts_with('\\') || input.starts_with('.') {
+                    match meta(&mut state, input).await {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => eprintln!("Error: {e}"),
+                    }
+                } else {
+                    run_text(&mut state, input).await;
+                }
+                refresh_words(&state.session, &words);
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(CliError::Usage(format!("line editor: {e}"))),
+        }
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    Ok(())
+}
+
+fn history_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ANNQL_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".annql_history"))
+}
+
+/// Runs every statement in `text`, reporting errors with a caret under the position.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+async fn run_text(state: &mut State, text: &str) {
+    let statements = match split_statements(text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return;
+        }
+    };
+    for st in statements {
+        let started = Instant::now();
+        let before = read_totals(&state.session);
+        match execute(&state.session, &st.text).await {
+            Ok(outcome) => {
+                if !outcome.schema.fields().is_empty() {
+                    if let Err(e) = emit(state, &outcome) {
+                        eprintln!("Error: {e}");
+                    }
+                }
+                if state.timing {
+                    println!("Time: {:.3} s", started.elapsed().as_secs_f64());
+                }
+                if state.stats {
+                    let after = read_totals(&state.session);
+                    println!(
+                        "Reads: {} requests, {} bytes, {} chunks",
+                        after.0 - before.0,
+                        after.1 - before.1,
+                        after.2 - before.2
+                    );
+                }
+            }
+            Err(CliError::Cancelled) => {
+                eprintln!("Cancelled.");
+                return;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                eprintln!("Error: {message}");
+                if let Some((line, col)) = error_position(&message) {
+                    if let Some(text) = st.text.lines().nth(line.saturating_sub(1)) {
+                        eprintln!("  {text}\n  {}^", " ".repeat(col.saturating_sub(1)));
+                    }
+                }
+                if let Some(hint) = suggest(&state.session, &message) {
+                    eprintln!("Hint: did you mean {hint}?");
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn emit(state: &State, outcome: &crate::script::Outcome) -> Result<()> {
+    match &state.output {
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            write_text(
+                state.format,
+                &outcome.schema,
+                &outcome.batches,
+                &state.style,
+                &mut f,
+            )
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            write_text(
+                state.format,
+                &outcome.schema,
+                &outcome.batches,
+                &state.style,
+                &mut lock,
+            )?;
+            lock.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// For "table 'annql.pbmc.obz' not found": the closest attached table name.
+fn suggest(session: &AnnSession, message: &str) -> Option<String> {
+    let start = message.find("table '")? + 7;
+    let end = start + message[start..].find('\'')?;
+    let missing = message[start..end].trim_start_matches("annql.");
+    all_tables(session)
+        .into_iter()
+        .map(|t| (strsim::jaro_winkler(&t, missing), t))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, t)| t)
+}
+
+fn all_tables(session: &AnnSession) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in session.attached_names() {
+        if let Some(schema) = session
+            .context()
+            .catalog("annql")
+            .and_then(|c| c.schema(&name))
+        {
+            out.extend(
+                schema
+                    .table_names()
+                    .into_iter()
+                    .map(|t| format!("{name}.{t}")),
+            );
+        }
+    }
+    out
+}
+
+fn refresh_words(session: &AnnSession, words: &Arc<Mutex<Words>>) {
+    let state = session.context().state();
+    let mut functions: Vec<String> = state
+        .scalar_functions()
+        .keys()
+        .chain(state.aggregate_functions().keys())
+        .cloned()
+        .collect();
+    functions.sort();
+    let mut columns = Vec::new();
+    for name in session.attached_names() {
+        if let Some(schema) = session
+            .context()
+            .catalog("annql")
+            .and_then(|c| c.schema(&name))
+        {
+            if let Some(p) = schema.downcast_ref::<annql_engine::AnnDataSchemaProvider>() {
+                for t in schema.table_names() {
+                    if let Some(t) = p.provider(&t) {
+                        columns.extend(t.table().schema().fields().iter().map(|f| quote(f.name())));
+                    }
+                }
+            }
+        }
+    }
+    columns.sort();
+    columns.dedup();
+    let mut tables = all_tables(session);
+    tables.extend(session.attached_names());
+    if let Ok(mut w) = words.lock() {
+        w.keywords = datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        w.functions = functions;
+        w.tables = tables;
+        w.columns = columns;
+    }
+}
+
+/// Handles a meta-command; `Ok(true)` means quit.
+#[allow(clippy::print_stdout)]
+async fn meta(state: &mut State, input: &str) -> Result<bool> {
+    let mut parts = input.trim_end_matches(';').split_whitespace();
+    let cmd = parts.next().unwrap_or("");
+    let arg = parts.collect::<Vec<_>>().join(" ");
+    match cmd {
+        "\\q" | ".quit" | ".exit" => return Ok(true),
+        "\\?" | ".help" | "\\h" => println!("{HELP}"),
+        "\\d" | ".tables" | ".schema" if arg.is_empty() => {
+            for name in state.session.attached_names() {
+                let store = state.session.store(&name);
+                let path = store
+                    .as_ref()
+                    .map(|s| s.name().to_string())
+                    .unwrap_or_default();
+                println!("{name}  ({path})");
+                for t in all_tables(&state.session)
+                    .iter()
+                    .filter(|t| t.starts_with(&format!("{name}.")))
+                {
+                    println!("    {t}");
+                }
+            }
+        }
+        "\\d" | ".schema" => describe(state, &arg)?,
+        "\\timing" => {
+            state.timing = !state.timing;
+            println!("Timing is {}.", if state.timing { "on" } else { "off" });
+        }
+        "\\stats" => {
+            state.stats = !state.stats;
+            println!(
+                "Read statistics are {}.",
+                if state.stats { "on" } else { "off" }
+            );
+        }
+        "\\x" => {
+            state.style.expanded = !state.style.expanded;
+            println!(
+                "Expanded display is {}.",
+                if state.style.expanded { "on" } else { "off" }
+            );
+        }
+        ".mode" => {
+            state.format = match arg.as_str() {
+                "table" | "box" => Format::Table,
+                "csv" => Format::Csv,
+                "json" => Format::Json,
+                "ndjson" | "jsonl" => Format::Ndjson,
+                "markdown" | "md" => Format::Markdown,
+                other => {
+                    return Err(CliError::Usage(format!(
+                        ".mode {other}: use table, csv, json, ndjson or markdown"
+                    )));
+                }
+            };
+        }
+        "\\o" | ".output" => {
+            state.output = if arg.is_empty() {
+                None
+            } else {
+                Some(PathBuf::from(arg))
+            };
+        }
+        "\\i" | ".read" => {
+            let text = std::fs::read_to_string(&arg)
+                .map_err(|e| CliError::Usage(format!("{arg}: {e}")))?;
+            Box::pin(run_text(state, &text)).await;
+        }
+        other => {
+            return Err(CliError::Usage(format!(
+                "unknown command {other}; \\? lists them"
+            )));
+        }
+    }
+    let _ = &state.options;
+    Ok(false)
+}
+
+/// `\d atlas.obs`: columns, types, and for categoricals how many categories.
+#[allow(clippy::print_stdout)]
+fn describe(state: &State, name: &str) -> Result<()> {
+    let (schema_name, table) = name
+        .split_once('.')
+        .ok_or_else(|| CliError::Usage(format!("\\d {name}: give DATASET.TABLE, e.g. pbmc.obs")))?;
+    let schema = state
+        .session
+        .context()
+        .catalog("annql")
+        .and_then(|c| c.schema(schema_name))
+        .ok_or_else(|| CliError::Usage(format!("no dataset named {schema_name}")))?;
+    let provider = schema
+        .downcast_ref::<annql_engine::AnnDataSchemaProvider>()
+        .and_then(|p| p.provider(table).cloned())
+        .ok_or_else(|| CliError::Usage(format!("no table {name}")))?;
+    println!("{name}  (element /{})", provider.table().def().path);
+    for f in provider.table().schema().fields() {
+        let extra = match f.data_type() {
+            arrow::datatypes::DataType::Dictionary(_, _) => provider
+                .category_count(f.name())
+                .map(|n| {
+                    format!(
+                        "  ({n} categories{})",
+                        if f.metadata()
+                            .get("annql.ordered")
+                            .is_some_and(|o| o == "true")
+                        {
+                            ", ordered"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        println!(
+            "  {:<30} {}{}{extra}",
+            quote(f.name()),
+            type_name(f.data_type()),
+            if f.is_nullable() { "" } else { " NOT NULL" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! Statements from files, stdin or `-c`: split with sqlparser's tokenizer (so `;` inside strings
+//! and comments does not split), run in order, stop at the first error with its position.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use annql_engine::{AnnSession, session::default_name};
+use annql_store::AnnDataStore;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::args::{Format, Options, RunArgs};
+use crate::error::{CliError, Result};
+use crate::output::{TableStyle, write_file, write_text};
+
+/// The demo dataset shipped in the repository (scanpy's PBMC 700 cells, see examples/data).
+pub const DEMO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/data/pbmc68k_reduced.zarr"
+);
+
+/// One statement of a script, with where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// Its text, without the terminating `;`.
+    pub text: String,
+    /// 1-based line where it starts in the script.
+    pub line: usize,
+    /// 1-based column where it starts.
+    pub column: usize,
+}
+
+/// Splits a script into statements at top-level semicolons.
+pub fn split_statements(sql: &str) -> std::result::Result<Vec<Statement>, String> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| e.to_string())?;
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |line: u64, col: u64| {
+        let start = line_starts
+            .get(line.saturating_sub(1) as usize)
+            .copied()
+            .unwrap_or(sql.len());
+        sql[start..]
+            .char_indices()
+            .nth(col.saturating_sub(1) as usize)
+            .map_or(sql.len(), |(i, _)| start + i)
+    };
+    let mut out = Vec::new();
+    let mut begin: Option<(usize, u64, u64)> = None;
+    for t in &tokens {
+        let significant = !matches!(
+            t.token,
+            Token::Whitespace(_) | Token::SemiColon | Token::EOF
+        );
+        if significant && begin.is_none() {
+            begin = Some((
+                offset(t.span.start.line, t.span.start.column),
+                t.span.start.line,
+                t.span.start.column,
+            ));
+        }
+        if matches!(t.token, Token::SemiColon | Token::EOF) {
+            if let Some((start, line, column)) = begin.take() {
+                let end = offset(t.span.start.line, t.span.start.column);
+                let text = sql[start..end].trim_end().to_string();
+                out.push(Statement {
+                    text,
+                    line: line as usize,
+                    column: column as usize,
+                });
+            }
+        }
+    }
+    if let Some((start, line, column)) = begin {
+        out.push(Statement {
+            text: sql[start..].trim_end().to_string(),
+            line: line as usize,
+            column: column as usize,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `NAME=PATH` or `PATH` (attached under its file stem).
+pub fn dataset_spec(spec: &str) -> (String, String) {
+    match spec.split_once('=') {
+        Some((name, path))
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            (name.to_string(), path.to_string())
+        }
+        _ => (default_name(spec), spec.to_string()),
+    }
+}
+
+/// A session with `datasets` attached (the demo as `pbmc` when there are none).
+pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession> {
+    let mut builder = AnnSession::builder();
+    if let Some(t) = options.threads {
+        builder = builder.with_threads(t);
+    }
+    if let Some(m) = options.memory_limit {
+        builder = builder.with_memory_limit(m);
+    }
+    let session = builder.build()?;
+    if datasets.is_empty() {
+        session.attach("pbmc", DEMO)?;
+    }
+    for spec in datasets {
+        let (name, path) = dataset_spec(spec);
+        session.attach(&name, &path)?;
+    }
+    Ok(session)
+}
+
+/// The position an engine error points at inside a statement ("Line: 1, Column: 8"), if any.
+pub fn error_position(message: &str) -> Option<(usize, usize)> {
+    let at = message.find("Line: ")?;
+    let rest = &message[at + 6..];
+    let line: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let col_at = rest.find("Column: ")?;
+    let column: usize = rest[col_at + 8..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((line, column))
+}
+
+/// The result of one statement: its schema and batches (no schema columns: no result to print).
+pub struct Outcome {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Ctrl-C, turned into a wake-up for the running query (installed once per process).
+fn interrupts() -> &'static Arc<tokio::sync::Notify> {
+    static NOTIFY: std::sync::OnceLock<Arc<tokio::sync::Notify>> = std::sync::OnceLock::new();
+    NOTIFY.get_or_init(|| {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let n = notify.clone();
+        // If a handler cannot be installed, Ctrl-C keeps its default meaning (stop the process).
+        let _ = ctrlc::set_handler(move || n.notify_waiters());
+        notify
+    })
+}
+
+/// Runs one statement; Ctrl-C cancels it (dropping the stream stops the scans).
+pub async fn execute(session: &AnnSession, sql: &str) -> Result<Outcome> {
+    let interrupted = interrupts().notified();
+    let work = async {
+        let df = session.sql(sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok::<_, CliError>(Outcome { schema, batches })
+    };
+    tokio::select! {
+        r = work => r,
+        _ = interrupted => Err(CliError::Cancelled),
+    }
+}
+
+/// Chunk-read totals of every attached store, for `--stats`.
+pub fn read_totals(session: &AnnSession) -> (u64, u64, usize) {
+    session
+        .attached_names()
+        .iter()
+        .filter_map(|n| session.store(n))
+        .fold((0, 0, 0), |(r, b, k), s| {
+            (
+                r + s.totals().requests(),
+                b + s.totals().bytes(),
+                k + s.totals().key_count(),
+            )
+        })
+}
+
+/// `annql run`: every statement of every file, then the `-c` commands.
+#[allow(clippy::print_stderr)]
+pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
+    let session = open_session(options, &args.datasets)?;
+    let mut sources: Vec<(String, String)> = Vec::new();
+    for f in &args.files {
+        let text = if f.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(f)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?
+        };
+        sources.push((f.display().to_string(), text));
+    }
+    sources.extend(args.commands.iter().map(|c| ("-c".to_string(), c.clone())));
+    if sources.is_empty() {
+        return Err(CliError::Usage(
+            "nothing to run: give FILE..., - (stdin) or -c 'SQL'".into(),
+        ));
+    }
+    if matches!(args.format, Format::Parquet | Format::Arrow) && args.output.is_none() {
+        return Err(CliError::Usage(
+            format!("--format {:?} needs --output FILE", args.format).to_lowercase(),
+        ));
+    }
+    let style = TableStyle::default();
+    let mut results = 0;
+    let stdout = std::io::stdout();
+    for (file, text) in &sources {
+        let statements = split_statements(text).map_err(|message| CliError::Script {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message,
+        })?;
+        for st in statements {
+            let started = Instant::now();
+            let before = read_totals(&session);
+            let outcome = execute(&session, &st.text).await.map_err(|e| {
+                let message = e.to_string();
+                let (line, column) = match error_position(&message) {
+                    Some((l, c)) if l == 1 => (st.line, st.column + c - 1),
+                    Some((l, c)) => (st.line + l - 1, c),
+                    None => (st.line, st.column),
+                };
+                CliError::Script {
+                    file: file.clone(),
+                    line,
+                    column,
+                    message,
+                }
+            })?;
+            if options.stats {
+                let after = read_totals(&session);
+                eprintln!(
+                    "-- {}:{}: {:.3}s, {} requests, {} bytes, {} chunks read",
+                    file,
+                    st.line,
+                    started.elapsed().as_secs_f64(),
+                    after.0 - before.0,
+                    after.1 - before.1,
+                    after.2 - before.2
+                );
+            }
+            if outcome.schema.fields().is_empty() {
+                continue;
+            }
+            results += 1;
+            match &args.output {
+                Some(path) => {
+                    if results > 1 && matches!(args.format, Format::Parquet | Format::Arrow) {
+                        return Err(CliError::Usage(format!(
+                            "{file}:{}: a second result cannot go to the same {:?} file",
+                            st.line, args.format
+                        )));
+                    }
+                    if results > 1 {
+                        let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+                        write_text(
+                            args.format,
+                            &outcome.schema,
+                            &outcome.batches,
+                            &style,
+                            &mut f,
+                        )?;
+                    } else {
+                        write_file(args.format, path, &outcome.schema, &outcome.batches, &style)?;
+                    }
+                }
+                None => {
+                    let mut lock = stdout.lock();
+                    write_text(
+                        args.format,
+                        &outcome.schema,
+                        &outcome.batches,
+                        &style,
+                        &mut lock,
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `annql schema`: the tables a store exposes (with columns and types), then its element tree.
+#[allow(clippy::print_stdout)]
+pub fn print_schema(spec: &str) -> Result<()> {
+    let (name, path) = dataset_spec(spec);
+    let started = Instant::now();
+    let store = Arc::new(AnnDataStore::open(&path).map_err(annql_engine::Error::from)?);
+    let opened = started.elapsed();
+    let provider = annql_engine::AnnDataSchemaProvider::try_new(store.clone())?;
+    println!(
+        "{name}: {path} (zarr {:?}, {} metadata, opened in {:.1} ms)\n",
+        store.format(),
+        if store.consolidated() {
+            "consolidated"
+        } else {
+            "walked"
+        },
+        opened.as_secs_f64() * 1e3
+    );
+    for table in datafusion::catalog::SchemaProvider::table_names(&provider) {
+        let Some(t) = provider.provider(&table) else {
+            continue;
+        };
+        let schema = t.table().schema();
+        let cols: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", quote(f.name()), type_name(f.data_type())))
+            .collect();
+        println!(
+            "{name}.{table}  (/{})\n    {}",
+            t.table().def().path,
+            cols.join(",\n    ")
+        );
+    }
+    println!("\nelements:");
+    for e in store.root().walk() {
+        println!("{}", e.describe());
+    }
+    Ok(())
+}
+
+/// An identifier as it must be written in SQL.
+pub fn quote(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// A readable type name (categoricals shown as such).
+pub fn type_name(t: &arrow::datatypes::DataType) -> String {
+    match t {
+        arrow::datatypes::DataType::Dictionary(_, v) => format!("categorical({v})"),
+        other => other.to_string(),
+    }
+}
+
+/// `annql explain`.
+#[allow(clippy::print_stdout)]
+pub async fn explain(options: &Options, datasets: &[String], sql: &str) -> Result<()> {
+    let session = open_session(options, datasets)?;
+    let outcome = execute(&session, &format!("EXPLAIN {sql}")).await?;
+    for b in &outcome.batches {
+        let kinds = arrow::array::AsArray::as_string::<i32>(b.column(0).as_ref());
+        let plans = arrow::array::AsArray::as_string::<i32>(b.column(1).as_ref());
+        for i in 0..b.num_rows() {
+            println!("{}:\n{}\n", kinds.value(i), plans.value(i));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_top_level_semicolons() -> std::result::Result<(), String> {
+        let s = split_statements("SELECT 1;\n-- a; comment\nSELECT 'a;b'\n  FROM t;  \n SELECT 3")?;
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].text, "SELECT 'a;b'\n  FROM t");
+        assert_eq!((s[1].line, s[1].column), (3, 1));
+        assert_eq!((s[2].line, s[2].column), (4, 11));
+        Ok(())
+    }
+
+    #[test]
+    fn error_positions() {
+        assert_eq!(
+            error_position("sql parser error: Expected: x, found: y at Line: 2, Column: 8"),
+            Some((2, 8))
+        );
+        assert_eq!(error_position("no position"), None);
+    }
+
+    #[test]
+    fn dataset_specs() {
+        assert_eq!(
+            dataset_spec("a=/x/y.zarr"),
+            ("a".into(), "/x/y.zarr".into())
+        );
+        assert_eq!(
+            dataset_spec("/x/My Atlas.zarr.zip"),
+            ("my_atlas".into(), "/x/My Atlas.zarr.zip".into())
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("cell_type"), "cell_type");
+        assert_eq!(quote("orig.ident"), "\"orig.ident\"");
+        assert_eq!(quote("Pre-existing"), "\"Pre-existing\"");
+    }
+}

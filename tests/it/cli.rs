@@ -1,0 +1,283 @@
+//! The `annql` binary, driven as users drive it: batch files, every output format read back,
+//! exit codes and error positions, schema and explain.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::common::fixture;
+
+fn annql(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_annql"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn annql: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .map(|mut s| s.write_all(input.as_bytes()));
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tiny() -> String {
+    format!("tiny={}", fixture("tiny.v2.zarr").display())
+}
+
+const SCRIPT: &str = "-- statements without rows print nothing in machine formats
+SET datafusion.execution.batch_size = 1000;
+SELECT cell_type, count(*) AS n FROM tiny.obs GROUP BY cell_type ORDER BY cell_type;
+SELECT var_name, 'a;b' AS s FROM tiny.var WHERE var_id < 2 ORDER BY var_id;
+";
+
+fn script_file() -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new()
+        .suffix(".sql")
+        .tempfile()
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(SCRIPT.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    f
+}
+
+#[test]
+fn batch_csv_has_only_result_rows() {
+    let f = script_file();
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "csv",
+            &f.path().display().to_string(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "cell_type,n");
+    assert_eq!(
+        &lines[1..5],
+        &["B cell,28", "NK cell,29", "T cell,29", "monocyte,34"]
+    );
+    assert_eq!(&lines[5..], &["var_name,s", "CD3E,a;b", "CD4,a;b"]);
+}
+
+#[test]
+fn batch_json_and_ndjson_parse_back() {
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "json",
+            "-c",
+            "SELECT obs_name, age, treated FROM tiny.obs ORDER BY obs_id LIMIT 3",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert_eq!(rows[0]["obs_name"], "cell_0000");
+    assert!(
+        rows[0].get("age").is_none_or(|v| v.is_null()),
+        "NA age is null: {rows}"
+    );
+    assert_eq!(rows[1]["age"], 21);
+    assert_eq!(rows[1]["treated"], true);
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "ndjson",
+            "-c",
+            "SELECT cell_type, count(*) AS n FROM tiny.obs GROUP BY 1 ORDER BY 1",
+        ],
+        None,
+    );
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        lines[3],
+        serde_json::json!({"cell_type": "monocyte", "n": 34})
+    );
+}
+
+#[test]
+fn batch_parquet_and_arrow_files_read_back() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sql = "SELECT obs_id, var_id, value FROM tiny.layers_counts WHERE obs_id < 10 ORDER BY obs_id, var_id";
+    let pq = dir.path().join("out.parquet");
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "parquet",
+            "--output",
+            &pq.display().to_string(),
+            "-c",
+            sql,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let file = std::fs::File::open(&pq).unwrap_or_else(|e| panic!("{e}"));
+    let reader = annql::engine::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows: usize = reader.map(|b| b.map(|b| b.num_rows()).unwrap_or(0)).sum();
+    let want = crate::common::expected("tiny");
+    let indptr = want["layers"]["counts"]["indptr"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        rows as u64,
+        indptr[10].as_u64().unwrap_or(0),
+        "entries of the first 10 cells"
+    );
+
+    let ipc = dir.path().join("out.arrow");
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "arrow",
+            "-o",
+            &ipc.display().to_string(),
+            "-c",
+            sql,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reader = arrow_ipc::reader::FileReader::try_new(
+        std::fs::File::open(&ipc).unwrap_or_else(|e| panic!("{e}")),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rows2: usize = reader.map(|b| b.map(|b| b.num_rows()).unwrap_or(0)).sum();
+    assert_eq!(rows2, rows);
+
+    // Binary formats refuse stdout.
+    let out = annql(
+        &["run", "-d", &tiny(), "--format", "parquet", "-c", sql],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--output"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn errors_exit_nonzero_with_file_line_column() {
+    let mut f = tempfile::Builder::new()
+        .suffix(".sql")
+        .tempfile()
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(b"SELECT 1;\n\nSELECT count(*)\n  FROM tiny.obz;\nSELECT 2;\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = f.path().display().to_string();
+    let out = annql(&["run", "-d", &tiny(), "--format", "csv", &path], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{path}:3:1:")) && err.contains("tiny.obz"),
+        "{err}"
+    );
+    // The first statement's result was printed; the third never ran.
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        vec!["Int64(1)", "1"]
+    );
+
+    let out = annql(&["run", "-d", &tiny(), "-c", "SELEC 1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("-c:1:"), "{}", text(&out.stderr));
+
+    let out = annql(
+        &["run", "-d", "/nonexistent/store.zarr", "-c", "SELECT 1"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/store.zarr"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn stdin_and_the_demo_dataset() {
+    let out = annql(
+        &["run", "--format", "csv", "-"],
+        Some("SELECT count(*) AS cells FROM pbmc.obs;"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "cells\n700\n");
+}
+
+#[test]
+fn table_output_truncates_with_a_footer() {
+    let out = annql(
+        &["run", "-d", &tiny(), "-c", "SELECT * FROM tiny.obs"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("(120 rows, 40 shown)"), "{s}");
+    assert!(s.lines().all(|l| l.chars().count() <= 170), "{s}");
+}
+
+#[test]
+fn schema_and_explain_subcommands() {
+    let out = annql(&["schema", &tiny()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("tiny.obs")
+            && s.contains("\"Pre-existing heart disease\" categorical(Utf8)")
+            && s.contains("/obs/age"),
+        "{s}"
+    );
+    let out = annql(
+        &[
+            "explain",
+            "-d",
+            &tiny(),
+            "SELECT count(*) FROM tiny.x JOIN tiny.obs USING (obs_id) WHERE tissue = 'lung'",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("AnnDataScanExec"),
+        "{}",
+        text(&out.stdout)
+    );
+}
