@@ -1,7 +1,7 @@
 //! Statements from files, stdin or `-c`: split with sqlparser's tokenizer (so `;` inside strings
 //! and comments does not split), run in order, stop at the first error with its position.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -295,23 +295,25 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
 }
 
 /// `annql schema`: the tables a store exposes (with columns and types), then its element tree.
-#[allow(clippy::print_stdout)]
 pub fn print_schema(spec: &str) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     let (name, path) = dataset_spec(spec);
     let started = Instant::now();
     let store = Arc::new(AnnDataStore::open(&path).map_err(annql_engine::Error::from)?);
     let opened = started.elapsed();
     let provider = annql_engine::AnnDataSchemaProvider::try_new(store.clone())?;
-    println!(
-        "{name}: {path} (zarr {:?}, {} metadata, opened in {:.1} ms)\n",
+    let metadata = if store.consolidated() {
+        "consolidated"
+    } else {
+        "walked"
+    };
+    writeln!(
+        out,
+        "{name}: {path} (zarr {:?}, {metadata} metadata, opened in {:.1} ms)\n",
         store.format(),
-        if store.consolidated() {
-            "consolidated"
-        } else {
-            "walked"
-        },
         opened.as_secs_f64() * 1e3
-    );
+    )?;
     for table in datafusion::catalog::SchemaProvider::table_names(&provider) {
         let Some(t) = provider.provider(&table) else {
             continue;
@@ -322,15 +324,16 @@ pub fn print_schema(spec: &str) -> Result<()> {
             .iter()
             .map(|f| format!("{} {}", quote(f.name()), type_name(f.data_type())))
             .collect();
-        println!(
+        writeln!(
+            out,
             "{name}.{table}  (/{})\n    {}",
             t.table().def().path,
             cols.join(",\n    ")
-        );
+        )?;
     }
-    println!("\nelements:");
+    writeln!(out, "\nelements:")?;
     for e in store.root().walk() {
-        println!("{}", e.describe());
+        writeln!(out, "{}", e.describe())?;
     }
     Ok(())
 }
@@ -360,15 +363,16 @@ pub fn type_name(t: &arrow::datatypes::DataType) -> String {
 }
 
 /// `annql explain`.
-#[allow(clippy::print_stdout)]
 pub async fn explain(options: &Options, datasets: &[String], sql: &str) -> Result<()> {
     let session = open_session(options, datasets)?;
     let outcome = execute(&session, &format!("EXPLAIN {sql}")).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     for b in &outcome.batches {
         let kinds = arrow::array::AsArray::as_string::<i32>(b.column(0).as_ref());
         let plans = arrow::array::AsArray::as_string::<i32>(b.column(1).as_ref());
         for i in 0..b.num_rows() {
-            println!("{}:\n{}\n", kinds.value(i), plans.value(i));
+            writeln!(out, "{}:\n{}\n", kinds.value(i), plans.value(i))?;
         }
     }
     Ok(())

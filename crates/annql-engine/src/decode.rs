@@ -187,7 +187,17 @@ impl AnnTable {
                     }
                 };
                 let per_major = (nnz / major_len.max(1)).max(1).min(minor_len.max(1));
-                block_rows = (TARGET_ENTRIES / per_major).max(1);
+                // Blocks span several data chunks, so a chunk shared by two blocks (and decoded by
+                // both) is the exception rather than the rule.
+                let chunk = match element.encoding {
+                    Encoding::Array => 0,
+                    _ => store
+                        .array_meta(&format!("{}/data", element.path))
+                        .ok()
+                        .and_then(|m| m.chunk_len())
+                        .unwrap_or(0),
+                };
+                block_rows = (TARGET_ENTRIES.max(4 * chunk) / per_major).max(1);
             }
             TableKind::Uns => {
                 for (i, n) in ["path", "type", "value"].iter().enumerate() {

@@ -49,6 +49,21 @@ pub enum DType {
     Other(String),
 }
 
+impl ArrayMeta {
+    /// Elements along the first axis of one (outer) chunk: the unit a read decodes.
+    pub fn chunk_len(&self) -> Option<u64> {
+        self.document
+            .get("chunks")
+            .or_else(|| {
+                self.document
+                    .pointer("/chunk_grid/configuration/chunk_shape")
+            })?
+            .as_array()?
+            .first()?
+            .as_u64()
+    }
+}
+
 impl DType {
     /// Size in bytes of one element, where fixed.
     pub fn size(&self) -> Option<usize> {
