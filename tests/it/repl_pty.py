@@ -39,7 +39,9 @@ def expect(pattern: bytes, timeout: float, step: str) -> None:
 
 
 def send(data: bytes) -> None:
+    """Type `data` once the line editor is reading again (type-ahead before that is discarded)."""
     global screen
+    time.sleep(0.5)
     screen = b""
     os.write(fd, data)
 
@@ -63,8 +65,23 @@ expect(b"Cancelled", 10, "Ctrl-C cancels a running query")
 expect(b"annql> ", 10, "back at the prompt")
 send(b"SELECT 7 AS seven;\r")
 expect(b"seven", 10, "still answers after a cancel")
+expect(b"(1 row)", 10, "result complete")
 send(b"\\q\r")
-_, status = os.waitpid(pid, 0)
+deadline = time.time() + 20
+while time.time() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if r:
+        try:
+            screen += os.read(fd, 65536)
+        except OSError:
+            pass
+else:
+    print(f"FAIL: quit: still running 20 s after \\q\n--- screen ---\n{screen.decode(errors='replace')}")
+    os.kill(pid, 9)
+    sys.exit(1)
 if os.WEXITSTATUS(status) != 0:
     print(f"FAIL: exit status {status}")
     sys.exit(1)

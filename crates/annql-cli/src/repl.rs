@@ -227,10 +227,10 @@ async fn run_text(state: &mut State, text: &str) {
         let before = read_totals(&state.session);
         match execute(&state.session, &st.text).await {
             Ok(outcome) => {
-                if !outcome.schema.fields().is_empty() {
-                    if let Err(e) = emit(state, &outcome) {
-                        eprintln!("Error: {e}");
-                    }
+                if !outcome.schema.fields().is_empty()
+                    && let Err(e) = emit(state, &outcome)
+                {
+                    eprintln!("Error: {e}");
                 }
                 if state.timing {
                     println!("Time: {:.3} s", started.elapsed().as_secs_f64());
@@ -252,10 +252,10 @@ async fn run_text(state: &mut State, text: &str) {
             Err(e) => {
                 let message = e.to_string();
                 eprintln!("Error: {message}");
-                if let Some((line, col)) = error_position(&message) {
-                    if let Some(text) = st.text.lines().nth(line.saturating_sub(1)) {
-                        eprintln!("  {text}\n  {}^", " ".repeat(col.saturating_sub(1)));
-                    }
+                if let Some((line, col)) = error_position(&message)
+                    && let Some(text) = st.text.lines().nth(line.saturating_sub(1))
+                {
+                    eprintln!("  {text}\n  {}^", " ".repeat(col.saturating_sub(1)));
                 }
                 if let Some(hint) = suggest(&state.session, &message) {
                     eprintln!("Hint: did you mean {hint}?");
@@ -340,17 +340,17 @@ fn refresh_words(session: &AnnSession, words: &Arc<Mutex<Words>>) {
     functions.sort();
     let mut columns = Vec::new();
     for name in session.attached_names() {
-        if let Some(schema) = session
+        let schema = session
             .context()
             .catalog("annql")
-            .and_then(|c| c.schema(&name))
-        {
-            if let Some(p) = schema.downcast_ref::<annql_engine::AnnDataSchemaProvider>() {
-                for t in schema.table_names() {
-                    if let Some(t) = p.provider(&t) {
-                        columns.extend(t.table().schema().fields().iter().map(|f| quote(f.name())));
-                    }
-                }
+            .and_then(|c| c.schema(&name));
+        let Some(schema) = schema else { continue };
+        let Some(p) = schema.downcast_ref::<annql_engine::AnnDataSchemaProvider>() else {
+            continue;
+        };
+        for t in schema.table_names() {
+            if let Some(t) = p.provider(&t) {
+                columns.extend(t.table().schema().fields().iter().map(|f| quote(f.name())));
             }
         }
     }

@@ -65,8 +65,10 @@ pub fn split_statements(sql: &str) -> std::result::Result<Vec<Statement>, String
                 t.span.start.column,
             ));
         }
-        if matches!(t.token, Token::SemiColon | Token::EOF) {
-            if let Some((start, line, column)) = begin.take() {
+        if matches!(t.token, Token::SemiColon | Token::EOF)
+            && let Some((start, line, column)) = begin.take()
+        {
+            {
                 let end = offset(t.span.start.line, t.span.start.column);
                 let text = sql[start..end].trim_end().to_string();
                 out.push(Statement {
@@ -166,9 +168,56 @@ pub async fn execute(session: &AnnSession, sql: &str) -> Result<Outcome> {
         let batches = df.collect().await?;
         Ok::<_, CliError>(Outcome { schema, batches })
     };
-    tokio::select! {
+    session.progress().reset();
+    let bar = ProgressBar::start(session.progress().clone());
+    let result = tokio::select! {
         r = work => r,
         _ = interrupted => Err(CliError::Cancelled),
+    };
+    bar.stop();
+    result
+}
+
+/// A progress bar on stderr — only on a terminal, and only once a query has run for a second —
+/// showing blocks scanned of those planned. Drawn by a plain thread so it never waits on the query.
+struct ProgressBar {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    fn start(progress: Arc<annql_engine::Progress>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut drawn = false;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    let (done, total) = progress.get();
+                    if started.elapsed().as_secs_f64() < 1.0 || total == 0 {
+                        continue;
+                    }
+                    let filled = (done.min(total) * 30 / total) as usize;
+                    let bar = format!("{}{}", "=".repeat(filled), " ".repeat(30 - filled));
+                    let _ = write!(std::io::stderr(), "\r[{bar}] {done}/{total} blocks scanned");
+                    let _ = std::io::stderr().flush();
+                    drawn = true;
+                }
+                if drawn {
+                    let _ = write!(std::io::stderr(), "\r\x1b[K");
+                }
+            })
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread {
+            let _ = t.join();
+        }
     }
 }
 
@@ -230,7 +279,7 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
             let outcome = execute(&session, &st.text).await.map_err(|e| {
                 let message = e.to_string();
                 let (line, column) = match error_position(&message) {
-                    Some((l, c)) if l == 1 => (st.line, st.column + c - 1),
+                    Some((1, c)) => (st.line, st.column + c - 1),
                     Some((l, c)) => (st.line + l - 1, c),
                     None => (st.line, st.column),
                 };

@@ -21,7 +21,7 @@ pub(crate) enum Source {
     /// The row position (`obs_id`, `var_id`).
     RowId,
     /// A dataframe column element (the index too).
-    Column(Element),
+    Column(Box<Element>),
     /// Component `i` of a dense embedding.
     Component(usize),
     /// Matrix row id, column id, value.
@@ -50,6 +50,8 @@ pub struct AnnTable {
     pub(crate) column_major: bool,
     /// Rows per block, aligned to the chunking of the data read.
     pub(crate) block_rows: u64,
+    /// The session's progress counter.
+    pub(crate) progress: Arc<crate::scan::Progress>,
 }
 
 /// The Arrow type a store element type maps to.
@@ -115,7 +117,11 @@ const FRAME_ROWS: u64 = 1 << 16;
 
 impl AnnTable {
     /// Binds a table definition to its store, working out its schema from metadata.
-    pub fn try_new(store: Arc<AnnDataStore>, def: TableDef) -> Result<Self> {
+    pub fn try_new(
+        store: Arc<AnnDataStore>,
+        def: TableDef,
+        progress: Arc<crate::scan::Progress>,
+    ) -> Result<Self> {
         let element = store.element(&def.path).map_err(store_err)?.clone();
         let mut fields = Vec::new();
         let mut sources = Vec::new();
@@ -140,7 +146,7 @@ impl AnnTable {
                     };
                     if let Some(f) = column_field(&store, &name, child) {
                         fields.push(f);
-                        sources.push(Source::Column(child.clone()));
+                        sources.push(Source::Column(Box::new(child.clone())));
                     }
                 }
             }
@@ -218,6 +224,7 @@ impl AnnTable {
             major_len,
             column_major,
             block_rows,
+            progress,
         })
     }
 
@@ -547,6 +554,26 @@ pub(crate) fn nullable(schema: &Schema) -> Schema {
             .collect::<Vec<_>>(),
         schema.metadata().clone(),
     )
+}
+
+/// A batch of `schema` (made nullable) whose column `column` is `values` and every other column
+/// null: enough to evaluate a predicate that reads only that column.
+pub(crate) fn probe_batch(schema: &Schema, column: usize, values: ArrayRef) -> Result<RecordBatch> {
+    let schema = Arc::new(nullable(schema));
+    let n = values.len();
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i == column {
+                values.clone()
+            } else {
+                new_null_array(f.data_type(), n)
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn apply_keep(batch: RecordBatch, keep: Option<&[bool]>) -> Result<RecordBatch> {

@@ -27,7 +27,7 @@ pub use decode::AnnTable;
 pub use error::{Error, Result};
 pub use model::{Axis, TableDef, TableKind};
 pub use provider::{AnnDataSchemaProvider, AnnDataTableProvider};
-pub use scan::{AnnDataScanExec, ScanParams};
+pub use scan::{AnnDataScanExec, Progress, ScanParams};
 pub use session::{AnnSession, SessionBuilder};
 
 /// DataFusion, re-exported so embedders need not pin a matching version.

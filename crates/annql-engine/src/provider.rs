@@ -153,10 +153,18 @@ pub struct AnnDataSchemaProvider {
 impl AnnDataSchemaProvider {
     /// Binds every table of `store`; tables whose element cannot be represented are left out.
     pub fn try_new(store: Arc<AnnDataStore>) -> Result<Self> {
+        Self::with_progress(store, Arc::default())
+    }
+
+    /// As [`Self::try_new`], counting scanned blocks into `progress`.
+    pub fn with_progress(
+        store: Arc<AnnDataStore>,
+        progress: Arc<crate::scan::Progress>,
+    ) -> Result<Self> {
         let mut tables = BTreeMap::new();
         for def in tables_of_store(&store) {
             let name = def.name.clone();
-            if let Ok(table) = AnnTable::try_new(store.clone(), def) {
+            if let Ok(table) = AnnTable::try_new(store.clone(), def, progress.clone()) {
                 tables.insert(name, Arc::new(AnnDataTableProvider::new(table)));
             }
         }

@@ -69,19 +69,7 @@ impl CodeFilter {
                 .child_data(vec![values.to_data()])
                 .build()?,
         );
-        let columns = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if i == col.index() {
-                    dict.clone()
-                } else {
-                    new_null_array(f.data_type(), n + 1)
-                }
-            })
-            .collect();
-        let probe = RecordBatch::try_new(Arc::new(crate::decode::nullable(schema)), columns)?;
+        let probe = crate::decode::probe_batch(schema, col.index(), dict)?;
         let result = expr.evaluate(&probe)?.into_array(n + 1)?;
         let per_code = result
             .as_any()

@@ -40,8 +40,39 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::decode::AnnTable;
+use crate::decode::{AnnTable, probe_batch};
 use crate::pushdown::CodeFilter;
+
+/// Blocks planned and scanned by the running queries of a session, for progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    total: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// (blocks done, blocks planned) since the last reset.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.done.load(Relaxed), self.total.load(Relaxed))
+    }
+
+    /// Starts counting afresh (before a statement).
+    pub fn reset(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.done.store(0, Relaxed);
+        self.total.store(0, Relaxed);
+    }
+
+    fn plan(&self, blocks: usize) {
+        self.total
+            .fetch_add(blocks as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn step(&self) {
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// The parameters of a scan: plain data, so a plan can be shipped to another executor.
 #[derive(Debug, Clone)]
@@ -379,6 +410,8 @@ impl ExecutionPlan for AnnDataScanExec {
         });
         let dynamic = self.dynamic_filters.clone();
         let limit = self.params.limit;
+        let progress = self.table.progress.clone();
+        progress.plan(blocks.len());
         let schema = self.schema();
         let mut emitted = 0usize;
         let stream = futures::stream::iter(blocks)
@@ -392,9 +425,12 @@ impl ExecutionPlan for AnnDataScanExec {
                         .iter()
                         .map(|f| snapshot_physical_expr(f.clone()))
                         .collect::<Result<Vec<_>>>()?;
-                    tokio::task::spawn_blocking(move || state.scan_block(block, &snapshots))
-                        .await
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    let progress = state.table.progress.clone();
+                    let result =
+                        tokio::task::spawn_blocking(move || state.scan_block(block, &snapshots))
+                            .await;
+                    progress.step();
+                    result.map_err(|e| DataFusionError::External(Box::new(e)))?
                 }
             })
             .filter_map(|r| async move { r.transpose() })
@@ -527,27 +563,9 @@ impl ScanState {
         if on_minor.is_empty() {
             return Ok(None);
         }
-        let n = len as usize;
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..len as i64));
-        let schema = Arc::new(crate::decode::nullable(&self.output));
-        let columns = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if i == col {
-                    ids.clone()
-                } else {
-                    new_null_array(f.data_type(), n)
-                }
-            })
-            .collect();
-        let batch = RecordBatch::try_new(schema, columns)?;
-        let mut mask: Option<BooleanArray> = None;
-        for f in on_minor {
-            mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
-        }
-        Ok(mask.map(|m| m.iter().map(|v| v == Some(true)).collect()))
+        let batch = probe_batch(&self.output, col, ids)?;
+        mask_of(on_minor, &batch)
     }
 
     /// Which major positions of `block` survive the id predicates (None: all, without checking).
@@ -562,45 +580,48 @@ impl ScanState {
         let Some(major) = self.table.major_id_column() else {
             return Ok(None);
         };
-        let n = (block.end - block.start) as usize;
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
             block.start as i64..block.end as i64,
         ));
-        let with_ids = |schema: &SchemaRef, column: usize| -> Result<RecordBatch> {
-            let columns = schema
-                .fields()
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    if i == column {
-                        ids.clone()
-                    } else {
-                        new_null_array(f.data_type(), n)
-                    }
-                })
-                .collect();
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
-        };
-        let mut mask: Option<BooleanArray> = None;
+        let mut keep: Option<Vec<bool>> = None;
         if !self.id_filters.is_empty() {
-            let batch = with_ids(&self.table.work_schema, major)?;
-            for f in &self.id_filters {
-                mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
+            let batch = probe_batch(&self.table.schema(), major, ids.clone())?;
+            keep = and_flags(keep, mask_of(&self.id_filters, &batch)?);
+        }
+        let name = self.table.schema().field(major).name().clone();
+        if let Ok(col) = self.output.index_of(&name) {
+            let on_major: Vec<_> = dynamic
+                .iter()
+                .filter(|f| collect_columns(f).iter().all(|c| c.index() == col))
+                .collect();
+            if !on_major.is_empty() {
+                let batch = probe_batch(&self.output, col, ids)?;
+                keep = and_flags(keep, mask_of(on_major, &batch)?);
             }
         }
-        if !dynamic.is_empty() {
-            let name = self.table.schema().field(major).name().clone();
-            if let Ok(col) = self.output.index_of(&name) {
-                let batch = with_ids(&Arc::new(crate::decode::nullable(&self.output)), col)?;
-                for f in dynamic
-                    .iter()
-                    .filter(|f| collect_columns(f).iter().all(|c| c.index() == col))
-                {
-                    mask = Some(combine(mask, as_bool(f.evaluate(&batch)?.into_array(n)?)?)?);
-                }
-            }
-        }
-        Ok(mask.map(|m| m.iter().map(|v| v == Some(true)).collect()))
+        Ok(keep)
+    }
+}
+
+/// Evaluates predicates on a batch and ANDs them into one flag per row (NULL counts as false).
+fn mask_of<'a>(
+    filters: impl IntoIterator<Item = &'a Arc<dyn PhysicalExpr>>,
+    batch: &RecordBatch,
+) -> Result<Option<Vec<bool>>> {
+    let mut mask: Option<BooleanArray> = None;
+    for f in filters {
+        mask = Some(combine(
+            mask,
+            as_bool(f.evaluate(batch)?.into_array(batch.num_rows())?)?,
+        )?);
+    }
+    Ok(mask.map(|m| m.iter().map(|v| v == Some(true)).collect()))
+}
+
+fn and_flags(a: Option<Vec<bool>>, b: Option<Vec<bool>>) -> Option<Vec<bool>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(x, y)| *x && *y).collect()),
+        (a, b) => a.or(b),
     }
 }
 

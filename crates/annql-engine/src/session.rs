@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::error::{Error, Result};
 use crate::provider::AnnDataSchemaProvider;
+use crate::scan::Progress;
 
 /// Settings for a session, set once through [`SessionBuilder`].
 #[derive(Debug, Clone)]
@@ -70,6 +71,7 @@ impl SessionBuilder {
         Ok(AnnSession {
             ctx,
             attached: Mutex::default(),
+            progress: Arc::default(),
         })
     }
 }
@@ -78,6 +80,7 @@ impl SessionBuilder {
 pub struct AnnSession {
     ctx: SessionContext,
     attached: Mutex<BTreeMap<String, Arc<AnnDataStore>>>,
+    progress: Arc<Progress>,
 }
 
 impl std::fmt::Debug for AnnSession {
@@ -102,6 +105,11 @@ impl AnnSession {
     /// The DataFusion context, for anything annql does not wrap.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Blocks planned and scanned by this session's queries (for progress bars).
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// Names of the attached datasets.
@@ -132,7 +140,7 @@ impl AnnSession {
         if attached.contains_key(name) {
             return Err(Error::AlreadyAttached(name.into()));
         }
-        let schema = AnnDataSchemaProvider::try_new(store.clone())?;
+        let schema = AnnDataSchemaProvider::with_progress(store.clone(), self.progress.clone())?;
         self.catalog()?.register_schema(name, Arc::new(schema))?;
         attached.insert(name.to_string(), store);
         Ok(())
@@ -189,7 +197,6 @@ enum Attach {
 /// Recognises `ATTACH [DATABASE] 'path' [AS name]` and `DETACH [DATABASE] [IF EXISTS] name`.
 fn parse_attach(sql: &str) -> Result<Option<Attach>> {
     let first = sql
-        .trim_start()
         .split_whitespace()
         .next()
         .unwrap_or("")
@@ -197,8 +204,8 @@ fn parse_attach(sql: &str) -> Result<Option<Attach>> {
     if first != "ATTACH" && first != "DETACH" {
         return Ok(None);
     }
-    let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-        .map_err(|e| Error::DataFusion(e.into()))?;
+    let statements =
+        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(Error::DataFusion)?;
     let Some(DFStatement::Statement(stmt)) = statements.front() else {
         return Ok(None);
     };

@@ -234,11 +234,10 @@ pub(crate) fn build_tree(store: &str, nodes: &BTreeMap<String, Node>) -> Result<
             reason: reason.into(),
         });
     }
-    Ok(build_element(store, "", nodes, &children, None))
+    Ok(build_element("", nodes, &children, None))
 }
 
 fn build_element(
-    store: &str,
     path: &str,
     nodes: &BTreeMap<String, Node>,
     children: &BTreeMap<&str, Vec<&str>>,
@@ -264,13 +263,7 @@ fn build_element(
             if encoding == Encoding::DataFrame && child.ends_with("/__categories") {
                 continue;
             }
-            kids.push(build_element(
-                store,
-                child,
-                nodes,
-                children,
-                Some(&encoding),
-            ));
+            kids.push(build_element(child, nodes, children, Some(&encoding)));
         }
         if encoding == Encoding::DataFrame {
             order_columns(&mut kids, attrs);
