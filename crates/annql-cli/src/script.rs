@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s[1].text, "SELECT 'a;b'\n  FROM t");
         assert_eq!((s[1].line, s[1].column), (3, 1));
-        assert_eq!((s[2].line, s[2].column), (4, 11));
+        assert_eq!((s[2].line, s[2].column), (5, 2));
         Ok(())
     }
 
