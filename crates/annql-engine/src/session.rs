@@ -204,8 +204,15 @@ fn parse_attach(sql: &str) -> Result<Option<Attach>> {
     if first != "ATTACH" && first != "DETACH" {
         return Ok(None);
     }
+    // `ATTACH 'path'` without `AS`: the generic dialect wants a name, so give it the default one.
+    let mut sql = sql.trim().trim_end_matches(';').to_string();
+    if first == "ATTACH" && !sql.to_ascii_uppercase().contains(" AS ") {
+        if let Some(path) = sql.split('\'').nth(1) {
+            sql = format!("{sql} AS {}", default_name(path));
+        }
+    }
     let statements =
-        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(Error::DataFusion)?;
+        DFParser::parse_sql_with_dialect(&sql, &GenericDialect {}).map_err(Error::DataFusion)?;
     let Some(DFStatement::Statement(stmt)) = statements.front() else {
         return Ok(None);
     };
