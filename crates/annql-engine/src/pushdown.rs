@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use annql_store::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, new_null_array,
-};
+use annql_store::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use annql_store::arrow::compute::{cast, take};
 use annql_store::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::{DataFusionError, Result};

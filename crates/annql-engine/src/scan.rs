@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use annql_store::ReadStats;
 use annql_store::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, new_null_array,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
 };
 use annql_store::arrow::compute::{and_kleene, filter_record_batch};
 use annql_store::arrow::datatypes::SchemaRef;

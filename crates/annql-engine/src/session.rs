@@ -206,10 +206,11 @@ fn parse_attach(sql: &str) -> Result<Option<Attach>> {
     }
     // `ATTACH 'path'` without `AS`: the generic dialect wants a name, so give it the default one.
     let mut sql = sql.trim().trim_end_matches(';').to_string();
-    if first == "ATTACH" && !sql.to_ascii_uppercase().contains(" AS ") {
-        if let Some(path) = sql.split('\'').nth(1) {
-            sql = format!("{sql} AS {}", default_name(path));
-        }
+    if first == "ATTACH"
+        && !sql.to_ascii_uppercase().contains(" AS ")
+        && let Some(path) = sql.split('\'').nth(1)
+    {
+        sql = format!("{sql} AS {}", default_name(path));
     }
     let statements =
         DFParser::parse_sql_with_dialect(&sql, &GenericDialect {}).map_err(Error::DataFusion)?;
