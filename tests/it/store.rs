@@ -335,11 +335,7 @@ fn element_tree_names_every_encoding() {
 fn awkward_arrays_are_named_unsupported() {
     let store = open("tiny.v2.zarr");
     let awk = store.element("obsm/awk").unwrap_or_else(|e| panic!("{e}"));
-    let err = store
-        .read_column(awk, 0..1, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_column(awk, 0..1, &stats()));
     assert!(
         err.contains("obsm/awk") && err.contains("awkward-array"),
         "{err}"
@@ -487,6 +483,14 @@ fn collect_stores(dir: &Path, out: &mut Vec<PathBuf>) {
     out.sort();
 }
 
+/// The message of an error a read must raise (a success is itself a test failure).
+fn error_text<T>(result: Result<T, Error>) -> String {
+    match result {
+        Ok(_) => panic!("expected an error, the read succeeded"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Copies a fixture directory so a test can damage it (source data is never modified).
 fn damaged_copy(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -521,11 +525,7 @@ fn damaged_stores_give_errors_naming_the_element() {
     let bytes = std::fs::read(&chunk).unwrap_or_default();
     std::fs::write(&chunk, &bytes[..bytes.len() / 2]).unwrap_or_else(|e| panic!("{e}"));
     let store = AnnDataStore::open(dir.path().join("s.zarr")).unwrap_or_else(|e| panic!("{e}"));
-    let err = store
-        .read_sparse("X", 0..10_000, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_sparse("X", 0..10_000, &stats()));
     assert!(err.contains("'/X/data'"), "{err}");
 
     // A corrupt (garbage) chunk of indices.
@@ -533,21 +533,14 @@ fn damaged_stores_give_errors_naming_the_element() {
     std::fs::write(dir.path().join("s.zarr/X/indices/0"), b"not blosc at all")
         .unwrap_or_else(|e| panic!("{e}"));
     let store = AnnDataStore::open(dir.path().join("s.zarr")).unwrap_or_else(|e| panic!("{e}"));
-    let err = store
-        .read_sparse("X", 0..100, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_sparse("X", 0..100, &stats()));
     assert!(err.contains("'/X/indices'"), "{err}");
 
     // Bad JSON in consolidated metadata.
     let dir = damaged_copy("chunky.v2.zarr");
     std::fs::write(dir.path().join("s.zarr/.zmetadata"), b"{\"metadata\": {")
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = AnnDataStore::open(dir.path().join("s.zarr"))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(AnnDataStore::open(dir.path().join("s.zarr")));
     assert!(
         err.contains(".zmetadata") && err.contains("invalid JSON"),
         "{err}"
@@ -565,20 +558,12 @@ fn damaged_stores_give_errors_naming_the_element() {
         }
     });
     let store = AnnDataStore::open(dir.path().join("s.zarr")).unwrap_or_else(|e| panic!("{e}"));
-    let err = store
-        .read_sparse("X", 0..10, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_sparse("X", 0..10, &stats()));
     assert!(
         err.contains("'/X'") && err.contains("indptr has length 10001"),
         "{err}"
     );
-    let err = store
-        .read_offsets("X/indptr", 0..3, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_offsets("X/indptr", 0..3, &stats()));
     assert!(
         err.contains("'/X/indptr'") && err.contains("float64"),
         "{err}"
@@ -586,20 +571,12 @@ fn damaged_stores_give_errors_naming_the_element() {
     let col = store
         .element("obs/cell_type")
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = store
-        .read_column(col, 0..3, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_column(col, 0..3, &stats()));
     assert!(err.contains("fancy-column"), "{err}");
     let col = store
         .element("obs/tissue")
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = store
-        .read_column(col, 0..3, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_column(col, 0..3, &stats()));
     assert!(
         err.contains("'/obs/tissue/codes'") && err.contains("missing"),
         "{err}"
@@ -607,11 +584,7 @@ fn damaged_stores_give_errors_naming_the_element() {
 
     // Out-of-range reads are refused, not clamped.
     let store = open("chunky.v2.zarr");
-    let err = store
-        .read_sparse("X", 9_990..10_001, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_sparse("X", 9_990..10_001, &stats()));
     assert!(err.contains("out of bounds"), "{err}");
 
     // An absurd declared chunk shape is refused rather than allocated.
@@ -620,11 +593,7 @@ fn damaged_stores_give_errors_naming_the_element() {
         v["metadata"]["X/data/.zarray"]["chunks"] = json!([1u64 << 40]);
     });
     let store = AnnDataStore::open(dir.path().join("s.zarr")).unwrap_or_else(|e| panic!("{e}"));
-    let err = store
-        .read_sparse("X", 0..10, &stats())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(store.read_sparse("X", 0..10, &stats()));
     assert!(
         err.contains("'/X/data'") && err.contains("chunk shape"),
         "{err}"
@@ -634,9 +603,6 @@ fn damaged_stores_give_errors_naming_the_element() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join(".zgroup"), br#"{"zarr_format": 2}"#)
         .unwrap_or_else(|e| panic!("{e}"));
-    let err = AnnDataStore::open(dir.path())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = error_text(AnnDataStore::open(dir.path()));
     assert!(err.contains("no 'encoding-type'"), "{err}");
 }
