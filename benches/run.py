@@ -22,9 +22,12 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,6 +138,45 @@ def cargo_build(targets: list[str]) -> None:
     subprocess.check_call(["cargo", "build", "--quiet", *targets], cwd=REPO)
 
 
+def timed_run(cmd: list[str], timeout: float, cap_mb: float, group_rss_mb) -> dict:
+    """Runs cmd under /usr/bin/time -v in its own process group: exact wall time, peak RSS.
+
+    Like the anchors' timed_run (timeout and RSS cap kill the process group), but the wall time
+    is taken when the process exits: the anchors' runner polls every 0.25 s, so its
+    process_wall_s is rounded up to a multiple of 0.25 s, too coarse for annql's sub-second runs.
+    """
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=subprocess.DEVNULL, stderr=err,
+                             start_new_session=True)
+        killed = {"peak_mb": 0.0}
+
+        def watchdog():  # polls like the anchors' runner (every 0.25 s); p.wait() below times the exit
+            while p.poll() is None:
+                rss = group_rss_mb(p.pid)
+                killed["peak_mb"] = max(killed["peak_mb"], rss)
+                reason = ("timeout" if time.perf_counter() - t0 > timeout else "oom" if rss > cap_mb else None)
+                if reason:
+                    killed["status"] = reason
+                    os.killpg(p.pid, signal.SIGKILL)
+                    return
+                time.sleep(0.25)
+        threading.Thread(target=watchdog, daemon=True).start()
+        p.wait()
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        stderr = err.read()
+    status = killed.get("status") or ("ok" if p.returncode == 0 else "error")
+    r = {"status": status, "process_wall_s": round(wall, 4)}
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
+    r["peak_rss_mb"] = round(int(m.group(1)) / 1024, 1) if m else round(killed["peak_mb"], 1)
+    if status == "error":
+        r["error"] = "\n".join(l for l in stderr.splitlines() if not l.startswith("\t"))[-1500:]
+    elif status != "ok":
+        r["note"] = f"killed after {timeout:.0f} s" if status == "timeout" else f"RSS above {cap_mb:.0f} MB"
+    return r
+
+
 def run_annql(q, params, zarr, binary, runs, timeout, cap_mb, work, anchors_run, threads):
     """Runs the query `runs` times in fresh processes; returns the summary and the answer CSV."""
     sql_path = os.path.join(work, f"{q}.sql")
@@ -146,10 +188,10 @@ def run_annql(q, params, zarr, binary, runs, timeout, cap_mb, work, anchors_run,
         cmd[2:2] = ["--threads", str(threads)]
     results = []
     for i in range(runs):
-        r = anchors_run.timed_run(cmd, timeout, cap_mb)
+        r = timed_run(cmd, timeout, cap_mb, anchors_run.group_rss_mb)
         results.append(r)
         print(f"{'annql':18s} {q} run{i + 1}: {r['status']:7s} wall {r['process_wall_s']:8.3f} s  "
-              f"rss {r['peak_rss_mb']:8.1f} MB" + (f"  {r.get('note') or r.get('error', '')}"
+              f"rss {r['peak_rss_mb'] or 0:8.1f} MB" + (f"  {r.get('note') or r.get('error', '')}"
                                                    if r["status"] != "ok" else ""), flush=True)
         if r["status"] != "ok":
             break
@@ -304,6 +346,8 @@ def floor_cell(q: str, floors: dict) -> str:
         return "–"
     matrix, selective = SCANS[q]
     full = floors.get(f"{matrix}/all", {}).get("seconds")
+    if full is None:
+        return "–"
     if selective:
         idx = floors.get(f"{matrix}/indices", {}).get("seconds")
         return f"{fmt_s(idx)} s ({matrix} indices; all {fmt_s(full)} s)"
