@@ -384,11 +384,13 @@ def parse_args():
     ap.add_argument("--annql", default=os.path.join(REPO, "target", "debug", "annql"))
     ap.add_argument("--floor-bin", default=os.path.join(REPO, "target", "debug", "examples", "decode_floor"))
     ap.add_argument("--venv", default=DEFAULT_VENV, help="venv with the anchors' packages (created if missing)")
-    ap.add_argument("--out", required=True, help="results JSON; CSVs and anchor results go beside it")
+    ap.add_argument("--out", help="results JSON; CSVs and anchor results go beside it (required)")
     ap.add_argument("--print-sql", metavar="QN", help="print the rendered SQL of one query and exit")
     a = ap.parse_args()
     if not a.data and not a.size:
         ap.error("give --data DIR or --size s|m")
+    if not a.out and not a.print_sql:
+        ap.error("--out is required")
     a.data = os.path.abspath(a.data or os.path.join(a.data_root, f"bench-{a.size}"))
     a.queries = a.queries.split(",")
     a.systems = a.systems.split(",")
