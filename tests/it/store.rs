@@ -10,14 +10,17 @@ use serde_json::{Value, json};
 
 use crate::common::{assert_close, corpus_dir, expected, fixture};
 
-/// Every physical layout of the `tiny` fixture.
-const TINY_LAYOUTS: [&str; 6] = [
+/// Every physical layout of the `tiny` fixture: zarr v2/v3 directories, zips and HDF5 files.
+const TINY_LAYOUTS: [&str; 9] = [
     "tiny.v2.zarr",
     "tiny.v2.gzip.zarr",
     "tiny.v3.zarr",
     "tiny.v2.zarr.zip",
     "tiny.v3.zarr.zip",
     "tiny.nested.zarr.zip",
+    "tiny.h5ad",
+    "tiny.gzip.h5ad",
+    "tiny.lzf.h5ad",
 ];
 
 fn stats() -> Arc<ReadStats> {

@@ -34,6 +34,18 @@ pub enum Error {
         #[source]
         source: zip::result::ZipError,
     },
+    /// An HDF5 file (`.h5ad`, `.h5mu`) could not be read: truncated, corrupt, or using a feature
+    /// the pure-Rust reader does not have.
+    #[error("{path}: cannot read HDF5 object '/{element}': {source}")]
+    Hdf5 {
+        /// The file.
+        path: PathBuf,
+        /// The group or dataset being read ("" for the file itself).
+        element: String,
+        /// hdf5-reader's error.
+        #[source]
+        source: hdf5_reader::error::Error,
+    },
     /// The storage layer failed (I/O, missing file, truncated member).
     #[error("{store}: storage error reading '{key}': {source}")]
     Storage {

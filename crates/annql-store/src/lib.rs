@@ -12,6 +12,8 @@
 pub mod element;
 /// The error type.
 pub mod error;
+/// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
+pub mod hdf5;
 /// Reading the zarr hierarchy (consolidated or walked) and array data types.
 pub mod metadata;
 /// Range reads into Arrow.

@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 /// A readable, listable store: what every backend provides.
 pub type Storage = Arc<dyn ReadableListableStorageTraits>;
 
-/// Opens the storage behind a local path: a zarr directory or a `.zip` archive of one.
+/// Opens the storage behind a local path: a zarr directory, a `.zip` archive of one, or an HDF5
+/// file (`.h5ad`, `.h5mu`) presented as a zarr v2 store.
 pub fn open_local(path: &Path) -> Result<Storage> {
     let meta = std::fs::metadata(path).map_err(|source| Error::Open {
         path: path.to_path_buf(),
@@ -43,15 +44,20 @@ pub fn open_local(path: &Path) -> Result<Storage> {
         })?;
     match &magic[..n.min(8)] {
         [b'P', b'K', ..] => Ok(Arc::new(ZipStorage::open(path)?)),
-        [0x89, b'H', b'D', b'F', ..] => Err(Error::UnsupportedSource {
-            path: path.to_path_buf(),
-            reason: "an HDF5 file (.h5ad): the HDF5 backend is not built yet".into(),
-        }),
+        [0x89, b'H', b'D', b'F', ..] => Ok(Arc::new(crate::hdf5::Hdf5Storage::open(path)?)),
+        // A user block moves the HDF5 signature to 512, 1024, ... bytes: trust the extension.
+        _ if has_hdf5_extension(path) => Ok(Arc::new(crate::hdf5::Hdf5Storage::open(path)?)),
         _ => Err(Error::UnsupportedSource {
             path: path.to_path_buf(),
             reason: "neither a zarr directory nor a zip archive".into(),
         }),
     }
+}
+
+fn has_hdf5_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["h5ad", "h5mu", "h5", "hdf5"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// One member of a zip archive, located once when the archive is opened.
