@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod engine;
 mod examples;
+mod lang;
 mod repl;
 mod slt;
 mod store;
