@@ -250,6 +250,7 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
     };
     let input = ds.tables.get(&table).cloned().unwrap_or_default();
     let mut state = BlockState::new(input, cells);
+    state.label = table.clone();
     let mut blocks = Vec::new();
     let mut stages = pipeline.stages.iter().peekable();
     while let Some(stage) = stages.next() {
@@ -358,6 +359,8 @@ enum Ctx {
 struct BlockState {
     /// Columns of the input relation.
     input: Vec<Column>,
+    /// The input's name in messages.
+    label: String,
     /// Whether the input is cells (matrices etc. reachable).
     cells: bool,
     filters: Vec<BExpr>,
@@ -375,6 +378,12 @@ impl BlockState {
     fn new(input: Vec<Column>, cells: bool) -> Self {
         Self {
             input,
+            label: if cells {
+                "obs"
+            } else {
+                "the previous stage's output"
+            }
+            .into(),
             cells,
             filters: Vec::new(),
             derived: Vec::new(),
@@ -663,15 +672,17 @@ impl Binder<'_> {
         keys: &[(String, (BExpr, Ty))],
     ) -> Vec<(String, (BExpr, Ty))> {
         let mut with_keys = BlockState::new(state.input.clone(), state.cells);
+        with_keys.label = state.label.clone();
         with_keys.derived = state.derived.clone();
         with_keys.derived.extend(keys.iter().cloned());
         items
             .iter()
             .map(|item| {
+                let before = self.errors.len();
                 let (name, e) = self.bind_item(item, &with_keys, Ctx::AggTop);
                 let mut has_agg = false;
                 visit(&e.0, &mut |x| has_agg |= matches!(x, BExpr::Agg(..)));
-                if !has_agg {
+                if !has_agg && self.errors.len() == before {
                     self.errors.push(
                         Diagnostic::new(
                             format!("`{name}` is not a reduction over the group"),
@@ -1059,7 +1070,7 @@ impl Binder<'_> {
                             .cloned()
                             .unwrap_or_default();
                         let mut vs = BlockState::new(var_cols, false);
-                        vs.cells = false;
+                        vs.label = var_table.clone();
                         let (pred, ty) = self.bind_var_pred(&s, &vs);
                         self.check(ty, Ty::Bool, s.span, "a gene selection");
                         Genes::Where(Box::new(pred))
@@ -1178,6 +1189,16 @@ impl Binder<'_> {
                 _ => {}
             }
         }
+        let names_matrix = matches!(parts.as_slice(), ["X"] | ["layers", _] | ["raw", "X"]);
+        if names_matrix && !st.cells && !st.input.iter().any(|c| c.name == parts[0]) {
+            return self.err(
+                Diagnostic::new(
+                    format!("`{}` is not reachable here", parts.join(".")),
+                    span,
+                )
+                .with_hint("matrices are read before the first `select`, `group`/`agg` or `take` of `from dataset`; move this stage up"),
+            );
+        }
         if let Some(s) = sel {
             return self.err(Diagnostic::new(
                 format!(
@@ -1189,6 +1210,10 @@ impl Binder<'_> {
         }
         match parts.as_slice() {
             [col] => self.column(col, path[0].span, st),
+            // In a gene predicate (`X[var.highly_variable]`) or `from dataset.var`.
+            ["var", col] if st.input.iter().any(|c| c.name == "var_id") => {
+                self.column(col, path[1].span, st)
+            }
             _ => {
                 let d = Diagnostic::new(format!("unknown name `{}`", parts.join(".")), span);
                 self.err(d.with_hint("paths start with obs, var, X, layers, raw or obsm"))
@@ -1248,7 +1273,8 @@ impl Binder<'_> {
             None => {
                 let mut cols = st.input.clone();
                 cols.extend(st.derived.iter().map(|(n, (_, t))| Column::new(n, *t)));
-                self.unknown(col, span, &cols, if st.cells { "obs" } else { "the input" })
+                let label = st.label.clone();
+                self.unknown(col, span, &cols, &label)
             }
         }
     }

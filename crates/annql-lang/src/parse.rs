@@ -171,9 +171,13 @@ fn rule_name(rule: &Rule) -> String {
         | Rule::op_mul
         | Rule::op_div
         | Rule::op_mod => "an operator".into(),
-        Rule::op_is_null | Rule::op_is_not_null | Rule::op_is_nan | Rule::op_is_not_nan => {
-            "`is`".into()
-        }
+        Rule::op_is_null
+        | Rule::op_is_not_null
+        | Rule::op_is_nan
+        | Rule::op_is_not_nan
+        | Rule::kw_is => "`is`".into(),
+        Rule::kw_and | Rule::kw_or | Rule::kw_in | Rule::kw_not => "an operator".into(),
+        Rule::index => "`[`".into(),
         Rule::where_stage
         | Rule::group_stage
         | Rule::agg_stage
