@@ -52,6 +52,8 @@ pub struct AnnTable {
     pub(crate) block_rows: u64,
     /// The session's progress counter.
     pub(crate) progress: Arc<crate::scan::Progress>,
+    /// The same matrix stored CSC ([`TableDef::csc_copy`]), for gene-selective reads.
+    pub(crate) csc_copy: Option<Arc<AnnTable>>,
 }
 
 /// The Arrow type a store element type maps to.
@@ -166,7 +168,7 @@ impl AnnTable {
                 }
                 block_rows = (TARGET_ENTRIES / element.shape[1].max(1)).max(1);
             }
-            TableKind::Matrix { rows, cols } => {
+            TableKind::Matrix { rows, cols, .. } => {
                 let (r, c) = if rows == cols { ("_1", "_2") } else { ("", "") };
                 fields.push(Field::new(id_name(*rows, r), DataType::Int64, false));
                 fields.push(Field::new(id_name(*cols, c), DataType::Int64, false));
@@ -215,7 +217,21 @@ impl AnnTable {
             }
         }
         let work_schema = Arc::new(nullable(&Schema::new(fields.clone())));
+        let csc_copy = match &def.csc_copy {
+            Some(path) if matches!(def.kind, TableKind::Matrix { .. }) => {
+                let copy = TableDef {
+                    path: path.clone(),
+                    csc_copy: None,
+                    ..def.clone()
+                };
+                let copy = AnnTable::try_new(store.clone(), copy, progress.clone())?;
+                // A copy whose schema differs (another value type) is not a copy.
+                (copy.schema.as_ref() == &Schema::new(fields.clone())).then(|| Arc::new(copy))
+            }
+            _ => None,
+        };
         Ok(Self {
+            csc_copy,
             store,
             def,
             work_schema,
@@ -236,6 +252,16 @@ impl AnnTable {
     /// The table definition.
     pub fn def(&self) -> &TableDef {
         &self.def
+    }
+
+    /// Whether this is a zero-filled view of a matrix (`x_dense`).
+    pub fn is_dense(&self) -> bool {
+        matches!(self.def.kind, TableKind::Matrix { dense: true, .. })
+    }
+
+    /// The CSC copy of this matrix, if the store has one.
+    pub fn csc_copy(&self) -> Option<&Arc<AnnTable>> {
+        self.csc_copy.as_ref()
     }
 
     /// Index of the column whose values are the major-axis position (None for `uns`).
@@ -271,6 +297,12 @@ impl AnnTable {
             TableKind::Frame { .. } | TableKind::Embedding { .. } => Some(self.major_len),
             TableKind::Matrix { .. } => {
                 let element = self.store.element(&self.def.path).ok()?;
+                if self.is_dense() {
+                    let [r, c] = element.shape[..] else {
+                        return None;
+                    };
+                    return Some(r * c);
+                }
                 if element.encoding == Encoding::Array {
                     return None;
                 }
@@ -387,7 +419,7 @@ impl AnnTable {
                 let (mut idx, mut mj, mut mn) = (Vec::new(), Vec::new(), Vec::new());
                 for (pos, v) in f.values().iter().enumerate() {
                     let (r, c) = (pos / ncols, pos % ncols);
-                    if *v != 0.0 && row_ok(r) && minor_ok(c) {
+                    if (*v != 0.0 || self.is_dense()) && row_ok(r) && minor_ok(c) {
                         idx.push(pos as u32);
                         mj.push(major.start as i64 + r as i64);
                         mn.push(c as i64);
@@ -399,7 +431,10 @@ impl AnnTable {
                     .store
                     .read_sparse(&self.def.path, major.clone(), stats)
                     .map_err(store_err)?;
-                if keep.is_none() && minor_keep.is_none() {
+                if self.is_dense() {
+                    let minor_len = self.minor_len().unwrap_or(0) as usize;
+                    densify(&block, minor_len, keep, minor_keep)?
+                } else if keep.is_none() && minor_keep.is_none() {
                     let mut mj = Vec::with_capacity(block.nnz());
                     for (r, w) in block.indptr.windows(2).enumerate() {
                         mj.extend(std::iter::repeat_n(
@@ -574,6 +609,52 @@ pub(crate) fn probe_batch(schema: &Schema, column: usize, values: ArrayRef) -> R
         })
         .collect();
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The kept rows × kept minor positions of a sparse block, zeros included: (major ids, minor
+/// ids, values). Each row is scattered into a slot per kept minor position, so the cost is
+/// O(rows × kept + stored), whatever the order of `indices` within a row.
+fn densify(
+    block: &annql_store::SparseBlock,
+    minor_len: usize,
+    keep: Option<&[bool]>,
+    minor_keep: Option<&[bool]>,
+) -> Result<(Vec<i64>, Vec<i64>, ArrayRef)> {
+    let minors: Vec<u32> = (0..minor_len as u32)
+        .filter(|&c| minor_keep.is_none_or(|m| m.get(c as usize).copied().unwrap_or(false)))
+        .collect();
+    let mut slot = vec![u32::MAX; minor_len];
+    for (i, &c) in minors.iter().enumerate() {
+        slot[c as usize] = i as u32;
+    }
+    // Index `zero` of the extended value array is a 0 of the matrix's type.
+    let zero = block.data.len() as u32;
+    let rows = block.indptr.len().saturating_sub(1);
+    let kept_rows = (0..rows).filter(|&r| keep.is_none_or(|k| k[r])).count();
+    let n = kept_rows * minors.len();
+    let (mut mj, mut mn, mut idx) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut row = vec![zero; minors.len()];
+    for r in (0..rows).filter(|&r| keep.is_none_or(|k| k[r])) {
+        row.fill(zero);
+        for e in block.indptr[r] as usize..block.indptr[r + 1] as usize {
+            let s = slot[block.indices[e] as usize];
+            if s != u32::MAX {
+                row[s as usize] = e as u32;
+            }
+        }
+        let id = (block.major.start + r as u64) as i64;
+        mj.extend(std::iter::repeat_n(id, minors.len()));
+        mn.extend(minors.iter().map(|&c| i64::from(c)));
+        idx.extend_from_slice(&row);
+    }
+    let zero_value =
+        annql_store::arrow::compute::cast(&Int64Array::from(vec![0_i64]), block.data.data_type())?;
+    let values = annql_store::arrow::compute::concat(&[block.data.as_ref(), zero_value.as_ref()])?;
+    Ok((mj, mn, take(&values, &UInt32Array::from(idx), None)?))
 }
 
 fn apply_keep(batch: RecordBatch, keep: Option<&[bool]>) -> Result<RecordBatch> {

@@ -5,6 +5,8 @@
 //! store exposes; each is an [`AnnDataTableProvider`] whose scan, [`AnnDataScanExec`], pushes
 //! projections, predicates (static, and the dynamic filters of joins) and limits into chunk reads.
 //!
+//! Group-by aggregates of a matrix joined to obs/var run as one sparse pass ([`fused`]).
+//!
 //! Stages: `attach` ([`session`]) → `plan` ([`provider`], [`pushdown`]) → `scan` ([`scan`]) →
 //! `decode` ([`decode`]).
 
@@ -12,6 +14,8 @@
 pub mod decode;
 /// The error type.
 pub mod error;
+/// The fused group-by over a matrix joined to obs/var.
+pub mod fused;
 /// Which tables a store exposes, and their names.
 pub mod model;
 /// Table and schema providers.
@@ -28,7 +32,7 @@ pub use error::{Error, Result};
 pub use model::{Axis, TableDef, TableKind};
 pub use provider::{AnnDataSchemaProvider, AnnDataTableProvider};
 pub use scan::{AnnDataScanExec, Progress, ScanParams};
-pub use session::{AnnSession, SessionBuilder};
+pub use session::{AnnSession, SessionBuilder, StatementRewriter};
 
 /// DataFusion, re-exported so embedders need not pin a matching version.
 pub use datafusion;

@@ -48,12 +48,16 @@ pub enum TableKind {
         /// Whether the index becomes a `<axis>_name` column (obs/var do; obsm frames do not).
         with_names: bool,
     },
-    /// A matrix as (row id, column id, value) triples of its stored entries.
+    /// A matrix as (row id, column id, value) triples: its stored entries, or with `dense`
+    /// every (cell, gene) pair of the selected rows and columns, zeros included.
     Matrix {
         /// Axis of the rows.
         rows: Axis,
         /// Axis of the columns.
         cols: Axis,
+        /// The zero-filled view (`x_dense`): aggregates over it count cells without a stored
+        /// value as 0, as scanpy does.
+        dense: bool,
     },
     /// A dense 2-D array, one row per cell or gene with one column per component.
     Embedding {
@@ -73,6 +77,9 @@ pub struct TableDef {
     pub path: String,
     /// How it is read.
     pub kind: TableKind,
+    /// A CSC copy of this CSR matrix in the store (`layers/<name>_csc`, see [`csc_copy_of`]):
+    /// scans that select few genes read their columns from it instead of every row.
+    pub csc_copy: Option<String>,
 }
 
 /// The tables of one AnnData element (the root, or a MuData modality with `prefix` "rna_").
@@ -82,6 +89,7 @@ pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
         out.push(TableDef {
             name: format!("{prefix}{name}"),
             path: path.to_string(),
+            csc_copy: csc_copy_of(adata, path),
             kind,
         })
     };
@@ -102,6 +110,7 @@ pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
     }
     if let Some(x) = adata.child("X").filter(|e| is_matrix(e)) {
         add("x".into(), &x.path, matrix(Axis::Obs, Axis::Var));
+        add("x_dense".into(), &x.path, dense(Axis::Obs, Axis::Var));
     }
     for (group, rows, cols) in [
         ("layers", Axis::Obs, Axis::Var),
@@ -109,11 +118,11 @@ pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
         ("varp", Axis::Var, Axis::Var),
     ] {
         for e in children(adata, group).filter(|e| is_matrix(e)) {
-            add(
-                format!("{group}_{}", sql_name(e.name())),
-                &e.path,
-                matrix(rows, cols),
-            );
+            let name = format!("{group}_{}", sql_name(e.name()));
+            add(name.clone(), &e.path, matrix(rows, cols));
+            if group == "layers" {
+                add(format!("{name}_dense"), &e.path, dense(rows, cols));
+            }
         }
     }
     for (group, axis) in [("obsm", Axis::Obs), ("varm", Axis::Var)] {
@@ -136,6 +145,7 @@ pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
     if let Some(raw) = adata.child("raw").filter(|e| e.encoding == Encoding::Raw) {
         if let Some(x) = raw.child("X").filter(|e| is_matrix(e)) {
             add("raw_x".into(), &x.path, matrix(Axis::Obs, Axis::Var));
+            add("raw_x_dense".into(), &x.path, dense(Axis::Obs, Axis::Var));
         }
         if let Some(var) = raw
             .child("var")
@@ -169,7 +179,45 @@ pub fn tables_of_store(store: &annql_store::AnnDataStore) -> Vec<TableDef> {
 }
 
 fn matrix(rows: Axis, cols: Axis) -> TableKind {
-    TableKind::Matrix { rows, cols }
+    TableKind::Matrix {
+        rows,
+        cols,
+        dense: false,
+    }
+}
+
+fn dense(rows: Axis, cols: Axis) -> TableKind {
+    TableKind::Matrix {
+        rows,
+        cols,
+        dense: true,
+    }
+}
+
+/// The CSC copy of the CSR matrix at `path`: `layers/X_csc` for `X`, `layers/<name>_csc` for
+/// `layers/<name>`, when it is a CSC matrix of the same shape. This is how a store opts in to
+/// fast gene-selective queries: `adata.layers["X_csc"] = adata.X.tocsc()` in anndata.
+pub fn csc_copy_of(adata: &Element, path: &str) -> Option<String> {
+    let element = adata
+        .children
+        .iter()
+        .find(|e| e.path == path)
+        .or_else(|| children(adata, "layers").find(|e| e.path == path))?;
+    if element.encoding != Encoding::CsrMatrix {
+        return None;
+    }
+    let name = match element.path.rsplit_once('/') {
+        Some((parent, name)) if parent.ends_with("layers") => name,
+        _ if element.name() == "X" => "X",
+        _ => return None,
+    };
+    children(adata, "layers")
+        .find(|e| {
+            e.name() == format!("{name}_csc")
+                && e.encoding == Encoding::CscMatrix
+                && e.shape == element.shape
+        })
+        .map(|e| e.path.clone())
 }
 
 fn is_matrix(e: &Element) -> bool {

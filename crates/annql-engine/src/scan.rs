@@ -64,12 +64,12 @@ impl Progress {
         self.total.store(0, Relaxed);
     }
 
-    fn plan(&self, blocks: usize) {
+    pub(crate) fn plan(&self, blocks: usize) {
         self.total
             .fetch_add(blocks as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn step(&self) {
+    pub(crate) fn step(&self) {
         self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -391,13 +391,20 @@ impl ExecutionPlan for AnnDataScanExec {
         let metric =
             |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
         let metrics = ScanMetrics {
+            copy_reads: metric("csc_copy_reads"),
             bytes: metric("bytes_read"),
             chunks: metric("chunks_read"),
             requests: metric("requests"),
             blocks_read: metric("blocks_read"),
             blocks_pruned: metric("blocks_pruned"),
         };
+        let span = match (blocks.first(), blocks.last()) {
+            (Some(a), Some(b)) => a.start..b.end,
+            _ => 0..0,
+        };
         let state = Arc::new(ScanState {
+            span,
+            use_copy: std::sync::OnceLock::new(),
             table: self.table.clone(),
             needed: self.needed_columns(),
             projection: self.params.projection.clone(),
@@ -433,7 +440,12 @@ impl ExecutionPlan for AnnDataScanExec {
                     result.map_err(|e| DataFusionError::External(Box::new(e)))?
                 }
             })
-            .filter_map(|r| async move { r.transpose() })
+            .flat_map(|r: Result<Vec<RecordBatch>>| {
+                futures::stream::iter(match r {
+                    Ok(batches) => batches.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                })
+            })
             .take_while(move |r| {
                 let go = limit.is_none_or(|l| emitted < l);
                 if let Ok(b) = r {
@@ -446,6 +458,8 @@ impl ExecutionPlan for AnnDataScanExec {
 }
 
 struct ScanMetrics {
+    /// Partitions that read the CSC copy instead of their rows.
+    copy_reads: Count,
     bytes: Count,
     chunks: Count,
     requests: Count,
@@ -455,6 +469,11 @@ struct ScanMetrics {
 
 /// What one partition's stream needs to turn a block into a batch.
 struct ScanState {
+    /// The partition's whole major range.
+    span: Range<u64>,
+    /// Whether the partition reads the CSC copy instead of its blocks (decided at its first
+    /// block, when the join filters are known; the copy is then read at once).
+    use_copy: std::sync::OnceLock<bool>,
     table: Arc<AnnTable>,
     needed: Vec<bool>,
     projection: Vec<usize>,
@@ -468,6 +487,84 @@ struct ScanState {
 
 impl ScanState {
     fn scan_block(
+        &self,
+        block: Range<u64>,
+        dynamic: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<Vec<RecordBatch>> {
+        if let Some(copy) = self.table.csc_copy() {
+            match self.use_copy.get() {
+                Some(true) => return Ok(Vec::new()),
+                Some(false) => {}
+                None => {
+                    let batches = self.scan_copy(copy, dynamic)?;
+                    let _ = self.use_copy.set(batches.is_some());
+                    if let Some(batches) = batches {
+                        return Ok(batches);
+                    }
+                }
+            }
+        }
+        Ok(self.scan_rows(block, dynamic)?.into_iter().collect())
+    }
+
+    /// Reads this partition's rows of the selected genes from the CSC copy, when the selection
+    /// makes that cheaper than reading the rows (see [`prefer_columns`]); None otherwise.
+    fn scan_copy(
+        &self,
+        copy: &Arc<AnnTable>,
+        dynamic: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        let Some(genes) = self.minor_mask(dynamic)? else {
+            return Ok(None);
+        };
+        let keep = self.prune(&self.span, dynamic)?;
+        let n_cells = self.table.major_len as usize;
+        let kept_cells = keep.as_ref().map_or(self.span.end - self.span.start, |k| {
+            k.iter().filter(|&&b| b).count() as u64
+        });
+        let kept_genes = genes.iter().filter(|&&b| b).count() as u64;
+        if !prefer_columns(kept_cells, n_cells as u64, kept_genes, genes.len() as u64) {
+            return Ok(None);
+        }
+        self.metrics.copy_reads.add(1);
+        // The copy's minor axis is cells: those of this partition that survive the filters.
+        let mut cells = vec![false; n_cells];
+        for (i, c) in (self.span.start as usize..self.span.end as usize).enumerate() {
+            cells[c] = keep.as_ref().is_none_or(|k| k[i]);
+        }
+        let mut out = Vec::new();
+        for run in runs(&genes, copy.block_rows.max(1)) {
+            let before = (
+                self.stats.bytes(),
+                self.stats.requests(),
+                self.stats.key_count(),
+            );
+            let gene_keep = &genes[run.start as usize..run.end as usize];
+            let batch = copy.read_block(
+                run,
+                &self.needed,
+                Some(gene_keep),
+                Some(&cells),
+                &self.stats,
+            )?;
+            self.count_read(before);
+            out.extend(self.finish(batch)?);
+        }
+        Ok(Some(out))
+    }
+
+    fn count_read(&self, before: (u64, u64, usize)) {
+        self.metrics.blocks_read.add(1);
+        self.metrics
+            .bytes
+            .add((self.stats.bytes() - before.0) as usize);
+        self.metrics
+            .requests
+            .add((self.stats.requests() - before.1) as usize);
+        self.metrics.chunks.add(self.stats.key_count() - before.2);
+    }
+
+    fn scan_rows(
         &self,
         block: Range<u64>,
         dynamic: &[Arc<dyn PhysicalExpr>],
@@ -509,14 +606,12 @@ impl ScanState {
             minor_keep.as_deref(),
             &self.stats,
         )?;
-        self.metrics.blocks_read.add(1);
-        self.metrics
-            .bytes
-            .add((self.stats.bytes() - before.0) as usize);
-        self.metrics
-            .requests
-            .add((self.stats.requests() - before.1) as usize);
-        self.metrics.chunks.add(self.stats.key_count() - before.2);
+        self.count_read(before);
+        self.finish(batch)
+    }
+
+    /// Applies the filters left for decoded batches and projects.
+    fn finish(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
         let mut mask: Option<BooleanArray> = None;
         for c in &self.code_filters {
             mask = Some(combine(mask, c.evaluate(&batch)?)?);
@@ -560,12 +655,29 @@ impl ScanState {
             .iter()
             .filter(|f| collect_columns(f).iter().all(|c| c.index() == col))
             .collect();
-        if on_minor.is_empty() {
+        // The query's own predicates on the minor id (applied to batches anyway) select too.
+        let static_minor: Vec<_> = self
+            .batch_filters
+            .iter()
+            .filter(|f| {
+                let cols = collect_columns(f);
+                !cols.is_empty() && cols.iter().all(|c| c.index() == minor)
+            })
+            .collect();
+        if on_minor.is_empty() && static_minor.is_empty() {
             return Ok(None);
         }
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..len as i64));
-        let batch = probe_batch(&self.output, col, ids)?;
-        mask_of(on_minor, &batch)
+        let mut mask = None;
+        if !on_minor.is_empty() {
+            let batch = probe_batch(&self.output, col, ids.clone())?;
+            mask = mask_of(on_minor, &batch)?;
+        }
+        if !static_minor.is_empty() {
+            let batch = probe_batch(&self.table.schema(), minor, ids)?;
+            mask = and_flags(mask, mask_of(static_minor, &batch)?);
+        }
+        Ok(mask)
     }
 
     /// Which major positions of `block` survive the id predicates (None: all, without checking).
@@ -601,6 +713,26 @@ impl ScanState {
         }
         Ok(keep)
     }
+}
+
+/// Whether reading the kept genes' columns touches fewer entries than reading the kept cells'
+/// rows (entries assumed spread evenly): the share of genes kept is at most half the share of
+/// cells kept.
+pub(crate) fn prefer_columns(kept_cells: u64, cells: u64, kept_genes: u64, genes: u64) -> bool {
+    2 * u128::from(kept_genes) * u128::from(cells) <= u128::from(kept_cells) * u128::from(genes)
+}
+
+/// Runs of consecutive set flags, each at most `max` long.
+fn runs(flags: &[bool], max: u64) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for (i, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
+        let i = i as u64;
+        match out.last_mut() {
+            Some(r) if r.end == i && i + 1 - r.start <= max => r.end = i + 1,
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
 }
 
 /// Evaluates predicates on a batch and ANDs them into one flag per row (NULL counts as false).

@@ -10,12 +10,15 @@ use datafusion::catalog::CatalogProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlValue};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::error::{Error, Result};
+use crate::fused::FusedAggregateRule;
+use crate::fused::exec::AnnQueryPlanner;
 use crate::provider::AnnDataSchemaProvider;
 use crate::scan::Progress;
 
@@ -25,6 +28,7 @@ pub struct SessionBuilder {
     target_partitions: usize,
     memory_limit: Option<usize>,
     batch_size: usize,
+    fused: bool,
 }
 
 impl Default for SessionBuilder {
@@ -33,6 +37,7 @@ impl Default for SessionBuilder {
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             memory_limit: None,
             batch_size: 8192,
+            fused: true,
         }
     }
 }
@@ -56,6 +61,13 @@ impl SessionBuilder {
         self
     }
 
+    /// Whether group-by aggregates over a matrix run as the fused sparse pass (default on); off,
+    /// DataFusion's own joins and aggregates compute the same answers.
+    pub fn with_fused_aggregate(mut self, on: bool) -> Self {
+        self.fused = on;
+        self
+    }
+
     /// Builds the session.
     pub fn build(self) -> Result<AnnSession> {
         let config = SessionConfig::new()
@@ -67,13 +79,31 @@ impl SessionBuilder {
         if let Some(limit) = self.memory_limit {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
         }
-        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime.build_arc()?)
+            .with_default_features()
+            .with_query_planner(Arc::new(AnnQueryPlanner));
+        if self.fused {
+            state = state.with_optimizer_rule(Arc::new(FusedAggregateRule));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
         Ok(AnnSession {
             ctx,
             attached: Mutex::default(),
             progress: Arc::default(),
+            rewriters: Mutex::default(),
         })
     }
+}
+
+/// Rewrites a parsed statement before DataFusion plans it. This is how a front-end above the
+/// engine extends SQL without a second planner: the pipeline language replaces `aql('…')` in
+/// `FROM` with the subquery its pipeline lowers to.
+#[async_trait::async_trait]
+pub trait StatementRewriter: Send + Sync + std::fmt::Debug {
+    /// The statement to plan instead of `statement`.
+    async fn rewrite(&self, ctx: &SessionContext, statement: DFStatement) -> Result<DFStatement>;
 }
 
 /// A query session over attached AnnData stores.
@@ -81,6 +111,7 @@ pub struct AnnSession {
     ctx: SessionContext,
     attached: Mutex<BTreeMap<String, Arc<AnnDataStore>>>,
     progress: Arc<Progress>,
+    rewriters: Mutex<Vec<Arc<dyn StatementRewriter>>>,
 }
 
 impl std::fmt::Debug for AnnSession {
@@ -178,7 +209,28 @@ impl AnnSession {
             }
             return Ok(self.ctx.read_empty()?);
         }
-        Ok(self.ctx.sql(sql).await?)
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state.sql_to_statement(sql, &dialect)?;
+        let rewriters = self
+            .rewriters
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?
+            .clone();
+        for rewriter in rewriters {
+            statement = rewriter.rewrite(&self.ctx, statement).await?;
+        }
+        let plan = state.statement_to_plan(statement).await?;
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Adds a [`StatementRewriter`], applied to every later statement of [`AnnSession::sql`].
+    pub fn register_rewriter(&self, rewriter: Arc<dyn StatementRewriter>) -> Result<()> {
+        self.rewriters
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?
+            .push(rewriter);
+        Ok(())
     }
 
     /// Runs one statement and collects its result.

@@ -221,6 +221,55 @@ impl AnnDataStore {
         }
     }
 
+    /// Reads a range of a sparse matrix's `indices` as `u32` positions below `n_minor`: decoded in
+    /// the stored type, then checked and narrowed in one pass (the hot path of every matrix scan).
+    fn read_indices(
+        &self,
+        path: &str,
+        rows: Range<u64>,
+        n_minor: u64,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Vec<u32>> {
+        let meta = self.array_meta(path)?;
+        let len = meta.shape.first().copied().unwrap_or(0);
+        self.check_range(path, len, &rows)?;
+        let subset = ArraySubset::new_with_ranges(&[rows]);
+        let bad = || self.malformed(path, &format!("index out of range 0..{n_minor}"));
+        macro_rules! narrow {
+            ($t:ty) => {{
+                let values = self.retrieve::<$t>(path, &subset, stats)?;
+                let mut out = Vec::with_capacity(values.len());
+                let mut ok = true;
+                for v in values {
+                    let i = u64::try_from(v).unwrap_or(u64::MAX);
+                    ok &= i < n_minor;
+                    out.push(i as u32);
+                }
+                // n_minor fits in u32 (checked by the caller's shape), so `i as u32` is exact
+                // whenever `ok` holds.
+                if ok && n_minor <= u64::from(u32::MAX) + 1 {
+                    Ok(out)
+                } else {
+                    Err(bad())
+                }
+            }};
+        }
+        match &meta.dtype {
+            DType::Int8 => narrow!(i8),
+            DType::Int16 => narrow!(i16),
+            DType::Int32 => narrow!(i32),
+            DType::Int64 => narrow!(i64),
+            DType::UInt8 => narrow!(u8),
+            DType::UInt16 => narrow!(u16),
+            DType::UInt32 => narrow!(u32),
+            DType::UInt64 => narrow!(u64),
+            other => Err(self.malformed(
+                path,
+                &format!("index array has dtype {other}, expected an integer type"),
+            )),
+        }
+    }
+
     /// Reads the major-axis range `major` of a CSR (rows) or CSC (columns) matrix: the `indptr` slice,
     /// then only the `indices`/`data` chunks it covers.
     pub fn read_sparse(
@@ -251,23 +300,8 @@ impl AnnDataStore {
             ));
         }
         let entries = first..last;
-        let raw = self.read_offsets(&format!("{path}/indices"), entries.clone(), stats)?;
-        let indices = raw
-            .into_iter()
-            .map(|i| {
-                if i < n_minor {
-                    u32::try_from(i).ok()
-                } else {
-                    None
-                }
-            })
-            .collect::<Option<Vec<u32>>>()
-            .ok_or_else(|| {
-                self.malformed(
-                    &format!("{path}/indices"),
-                    &format!("index out of range 0..{n_minor}"),
-                )
-            })?;
+        let indices =
+            self.read_indices(&format!("{path}/indices"), entries.clone(), n_minor, stats)?;
         let data = self.read_array(&format!("{path}/data"), entries, stats)?;
         Ok(SparseBlock {
             indptr: indptr.iter().map(|p| p - first).collect(),

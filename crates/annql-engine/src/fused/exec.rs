@@ -1,0 +1,730 @@
+//! [`FusedAggregateExec`]: runs a [`FusedAggregateNode`], and the planner that builds it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use annql_store::ReadStats;
+use annql_store::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    RecordBatchOptions, UInt32Array,
+};
+use annql_store::arrow::compute::{cast, concat_batches, take};
+use annql_store::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use annql_store::arrow::row::{RowConverter, SortField};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, collect,
+};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use futures::StreamExt;
+
+use super::kernel::{Accumulators, NONE, Value, channel_of, check_values, finish};
+use super::rule::{FusedAggregateNode, describe};
+use super::{FusedSpec, KeySource};
+use crate::decode::{AnnTable, probe_batch};
+use crate::error::store_err;
+
+/// Plans [`FusedAggregateNode`]s; everything else goes to DataFusion's planner.
+#[derive(Debug, Default)]
+pub struct FusedPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for FusedPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<FusedAggregateNode>() else {
+            return Ok(None);
+        };
+        let matrix_schema = DFSchema::try_from(node.matrix.schema().as_ref().clone())?;
+        let filters = node
+            .matrix_filters
+            .iter()
+            .map(|f| session.create_physical_expr(f.clone(), &matrix_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let mut inputs = physical_inputs.iter().cloned();
+        let obs = node.spec.obs_key.and_then(|_| inputs.next());
+        let var = node.spec.var_key.and_then(|_| inputs.next());
+        Ok(Some(Arc::new(FusedAggregateExec::try_new(
+            node.spec.clone(),
+            node.matrix.clone(),
+            filters,
+            obs,
+            var,
+            Arc::new(node.schema.as_arrow().clone()),
+        )?)))
+    }
+}
+
+/// A query planner with annql's extension planners.
+#[derive(Debug, Default)]
+pub struct AnnQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for AnnQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(FusedPlanner)])
+            .create_physical_plan(logical_plan, session_state)
+            .await
+    }
+}
+
+/// The fused group-by operator: one output partition; its children (obs and var sides) are
+/// read whole, then the matrix blocks are folded in parallel.
+#[derive(Debug)]
+pub struct FusedAggregateExec {
+    spec: Arc<FusedSpec>,
+    matrix: Arc<AnnTable>,
+    matrix_filters: Vec<Arc<dyn PhysicalExpr>>,
+    obs: Option<Arc<dyn ExecutionPlan>>,
+    var: Option<Arc<dyn ExecutionPlan>>,
+    schema: SchemaRef,
+    metrics: ExecutionPlanMetricsSet,
+    cache: Arc<PlanProperties>,
+}
+
+impl FusedAggregateExec {
+    /// Builds the operator.
+    pub fn try_new(
+        spec: FusedSpec,
+        matrix: Arc<AnnTable>,
+        matrix_filters: Vec<Arc<dyn PhysicalExpr>>,
+        obs: Option<Arc<dyn ExecutionPlan>>,
+        var: Option<Arc<dyn ExecutionPlan>>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let cache = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            spec: Arc::new(spec),
+            matrix,
+            matrix_filters,
+            obs,
+            var,
+            schema,
+            metrics: ExecutionPlanMetricsSet::new(),
+            cache,
+        })
+    }
+
+    /// What the operator computes.
+    pub fn spec(&self) -> &FusedSpec {
+        &self.spec
+    }
+}
+
+impl DisplayAs for FusedAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "FusedAggregateExec: {}", describe(&self.spec))?;
+        if !self.matrix_filters.is_empty() {
+            let filters: Vec<String> = self.matrix_filters.iter().map(|e| e.to_string()).collect();
+            write!(f, ", matrix_filters=[{}]", filters.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for FusedAggregateExec {
+    fn name(&self) -> &str {
+        "FusedAggregateExec"
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for e in &self.matrix_filters {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.obs.iter().chain(self.var.iter()).collect()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut it = children.into_iter();
+        let obs = self.obs.as_ref().and_then(|_| it.next());
+        let var = self.var.as_ref().and_then(|_| it.next());
+        Ok(Arc::new(Self {
+            spec: self.spec.clone(),
+            matrix: self.matrix.clone(),
+            matrix_filters: self.matrix_filters.clone(),
+            obs,
+            var,
+            schema: self.schema.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+            cache: self.cache.clone(),
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "FusedAggregateExec has one partition, asked for {partition}"
+            )));
+        }
+        let run = Run {
+            spec: self.spec.clone(),
+            matrix: self.matrix.clone(),
+            matrix_filters: self.matrix_filters.clone(),
+            obs: self.obs.clone(),
+            var: self.var.clone(),
+            schema: self.schema.clone(),
+            metrics: self.metrics.clone(),
+            context,
+        };
+        let schema = self.schema.clone();
+        let stream = futures::stream::once(run.go()).flat_map(|r| match r {
+            Ok(batches) => futures::stream::iter(batches).boxed(),
+            Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Everything one execution needs, moved into its future.
+struct Run {
+    spec: Arc<FusedSpec>,
+    matrix: Arc<AnnTable>,
+    matrix_filters: Vec<Arc<dyn PhysicalExpr>>,
+    obs: Option<Arc<dyn ExecutionPlan>>,
+    var: Option<Arc<dyn ExecutionPlan>>,
+    schema: SchemaRef,
+    metrics: ExecutionPlanMetricsSet,
+    context: Arc<TaskContext>,
+}
+
+/// Cells or genes mapped to groups or slots, with a representative row per group for its keys.
+struct Grouping {
+    /// Group (or slot) per position on the axis, or [`NONE`].
+    of: Vec<u32>,
+    /// Positions on the axis taken per group (cells per group; genes per slot).
+    members: Vec<u64>,
+    /// Row of the side's batch that represents each group.
+    first_row: Vec<u32>,
+    /// The id (position on the axis) of each group's representative, for `GROUP BY obs_id`.
+    ids: Vec<i64>,
+    /// The side's rows (obs or var), when there is such a side.
+    batch: Option<RecordBatch>,
+}
+
+/// Sets the drop flag when the output stream goes away, so worker threads stop.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Run {
+    async fn go(self) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> {
+        let n_obs = self.axis_len(true)?;
+        let n_var = self.axis_len(false)?;
+        let obs_keys: Vec<usize> = self
+            .spec
+            .keys
+            .iter()
+            .filter_map(|k| match k {
+                KeySource::Obs(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        let var_keys: Vec<usize> = self
+            .spec
+            .keys
+            .iter()
+            .filter_map(|k| match k {
+                KeySource::Var(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        let by_obs_id = self.spec.keys.contains(&KeySource::MatrixRow);
+        let by_var_id = self.spec.keys.contains(&KeySource::MatrixCol);
+        let obs_side = match &self.obs {
+            Some(plan) => Some(collect_side(plan, &self.context).await?),
+            None => None,
+        };
+        let var_side = match &self.var {
+            Some(plan) => Some(collect_side(plan, &self.context).await?),
+            None => None,
+        };
+        let mut cells = group(obs_side, self.spec.obs_key, &obs_keys, by_obs_id, n_obs)?;
+        let mut genes = group(var_side, self.spec.var_key, &var_keys, by_var_id, n_var)?;
+        self.apply_matrix_filters(&mut cells, &mut genes)?;
+        let groups = cells.members.len();
+        let slots = genes.members.len();
+        let len = groups.checked_mul(slots).ok_or_else(|| {
+            DataFusionError::ResourcesExhausted("fused aggregate grid too large".into())
+        })?;
+        let threads = self.context.session_config().target_partitions().max(1);
+        let bytes = Accumulators::bytes(len, &self.spec.aggs, self.spec.dense) * (threads + 1);
+        let reservation =
+            MemoryConsumer::new("FusedAggregateExec").register(self.context.memory_pool());
+        reservation.try_grow(bytes)?;
+        let acc = self.fold(&cells, &genes, slots, len, threads).await?;
+        Ok(Box::new(Output::new(self, cells, genes, acc, reservation)))
+    }
+
+    /// Cells (`rows`) or genes of the matrix.
+    fn axis_len(&self, rows: bool) -> Result<u64> {
+        let e = self
+            .matrix
+            .store
+            .element(&self.matrix.def.path)
+            .map_err(store_err)?;
+        let (major, minor) = self.matrix.store.sparse_dims(e).map_err(store_err)?;
+        Ok(if rows != self.matrix.column_major {
+            major
+        } else {
+            minor
+        })
+    }
+
+    /// The matrix scan's own `obs_id`/`var_id` predicates drop cells and genes.
+    fn apply_matrix_filters(&self, cells: &mut Grouping, genes: &mut Grouping) -> Result<()> {
+        let schema = self.matrix.schema();
+        for f in &self.matrix_filters {
+            let cols = datafusion::physical_expr::utils::collect_columns(f);
+            let Some(col) = cols.iter().next() else {
+                continue;
+            };
+            let target = if col.name() == "obs_id" {
+                &mut *cells
+            } else {
+                &mut *genes
+            };
+            let ids = Int64Array::from_iter_values(0..target.of.len() as i64);
+            let batch = probe_batch(&schema, col.index(), Arc::new(ids))?;
+            let mask = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let mask = mask
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
+            for (i, slot) in target.of.iter_mut().enumerate() {
+                if *slot != NONE && !(mask.is_valid(i) && mask.value(i)) {
+                    target.members[*slot as usize] -= 1;
+                    *slot = NONE;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the matrix blocks that hold selected cells (CSR) or genes (CSC) and folds them,
+    /// one accumulator set per worker thread.
+    async fn fold(
+        &self,
+        cells: &Grouping,
+        genes: &Grouping,
+        slots: usize,
+        len: usize,
+        threads: usize,
+    ) -> Result<Accumulators> {
+        // Few genes of many cells: read the genes' columns of the CSC copy, if there is one.
+        let matrix = match self.matrix.csc_copy() {
+            Some(copy) if !self.matrix.column_major && prefer_columns(&cells.of, &genes.of) => {
+                MetricBuilder::new(&self.metrics)
+                    .global_counter("csc_copy_used")
+                    .add(1);
+                copy.clone()
+            }
+            _ => self.matrix.clone(),
+        };
+        let major_sel = if matrix.column_major {
+            &genes.of
+        } else {
+            &cells.of
+        };
+        let max_gap = if matrix.column_major { 0 } else { usize::MAX };
+        let blocks = selected_blocks(major_sel, matrix.block_rows.max(1) as usize, max_gap);
+        matrix.progress.plan(blocks.len());
+        let spec = self.spec.clone();
+        let row_group = cells.of.clone();
+        let gene_slot = genes.of.clone();
+        let stats = ReadStats::new_shared();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
+        let worker_stats = stats.clone();
+        let chunks = MetricBuilder::new(&self.metrics).global_counter("chunks_read");
+        let bytes = MetricBuilder::new(&self.metrics).global_counter("bytes_read");
+        let read = MetricBuilder::new(&self.metrics).global_counter("blocks_read");
+        let nblocks = blocks.len();
+        let acc = tokio::task::spawn_blocking(move || -> Result<Accumulators> {
+            let next = AtomicUsize::new(0);
+            let work = |_: usize| -> Result<Accumulators> {
+                let mut acc = Accumulators::new(len, &spec.aggs, spec.dense);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= blocks.len() || cancel.load(Ordering::Relaxed) {
+                        return Ok(acc);
+                    }
+                    let block = matrix
+                        .store
+                        .read_sparse(&matrix.def.path, blocks[i].clone(), &worker_stats)
+                        .map_err(store_err)?;
+                    check_values(&block.data)?;
+                    acc.fold(&block, !matrix.column_major, &row_group, &gene_slot, slots)?;
+                    matrix.progress.step();
+                }
+            };
+            let results: Vec<Result<Accumulators>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads.min(nblocks.max(1)))
+                    .map(|t| s.spawn(move || work(t)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(DataFusionError::Internal(
+                                "fused aggregate worker panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+            let mut merged: Option<Accumulators> = None;
+            for r in results {
+                let r = r?;
+                match &mut merged {
+                    Some(m) => m.merge(r),
+                    None => merged = Some(r),
+                }
+            }
+            Ok(merged.unwrap_or_else(|| Accumulators::new(len, &spec.aggs, spec.dense)))
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        chunks.add(stats.key_count());
+        bytes.add(stats.bytes() as usize);
+        read.add(nblocks);
+        Ok(acc)
+    }
+}
+
+/// Reads every partition of a side into one batch.
+async fn collect_side(
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: &Arc<TaskContext>,
+) -> Result<RecordBatch> {
+    let batches = collect(plan.clone(), ctx.clone()).await?;
+    Ok(concat_batches(&plan.schema(), &batches)?)
+}
+
+/// Maps every position of an axis (`len` of them) to a group: by the side's key columns (plus its
+/// id when `by_id`), by the id alone when there is no side but `by_id`, else one group for all.
+fn group(
+    side: Option<RecordBatch>,
+    id_column: Option<usize>,
+    keys: &[usize],
+    by_id: bool,
+    len: u64,
+) -> Result<Grouping> {
+    let len = usize::try_from(len)
+        .map_err(|_| DataFusionError::ResourcesExhausted("axis too long".into()))?;
+    let (Some(batch), Some(id_col)) = (side, id_column) else {
+        if by_id {
+            return Ok(Grouping {
+                of: (0..len as u32).collect(),
+                members: vec![1; len],
+                first_row: (0..len as u32).collect(),
+                ids: (0..len as i64).collect(),
+                batch: None,
+            });
+        }
+        return Ok(Grouping {
+            of: vec![0; len],
+            members: vec![len as u64],
+            first_row: vec![0],
+            ids: vec![0],
+            batch: None,
+        });
+    };
+    let ids = cast(batch.column(id_col), &DataType::Int64)?;
+    let ids = ids.as_primitive::<Int64Type>();
+    let mut key_cols: Vec<ArrayRef> = keys.iter().map(|&k| batch.column(k).clone()).collect();
+    if by_id {
+        key_cols.push(batch.column(id_col).clone());
+    }
+    let mut of = vec![NONE; len];
+    let mut members = Vec::new();
+    let mut first_row = Vec::new();
+    let mut group_ids = Vec::new();
+    // Group of each valid row first, then placement on the axis.
+    let mut row_groups: Vec<(usize, u32)> = Vec::with_capacity(batch.num_rows());
+    if key_cols.is_empty() {
+        if batch.num_rows() > 0 {
+            members.push(0);
+            first_row.push(0);
+            group_ids.push(ids.value(0));
+        }
+        row_groups.extend(
+            (0..batch.num_rows())
+                .filter(|&r| ids.is_valid(r))
+                .map(|r| (r, 0)),
+        );
+    } else {
+        let fields = key_cols
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect();
+        let rows = RowConverter::new(fields)?.convert_columns(&key_cols)?;
+        let mut index: HashMap<&[u8], u32> = HashMap::new();
+        for row in (0..batch.num_rows()).filter(|&r| ids.is_valid(r)) {
+            let next = index.len() as u32;
+            let g = *index.entry(rows.row(row).data()).or_insert_with(|| {
+                members.push(0);
+                first_row.push(row as u32);
+                group_ids.push(ids.value(row));
+                next
+            });
+            row_groups.push((row, g));
+        }
+    }
+    for (row, g) in row_groups {
+        let id = ids.value(row);
+        let slot = usize::try_from(id)
+            .ok()
+            .filter(|&i| i < len)
+            .ok_or_else(|| DataFusionError::Execution(format!("id {id} outside 0..{len}")))?;
+        if of[slot] != NONE {
+            return Err(DataFusionError::Execution(format!(
+                "id {id} appears twice on one side of a fused aggregate"
+            )));
+        }
+        of[slot] = g;
+        members[g as usize] += 1;
+    }
+    Ok(Grouping {
+        of,
+        members,
+        first_row,
+        ids: group_ids,
+        batch: Some(batch),
+    })
+}
+
+/// [`crate::scan::prefer_columns`] for cell → group and gene → slot maps.
+fn prefer_columns(cells: &[u32], genes: &[u32]) -> bool {
+    let kept = |of: &[u32]| of.iter().filter(|&&g| g != NONE).count() as u64;
+    crate::scan::prefer_columns(
+        kept(cells),
+        cells.len() as u64,
+        kept(genes),
+        genes.len() as u64,
+    )
+}
+
+/// Major-axis blocks of at most `block` positions that contain a selected one, each narrowed to
+/// its first and last selected position and split where more than `max_gap` unselected positions
+/// lie between two selected ones (genes of a CSC copy are read run by run; cells of a CSR block
+/// are read in one span and filtered).
+fn selected_blocks(selected: &[u32], block: usize, max_gap: usize) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for (i, _) in selected.iter().enumerate().filter(|(_, g)| **g != NONE) {
+        let i = i as u64;
+        match out.last_mut() {
+            Some(r)
+                if (i - r.end) as usize <= max_gap
+                    && r.start / block as u64 == i / block as u64 =>
+            {
+                r.end = i + 1
+            }
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
+}
+
+/// Streams the result grid in batches, skipping empty cells.
+struct Output {
+    spec: Arc<FusedSpec>,
+    schema: SchemaRef,
+    cells: Grouping,
+    genes: Grouping,
+    acc: Accumulators,
+    channels: Vec<usize>,
+    next: usize,
+    batch_size: usize,
+    _reservation: MemoryReservation,
+}
+
+impl Output {
+    fn new(
+        run: Run,
+        cells: Grouping,
+        genes: Grouping,
+        acc: Accumulators,
+        reservation: MemoryReservation,
+    ) -> Self {
+        // Only the merged accumulators stay.
+        let held = Accumulators::bytes(acc.len, &run.spec.aggs, run.spec.dense);
+        reservation.shrink(reservation.size().saturating_sub(held));
+        let (_, channels) = channel_of(&run.spec.aggs);
+        Self {
+            batch_size: run.context.session_config().batch_size(),
+            spec: run.spec,
+            schema: run.schema,
+            cells,
+            genes,
+            acc,
+            channels,
+            next: 0,
+            _reservation: reservation,
+        }
+    }
+
+    /// Whether grid cell `k` (group `g`, slot `s`) is a row of the result.
+    fn present(&self, k: usize, g: usize, s: usize) -> bool {
+        if self.spec.dense {
+            self.cells.members[g] > 0 && self.genes.members[s] > 0
+        } else {
+            self.acc.touched(k)
+        }
+    }
+
+    fn batch(&self, ks: &[usize]) -> Result<RecordBatch> {
+        let slots = self.genes.members.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, key) in self.spec.keys.iter().enumerate() {
+            let want = self.schema.field(i).data_type();
+            let col: ArrayRef = match key {
+                KeySource::Obs(c) | KeySource::Var(c) => {
+                    let side = if matches!(key, KeySource::Obs(_)) {
+                        &self.cells
+                    } else {
+                        &self.genes
+                    };
+                    let rows = UInt32Array::from_iter_values(ks.iter().map(|&k| {
+                        let g = if matches!(key, KeySource::Obs(_)) {
+                            k / slots
+                        } else {
+                            k % slots
+                        };
+                        side.first_row[g]
+                    }));
+                    let batch = side.batch.as_ref().ok_or_else(|| {
+                        DataFusionError::Internal("fused aggregate key without its side".into())
+                    })?;
+                    take(batch.column(*c), &rows, None)?
+                }
+                KeySource::MatrixRow => Arc::new(Int64Array::from_iter_values(
+                    ks.iter().map(|&k| self.cells.ids[k / slots]),
+                )),
+                KeySource::MatrixCol => Arc::new(Int64Array::from_iter_values(
+                    ks.iter().map(|&k| self.genes.ids[k % slots]),
+                )),
+            };
+            columns.push(if col.data_type() == want {
+                col
+            } else {
+                cast(&col, want)?
+            });
+        }
+        for (j, agg) in self.spec.aggs.iter().enumerate() {
+            let want = self.schema.field(self.spec.keys.len() + j).data_type();
+            let values: Vec<Value> = ks
+                .iter()
+                .map(|&k| {
+                    let (g, s) = (k / slots, k % slots);
+                    let zeros = if self.spec.dense {
+                        (self.cells.members[g] * self.genes.members[s])
+                            .saturating_sub(self.acc.stored(k))
+                    } else {
+                        0
+                    };
+                    finish(&self.acc, self.channels[j], agg, k, zeros)
+                })
+                .collect();
+            let col: ArrayRef = if matches!(agg.func, super::AggFunc::Count) {
+                Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
+                    Value::Int(i) => Some(*i),
+                    _ => None,
+                })))
+            } else {
+                Arc::new(Float64Array::from_iter(values.iter().map(|v| match v {
+                    Value::Float(f) => Some(*f),
+                    _ => None,
+                })))
+            };
+            columns.push(if col.data_type() == want {
+                col
+            } else {
+                cast(&col, want)?
+            });
+        }
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(ks.len())),
+        )?)
+    }
+}
+
+impl Iterator for Output {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let slots = self.genes.members.len();
+        let mut ks = Vec::with_capacity(self.batch_size);
+        while self.next < self.acc.len && ks.len() < self.batch_size {
+            let k = self.next;
+            self.next += 1;
+            if self.present(k, k / slots.max(1), k % slots.max(1)) {
+                ks.push(k);
+            }
+        }
+        if ks.is_empty() {
+            return None;
+        }
+        Some(self.batch(&ks))
+    }
+}
