@@ -4,6 +4,8 @@ mod cli;
 mod common;
 mod engine;
 mod examples;
+mod fused;
+mod h5ad;
 mod lang;
 mod repl;
 mod slt;

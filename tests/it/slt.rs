@@ -1,7 +1,7 @@
 //! The sqllogictest suite (`tests/slt/*.slt`), run once per storage layout of the fixtures.
 //!
 //! Each file starts a fresh session. `${TINY}` and `${CHUNKY}` stand for the fixture stores, so
-//! the same expectations hold for zarr v2, v3 (sharded) and zip. Regenerate expected output with
+//! the same expectations hold for zarr v2, v3 (sharded), zip and HDF5 (.h5ad). Regenerate expected output with
 //! `ANNQL_SLT_COMPLETE=1 cargo test --test it slt` and review the diff.
 
 use std::path::{Path, PathBuf};
@@ -114,10 +114,12 @@ fn explain_rows(rows: Vec<Vec<String>>) -> DBOutput<DefaultColumnType> {
 }
 
 /// The storage layouts every .slt file is run against.
-const LAYOUTS: [(&str, &str, &str); 3] = [
+const LAYOUTS: [(&str, &str, &str); 5] = [
     ("zarr-v2", "tiny.v2.zarr", "chunky.v2.zarr"),
     ("zarr-v3-sharded", "tiny.v3.zarr", "chunky.v3.zarr"),
     ("zip", "tiny.v2.zarr.zip", "chunky.v2.zarr"),
+    ("h5ad", "tiny.h5ad", "chunky.h5ad"),
+    ("h5ad-gzip", "tiny.gzip.h5ad", "chunky.h5ad"),
 ];
 
 fn slt_files() -> Vec<PathBuf> {
