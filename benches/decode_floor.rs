@@ -46,14 +46,17 @@ fn parse_args() -> Result<Args, Error> {
             "--threads" => threads = Some(it.next().ok_or("--threads needs a value")?.parse()?),
             "--repeat" => repeat = it.next().ok_or("--repeat needs a value")?.parse()?,
             "-h" | "--help" => {
-                println!("usage: decode_floor STORE MATRIX [--part all|data|indices] [--threads N] [--repeat N]");
+                println!(
+                    "usage: decode_floor STORE MATRIX [--part all|data|indices] [--threads N] [--repeat N]"
+                );
                 std::process::exit(0);
             }
             _ => positional.push(a),
         }
     }
-    let [store, matrix] = <[String; 2]>::try_from(positional)
-        .map_err(|_| "usage: decode_floor STORE MATRIX [--part all|data|indices] [--threads N] [--repeat N]")?;
+    let [store, matrix] = <[String; 2]>::try_from(positional).map_err(
+        |_| "usage: decode_floor STORE MATRIX [--part all|data|indices] [--threads N] [--repeat N]",
+    )?;
     let arrays = match part.as_str() {
         "all" => vec!["data", "indices"],
         "data" => vec!["data"],
@@ -123,7 +126,9 @@ fn decode_all(targets: &[Target]) -> Result<u64, Error> {
 fn main() -> Result<(), Error> {
     let args = parse_args()?;
     if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
     }
     let storage: ReadableWritableListableStorage = Arc::new(FilesystemStore::new(&args.store)?);
     let targets = args

@@ -105,6 +105,21 @@ def ensure_atlas(data: str, size: str | None, data_root: str) -> None:
         os.symlink(os.path.relpath(shared + ".info.json", data), zarr + ".info.json")
 
 
+def ensure_h5ad(data: str, size: str | None, data_root: str) -> None:
+    """Make sure DATA/atlas.h5ad exists: reuse DATA_ROOT/atlas-SIZE.h5ad, or generate it."""
+    h5ad = os.path.join(data, "atlas.h5ad")
+    if os.path.exists(h5ad):
+        return
+    if size is None:
+        sys.exit(f"{h5ad} does not exist (give --size s|m to generate it)")
+    shared = os.path.join(data_root, f"atlas-{size}.h5ad")
+    if not os.path.exists(shared):
+        print(f"[setup] generating {shared} ({SIZES[size]} cells, h5ad)", flush=True)
+        subprocess.check_call([sys.executable, MAKE_ATLAS, "--cells", str(SIZES[size]), "--format", "h5ad",
+                               "--out", shared])
+    os.symlink(os.path.relpath(shared, data), h5ad)
+
+
 def ensure_params(data: str) -> None:
     if not os.path.exists(os.path.join(data, "params.json")):
         subprocess.check_call([sys.executable, os.path.join(ANCHORS, "prepare.py"), "params", "--data", data])
@@ -386,6 +401,11 @@ def parse_args():
     ap.add_argument("--venv", default=DEFAULT_VENV, help="venv with the anchors' packages (created if missing)")
     ap.add_argument("--out", help="results JSON; CSVs and anchor results go beside it (required)")
     ap.add_argument("--print-sql", metavar="QN", help="print the rendered SQL of one query and exit")
+    ap.add_argument("--store", choices=["zarr", "h5ad", "zarr-csc"], default="zarr",
+                    help="the copy of the atlas annql reads: atlas.zarr; atlas.h5ad (generated if missing; "
+                         "pair it with the anchors' anndata-*-h5ad systems); or atlas-csc.zarr, atlas.zarr plus a "
+                         "CSC copy of X (benches/add_csc_copy.py, made if missing). The decode floor stays the "
+                         "zarr copy's")
     a = ap.parse_args()
     if not a.data and not a.size:
         ap.error("give --data DIR or --size s|m")
@@ -411,6 +431,14 @@ def main():
         print(render_sql(a.print_sql, params))
         return
     zarr = os.path.realpath(os.path.join(a.data, "atlas.zarr"))
+    store = zarr
+    if a.store == "h5ad":
+        ensure_h5ad(a.data, a.size, a.data_root)
+        store = os.path.realpath(os.path.join(a.data, "atlas.h5ad"))
+    elif a.store == "zarr-csc":
+        store = os.path.join(a.data, "atlas-csc.zarr")
+        if not os.path.exists(store):
+            subprocess.check_call([sys.executable, os.path.join(REPO, "benches", "add_csc_copy.py"), zarr, store])
     out = os.path.abspath(a.out)
     base = os.path.splitext(out)[0]
     work = base + ".csv"
@@ -422,7 +450,8 @@ def main():
         cargo_build(["--bin", "annql"] + (["--example", "decode_floor"] if floors_needed else []))
 
     doc = {"command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data": a.data, "zarr": zarr, "params": params,
+           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data": a.data, "zarr": zarr, "store": store,
+           "params": params,
            "queries": a.queries, "anchor_systems": anchor_systems or ANCHOR_SYSTEMS,
            "protocol": {"runs": a.runs, "timeout_s": a.timeout, "annql_time": "process wall (cold process)",
                         "anchor_time": "query_s (query only, after load)", "rtol": RTOL, "atol": ATOL},
@@ -433,7 +462,7 @@ def main():
 
     if "annql" in a.systems:
         for q in a.queries:
-            summary, _ = run_annql(q, params, zarr, a.annql, a.runs, a.timeout, a.mem_cap_mb, work,
+            summary, _ = run_annql(q, params, store, a.annql, a.runs, a.timeout, a.mem_cap_mb, work,
                                    anchors_run, a.threads)
             doc["annql"][q] = summary
     anchors_doc = run_anchors(anchor_systems, a.queries, a.data, a.anchor_runs or a.runs, a.timeout, anchors_json)
@@ -449,7 +478,7 @@ def main():
     doc["table"] = table(doc)
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
-    print(f"\n## {os.path.basename(zarr)} ({doc.get('data_info', {}).get('cells', '?')} cells)\n")
+    print(f"\n## {os.path.basename(store)} ({doc.get('data_info', {}).get('cells', '?')} cells)\n")
     print(doc["table"])
     print(f"\nresults: {out}")
 

@@ -1,7 +1,7 @@
--- Q2: mean of X for one gene per cell_type, zeros included (sum over stored entries / cells in the group).
-WITH hits AS (SELECT x.obs_id, x.value
-              FROM atlas.x x JOIN atlas.var v USING (var_id)
-              WHERE v.var_name = ${q2_gene})
-SELECT o.cell_type, coalesce(sum(h.value), 0) / count(*) AS mean_x
-FROM atlas.obs o LEFT JOIN hits h USING (obs_id)
+-- Q2: mean of X for one gene per cell_type, zeros included.
+-- x_dense counts every cell of the group (absent entries as 0); the fused aggregation reads only
+-- the gene's entries (its column of a CSC copy of X when the store has one).
+SELECT o.cell_type, avg(d.value) AS mean_x
+FROM atlas.x_dense d JOIN atlas.obs o USING (obs_id) JOIN atlas.var v USING (var_id)
+WHERE v.var_name = ${q2_gene}
 GROUP BY o.cell_type;

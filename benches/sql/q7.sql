@@ -1,8 +1,7 @@
--- Q7: X value of one gene for every cell of one donor (0 where not stored).
--- The donor's cells become a row selection on X through the inner join (dynamic filter).
-WITH cells AS (SELECT obs_id, obs_name FROM atlas.obs WHERE donor_id = ${q7_donor}),
-     gene AS (SELECT var_id FROM atlas.var WHERE var_name = ${q7_gene}),
-     hits AS (SELECT x.obs_id, x.value FROM atlas.x x JOIN cells USING (obs_id) JOIN gene USING (var_id))
+-- Q7: X value of one gene for every cell of one donor (0 where not stored: the x_dense view).
+-- The donor's cells and the gene become row and column selections on X through the joins'
+-- dynamic filters (the gene's column of a CSC copy of X when the store has one).
 -- The value is widened to DOUBLE so the CSV carries the float32's exact value, as the anchors do.
-SELECT c.obs_name AS barcode, CAST(coalesce(h.value, 0) AS DOUBLE) AS value
-FROM cells c LEFT JOIN hits h USING (obs_id);
+SELECT o.obs_name AS barcode, CAST(d.value AS DOUBLE) AS value
+FROM atlas.x_dense d JOIN atlas.obs o USING (obs_id) JOIN atlas.var v USING (var_id)
+WHERE o.donor_id = ${q7_donor} AND v.var_name = ${q7_gene};
