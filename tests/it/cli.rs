@@ -281,3 +281,91 @@ fn schema_and_explain_subcommands() {
         text(&out.stdout)
     );
 }
+
+/// `.aql` files run as pipelines (programs separated by `;`), `--lang aql` makes `-c` a
+/// pipeline, `aql('…')` works inside SQL, and a pipeline's error is reported at its file, line
+/// and column with the rendered diagnostic.
+#[test]
+fn pipelines_in_files_commands_and_sql() {
+    let mut f = tempfile::Builder::new()
+        .suffix(".aql")
+        .tempfile()
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(
+        b"# cells per type\nfrom tiny | group cell_type | agg n = count() | sort cell_type;\n\nlet genes = [\"CD3E\"];\nfrom tiny.var | where var_name in genes | select var_name\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = f.path().display().to_string();
+    let out = annql(&["run", "-d", &tiny(), "--format", "csv", &path], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sql = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT cell_type, count(*) AS n FROM tiny.obs GROUP BY 1 ORDER BY 1",
+            "-c",
+            "SELECT var_name FROM tiny.var WHERE var_name IN ('CD3E')",
+        ],
+        None,
+    );
+    assert_eq!(text(&out.stdout), text(&sql.stdout));
+    assert!(text(&out.stdout).contains("CD3E"), "{}", text(&out.stdout));
+
+    let c = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--lang",
+            "aql",
+            "--format",
+            "csv",
+            "-c",
+            "from tiny | group cell_type | agg n = count() | sort cell_type",
+        ],
+        None,
+    );
+    let table_fn = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT * FROM aql('from tiny | group cell_type | agg n = count()') ORDER BY cell_type",
+        ],
+        None,
+    );
+    assert!(table_fn.status.success(), "{}", text(&table_fn.stderr));
+    let first_result: String = text(&out.stdout)
+        .lines()
+        .take_while(|l| !l.starts_with("var_name"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(text(&c.stdout), first_result);
+    assert_eq!(text(&table_fn.stdout), first_result);
+
+    // An unknown column on line 2 of the file: file:2:… and the caret under it.
+    let mut bad = tempfile::Builder::new()
+        .suffix(".aql")
+        .tempfile()
+        .unwrap_or_else(|e| panic!("{e}"));
+    bad.write_all(b"from tiny | take 1;\nfrom tiny | where cel_type == \"B cell\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = annql(
+        &["run", "-d", &tiny(), &bad.path().display().to_string()],
+        None,
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(":2:19:"), "{err}");
+    assert!(
+        err.contains("did you mean `cell_type`?") && err.contains("^^^^^^^^"),
+        "{err}"
+    );
+}

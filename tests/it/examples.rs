@@ -35,9 +35,38 @@ fn examples_run() {
     );
     let s = run("streaming");
     assert!(s.contains("streamed") && s.contains("batches"), "{s}");
+    let p = run("pipeline");
+    // The demo's top mean of X for CD3E (zeros included).
+    assert!(
+        p.contains("CD4+/CD25 T Reg") && p.contains("1.371") && p.contains("lowered: SELECT"),
+        "{p}"
+    );
     let m = run("multiple");
     assert!(
         m.contains("pbmc") && m.contains("700") && m.contains("120"),
         "{m}"
     );
+}
+
+/// The `.aql` example file runs on the demo and gives the language reference's answers.
+#[test]
+fn aql_example_file_runs() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/queries/dotplot.aql");
+    let out = Command::new(env!("CARGO_BIN_EXE_annql"))
+        .args(["run", "--format", "csv", file])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 10 cell types × 4 genes, then the 5 largest types.
+    assert_eq!(
+        text.lines().filter(|l| l.contains(",CD3E,")).count(),
+        10,
+        "{text}"
+    );
+    assert!(text.contains("bulk_labels,n\nDendritic,240\n"), "{text}");
 }

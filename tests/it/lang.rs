@@ -11,13 +11,22 @@ use serde_json::Value;
 use crate::common::{assert_close, fixture};
 
 fn session() -> AnnSession {
-    let s = AnnSession::builder()
-        .with_threads(2)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = annql::open(AnnSession::builder().with_threads(2)).unwrap_or_else(|e| panic!("{e}"));
     s.attach("t", fixture("tiny.v2.zarr"))
         .unwrap_or_else(|e| panic!("{e}"));
     s
+}
+
+/// The optimised physical plan of a pipeline, as text.
+async fn physical_plan(s: &AnnSession, aql: &str) -> String {
+    let df = annql_lang::query(s, aql)
+        .await
+        .unwrap_or_else(|e| panic!("{aql}\n{e}"));
+    let plan = df
+        .create_physical_plan()
+        .await
+        .unwrap_or_else(|e| panic!("{aql}: {e}"));
+    displayable(plan.as_ref()).indent(true).to_string()
 }
 
 /// Rows as JSON values (numbers parsed back, so they compare within tolerance).
@@ -86,11 +95,6 @@ async fn agree(s: &AnnSession, aql: &str, sql: &str) -> Vec<Value> {
     lang_rows
 }
 
-/// Whether the engine exposes a dense view of X (then the language reads it).
-async fn has_dense(s: &AnnSession) -> bool {
-    s.sql("SELECT 1 FROM t.x_dense LIMIT 0").await.is_ok()
-}
-
 /// Q1–Q7 of the benchmark: the pipeline and its SQL agree, and the answers equal pandas'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lang_q1_q7_agree_with_sql_and_pandas() {
@@ -99,27 +103,14 @@ async fn lang_q1_q7_agree_with_sql_and_pandas() {
         &std::fs::read_to_string(fixture("tiny.answers.json")).unwrap_or_default(),
     )
     .unwrap_or_else(|e| panic!("tiny.answers.json: {e}"));
-    let dense = has_dense(&s).await;
-    // The zero-filled read of one gene: the dense view when the engine has one, else obs × var
-    // left-joined to the stored entries.
+    // The zero-filled read of genes: the dense view.
     let x_gene = |cols: &str, filter: &str, group: &str| {
-        if dense {
-            format!(
-                "SELECT {cols} FROM t.x_dense m JOIN t.obs o USING (obs_id) JOIN t.var v USING (var_id) \
-                 WHERE {filter}{group}"
-            )
-        } else {
-            format!(
-                "SELECT {cols} FROM t.obs o CROSS JOIN t.var v \
-                 LEFT JOIN t.x m ON (m.obs_id = o.obs_id) AND (m.var_id = v.var_id) WHERE {filter}{group}"
-            )
-        }
+        format!(
+            "SELECT {cols} FROM t.x_dense m JOIN t.obs o USING (obs_id) JOIN t.var v USING (var_id) \
+             WHERE {filter}{group}"
+        )
     };
-    let value = if dense {
-        "m.value"
-    } else {
-        "coalesce(m.value, 0)"
-    };
+    let value = "m.value";
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "q1_cells_per_cell_type",
@@ -158,7 +149,7 @@ async fn lang_q1_q7_agree_with_sql_and_pandas() {
             x_gene(
                 &format!(
                     "o.cell_type, v.var_name AS gene, avg({value}) AS mean_x, \
-                     avg(CASE WHEN {value} > 0 THEN 1.0 ELSE 0.0 END) AS frac_pos"
+                     CAST(count(*) FILTER (WHERE {value} > 0) AS DOUBLE) / nullif(count(*), 0) AS frac_pos"
                 ),
                 "v.var_name IN ('CD3E', 'CD4', 'CD8A', 'MS4A1')",
                 " GROUP BY o.cell_type, v.var_name",
@@ -182,6 +173,13 @@ async fn lang_q1_q7_agree_with_sql_and_pandas() {
         ),
     ];
     for (name, aql, sql) in cases {
+        let plan = physical_plan(&s, aql).await;
+        // Aggregates over a matrix run as the fused sparse pass, for the pipeline as for SQL.
+        let fused = matches!(
+            name,
+            "q2_mean_cd3e" | "q3_pseudobulk" | "q5_markers" | "q6_top_genes_t_cell"
+        );
+        assert_eq!(plan.contains("FusedAggregateExec"), fused, "{name}\n{plan}");
         let mut got = agree(&s, aql, &sql).await;
         let mut expected = want[name].as_array().cloned().unwrap_or_default();
         if name != "q6_top_genes_t_cell" {
@@ -190,4 +188,110 @@ async fn lang_q1_q7_agree_with_sql_and_pandas() {
         }
         assert_close(&Value::Array(got), &Value::Array(expected), name);
     }
+}
+
+/// `aql('…')` inside SQL is the pipeline's result, planned as part of the statement (filters
+/// and joins around it, the fused aggregation inside it); a bad pipeline inside it reports the
+/// pipeline's diagnostics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aql_table_function_in_sql() {
+    let s = session();
+    let pipeline = r#"from t | group cell_type | agg n = count(), m = mean(X["CD3E"])"#;
+    let direct = annql_lang::query(&s, pipeline)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, mut want) = run(&s, direct, pipeline).await;
+    want.retain(|r| r[1].as_f64().is_some_and(|n| n > 1.0));
+    want.sort_by_key(|r| r.to_string());
+    let sql = format!("SELECT * FROM aql('{pipeline}') WHERE n > 1");
+    let df = s.sql(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let (plan, mut got) = run(&s, df, &sql).await;
+    got.sort_by_key(|r| r.to_string());
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "{sql}");
+    assert!(plan.contains("FusedAggregateExec"), "{plan}");
+    // Dollar-quoted, aliased, joined to a table.
+    let sql = "SELECT a.cell_type, a.n, count(*) AS again FROM aql($$from t | group cell_type | agg n = count()$$) AS a \
+               JOIN t.obs o ON o.cell_type = a.cell_type GROUP BY 1, 2";
+    let batches = s
+        .collect(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    for r in rows(&batches) {
+        assert_eq!(r[1], r[2], "{r}");
+    }
+    // Errors: the pipeline's diagnostics, and a usage message for a wrong argument.
+    let err = s
+        .sql("SELECT * FROM aql('from t | where cel_type == 1')")
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did you mean `cell_type`?"), "{err}");
+    let err = s
+        .sql("SELECT * FROM aql(1)")
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("aql() takes one string"), "{err}");
+}
+
+/// Joins and unions across attached datasets: the same fixture attached twice, so every answer
+/// is known from the single-dataset one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_unions_across_datasets() {
+    let s = session();
+    s.attach("u", fixture("tiny.v3.zarr"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let one = r#"from t | group cell_type | agg n = count(), m = mean(X["CD3E"])"#;
+    let df = annql_lang::query(&s, one)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, mut base) = run(&s, df, one).await;
+    base.sort_by_key(|r| r.to_string());
+
+    // Inner join on the key: each row beside its twin.
+    let join = r#"from t | group cell_type | agg n = count(), m = mean(X["CD3E"])
+        | join (from u | group cell_type | agg n2 = count(), m2 = mean(X["CD3E"])) on cell_type
+        | select cell_type, n, m, n2, m2"#;
+    let sql = "SELECT * FROM (SELECT o.cell_type, count(*) AS n, avg(m.value) AS m FROM t.x_dense m JOIN t.obs o USING (obs_id) JOIN t.var v USING (var_id) WHERE v.var_name = 'CD3E' GROUP BY o.cell_type) a \
+               JOIN (SELECT o.cell_type, count(*) AS n2, avg(m.value) AS m2 FROM u.x_dense m JOIN u.obs o USING (obs_id) JOIN u.var v USING (var_id) WHERE v.var_name = 'CD3E' GROUP BY o.cell_type) b USING (cell_type)";
+    let df = annql_lang::query(&s, join)
+        .await
+        .unwrap_or_else(|e| panic!("{join}\n{e}"));
+    let (plan, mut got) = run(&s, df, join).await;
+    got.sort_by_key(|r| r.to_string());
+    assert_eq!(got.len(), base.len());
+    for (g, b) in got.iter().zip(&base) {
+        assert_eq!((&g[0], &g[1], &g[2]), (&b[0], &b[1], &b[2]));
+        assert_eq!((&g[3], &g[4]), (&b[1], &b[2]), "{g}");
+    }
+    assert_eq!(plan.matches("FusedAggregateExec").count(), 2, "{plan}");
+    let df = s.sql(sql).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_, mut want) = run(&s, df, sql).await;
+    want.sort_by_key(|r| r.to_string());
+    assert_eq!(got, want);
+
+    // Union: every row twice; regrouped, the counts double.
+    let union = "from t | select obs_name, cell_type | union (from u | select obs_name, cell_type) \
+                 | group cell_type | agg n = count()";
+    let df = annql_lang::query(&s, union)
+        .await
+        .unwrap_or_else(|e| panic!("{union}\n{e}"));
+    let (_, mut got) = run(&s, df, union).await;
+    got.sort_by_key(|r| r.to_string());
+    assert_eq!(got.len(), base.len());
+    for (g, b) in got.iter().zip(&base) {
+        assert_eq!(g[0], b[0]);
+        assert_eq!(g[1].as_f64(), b[1].as_f64().map(|n| 2.0 * n), "{g}");
+    }
+    // Left join to an embedding keeps every cell.
+    let left = "from t | select obs_id, cell_type | left join (from u.obsm_x_umap) on obs_id | agg n = count(), k = count(x_umap_0)";
+    let df = annql_lang::query(&s, left)
+        .await
+        .unwrap_or_else(|e| panic!("{left}\n{e}"));
+    let (_, got) = run(&s, df, left).await;
+    let cells: f64 = base.iter().filter_map(|r| r[1].as_f64()).sum();
+    assert_eq!(got, vec![serde_json::json!([cells, cells])]);
 }

@@ -72,6 +72,32 @@ pub struct RunArgs {
     /// Write results to this file instead of stdout (required for parquet and arrow).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Language of -c, stdin and files (default: pipelines for `.aql` files, SQL otherwise).
+    #[arg(short, long, value_enum)]
+    pub lang: Option<Language>,
+}
+
+/// The two query languages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Language {
+    /// SQL (DataFusion's dialect, with ATTACH/DETACH and `aql('…')`).
+    Sql,
+    /// annql's pipeline language (docs/language.md).
+    Aql,
+}
+
+impl Language {
+    /// The language of a query file: pipelines for `.aql`, SQL otherwise.
+    pub fn of_file(path: &std::path::Path) -> Language {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("aql"))
+        {
+            Language::Aql
+        } else {
+            Language::Sql
+        }
+    }
 }
 
 /// Output formats.

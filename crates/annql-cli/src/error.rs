@@ -9,6 +9,9 @@ pub enum CliError {
     /// The engine rejected a statement or failed to run it.
     #[error("{0}")]
     Engine(#[from] annql_engine::Error),
+    /// A pipeline was wrong (rendered diagnostics) or failed.
+    #[error("{0}")]
+    Lang(#[from] annql_lang::Error),
     /// DataFusion failed while streaming or writing.
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),

@@ -17,12 +17,10 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Editor, Helper};
 
-use crate::args::{Format, Options};
+use crate::args::{Format, Language, Options};
 use crate::error::{CliError, Result};
 use crate::output::{TableStyle, write_text};
-use crate::script::{
-    error_position, execute, open_session, quote, read_totals, split_statements, type_name,
-};
+use crate::script::{error_position, execute, open_session, quote, read_totals, split, type_name};
 
 /// The help shown by `\?`.
 pub const HELP: &str = "\
@@ -35,9 +33,13 @@ Statements end with ';' and may span lines. Ctrl-C cancels a running query, Ctrl
   \\o FILE, \\o          send results to FILE / back to the screen
   \\i FILE              run the statements in FILE
   \\stats               toggle printing chunk reads (requests, bytes, chunks) per statement
+  \\lang [sql|aql]      switch between SQL and pipelines (`aql>`: a pipeline ends at the end of
+                       a line unless the line ends in | , ( [ or =, or at ';')
   \\?, .help            this help
   \\q, .quit, .exit     leave
-SQL: ATTACH 'path/to/store.zarr' AS name;  DETACH name;  SELECT ... FROM name.obs / name.x / name.var ...";
+SQL: ATTACH 'path/to/store.zarr' AS name;  DETACH name;  SELECT ... FROM name.obs / name.x / name.var ...
+Pipelines: from name | where tissue == \"lung\" | group cell_type | agg n = count(), cd3e = mean(X[\"CD3E\"])
+  (or from SQL: SELECT * FROM aql('from name | ...'))";
 
 /// Words offered by completion, refreshed after each statement (ATTACH changes them).
 #[derive(Default)]
@@ -50,6 +52,8 @@ struct Words {
 
 struct SqlHelper {
     words: Arc<Mutex<Words>>,
+    /// Pipelines instead of SQL (`\lang aql`): they end at the end of a line.
+    aql: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Completer for SqlHelper {
@@ -119,6 +123,13 @@ impl Highlighter for SqlHelper {
 impl Validator for SqlHelper {
     fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
         let input = ctx.input().trim();
+        if self.aql.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(if pipeline_complete(input) {
+                ValidationResult::Valid(None)
+            } else {
+                ValidationResult::Incomplete
+            });
+        }
         let complete = input.is_empty()
             || input.starts_with('\\')
             || input.starts_with('.')
@@ -135,9 +146,27 @@ impl Validator for SqlHelper {
 
 impl Helper for SqlHelper {}
 
+/// Whether a pipeline typed at `aql>` is complete: it is, unless its last line ends with a
+/// stage separator, a comma, an open bracket or `=`, or only `let` bindings have been given.
+fn pipeline_complete(input: &str) -> bool {
+    let last = input.chars().last();
+    if input.is_empty() || input.starts_with('\\') || last == Some(';') {
+        return true;
+    }
+    let open = input.matches(['(', '[']).count() > input.matches([')', ']']).count();
+    let only_lets = input
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .all(|l| l.starts_with("let "));
+    !(open || only_lets || matches!(last, Some('|' | ',' | '(' | '[' | '=')))
+}
+
 /// REPL state that meta-commands change.
 struct State {
     session: AnnSession,
+    lang: Language,
+    aql: Arc<std::sync::atomic::AtomicBool>,
     options: Options,
     style: TableStyle,
     format: Format,
@@ -151,8 +180,11 @@ struct State {
 pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
     let session = open_session(options, datasets)?;
     let words = Arc::new(Mutex::new(Words::default()));
+    let aql = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut state = State {
         session,
+        lang: Language::Sql,
+        aql: aql.clone(),
         options: options.clone(),
         style: TableStyle::default(),
         format: Format::Table,
@@ -165,6 +197,7 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
         Editor::new().map_err(|e| CliError::Usage(format!("cannot start the line editor: {e}")))?;
     editor.set_helper(Some(SqlHelper {
         words: words.clone(),
+        aql,
     }));
     let history = history_path();
     if let Some(h) = &history {
@@ -176,7 +209,11 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
         state.session.attached_names().join(", ")
     );
     loop {
-        match editor.readline("annql> ") {
+        let prompt = match state.lang {
+            Language::Sql => "annql> ",
+            Language::Aql => "aql> ",
+        };
+        match editor.readline(prompt) {
             Ok(line) => {
                 let input = line.trim();
                 if input.is_empty() {
@@ -215,7 +252,7 @@ fn history_path() -> Option<PathBuf> {
 /// Runs every statement in `text`, reporting errors with a caret under the position.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 async fn run_text(state: &mut State, text: &str) {
-    let statements = match split_statements(text) {
+    let statements = match split(state.lang, text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -225,7 +262,7 @@ async fn run_text(state: &mut State, text: &str) {
     for st in statements {
         let started = Instant::now();
         let before = read_totals(&state.session);
-        match execute(&state.session, &st.text).await {
+        match execute(&state.session, state.lang, &st.text).await {
             Ok(outcome) => {
                 if !outcome.schema.fields().is_empty()
                     && let Err(e) = emit(state, &outcome)
@@ -252,7 +289,9 @@ async fn run_text(state: &mut State, text: &str) {
             Err(e) => {
                 let message = e.to_string();
                 eprintln!("Error: {message}");
-                if let Some((line, col)) = error_position(&message)
+                // Pipeline diagnostics draw their own carets.
+                if let Some((line, col)) =
+                    error_position(&message).filter(|_| state.lang == Language::Sql)
                     && let Some(text) = st.text.lines().nth(line.saturating_sub(1))
                 {
                     eprintln!("  {text}\n  {}^", " ".repeat(col.saturating_sub(1)));
@@ -395,6 +434,28 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
             }
         }
         "\\d" | ".schema" => describe(state, &arg)?,
+        "\\lang" => {
+            state.lang = match arg.as_str() {
+                "" if state.lang == Language::Sql => Language::Aql,
+                "" => Language::Sql,
+                "sql" => Language::Sql,
+                "aql" => Language::Aql,
+                other => {
+                    return Err(CliError::Usage(format!("\\lang {other}: use sql or aql")));
+                }
+            };
+            state.aql.store(
+                state.lang == Language::Aql,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            println!(
+                "Language is {}.",
+                match state.lang {
+                    Language::Sql => "SQL",
+                    Language::Aql => "aql (pipelines)",
+                }
+            );
+        }
         "\\timing" => {
             state.timing = !state.timing;
             println!("Timing is {}.", if state.timing { "on" } else { "off" });
@@ -437,7 +498,13 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
         "\\i" | ".read" => {
             let text = std::fs::read_to_string(&arg)
                 .map_err(|e| CliError::Usage(format!("{arg}: {e}")))?;
+            // A `.aql` file holds pipelines whatever the current language.
+            let current = state.lang;
+            if Language::of_file(std::path::Path::new(&arg)) == Language::Aql {
+                state.lang = Language::Aql;
+            }
             Box::pin(run_text(state, &text)).await;
+            state.lang = current;
         }
         other => {
             return Err(CliError::Usage(format!(

@@ -12,7 +12,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use crate::args::{Format, Options, RunArgs};
+use crate::args::{Format, Language, Options, RunArgs};
 use crate::error::{CliError, Result};
 use crate::output::{TableStyle, write_file, write_text};
 
@@ -89,6 +89,24 @@ pub fn split_statements(sql: &str) -> std::result::Result<Vec<Statement>, String
     Ok(out)
 }
 
+/// Splits a script in `lang` into statements (SQL) or programs (pipelines).
+pub fn split(lang: Language, text: &str) -> std::result::Result<Vec<Statement>, String> {
+    match lang {
+        Language::Sql => split_statements(text),
+        Language::Aql => Ok(annql_lang::split_programs(text)
+            .into_iter()
+            .map(|(at, program)| {
+                let (line, column) = annql_lang::error::line_column(text, at);
+                Statement {
+                    text: program.trim_end().to_string(),
+                    line,
+                    column,
+                }
+            })
+            .collect()),
+    }
+}
+
 /// Parses `NAME=PATH` or `PATH` (attached under its file stem).
 pub fn dataset_spec(spec: &str) -> (String, String) {
     match spec.split_once('=') {
@@ -111,6 +129,7 @@ pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession
         builder = builder.with_memory_limit(m);
     }
     let session = builder.build()?;
+    annql_lang::install(&session)?;
     if datasets.is_empty() {
         session.attach("pbmc", DEMO)?;
     }
@@ -159,11 +178,14 @@ fn interrupts() -> &'static Arc<tokio::sync::Notify> {
     })
 }
 
-/// Runs one statement; Ctrl-C cancels it (dropping the stream stops the scans).
-pub async fn execute(session: &AnnSession, sql: &str) -> Result<Outcome> {
+/// Runs one statement (or pipeline); Ctrl-C cancels it (dropping the stream stops the scans).
+pub async fn execute(session: &AnnSession, lang: Language, text: &str) -> Result<Outcome> {
     let interrupted = interrupts().notified();
     let work = async {
-        let df = session.sql(sql).await?;
+        let df = match lang {
+            Language::Sql => session.sql(text).await?,
+            Language::Aql => annql_lang::query(session, text).await?,
+        };
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok::<_, CliError>(Outcome { schema, batches })
@@ -240,7 +262,8 @@ pub fn read_totals(session: &AnnSession) -> (u64, u64, usize) {
 #[allow(clippy::print_stderr)]
 pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
     let session = open_session(options, &args.datasets)?;
-    let mut sources: Vec<(String, String)> = Vec::new();
+    let mut sources: Vec<(String, Language, String)> = Vec::new();
+    let given = args.lang.unwrap_or(Language::Sql);
     for f in &args.files {
         let text = if f.as_os_str() == "-" {
             let mut s = String::new();
@@ -250,9 +273,14 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
             std::fs::read_to_string(f)
                 .map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?
         };
-        sources.push((f.display().to_string(), text));
+        let lang = args.lang.unwrap_or_else(|| Language::of_file(f));
+        sources.push((f.display().to_string(), lang, text));
     }
-    sources.extend(args.commands.iter().map(|c| ("-c".to_string(), c.clone())));
+    sources.extend(
+        args.commands
+            .iter()
+            .map(|c| ("-c".to_string(), given, c.clone())),
+    );
     if sources.is_empty() {
         return Err(CliError::Usage(
             "nothing to run: give FILE..., - (stdin) or -c 'SQL'".into(),
@@ -266,8 +294,8 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
     let style = TableStyle::default();
     let mut results = 0;
     let stdout = std::io::stdout();
-    for (file, text) in &sources {
-        let statements = split_statements(text).map_err(|message| CliError::Script {
+    for (file, lang, text) in &sources {
+        let statements = split(*lang, text).map_err(|message| CliError::Script {
             file: file.clone(),
             line: 1,
             column: 1,
@@ -276,7 +304,7 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
         for st in statements {
             let started = Instant::now();
             let before = read_totals(&session);
-            let outcome = execute(&session, &st.text).await.map_err(|e| {
+            let outcome = execute(&session, *lang, &st.text).await.map_err(|e| {
                 let message = e.to_string();
                 let (line, column) = match error_position(&message) {
                     Some((1, c)) => (st.line, st.column + c - 1),
@@ -414,7 +442,7 @@ pub fn type_name(t: &arrow::datatypes::DataType) -> String {
 /// `annql explain`.
 pub async fn explain(options: &Options, datasets: &[String], sql: &str) -> Result<()> {
     let session = open_session(options, datasets)?;
-    let outcome = execute(&session, &format!("EXPLAIN {sql}")).await?;
+    let outcome = execute(&session, Language::Sql, &format!("EXPLAIN {sql}")).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for b in &outcome.batches {

@@ -43,6 +43,24 @@ pub struct Block {
     pub order: Vec<(BExpr, bool)>,
     /// `LIMIT`.
     pub limit: Option<u64>,
+    /// A join or union with another pipeline, applied to this block's output.
+    pub combine: Option<Combine>,
+}
+
+/// A join or union of a block's output with another pipeline's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Combine {
+    /// `[left] join (…) on keys`: `USING (keys)`.
+    Join {
+        /// A left outer join.
+        left: bool,
+        /// The other pipeline, bound against its own dataset.
+        right: Box<Bound>,
+        /// The key columns.
+        on: Vec<String>,
+    },
+    /// `union (…)`: `UNION ALL BY NAME`.
+    Union(Box<Bound>),
 }
 
 /// What a block outputs.
@@ -214,6 +232,20 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
     for l in &pipeline.lets {
         b.lets.insert(l.name.text.clone(), l.value.clone());
     }
+    let bound = bind_pipeline(&mut b, pipeline, catalog);
+    match bound {
+        Some((bound, _)) if b.errors.is_empty() => Ok(bound),
+        _ => Err(Diagnostics::new(source, b.errors)),
+    }
+}
+
+/// Binds one pipeline (the whole program, or the other side of a join or union): its blocks and
+/// its output columns. None when its source cannot be resolved (the error is recorded).
+fn bind_pipeline<'c>(
+    b: &mut Binder<'c>,
+    pipeline: &Pipeline,
+    catalog: &'c Catalog,
+) -> Option<(Bound, Vec<Column>)> {
     let ds_name = &pipeline.source.dataset;
     let Some(ds) = catalog.datasets.get(&ds_name.text) else {
         let mut d = Diagnostic::new(format!("unknown dataset `{}`", ds_name.text), ds_name.span);
@@ -224,9 +256,25 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
         } else {
             d = d.with_hint(format!("attached: {}", catalog.attached.join(", ")));
         }
-        return Err(Diagnostics::new(source, vec![d]));
+        b.errors.push(d);
+        return None;
     };
-    b.dataset = ds;
+    // The outer block's matrix references stay its own.
+    let outer = std::mem::replace(&mut b.dataset, ds);
+    let spans = std::mem::take(&mut b.matrix_spans);
+    let bound = bind_stages(b, pipeline, catalog, ds);
+    b.dataset = outer;
+    b.matrix_spans = spans;
+    bound
+}
+
+fn bind_stages<'c>(
+    b: &mut Binder<'c>,
+    pipeline: &Pipeline,
+    catalog: &'c Catalog,
+    ds: &'c Dataset,
+) -> Option<(Bound, Vec<Column>)> {
+    let ds_name = &pipeline.source.dataset;
     let (table, cells) = match &pipeline.source.table {
         None => ("obs".to_string(), true),
         Some(t) => {
@@ -244,7 +292,8 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
                     Some(h) => d.with_hint(h),
                     None => d,
                 };
-                return Err(Diagnostics::new(source, vec![d]));
+                b.errors.push(d);
+                return None;
             }
         }
     };
@@ -257,7 +306,7 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
         match &stage.kind {
             StageKind::Where(e) => {
                 if state.limit.is_some() || state.group.is_some() || state.projected {
-                    state = state.wrap(&mut blocks, &mut b);
+                    state = state.wrap(&mut blocks, b);
                 }
                 let (x, ty) = b.bind_expr(e, &state, Ctx::Row);
                 b.check(ty, Ty::Bool, e.span, "`where` needs a condition");
@@ -265,7 +314,7 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
             }
             StageKind::Derive(items) => {
                 if state.limit.is_some() || state.group.is_some() || state.projected {
-                    state = state.wrap(&mut blocks, &mut b);
+                    state = state.wrap(&mut blocks, b);
                 }
                 for item in items {
                     let (name, e) = b.bind_item(item, &state, Ctx::Row);
@@ -274,7 +323,7 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
             }
             StageKind::Select(items) => {
                 if state.limit.is_some() || state.group.is_some() || state.projected {
-                    state = state.wrap(&mut blocks, &mut b);
+                    state = state.wrap(&mut blocks, b);
                 }
                 let mut out = Vec::new();
                 for item in items {
@@ -288,7 +337,7 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
                     || state.projected
                     || !state.order.is_empty()
                 {
-                    state = state.wrap(&mut blocks, &mut b);
+                    state = state.wrap(&mut blocks, b);
                 }
                 let keys: Vec<_> = items
                     .iter()
@@ -310,14 +359,14 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
                     || state.projected
                     || !state.order.is_empty()
                 {
-                    state = state.wrap(&mut blocks, &mut b);
+                    state = state.wrap(&mut blocks, b);
                 }
                 let aggs = b.bind_aggs(items, &state, &[]);
                 state.aggregate(Vec::new(), aggs);
             }
             StageKind::Sort(keys) => {
                 if state.limit.is_some() {
-                    state = state.wrap(&mut blocks, &mut b);
+                    state = state.wrap(&mut blocks, b);
                 }
                 for k in keys {
                     let e = b.bind_expr(&k.expr, &state, Ctx::Row);
@@ -327,19 +376,80 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
             StageKind::Take(n) => {
                 state.limit = Some(state.limit.map_or(*n, |l| l.min(*n)));
             }
+            StageKind::Join { left, right, on } => {
+                let Some((right, right_cols)) = bind_pipeline(b, right, catalog) else {
+                    continue;
+                };
+                let left_cols = state.output_columns();
+                let keys = b.join_keys(on, &left_cols, &right_cols, stage.span);
+                let mut cols = left_cols.clone();
+                for c in right_cols.iter().filter(|c| !keys.contains(&c.name)) {
+                    if left_cols.iter().any(|l| l.name == c.name) {
+                        b.errors.push(
+                            Diagnostic::new(
+                                format!("column `{}` is on both sides of the join", c.name),
+                                stage.span,
+                            )
+                            .with_hint(
+                                "join on it, or select or rename it on one side".to_string(),
+                            ),
+                        );
+                    } else {
+                        cols.push(c.clone());
+                    }
+                }
+                let mut block = state.finish(b);
+                block.combine = Some(Combine::Join {
+                    left: *left,
+                    right: Box::new(right),
+                    on: keys,
+                });
+                blocks.push(block);
+                state = BlockState::new(cols, false);
+            }
+            StageKind::Union(right) => {
+                let Some((right, right_cols)) = bind_pipeline(b, right, catalog) else {
+                    continue;
+                };
+                let mut cols = state.output_columns();
+                for c in right_cols {
+                    match cols.iter().find(|l| l.name == c.name) {
+                        Some(l) if !compatible(l.ty, c.ty) => b.errors.push(Diagnostic::new(
+                            format!(
+                                "column `{}` is {} on one side of the union and {} on the other",
+                                c.name,
+                                l.ty.describe(),
+                                c.ty.describe()
+                            ),
+                            stage.span,
+                        )),
+                        Some(_) => {}
+                        None => cols.push(c),
+                    }
+                }
+                let mut block = state.finish(b);
+                block.combine = Some(Combine::Union(Box::new(right)));
+                blocks.push(block);
+                state = BlockState::new(cols, false);
+            }
         }
     }
-    blocks.push(state.finish(&mut b));
-    if b.errors.is_empty() {
-        Ok(Bound {
+    let columns = state.output_columns();
+    blocks.push(state.finish(b));
+    Some((
+        Bound {
             dataset: ds_name.text.clone(),
             table,
             cells,
             blocks,
-        })
-    } else {
-        Err(Diagnostics::new(source, b.errors))
-    }
+        },
+        columns,
+    ))
+}
+
+/// Whether two coarse types can share a column.
+fn compatible(a: Ty, b: Ty) -> bool {
+    a == b || matches!(a, Ty::Unknown | Ty::Other) || matches!(b, Ty::Unknown | Ty::Other)
 }
 
 static EMPTY: std::sync::LazyLock<Dataset> = std::sync::LazyLock::new(Dataset::default);
@@ -453,6 +563,7 @@ impl BlockState {
             columns,
             order: self.order,
             limit: self.limit,
+            combine: None,
         };
         let spans = std::mem::take(&mut b.matrix_spans);
         block.layout = choose_layout(&block, &spans, b);
@@ -640,6 +751,38 @@ impl Binder<'_> {
     fn err(&mut self, d: Diagnostic) -> (BExpr, Ty) {
         self.errors.push(d);
         (BExpr::Lit(Literal::Null), Ty::Unknown)
+    }
+
+    /// The keys of a join, each a column of both sides (errors name the side that lacks it).
+    fn join_keys(
+        &mut self,
+        on: &[Name],
+        left: &[Column],
+        right: &[Column],
+        stage: Span,
+    ) -> Vec<String> {
+        if on.is_empty() {
+            self.errors
+                .push(Diagnostic::new("`join` needs `on key, …`", stage));
+        }
+        let mut keys = Vec::new();
+        for k in on {
+            for (cols, side) in [(left, "the rows so far"), (right, "the joined pipeline")] {
+                if !cols.iter().any(|c| c.name == k.text) {
+                    let d = Diagnostic::new(
+                        format!("join key `{}` is not a column of {side}", k.text),
+                        k.span,
+                    );
+                    let d = match did_you_mean(&k.text, cols.iter().map(|c| c.name.as_str())) {
+                        Some(h) => d.with_hint(h),
+                        None => d,
+                    };
+                    self.errors.push(d);
+                }
+            }
+            keys.push(k.text.clone());
+        }
+        keys
     }
 
     fn check(&mut self, got: Ty, want: Ty, span: Span, what: &str) {

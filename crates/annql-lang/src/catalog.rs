@@ -90,7 +90,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Reads the schema of the dataset `pipeline` reads from `ctx` (and the gene names of its
+    /// Reads the schema of the datasets `pipeline` reads from `ctx` (and the gene names of their
     /// `var` and `raw_var`), so binding can check names without further I/O.
     pub async fn load(ctx: &SessionContext, pipeline: &Pipeline) -> Result<Catalog> {
         let catalog_name = ctx
@@ -109,52 +109,63 @@ impl Catalog {
             .into_iter()
             .filter(|s| s != "public" && s != "information_schema")
             .collect();
-        let name = &pipeline.source.dataset.text;
-        let Some(schema) = catalog.schema(name) else {
-            return Ok(out);
-        };
-        let mut ds = Dataset::default();
-        for table in schema.table_names() {
-            if let Some(provider) = schema.table(&table).await? {
-                let cols = provider
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| Column::new(f.name(), Ty::of(f.data_type())))
-                    .collect();
-                ds.tables.insert(table, cols);
-            }
-        }
-        for var in ["var", "raw_var"] {
-            let has_name = ds
-                .tables
-                .get(var)
-                .is_some_and(|c| c.iter().any(|c| c.name == "var_name"));
-            if !has_name {
+        for name in pipeline.datasets() {
+            let Some(schema) = catalog.schema(name) else {
                 continue;
-            }
-            let batches = ctx
-                .table(TableReference::partial(name.as_str(), var))
-                .await?
-                .select_columns(&["var_name"])?
-                .collect()
-                .await?;
-            let mut names = Vec::new();
-            for b in batches {
-                let col = cast(b.column(0), &DataType::Utf8)
-                    .map_err(annql_engine::datafusion::error::DataFusionError::from)?;
-                let col = col.as_string::<i32>();
-                for i in 0..col.len() {
-                    names.push(if col.is_null(i) {
-                        String::new()
-                    } else {
-                        col.value(i).to_string()
-                    });
-                }
-            }
-            ds.genes.insert(var.to_string(), names);
+            };
+            let ds = load_dataset(ctx, name, schema.as_ref()).await?;
+            out.datasets.insert(name.to_string(), ds);
         }
-        out.datasets.insert(name.clone(), ds);
         Ok(out)
     }
+}
+
+/// The tables, columns and gene names of one attached dataset.
+async fn load_dataset(
+    ctx: &SessionContext,
+    name: &str,
+    schema: &dyn annql_engine::datafusion::catalog::SchemaProvider,
+) -> Result<Dataset> {
+    let mut ds = Dataset::default();
+    for table in schema.table_names() {
+        if let Some(provider) = schema.table(&table).await? {
+            let cols = provider
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Column::new(f.name(), Ty::of(f.data_type())))
+                .collect();
+            ds.tables.insert(table, cols);
+        }
+    }
+    for var in ["var", "raw_var"] {
+        let has_name = ds
+            .tables
+            .get(var)
+            .is_some_and(|c| c.iter().any(|c| c.name == "var_name"));
+        if !has_name {
+            continue;
+        }
+        let batches = ctx
+            .table(TableReference::partial(name, var))
+            .await?
+            .select_columns(&["var_name"])?
+            .collect()
+            .await?;
+        let mut names = Vec::new();
+        for b in batches {
+            let col = cast(b.column(0), &DataType::Utf8)
+                .map_err(annql_engine::datafusion::error::DataFusionError::from)?;
+            let col = col.as_string::<i32>();
+            for i in 0..col.len() {
+                names.push(if col.is_null(i) {
+                    String::new()
+                } else {
+                    col.value(i).to_string()
+                });
+            }
+        }
+        ds.genes.insert(var.to_string(), names);
+    }
+    Ok(ds)
 }

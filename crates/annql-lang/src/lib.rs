@@ -9,29 +9,31 @@
 //! [`parse`] (text → [`Pipeline`], grammar in `grammar/annql.pest`) → [`bind`] (names resolved
 //! against a [`Catalog`] → [`Bound`]) → [`lower`] (→ a SQL [`Statement`] that DataFusion's SQL
 //! planner plans exactly as it plans the same question written in SQL). Reference:
-//! `docs/language.md`.
+//! `docs/language.md`. [`install`] adds the `aql('…')` table function, so SQL (and every client
+//! of SQL) can run pipelines.
 //!
 //! [`Statement`]: annql_engine::datafusion::sql::sqlparser::ast::Statement
 
-/// The syntax tree, with spans.
-pub mod ast;
 /// `bind`: names, genes and types resolved; SQL-shaped blocks.
 pub mod bind;
 /// What binding knows of the attached datasets.
 pub mod catalog;
+/// Pipelines inside SQL: the `aql('…')` table function.
+pub mod embed;
 /// Diagnostics and the error type.
 pub mod error;
 /// `lower`: blocks → SQL AST.
 pub mod lower;
-/// `parse`: text → syntax tree.
-pub mod parse;
 /// Running a pipeline on a session.
 pub mod run;
+
+/// The syntax tree with spans, and `parse` (text → tree), from `annql-syntax`.
+pub use annql_syntax::{ast, parse, split_programs};
 
 pub use ast::{Pipeline, Span};
 pub use bind::{Bound, bind};
 pub use catalog::Catalog;
+pub use embed::{AqlTableFunction, install};
 pub use error::{Diagnostic, Diagnostics, Error, Result};
 pub use lower::lower;
-pub use parse::parse;
 pub use run::{plan, query, to_sql};

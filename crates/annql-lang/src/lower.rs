@@ -20,7 +20,8 @@ use annql_engine::datafusion::sql::unparser::ast::{
 
 use crate::ast::{BinaryOp, Literal, Test, UnaryOp};
 use crate::bind::{
-    AggFn, BExpr, Block, Bound, CellFn, ColRef, Columns, GeneJoin, Genes, Layout, MatrixRef,
+    AggFn, BExpr, Block, Bound, CellFn, ColRef, Columns, Combine, GeneJoin, Genes, Layout,
+    MatrixRef,
 };
 use crate::error::{Error, Result};
 
@@ -33,10 +34,68 @@ pub fn lower(bound: &Bound) -> Result<Statement> {
             None => Input::Table(bound.table.clone()),
             Some(q) => Input::Derived(Box::new(q), format!("s{i}")),
         };
-        query = Some(Lowerer::new(&bound.dataset, input, block).lower(block)?);
+        let q = Lowerer::new(&bound.dataset, input, block).lower(block)?;
+        query = Some(match &block.combine {
+            None => q,
+            Some(c) => combine(q, c, i)?,
+        });
     }
     let query = query.ok_or_else(|| Error::Internal("a pipeline without blocks".into()))?;
     Ok(Statement::Query(Box::new(query)))
+}
+
+/// `SELECT * FROM (q) l [LEFT] JOIN (other) r USING (keys)`, or `q UNION ALL BY NAME other`.
+fn combine(q: Query, with: &Combine, i: usize) -> Result<Query> {
+    let other = |b: &Bound| -> Result<Query> {
+        match lower(b)? {
+            Statement::Query(q) => Ok(*q),
+            _ => Err(Error::Internal(
+                "a pipeline did not lower to a query".into(),
+            )),
+        }
+    };
+    let body = match with {
+        Combine::Join { left, right, on } => {
+            let using = JoinConstraint::Using(
+                on.iter()
+                    .map(|k| ObjectName::from(vec![ident(k)]))
+                    .collect(),
+            );
+            let join = Join {
+                relation: derived(other(right)?, &format!("j{i}")),
+                global: false,
+                join_operator: if *left {
+                    JoinOperator::LeftOuter(using)
+                } else {
+                    JoinOperator::Join(using)
+                },
+            };
+            let mut from = TableWithJoinsBuilder::default();
+            let mut rel = RelationBuilder::default();
+            let mut d = DerivedRelationBuilder::default();
+            d.lateral(false)
+                .subquery(Box::new(q))
+                .alias(Some(table_alias(&format!("l{i}"))));
+            rel.derived(d);
+            from.relation(rel).joins(vec![join]);
+            let mut select = SelectBuilder::default();
+            select
+                .projection(vec![SelectItem::Wildcard(
+                    WildcardAdditionalOptions::default(),
+                )])
+                .from(vec![from]);
+            SetExpr::Select(Box::new(select.build().map_err(internal)?))
+        }
+        Combine::Union(right) => SetExpr::SetOperation {
+            op: sql::SetOperator::Union,
+            set_quantifier: sql::SetQuantifier::AllByName,
+            left: Box::new(SetExpr::Query(Box::new(q))),
+            right: Box::new(SetExpr::Query(Box::new(other(right)?))),
+        },
+    };
+    let mut query = QueryBuilder::default();
+    query.body(Box::new(body));
+    query.build().map_err(internal)
 }
 
 /// What a block reads.
@@ -678,14 +737,33 @@ fn aggregate(f: AggFn, arg: Option<sql::Expr>) -> sql::Expr {
         AggFn::Min => call("min", vec![arg]),
         AggFn::Max => call("max", vec![arg]),
         AggFn::Median => call("median", vec![arg]),
-        AggFn::Frac => call(
-            "avg",
-            vec![case_when(
-                arg,
-                number("1.0".into()),
-                Some(number("0.0".into())),
-            )],
-        ),
+        // `CAST(count(*) FILTER (WHERE pred) AS DOUBLE) / nullif(count(*), 0)`: the form the
+        // fused aggregation runs when `pred` compares a matrix value with a constant.
+        AggFn::Frac => {
+            let mut passing = function(
+                "count",
+                vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)],
+            );
+            if let sql::Expr::Function(f) = &mut passing {
+                f.filter = Some(Box::new(arg));
+            }
+            let passing = sql::Expr::Cast {
+                kind: sql::CastKind::Cast,
+                expr: Box::new(passing),
+                data_type: sql::DataType::Double(sql::ExactNumberInfo::None),
+                array: false,
+                format: None,
+            };
+            let all = function(
+                "count",
+                vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)],
+            );
+            sql::Expr::BinaryOp {
+                left: Box::new(passing),
+                op: BinaryOperator::Divide,
+                right: Box::new(call("nullif", vec![all, number("0".into())])),
+            }
+        }
         AggFn::Nnz => nnz(arg),
     }
 }

@@ -6,7 +6,7 @@ fn cols(spec: &[(&str, Ty)]) -> Vec<Column> {
     spec.iter().map(|(n, t)| Column::new(*n, *t)).collect()
 }
 
-/// Dataset `t`: obs, var, x, layers_counts, raw_x, raw_var, obsm_x_umap.
+/// Datasets `t` and `other`: obs, var, x, layers_counts, raw_x, raw_var, obsm_x_umap.
 pub fn catalog() -> Catalog {
     let entries = cols(&[("obs_id", Ty::Num), ("var_id", Ty::Num), ("value", Ty::Num)]);
     let mut ds = Dataset::default();
@@ -49,15 +49,20 @@ pub fn catalog() -> Catalog {
             ("x_umap_1", Ty::Num),
         ]),
     );
-    let genes: Vec<String> = ["CD3E", "CD4", "CD8A", "MS4A1", "LYZ", "GNLY"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let genes: Vec<String> = [
+        "CD3E", "CD4", "CD8A", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "FCGR3A", "PPBP",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     ds.genes.insert("var".into(), genes.clone());
     ds.genes.insert("raw_var".into(), genes);
+    // `other`: a second dataset of the same shape, for joins and unions across datasets.
     Catalog {
-        attached: vec!["t".into()],
-        datasets: [("t".to_string(), ds)].into_iter().collect(),
+        attached: vec!["t".into(), "other".into()],
+        datasets: [("t".to_string(), ds.clone()), ("other".to_string(), ds)]
+            .into_iter()
+            .collect(),
     }
 }
 

@@ -44,7 +44,19 @@ const CASES: &[(&str, &str)] = &[
         "let_markers",
         "let markers = [\"CD3E\", \"CD4\"]\n# two marker genes\nfrom t\n| group cell_type, gene\n| agg mean_x = mean(X[markers]), frac_pos = frac(X[markers] > 0)",
     ),
+    (
+        "join_union_across_datasets",
+        "from t | group cell_type | agg n = count() | join (from other | group cell_type | agg n2 = count(), m2 = mean(X[\"CD3E\"])) on cell_type | union (from other | where tissue == \"lung\" | group cell_type | agg n = count()) | sort -n",
+    ),
+    (
+        "left_join_embedding",
+        "from t | select obs_id, cell_type | left join (from t.obsm_x_umap) on obs_id | where x_umap_0 > 0",
+    ),
     // Bad inputs.
+    (
+        "err_join",
+        "from t | join (from other.var | select var_name, obs_name = var_name) on cell_typ | union (from nope)",
+    ),
     (
         "err_unclosed_bracket",
         r#"from t | group cell_type | agg mean_x = mean(X["CD3E"]"#,
@@ -170,4 +182,31 @@ fn mutated_inputs_never_panic() {
             .join(" ");
         let _ = common::sql_or_error(&s);
     }
+}
+
+/// Every pipeline example in `docs/language.md` parses, binds and lowers (on the test catalog,
+/// with `atlas` read as `t` and `atlas2` as `other`).
+#[test]
+fn docs_examples_lower() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/language.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut examples = 0;
+    for block in doc.split("```text\n").skip(1) {
+        let Some((body, _)) = block.split_once("```") else {
+            continue;
+        };
+        if !(body.starts_with("from ") || body.starts_with("let ")) {
+            continue;
+        }
+        examples += 1;
+        let source = body
+            .replace("from atlas2", "from other")
+            .replace("from atlas", "from t");
+        let out = common::sql_or_error(&source);
+        assert!(out.starts_with("SELECT"), "docs example:\n{source}\n{out}");
+    }
+    assert!(
+        examples >= 8,
+        "only {examples} examples found in docs/language.md"
+    );
 }

@@ -46,6 +46,23 @@ pub struct Pipeline {
     pub span: Span,
 }
 
+impl Pipeline {
+    /// The names of the datasets this pipeline reads, joined and unioned ones included.
+    pub fn datasets(&self) -> Vec<&str> {
+        let mut out = vec![self.source.dataset.text.as_str()];
+        for s in &self.stages {
+            if let StageKind::Join { right: p, .. } | StageKind::Union(p) = &s.kind {
+                for d in p.datasets() {
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// `let name = expr`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Let {
@@ -94,6 +111,17 @@ pub enum StageKind {
     Sort(Vec<SortKey>),
     /// `take n`
     Take(u64),
+    /// `[left] join (pipeline) on key, …`
+    Join {
+        /// `left join` keeps rows without a partner (their other columns null).
+        left: bool,
+        /// The other side.
+        right: Box<Pipeline>,
+        /// Columns both sides have, compared for equality.
+        on: Vec<Name>,
+    },
+    /// `union (pipeline)`: both sides' rows, columns matched by name.
+    Union(Box<Pipeline>),
 }
 
 /// `name = expr` or a bare `expr`.
@@ -237,6 +265,11 @@ impl fmt::Display for Pipeline {
     }
 }
 
+/// A nested pipeline on one line.
+fn nested(p: &Pipeline) -> String {
+    p.to_string().replace('\n', " ")
+}
+
 fn items(f: &mut fmt::Formatter<'_>, kw: &str, items: &[Item]) -> fmt::Result {
     write!(f, "({kw}")?;
     for i in items {
@@ -264,6 +297,12 @@ impl fmt::Display for StageKind {
                 write!(f, ")")
             }
             StageKind::Take(n) => write!(f, "(take {n})"),
+            StageKind::Join { left, right, on } => {
+                let keys: Vec<&str> = on.iter().map(|n| n.text.as_str()).collect();
+                let kind = if *left { "left join" } else { "join" };
+                write!(f, "({kind} ({}) on {})", nested(right), keys.join(", "))
+            }
+            StageKind::Union(right) => write!(f, "(union ({}))", nested(right)),
         }
     }
 }

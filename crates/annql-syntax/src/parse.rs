@@ -11,7 +11,7 @@ use crate::ast::{
     BinaryOp, Expr, ExprKind, Item, Let, Literal, Name, Pipeline, SortKey, Source, Span, Stage,
     StageKind, Test, UnaryOp,
 };
-use crate::error::{Diagnostic, Diagnostics};
+use crate::diagnostic::{Diagnostic, Diagnostics};
 
 /// The parser pest derives from the grammar (its `Rule` enum names the grammar's rules).
 mod grammar {
@@ -70,6 +70,30 @@ pub fn parse(source: &str) -> Result<Pipeline, Diagnostics> {
     } else {
         Err(Diagnostics::new(source, errors))
     }
+}
+
+/// Splits a file of programs (`.aql`) at the `;` that ends each: (byte offset, text) of each
+/// program, to be [`parse`]d one by one. A file the script rule does not accept is one program,
+/// so that `parse` reports its errors precisely.
+pub fn split_programs(source: &str) -> Vec<(usize, &str)> {
+    let Ok(mut pairs) = AnnqlParser::parse(Rule::script, source) else {
+        return if source.trim().is_empty() {
+            Vec::new()
+        } else {
+            vec![(0, source)]
+        };
+    };
+    let Some(script) = pairs.next() else {
+        return Vec::new();
+    };
+    script
+        .into_inner()
+        .filter(|p| p.as_rule() == Rule::script_item)
+        .map(|p| {
+            let span = p.as_span();
+            (span.start(), span.as_str())
+        })
+        .collect()
 }
 
 /// `(`, `[` without their partner, outside strings, back-quoted names and comments.
@@ -184,7 +208,12 @@ fn rule_name(rule: &Rule) -> String {
         | Rule::select_stage
         | Rule::derive_stage
         | Rule::sort_stage
-        | Rule::take_stage => "a stage (where, group, agg, select, derive, sort, take)".into(),
+        | Rule::take_stage
+        | Rule::join_stage
+        | Rule::union_stage => {
+            "a stage (where, group, agg, select, derive, sort, take, join, union)".into()
+        }
+        Rule::sub_pipeline => "`(from …)`".into(),
         other => format!("{other:?}").trim_start_matches("kw_").to_string(),
     }
 }
@@ -334,6 +363,9 @@ fn args<'a>(p: Pair<'a, Rule>) -> impl Iterator<Item = Pair<'a, Rule>> {
                 | Rule::kw_derive
                 | Rule::kw_sort
                 | Rule::kw_take
+                | Rule::kw_join
+                | Rule::kw_union
+                | Rule::kw_on
         )
     })
 }
@@ -376,12 +408,68 @@ fn build_stage(p: Pair<'_, Rule>, errors: &mut Vec<Diagnostic>) -> Stage {
             }
             StageKind::Take(value.unwrap_or(0))
         }
+        Rule::join_stage => {
+            let mut left = false;
+            let mut right = None;
+            let mut on = Vec::new();
+            for q in a {
+                match q.as_rule() {
+                    Rule::join_kind => left = true,
+                    Rule::sub_pipeline => right = Some(build_sub_pipeline(q, errors)),
+                    Rule::ident | Rule::quoted_ident => on.push(build_name(&q)),
+                    _ => {}
+                }
+            }
+            StageKind::Join {
+                left,
+                right: Box::new(right.unwrap_or_else(|| empty_pipeline(sp))),
+                on,
+            }
+        }
+        Rule::union_stage => StageKind::Union(Box::new(
+            a.next()
+                .map_or_else(|| empty_pipeline(sp), |q| build_sub_pipeline(q, errors)),
+        )),
         _ => {
             errors.push(Diagnostic::new("unknown stage", sp));
             StageKind::Take(0)
         }
     };
     Stage { kind, span: sp }
+}
+
+/// `( pipeline )` of a join or union: a pipeline of its own (it sees no `let` of the outer one).
+fn build_sub_pipeline(p: Pair<'_, Rule>, errors: &mut Vec<Diagnostic>) -> Pipeline {
+    let sp = span(&p);
+    match p.into_inner().find(|q| q.as_rule() == Rule::pipeline) {
+        Some(q) => {
+            let whole = span(&q);
+            let (source, stages) = build_pipeline(q, errors);
+            Pipeline {
+                lets: Vec::new(),
+                source,
+                stages,
+                span: whole,
+            }
+        }
+        None => empty_pipeline(sp),
+    }
+}
+
+fn empty_pipeline(sp: Span) -> Pipeline {
+    Pipeline {
+        lets: Vec::new(),
+        source: Source {
+            dataset: Name {
+                text: String::new(),
+                span: sp,
+            },
+            table: None,
+            span: sp,
+        },
+        stages: Vec::new(),
+        span: sp,
+    }
 }
 
 fn build_items(p: Option<Pair<'_, Rule>>, errors: &mut Vec<Diagnostic>) -> Vec<Item> {
@@ -583,4 +671,34 @@ fn unescape(quoted: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_split_at_the_semicolon_after_each_pipeline() {
+        let src =
+            "# counts\nlet g = [\"CD3E\"];\nfrom a | where x == \"a;b\";\n\nfrom a.var | take 2\n";
+        let parts = split_programs(src);
+        let texts: Vec<&str> = parts.iter().map(|(_, t)| *t).collect();
+        assert_eq!(
+            texts,
+            [
+                "let g = [\"CD3E\"];\nfrom a | where x == \"a;b\"",
+                "from a.var | take 2"
+            ]
+        );
+        assert_eq!(&src[parts[1].0..parts[1].0 + 4], "from");
+        for (_, t) in parts {
+            assert!(parse(t).is_ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_script_that_does_not_parse_is_one_program() {
+        assert_eq!(split_programs("from a | wher x"), [(0, "from a | wher x")]);
+        assert!(split_programs("  \n").is_empty());
+    }
 }
