@@ -235,34 +235,26 @@ impl AnnDataStore {
         self.check_range(path, len, &rows)?;
         let subset = ArraySubset::new_with_ranges(&[rows]);
         let bad = || self.malformed(path, &format!("index out of range 0..{n_minor}"));
+        // Check, then convert (both passes vectorise; the conversion reuses the allocation).
         macro_rules! narrow {
-            ($t:ty) => {{
+            ($t:ty, $ok:expr) => {{
                 let values = self.retrieve::<$t>(path, &subset, stats)?;
-                let mut out = Vec::with_capacity(values.len());
-                let mut ok = true;
-                for v in values {
-                    let i = u64::try_from(v).unwrap_or(u64::MAX);
-                    ok &= i < n_minor;
-                    out.push(i as u32);
+                if n_minor > u64::from(u32::MAX) + 1 || !values.iter().all($ok) {
+                    return Err(bad());
                 }
-                // n_minor fits in u32 (checked by the caller's shape), so `i as u32` is exact
-                // whenever `ok` holds.
-                if ok && n_minor <= u64::from(u32::MAX) + 1 {
-                    Ok(out)
-                } else {
-                    Err(bad())
-                }
+                Ok(values.into_iter().map(|v| v as u32).collect())
             }};
         }
+        let below = n_minor;
         match &meta.dtype {
-            DType::Int8 => narrow!(i8),
-            DType::Int16 => narrow!(i16),
-            DType::Int32 => narrow!(i32),
-            DType::Int64 => narrow!(i64),
-            DType::UInt8 => narrow!(u8),
-            DType::UInt16 => narrow!(u16),
-            DType::UInt32 => narrow!(u32),
-            DType::UInt64 => narrow!(u64),
+            DType::Int8 => narrow!(i8, |&v| v >= 0 && (v as u64) < below),
+            DType::Int16 => narrow!(i16, |&v| v >= 0 && (v as u64) < below),
+            DType::Int32 => narrow!(i32, |&v| v >= 0 && (v as u64) < below),
+            DType::Int64 => narrow!(i64, |&v| v >= 0 && (v as u64) < below),
+            DType::UInt8 => narrow!(u8, |&v| u64::from(v) < below),
+            DType::UInt16 => narrow!(u16, |&v| u64::from(v) < below),
+            DType::UInt32 => narrow!(u32, |&v| u64::from(v) < below),
+            DType::UInt64 => narrow!(u64, |&v| v < below),
             other => Err(self.malformed(
                 path,
                 &format!("index array has dtype {other}, expected an integer type"),
@@ -306,6 +298,48 @@ impl AnnDataStore {
         Ok(SparseBlock {
             indptr: indptr.iter().map(|p| p - first).collect(),
             major,
+            indices,
+            data,
+        })
+    }
+
+    /// Reads the stored entries `entries` of a CSR/CSC matrix whose whole `indptr` is given: the
+    /// rows (columns for CSC) they fall in, the first and last possibly in part. With `entries`
+    /// on chunk boundaries, every chunk of `indices`/`data` is decoded by exactly one such read,
+    /// where row ranges share the chunks at their edges.
+    pub fn read_sparse_entries(
+        &self,
+        path: &str,
+        entries: Range<u64>,
+        indptr: &[u64],
+        stats: &Arc<ReadStats>,
+    ) -> Result<SparseBlock> {
+        let element = self.element(path)?;
+        let (n_major, n_minor) = self.sparse_dims(element)?;
+        if indptr.len() as u64 != n_major + 1 || entries.end > indptr[indptr.len() - 1] {
+            return Err(self.malformed(
+                &format!("{path}/indptr"),
+                "indptr does not match the matrix's shape and entries",
+            ));
+        }
+        // Rows whose entries meet `entries`: from the row holding its first entry to the row
+        // holding its last.
+        let first = indptr
+            .partition_point(|&p| p <= entries.start)
+            .saturating_sub(1);
+        let end = indptr
+            .partition_point(|&p| p < entries.end)
+            .clamp(first + 1, n_major as usize);
+        let local: Vec<u64> = indptr[first..=end]
+            .iter()
+            .map(|&p| p.clamp(entries.start, entries.end) - entries.start)
+            .collect();
+        let indices =
+            self.read_indices(&format!("{path}/indices"), entries.clone(), n_minor, stats)?;
+        let data = self.read_array(&format!("{path}/data"), entries, stats)?;
+        Ok(SparseBlock {
+            major: first as u64..end as u64,
+            indptr: local,
             indices,
             data,
         })

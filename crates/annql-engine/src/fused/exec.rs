@@ -385,12 +385,23 @@ impl Run {
             &cells.of
         };
         let max_gap = if matrix.column_major { 0 } else { usize::MAX };
-        let blocks = selected_blocks(major_sel, matrix.block_rows.max(1) as usize, max_gap);
+        let stats = ReadStats::new_shared();
+        // Cells of a CSR matrix are read in jobs of whole chunks (each chunk decoded once); the
+        // genes of a CSC copy as runs of columns.
+        let (blocks, indptr): (Vec<Job>, Vec<u64>) = match chunk_jobs(&matrix, major_sel, &stats)? {
+            Some((entries, indptr)) => (entries.into_iter().map(Job::Entries).collect(), indptr),
+            None => (
+                selected_blocks(major_sel, matrix.block_rows.max(1) as usize, max_gap)
+                    .into_iter()
+                    .map(Job::Major)
+                    .collect(),
+                Vec::new(),
+            ),
+        };
         matrix.progress.plan(blocks.len());
         let spec = self.spec.clone();
         let row_group = cells.of.clone();
         let gene_slot = genes.of.clone();
-        let stats = ReadStats::new_shared();
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
         let worker_stats = stats.clone();
@@ -407,10 +418,20 @@ impl Run {
                     if i >= blocks.len() || cancel.load(Ordering::Relaxed) {
                         return Ok(acc);
                     }
-                    let block = matrix
-                        .store
-                        .read_sparse(&matrix.def.path, blocks[i].clone(), &worker_stats)
-                        .map_err(store_err)?;
+                    let block = match &blocks[i] {
+                        Job::Major(rows) => {
+                            matrix
+                                .store
+                                .read_sparse(&matrix.def.path, rows.clone(), &worker_stats)
+                        }
+                        Job::Entries(entries) => matrix.store.read_sparse_entries(
+                            &matrix.def.path,
+                            entries.clone(),
+                            &indptr,
+                            &worker_stats,
+                        ),
+                    }
+                    .map_err(store_err)?;
                     check_values(&block.data)?;
                     acc.fold(&block, !matrix.column_major, &row_group, &gene_slot, slots)?;
                     matrix.progress.step();
@@ -562,6 +583,77 @@ fn prefer_columns(cells: &[u32], genes: &[u32]) -> bool {
         genes.len() as u64,
     )
 }
+
+/// A unit of work of the fused fold.
+enum Job {
+    /// A major-axis range (rows, or columns of a CSC copy), read with its `indptr` slice.
+    Major(Range<u64>),
+    /// A chunk-aligned range of stored entries (read with the matrix's whole `indptr`).
+    Entries(Range<u64>),
+}
+
+/// Chunk-aligned entry ranges of a CSR matrix that hold a selected row: each data/indices chunk
+/// is then decoded by one job only (row ranges share the chunks at their edges). None when the
+/// matrix is not CSR or its `data` and `indices` are chunked differently. Also returns the
+/// matrix's `indptr`, which the jobs are read with.
+fn chunk_jobs(
+    matrix: &AnnTable,
+    selected: &[u32],
+    stats: &Arc<ReadStats>,
+) -> Result<Option<(Vec<Range<u64>>, Vec<u64>)>> {
+    let store = &matrix.store;
+    let path = &matrix.def.path;
+    let element = store.element(path).map_err(store_err)?;
+    if matrix.column_major || element.encoding != annql_store::Encoding::CsrMatrix {
+        return Ok(None);
+    }
+    let chunk_of = |a: &str| {
+        store
+            .array_meta(&format!("{path}/{a}"))
+            .ok()
+            .and_then(|m| m.chunk_len())
+    };
+    let (Some(chunk), Some(other)) = (chunk_of("data"), chunk_of("indices")) else {
+        return Ok(None);
+    };
+    if chunk != other || chunk == 0 {
+        return Ok(None);
+    }
+    let n_rows = selected.len() as u64;
+    let indptr = store
+        .read_offsets(&format!("{path}/indptr"), 0..n_rows + 1, stats)
+        .map_err(store_err)?;
+    if indptr.windows(2).any(|w| w[0] > w[1]) {
+        return Err(DataFusionError::Execution(format!(
+            "{}: element '{path}/indptr' is not non-decreasing",
+            store.name()
+        )));
+    }
+    let nnz = indptr.last().copied().unwrap_or(0);
+    // Selected rows before each row, to test a job's rows in O(1).
+    let mut before = Vec::with_capacity(selected.len() + 1);
+    before.push(0_u32);
+    for &g in selected {
+        let last = before.last().copied().unwrap_or(0);
+        before.push(last + u32::from(g != NONE));
+    }
+    let per_job = (TARGET_JOB_ENTRIES / chunk).max(1) * chunk;
+    let mut jobs = Vec::new();
+    let mut start = 0;
+    while start < nnz {
+        let end = (start + per_job).min(nnz);
+        let first = indptr.partition_point(|&p| p <= start).saturating_sub(1);
+        let last = indptr.partition_point(|&p| p < end).min(selected.len());
+        if before[last] > before[first] {
+            jobs.push(start..end);
+        }
+        start = end;
+    }
+    Ok(Some((jobs, indptr)))
+}
+
+/// Entries per chunk-aligned job of the fused fold (rounded to whole chunks).
+const TARGET_JOB_ENTRIES: u64 = 1 << 21;
 
 /// Major-axis blocks of at most `block` positions that contain a selected one, each narrowed to
 /// its first and last selected position and split where more than `max_gap` unselected positions
