@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use annql::engine::datafusion::arrow::array::RecordBatch;
+use annql::engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::Value;
 
 /// A file under `tests/fixtures/data/`.
@@ -44,4 +46,30 @@ pub fn assert_close(got: &Value, want: &Value, what: &str) {
         }
         (g, w) => assert_eq!(g, w, "{what}"),
     }
+}
+
+/// Rows as JSON values (numbers parsed back, so they compare within tolerance).
+pub fn rows(batches: &[RecordBatch]) -> Vec<Value> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(Value::Array(
+                fmts.iter()
+                    .map(|f| {
+                        let s = f.value(r).to_string();
+                        s.parse::<f64>()
+                            .map(|n| serde_json::json!(n))
+                            .unwrap_or(Value::String(s))
+                    })
+                    .collect(),
+            ));
+        }
+    }
+    out
 }

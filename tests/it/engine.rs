@@ -3,12 +3,10 @@
 use std::sync::Arc;
 
 use annql::engine::AnnSession;
-use annql::engine::datafusion::arrow::array::RecordBatch;
-use annql::engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use annql::engine::datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use serde_json::Value;
 
-use crate::common::{assert_close, fixture};
+use crate::common::{assert_close, fixture, rows};
 
 fn session(name: &str, store: &str) -> AnnSession {
     let s = AnnSession::builder()
@@ -18,32 +16,6 @@ fn session(name: &str, store: &str) -> AnnSession {
     s.attach(name, fixture(store))
         .unwrap_or_else(|e| panic!("{e}"));
     s
-}
-
-/// Rows as JSON values (numbers parsed back, so they compare within tolerance).
-fn rows(batches: &[RecordBatch]) -> Vec<Value> {
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in batches {
-        let fmts: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(Value::Array(
-                fmts.iter()
-                    .map(|f| {
-                        let s = f.value(r).to_string();
-                        s.parse::<f64>()
-                            .map(|n| serde_json::json!(n))
-                            .unwrap_or(Value::String(s))
-                    })
-                    .collect(),
-            ));
-        }
-    }
-    out
 }
 
 async fn query(s: &AnnSession, sql: &str) -> Vec<Value> {

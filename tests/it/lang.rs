@@ -2,13 +2,11 @@
 //! the same rows and the same optimised physical plan, and equals what pandas computed.
 
 use annql::engine::AnnSession;
-use annql::engine::datafusion::arrow::array::RecordBatch;
-use annql::engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use annql::engine::datafusion::dataframe::DataFrame;
 use annql::engine::datafusion::physical_plan::displayable;
 use serde_json::Value;
 
-use crate::common::{assert_close, fixture};
+use crate::common::{assert_close, fixture, rows};
 
 fn session() -> AnnSession {
     let s = annql::open(AnnSession::builder().with_threads(2)).unwrap_or_else(|e| panic!("{e}"));
@@ -27,32 +25,6 @@ async fn physical_plan(s: &AnnSession, aql: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("{aql}: {e}"));
     displayable(plan.as_ref()).indent(true).to_string()
-}
-
-/// Rows as JSON values (numbers parsed back, so they compare within tolerance).
-fn rows(batches: &[RecordBatch]) -> Vec<Value> {
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in batches {
-        let fmts: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(Value::Array(
-                fmts.iter()
-                    .map(|f| {
-                        let s = f.value(r).to_string();
-                        s.parse::<f64>()
-                            .map(|n| serde_json::json!(n))
-                            .unwrap_or(Value::String(s))
-                    })
-                    .collect(),
-            ));
-        }
-    }
-    out
 }
 
 /// The optimised physical plan as text, and the rows.

@@ -138,10 +138,10 @@ impl<'a> Lowerer<'a> {
     fn lower(mut self, block: &Block) -> Result<Query> {
         // Expressions first: they decide which joins the FROM clause needs.
         let mut filters = Vec::new();
-        if let Layout::Genes { matrix, join } = self.layout {
-            if let Some(f) = self.gene_filter(matrix, join) {
-                filters.push(f);
-            }
+        if let Layout::Genes { matrix, join } = self.layout
+            && let Some(f) = self.gene_filter(matrix, join)
+        {
+            filters.push(f);
         }
         for f in &block.filters {
             filters.push(self.expr(f)?);

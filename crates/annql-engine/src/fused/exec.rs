@@ -592,6 +592,9 @@ enum Job {
     Entries(Range<u64>),
 }
 
+/// The entry ranges of [`chunk_jobs`], and the `indptr` they are read with.
+type ChunkJobs = (Vec<Range<u64>>, Vec<u64>);
+
 /// Chunk-aligned entry ranges of a CSR matrix that hold a selected row: each data/indices chunk
 /// is then decoded by one job only (row ranges share the chunks at their edges). None when the
 /// matrix is not CSR or its `data` and `indices` are chunked differently. Also returns the
@@ -600,7 +603,7 @@ fn chunk_jobs(
     matrix: &AnnTable,
     selected: &[u32],
     stats: &Arc<ReadStats>,
-) -> Result<Option<(Vec<Range<u64>>, Vec<u64>)>> {
+) -> Result<Option<ChunkJobs>> {
     let store = &matrix.store;
     let path = &matrix.def.path;
     let element = store.element(path).map_err(store_err)?;

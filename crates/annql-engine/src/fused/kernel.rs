@@ -156,10 +156,10 @@ impl Accumulators {
             seen[k >> 6] |= 1 << (k & 63);
         }
         for ch in &mut self.channels {
-            if let Some(f) = &ch.filter {
-                if !f.test(v) {
-                    continue;
-                }
+            if let Some(f) = &ch.filter
+                && !f.test(v)
+            {
+                continue;
             }
             if let Some(c) = &mut ch.count {
                 c[k] += 1;
