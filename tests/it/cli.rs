@@ -369,3 +369,38 @@ fn pipelines_in_files_commands_and_sql() {
         "{err}"
     );
 }
+
+/// A result of many batches comes out as CSV in order, with one header (batches are formatted
+/// in parallel).
+#[test]
+fn csv_of_many_batches_keeps_order() {
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "csv",
+            "-c",
+            "SET datafusion.execution.batch_size = 7",
+            "-c",
+            "SELECT obs_id, var_id FROM tiny.x ORDER BY obs_id, var_id",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("obs_id,var_id"));
+    let rows: Vec<(i64, i64)> = lines
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap_or_else(|| panic!("{l}"));
+            (
+                a.parse().unwrap_or_else(|e| panic!("{l}: {e}")),
+                b.parse().unwrap_or_else(|e| panic!("{l}: {e}")),
+            )
+        })
+        .collect();
+    assert!(rows.len() > 100, "{} rows", rows.len());
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "out of order");
+}

@@ -239,12 +239,7 @@ pub fn write_text(
                 // The writer prints the header with the first row; an empty result still has one.
                 writeln!(out, "{}", header_line(schema))?;
             } else {
-                let mut w = arrow_csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(&mut *out);
-                for b in batches.iter().filter(|b| b.num_rows() > 0) {
-                    w.write(b)?;
-                }
+                write_csv(&batches, out)?;
             }
         }
         Format::Json => {
@@ -269,6 +264,44 @@ pub fn write_text(
             return Err(CliError::Usage(format!(
                 "{format:?} output is binary: give --output FILE"
             )));
+        }
+    }
+    Ok(())
+}
+
+/// CSV of `batches` (the first with the header), formatted on every core a window of batches at
+/// a time and written in order: formatting numbers is most of the cost of a large result.
+fn write_csv(batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+    let rows: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let format = |b: &RecordBatch, header: bool| -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow_csv::WriterBuilder::new()
+                .with_header(header)
+                .build(&mut buf);
+            w.write(b)?;
+        }
+        Ok(buf)
+    };
+    for (w, window) in rows.chunks(threads * 2).enumerate() {
+        let parts: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = window
+                .iter()
+                .enumerate()
+                .map(|(i, b)| s.spawn(move || format(b, w == 0 && i == 0)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(CliError::Usage("the CSV writer thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for part in parts {
+            out.write_all(&part?)?;
         }
     }
     Ok(())
