@@ -3,7 +3,6 @@
 
 use annql::engine::AnnSession;
 use annql::engine::datafusion::arrow::array::RecordBatch;
-use annql::engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::Value;
 
 use crate::common::fixture;
@@ -26,30 +25,21 @@ enum Cell {
     Text(String),
 }
 
+/// The rows of `batches` (as `common::rows` reads them), sorted.
 fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut out: Vec<Vec<Cell>> = Vec::new();
-    for b in batches {
-        let fmts: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(
-                fmts.iter()
-                    .zip(b.columns())
-                    .map(|(f, c)| {
-                        let s = f.value(r).to_string();
-                        match s.parse::<f64>() {
-                            Ok(n) if c.data_type().is_numeric() => Cell::Num(n),
-                            _ => Cell::Text(s),
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
+    let mut out: Vec<Vec<Cell>> = crate::common::rows(batches)
+        .into_iter()
+        .map(|row| {
+            row.as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| match v.as_f64() {
+                    Some(n) => Cell::Num(n),
+                    None => Cell::Text(v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+                })
+                .collect()
+        })
+        .collect();
     out.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     out
 }
