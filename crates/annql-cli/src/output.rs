@@ -239,7 +239,7 @@ pub fn write_text(
                 // The writer prints the header with the first row; an empty result still has one.
                 writeln!(out, "{}", header_line(schema))?;
             } else {
-                write_csv(&batches, out)?;
+                write_csv(&batches, true, out)?;
             }
         }
         Format::Json => {
@@ -269,9 +269,10 @@ pub fn write_text(
     Ok(())
 }
 
-/// CSV of `batches` (the first with the header), formatted on every core a window of batches at
-/// a time and written in order: formatting numbers is most of the cost of a large result.
-fn write_csv(batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+/// CSV of `batches` (with the header first when `header`), formatted on every core a window of
+/// batches at a time and written in order: formatting numbers is most of the cost of a large
+/// result.
+fn write_csv(batches: &[RecordBatch], header: bool, out: &mut dyn Write) -> Result<()> {
     let rows: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let format = |b: &RecordBatch, header: bool| -> Result<Vec<u8>> {
@@ -289,7 +290,7 @@ fn write_csv(batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
             let handles: Vec<_> = window
                 .iter()
                 .enumerate()
-                .map(|(i, b)| s.spawn(move || format(b, w == 0 && i == 0)))
+                .map(|(i, b)| s.spawn(move || format(b, header && w == 0 && i == 0)))
                 .collect();
             handles
                 .into_iter()
@@ -302,6 +303,39 @@ fn write_csv(batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
         });
         for part in parts {
             out.write_all(&part?)?;
+        }
+    }
+    Ok(())
+}
+
+/// One window of a streamed CSV or NDJSON result (`first`: the header goes before it; an empty
+/// first window of a CSV result is the header alone).
+pub fn write_window(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    first: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (_, batches) = flatten_dictionaries(schema, batches)?;
+    match format {
+        Format::Csv if batches.iter().all(|b| b.num_rows() == 0) => {
+            if first {
+                writeln!(out, "{}", header_line(schema))?;
+            }
+        }
+        Format::Csv => write_csv(&batches, first, out)?,
+        Format::Ndjson => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        other => {
+            return Err(CliError::Usage(format!(
+                "{other:?} results are written whole, not streamed"
+            )));
         }
     }
     Ok(())

@@ -200,6 +200,52 @@ pub async fn execute(session: &AnnSession, lang: Language, text: &str) -> Result
     result
 }
 
+/// Runs one statement (or pipeline) like [`execute`], but hands its result to `sink` a window of
+/// `window` batches at a time as the scans produce it (`true` for the first window, which is
+/// given even when the result is empty), so a large result is never held whole. A statement
+/// without a result (SET, ATTACH) calls nothing. Returns whether there was a result.
+pub async fn execute_streaming(
+    session: &AnnSession,
+    lang: Language,
+    text: &str,
+    window: usize,
+    mut sink: impl FnMut(&SchemaRef, &[RecordBatch], bool) -> Result<()>,
+) -> Result<bool> {
+    let interrupted = interrupts().notified();
+    let work = async {
+        let df = match lang {
+            Language::Sql => session.sql(text).await?,
+            Language::Aql => annql_lang::query(session, text).await?,
+        };
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        if schema.fields().is_empty() {
+            df.collect().await?;
+            return Ok::<_, CliError>(false);
+        }
+        let mut stream = df.execute_stream().await?;
+        let (mut buf, mut first) = (Vec::with_capacity(window), true);
+        while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+            buf.push(batch?);
+            if buf.len() >= window.max(1) {
+                sink(&schema, &buf, first)?;
+                (buf, first) = (Vec::with_capacity(window), false);
+            }
+        }
+        if first || !buf.is_empty() {
+            sink(&schema, &buf, first)?;
+        }
+        Ok(true)
+    };
+    session.progress().reset();
+    let bar = ProgressBar::start(session.progress().clone());
+    let result = tokio::select! {
+        r = work => r,
+        _ = interrupted => Err(CliError::Cancelled),
+    };
+    bar.stop();
+    result
+}
+
 /// A progress bar on stderr — only on a terminal, and only once a query has run for a second —
 /// showing blocks scanned of those planned. Drawn by a plain thread so it never waits on the query.
 struct ProgressBar {
@@ -304,7 +350,7 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
         for st in statements {
             let started = Instant::now();
             let before = read_totals(&session);
-            let outcome = execute(&session, *lang, &st.text).await.map_err(|e| {
+            let located = |e: CliError| {
                 let message = e.to_string();
                 let (line, column) = match error_position(&message) {
                     Some((1, c)) => (st.line, st.column + c - 1),
@@ -317,7 +363,55 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                     column,
                     message,
                 }
-            })?;
+            };
+            // CSV and NDJSON stream: windows of batches are written as the scans produce them.
+            if matches!(args.format, Format::Csv | Format::Ndjson) {
+                let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+                let mut writer: Option<Box<dyn Write>> = None;
+                let had_result = execute_streaming(
+                    &session,
+                    *lang,
+                    &st.text,
+                    window,
+                    |schema, batches, first| {
+                        if writer.is_none() {
+                            writer = Some(match &args.output {
+                                Some(path) if results == 0 => {
+                                    Box::new(std::fs::File::create(path)?)
+                                }
+                                Some(path) => {
+                                    Box::new(std::fs::OpenOptions::new().append(true).open(path)?)
+                                }
+                                None => Box::new(stdout.lock()),
+                            });
+                        }
+                        let out = writer
+                            .as_mut()
+                            .ok_or_else(|| CliError::Usage("no output writer".into()))?;
+                        crate::output::write_window(args.format, schema, batches, first, out)
+                    },
+                )
+                .await
+                .map_err(located)?;
+                if let Some(mut w) = writer.take() {
+                    w.flush()?;
+                }
+                results += usize::from(had_result);
+                if options.stats {
+                    let after = read_totals(&session);
+                    eprintln!(
+                        "-- {}:{}: {:.3}s, {} requests, {} bytes, {} chunks read",
+                        file,
+                        st.line,
+                        started.elapsed().as_secs_f64(),
+                        after.0 - before.0,
+                        after.1 - before.1,
+                        after.2 - before.2
+                    );
+                }
+                continue;
+            }
+            let outcome = execute(&session, *lang, &st.text).await.map_err(located)?;
             if options.stats {
                 let after = read_totals(&session);
                 eprintln!(
