@@ -88,36 +88,22 @@ def load_anchor_modules():
 
 # ---------------------------------------------------------------- data
 
-def ensure_atlas(data: str, size: str | None, data_root: str) -> None:
-    """Make sure DATA/atlas.zarr exists: reuse DATA_ROOT/atlas-SIZE.zarr, or generate it."""
-    zarr = os.path.join(data, "atlas.zarr")
-    if os.path.exists(zarr):
+def ensure_atlas(data: str, size: str | None, data_root: str, fmt: str = "zarr") -> None:
+    """Make sure DATA/atlas.FMT (zarr or h5ad) exists: reuse DATA_ROOT/atlas-SIZE.FMT, or generate it."""
+    path = os.path.join(data, f"atlas.{fmt}")
+    if os.path.exists(path):
         return
     if size is None:
-        sys.exit(f"{zarr} does not exist (give --size s|m to generate it)")
+        sys.exit(f"{path} does not exist (give --size s|m to generate it)")
     os.makedirs(data, exist_ok=True)
-    shared = os.path.join(data_root, f"atlas-{size}.zarr")
+    shared = os.path.join(data_root, f"atlas-{size}.{fmt}")
     if not os.path.exists(shared):
-        print(f"[setup] generating {shared} ({SIZES[size]} cells)", flush=True)
-        subprocess.check_call([sys.executable, MAKE_ATLAS, "--cells", str(SIZES[size]), "--out", shared])
-    os.symlink(os.path.relpath(shared, data), zarr)
-    if os.path.exists(shared + ".info.json"):
-        os.symlink(os.path.relpath(shared + ".info.json", data), zarr + ".info.json")
-
-
-def ensure_h5ad(data: str, size: str | None, data_root: str) -> None:
-    """Make sure DATA/atlas.h5ad exists: reuse DATA_ROOT/atlas-SIZE.h5ad, or generate it."""
-    h5ad = os.path.join(data, "atlas.h5ad")
-    if os.path.exists(h5ad):
-        return
-    if size is None:
-        sys.exit(f"{h5ad} does not exist (give --size s|m to generate it)")
-    shared = os.path.join(data_root, f"atlas-{size}.h5ad")
-    if not os.path.exists(shared):
-        print(f"[setup] generating {shared} ({SIZES[size]} cells, h5ad)", flush=True)
-        subprocess.check_call([sys.executable, MAKE_ATLAS, "--cells", str(SIZES[size]), "--format", "h5ad",
+        print(f"[setup] generating {shared} ({SIZES[size]} cells, {fmt})", flush=True)
+        subprocess.check_call([sys.executable, MAKE_ATLAS, "--cells", str(SIZES[size]), "--format", fmt,
                                "--out", shared])
-    os.symlink(os.path.relpath(shared, data), h5ad)
+    os.symlink(os.path.relpath(shared, data), path)
+    if os.path.exists(shared + ".info.json"):
+        os.symlink(os.path.relpath(shared + ".info.json", data), path + ".info.json")
 
 
 def ensure_params(data: str) -> None:
@@ -433,7 +419,7 @@ def main():
     zarr = os.path.realpath(os.path.join(a.data, "atlas.zarr"))
     store = zarr
     if a.store == "h5ad":
-        ensure_h5ad(a.data, a.size, a.data_root)
+        ensure_atlas(a.data, a.size, a.data_root, "h5ad")
         store = os.path.realpath(os.path.join(a.data, "atlas.h5ad"))
     elif a.store == "zarr-csc":
         store = os.path.join(a.data, "atlas-csc.zarr")

@@ -233,15 +233,8 @@ pub fn write_text(
     match format {
         Format::Table => writeln!(out, "{}", render_table(schema, batches, style)?)?,
         Format::Markdown => writeln!(out, "{}", render_markdown(schema, batches)?)?,
-        Format::Csv => {
-            let (_, batches) = flatten_dictionaries(schema, batches)?;
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                // The writer prints the header with the first row; an empty result still has one.
-                writeln!(out, "{}", header_line(schema))?;
-            } else {
-                write_csv(&batches, true, out)?;
-            }
-        }
+        // One window: the writing of a streamed result, all at once.
+        Format::Csv | Format::Ndjson => write_window(format, schema, batches, true, out)?,
         Format::Json => {
             let (_, batches) = flatten_dictionaries(schema, batches)?;
             let mut w = arrow::json::ArrayWriter::new(&mut *out);
@@ -251,14 +244,6 @@ pub fn write_text(
             w.finish()?;
             drop(w);
             writeln!(out)?;
-        }
-        Format::Ndjson => {
-            let (_, batches) = flatten_dictionaries(schema, batches)?;
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
-            for b in &batches {
-                w.write(b)?;
-            }
-            w.finish()?;
         }
         Format::Parquet | Format::Arrow => {
             return Err(CliError::Usage(format!(

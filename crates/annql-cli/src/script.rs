@@ -180,24 +180,13 @@ fn interrupts() -> &'static Arc<tokio::sync::Notify> {
 
 /// Runs one statement (or pipeline); Ctrl-C cancels it (dropping the stream stops the scans).
 pub async fn execute(session: &AnnSession, lang: Language, text: &str) -> Result<Outcome> {
-    let interrupted = interrupts().notified();
-    let work = async {
-        let df = match lang {
-            Language::Sql => session.sql(text).await?,
-            Language::Aql => annql_lang::query(session, text).await?,
-        };
+    cancellable(session, async {
+        let df = dataframe(session, lang, text).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
-        Ok::<_, CliError>(Outcome { schema, batches })
-    };
-    session.progress().reset();
-    let bar = ProgressBar::start(session.progress().clone());
-    let result = tokio::select! {
-        r = work => r,
-        _ = interrupted => Err(CliError::Cancelled),
-    };
-    bar.stop();
-    result
+        Ok(Outcome { schema, batches })
+    })
+    .await
 }
 
 /// Runs one statement (or pipeline) like [`execute`], but hands its result to `sink` a window of
@@ -211,16 +200,12 @@ pub async fn execute_streaming(
     window: usize,
     mut sink: impl FnMut(&SchemaRef, &[RecordBatch], bool) -> Result<()>,
 ) -> Result<bool> {
-    let interrupted = interrupts().notified();
-    let work = async {
-        let df = match lang {
-            Language::Sql => session.sql(text).await?,
-            Language::Aql => annql_lang::query(session, text).await?,
-        };
+    cancellable(session, async {
+        let df = dataframe(session, lang, text).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         if schema.fields().is_empty() {
             df.collect().await?;
-            return Ok::<_, CliError>(false);
+            return Ok(false);
         }
         let mut stream = df.execute_stream().await?;
         let (mut buf, mut first) = (Vec::with_capacity(window), true);
@@ -235,7 +220,28 @@ pub async fn execute_streaming(
             sink(&schema, &buf, first)?;
         }
         Ok(true)
-    };
+    })
+    .await
+}
+
+/// Plans one statement in its language.
+async fn dataframe(
+    session: &AnnSession,
+    lang: Language,
+    text: &str,
+) -> Result<datafusion::dataframe::DataFrame> {
+    Ok(match lang {
+        Language::Sql => session.sql(text).await?,
+        Language::Aql => annql_lang::query(session, text).await?,
+    })
+}
+
+/// Runs `work` with the progress bar drawn and Ctrl-C cancelling it.
+async fn cancellable<T>(
+    session: &AnnSession,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let interrupted = interrupts().notified();
     session.progress().reset();
     let bar = ProgressBar::start(session.progress().clone());
     let result = tokio::select! {
@@ -365,7 +371,7 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                 }
             };
             // CSV and NDJSON stream: windows of batches are written as the scans produce them.
-            if matches!(args.format, Format::Csv | Format::Ndjson) {
+            let outcome = if matches!(args.format, Format::Csv | Format::Ndjson) {
                 let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
                 let mut writer: Option<Box<dyn Write>> = None;
                 let had_result = execute_streaming(
@@ -397,21 +403,10 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                     w.flush()?;
                 }
                 results += usize::from(had_result);
-                if options.stats {
-                    let after = read_totals(&session);
-                    eprintln!(
-                        "-- {}:{}: {:.3}s, {} requests, {} bytes, {} chunks read",
-                        file,
-                        st.line,
-                        started.elapsed().as_secs_f64(),
-                        after.0 - before.0,
-                        after.1 - before.1,
-                        after.2 - before.2
-                    );
-                }
-                continue;
-            }
-            let outcome = execute(&session, *lang, &st.text).await.map_err(located)?;
+                None
+            } else {
+                Some(execute(&session, *lang, &st.text).await.map_err(located)?)
+            };
             if options.stats {
                 let after = read_totals(&session);
                 eprintln!(
@@ -424,6 +419,9 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                     after.2 - before.2
                 );
             }
+            let Some(outcome) = outcome else {
+                continue;
+            };
             if outcome.schema.fields().is_empty() {
                 continue;
             }

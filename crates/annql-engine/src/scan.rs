@@ -533,7 +533,7 @@ impl ScanState {
             cells[c] = keep.as_ref().is_none_or(|k| k[i]);
         }
         let mut out = Vec::new();
-        for run in runs(&genes, copy.block_rows.max(1)) {
+        for run in selected_spans(genes.iter().copied(), copy.block_rows, 0) {
             let before = (
                 self.stats.bytes(),
                 self.stats.requests(),
@@ -722,13 +722,21 @@ pub(crate) fn prefer_columns(kept_cells: u64, cells: u64, kept_genes: u64, genes
     2 * u128::from(kept_genes) * u128::from(cells) <= u128::from(kept_cells) * u128::from(genes)
 }
 
-/// Runs of consecutive set flags, each at most `max` long.
-fn runs(flags: &[bool], max: u64) -> Vec<Range<u64>> {
+/// Spans of a major axis holding selected positions: within each aligned block of `block`
+/// positions, from a selected position to a selected one, split where more than `max_gap`
+/// unselected positions lie between two selected ones. Cells of a CSR block are read in one span
+/// and filtered (`max_gap` unbounded); the genes of a CSC copy run by run (`max_gap` 0).
+pub(crate) fn selected_spans(
+    selected: impl IntoIterator<Item = bool>,
+    block: u64,
+    max_gap: u64,
+) -> Vec<Range<u64>> {
+    let block = block.max(1);
     let mut out: Vec<Range<u64>> = Vec::new();
-    for (i, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
+    for (i, _) in selected.into_iter().enumerate().filter(|(_, s)| *s) {
         let i = i as u64;
         match out.last_mut() {
-            Some(r) if r.end == i && i + 1 - r.start <= max => r.end = i + 1,
+            Some(r) if i - r.end <= max_gap && r.start / block == i / block => r.end = i + 1,
             _ => out.push(i..i + 1),
         }
     }

@@ -398,14 +398,12 @@ fn bind_stages<'c>(
                         cols.push(c.clone());
                     }
                 }
-                let mut block = state.finish(b);
-                block.combine = Some(Combine::Join {
+                let with = Combine::Join {
                     left: *left,
                     right: Box::new(right),
                     on: keys,
-                });
-                blocks.push(block);
-                state = BlockState::new(cols, false);
+                };
+                state = state.combine(with, cols, &mut blocks, b);
             }
             StageKind::Union(right) => {
                 let Some((right, right_cols)) = bind_pipeline(b, right, catalog) else {
@@ -427,10 +425,7 @@ fn bind_stages<'c>(
                         None => cols.push(c),
                     }
                 }
-                let mut block = state.finish(b);
-                block.combine = Some(Combine::Union(Box::new(right)));
-                blocks.push(block);
-                state = BlockState::new(cols, false);
+                state = state.combine(Combine::Union(Box::new(right)), cols, &mut blocks, b);
             }
         }
     }
@@ -539,6 +534,21 @@ impl BlockState {
     fn wrap(self, blocks: &mut Vec<Block>, b: &mut Binder<'_>) -> BlockState {
         let cols = self.output_columns();
         blocks.push(self.finish(b));
+        BlockState::new(cols, false)
+    }
+
+    /// Like [`BlockState::wrap`], with the closed block's output joined or unioned `with` another
+    /// pipeline; the next block reads `cols`, the combined columns.
+    fn combine(
+        self,
+        with: Combine,
+        cols: Vec<Column>,
+        blocks: &mut Vec<Block>,
+        b: &mut Binder<'_>,
+    ) -> BlockState {
+        let mut block = self.finish(b);
+        block.combine = Some(with);
+        blocks.push(block);
         BlockState::new(cols, false)
     }
 

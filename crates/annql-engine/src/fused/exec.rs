@@ -384,17 +384,21 @@ impl Run {
         } else {
             &cells.of
         };
-        let max_gap = if matrix.column_major { 0 } else { usize::MAX };
+        let max_gap = if matrix.column_major { 0 } else { u64::MAX };
         let stats = ReadStats::new_shared();
         // Cells of a CSR matrix are read in jobs of whole chunks (each chunk decoded once); the
         // genes of a CSC copy as runs of columns.
         let (blocks, indptr): (Vec<Job>, Vec<u64>) = match chunk_jobs(&matrix, major_sel, &stats)? {
             Some((entries, indptr)) => (entries.into_iter().map(Job::Entries).collect(), indptr),
             None => (
-                selected_blocks(major_sel, matrix.block_rows.max(1) as usize, max_gap)
-                    .into_iter()
-                    .map(Job::Major)
-                    .collect(),
+                crate::scan::selected_spans(
+                    major_sel.iter().map(|&g| g != NONE),
+                    matrix.block_rows,
+                    max_gap,
+                )
+                .into_iter()
+                .map(Job::Major)
+                .collect(),
                 Vec::new(),
             ),
         };
@@ -657,27 +661,6 @@ fn chunk_jobs(
 
 /// Entries per chunk-aligned job of the fused fold (rounded to whole chunks).
 const TARGET_JOB_ENTRIES: u64 = 1 << 21;
-
-/// Major-axis blocks of at most `block` positions that contain a selected one, each narrowed to
-/// its first and last selected position and split where more than `max_gap` unselected positions
-/// lie between two selected ones (genes of a CSC copy are read run by run; cells of a CSR block
-/// are read in one span and filtered).
-fn selected_blocks(selected: &[u32], block: usize, max_gap: usize) -> Vec<Range<u64>> {
-    let mut out: Vec<Range<u64>> = Vec::new();
-    for (i, _) in selected.iter().enumerate().filter(|(_, g)| **g != NONE) {
-        let i = i as u64;
-        match out.last_mut() {
-            Some(r)
-                if (i - r.end) as usize <= max_gap
-                    && r.start / block as u64 == i / block as u64 =>
-            {
-                r.end = i + 1
-            }
-            _ => out.push(i..i + 1),
-        }
-    }
-    out
-}
 
 /// Streams the result grid in batches, skipping empty cells.
 struct Output {
