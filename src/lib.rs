@@ -8,10 +8,13 @@
 //! - [`lang`] (`annql-lang`): the pipeline language, lowered to the same plans as SQL; [`session`]
 //!   opens a session where SQL can also call pipelines as `aql('…')`.
 //!
+//! - [`server`] (`annql-server`): `annql serve`, the PostgreSQL wire protocol over sessions.
+//!
 //! Data flows one way: storage → engine → front-ends (CLI, server, language).
 
 pub use annql_engine as engine;
 pub use annql_lang as lang;
+pub use annql_server as server;
 pub use annql_store as store;
 
 pub use annql_engine::datafusion::arrow::record_batch::RecordBatch;

@@ -8,5 +8,6 @@ mod fused;
 mod h5ad;
 mod lang;
 mod repl;
+mod server;
 mod slt;
 mod store;

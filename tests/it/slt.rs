@@ -79,7 +79,7 @@ impl sqllogictest::AsyncDB for AnnDb {
             }
         }
         if sql.trim_start().to_ascii_uppercase().starts_with("EXPLAIN") {
-            return Ok(explain_rows(rows));
+            return Ok(explain_output(rows));
         }
         Ok(DBOutput::Rows { types, rows })
     }
@@ -93,7 +93,7 @@ impl sqllogictest::AsyncDB for AnnDb {
 
 /// Plans as one row per line, numbered, indentation shown as dashes (as DataFusion's own suite does),
 /// so whitespace survives the .slt format.
-fn explain_rows(rows: Vec<Vec<String>>) -> DBOutput<DefaultColumnType> {
+pub fn explain_output(rows: Vec<Vec<String>>) -> DBOutput<DefaultColumnType> {
     let mut out = Vec::new();
     for row in rows {
         let (kind, plan) = (
@@ -122,7 +122,7 @@ const LAYOUTS: [(&str, &str, &str); 5] = [
     ("h5ad-gzip", "tiny.gzip.h5ad", "chunky.h5ad"),
 ];
 
-fn slt_files() -> Vec<PathBuf> {
+pub fn files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
@@ -150,7 +150,7 @@ fn runner(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slt() {
-    let files = slt_files();
+    let files = files();
     assert!(!files.is_empty(), "no .slt files found");
     if std::env::var_os("ANNQL_SLT_COMPLETE").is_some() {
         let (_, tiny, chunky) = LAYOUTS[0];

@@ -44,6 +44,8 @@ pub enum Command {
         /// PATH or NAME=PATH.
         dataset: String,
     },
+    /// Serve datasets over the PostgreSQL wire protocol (psql, JDBC, ODBC, BI tools).
+    Serve(ServeArgs),
     /// Show the plan of a statement, with what is pushed into the scans.
     Explain {
         /// Datasets to attach (PATH or NAME=PATH); default: the demo.
@@ -75,6 +77,46 @@ pub struct RunArgs {
     /// Language of -c, stdin and files (default: pipelines for `.aql` files, SQL otherwise).
     #[arg(short, long, value_enum)]
     pub lang: Option<Language>,
+}
+
+/// `annql serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Datasets to serve, as PATH or NAME=PATH; each becomes a schema. Without any (and without
+    /// --catalog), the demo is served as `pbmc`.
+    #[arg(value_name = "DATASET")]
+    pub datasets: Vec<String>,
+    /// A file of `NAME = PATH` lines (`#` starts a comment) naming more datasets.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pub listen: std::net::SocketAddr,
+    /// The user clients log in as.
+    #[arg(long, default_value = "annql")]
+    pub user: String,
+    /// The password (SCRAM-SHA-256). Without it and without --no-auth, one is generated and
+    /// printed at start.
+    #[arg(long, env = "ANNQL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Accept connections without a password (loopback addresses only).
+    #[arg(long, conflicts_with = "password")]
+    pub no_auth: bool,
+    /// PEM certificate (chain) for TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse connections without TLS.
+    #[arg(long, requires = "tls_cert")]
+    pub require_tls: bool,
+    /// Connections served at once; one more gets FATAL 53300.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: usize,
+    /// Close sessions idle this many seconds (default: never).
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
 }
 
 /// The two query languages.

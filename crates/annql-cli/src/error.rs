@@ -36,6 +36,9 @@ pub enum CliError {
     /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+    /// The server could not start.
+    #[error("{0}")]
+    Server(#[from] annql_server::ServerError),
     /// The query was cancelled (Ctrl-C).
     #[error("query cancelled")]
     Cancelled,

@@ -14,6 +14,8 @@ pub mod output;
 pub mod repl;
 /// Splitting scripts into statements and running them.
 pub mod script;
+/// `annql serve`: the PostgreSQL-wire server.
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -58,6 +60,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Run(run)) => script::run_batch(&cli.options, run).await,
         Some(Command::Schema { dataset }) => script::print_schema(&dataset),
+        Some(Command::Serve(serve)) => serve::run(&cli.options, serve).await,
         Some(Command::Explain { datasets, sql }) => {
             script::explain(&cli.options, &datasets, &sql).await
         }

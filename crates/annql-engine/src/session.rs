@@ -11,6 +11,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlValue};
@@ -29,6 +30,7 @@ pub struct SessionBuilder {
     memory_limit: Option<usize>,
     batch_size: usize,
     fused: bool,
+    information_schema: bool,
 }
 
 impl Default for SessionBuilder {
@@ -38,6 +40,7 @@ impl Default for SessionBuilder {
             memory_limit: None,
             batch_size: 8192,
             fused: true,
+            information_schema: true,
         }
     }
 }
@@ -68,12 +71,19 @@ impl SessionBuilder {
         self
     }
 
+    /// Whether DataFusion's own `information_schema` answers (default on). The PostgreSQL-wire
+    /// server turns it off and registers one with PostgreSQL's type names instead.
+    pub fn with_information_schema(mut self, on: bool) -> Self {
+        self.information_schema = on;
+        self
+    }
+
     /// Builds the session.
     pub fn build(self) -> Result<AnnSession> {
         let config = SessionConfig::new()
             .with_target_partitions(self.target_partitions)
             .with_batch_size(self.batch_size)
-            .with_information_schema(true)
+            .with_information_schema(self.information_schema)
             .with_default_catalog_and_schema("annql", "public");
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = self.memory_limit {
@@ -211,7 +221,15 @@ impl AnnSession {
         }
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let mut statement = state.sql_to_statement(sql, &dialect)?;
+        let statement = state.sql_to_statement(sql, &dialect)?;
+        let plan = self.plan_statement(statement).await?;
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Plans an already parsed statement: the registered rewriters run first, then DataFusion's
+    /// planner. Front-ends with a parser of their own (the PostgreSQL-wire server) enter here;
+    /// `ATTACH`/`DETACH` are not handled (they change the session, so [`AnnSession::sql`] owns them).
+    pub async fn plan_statement(&self, mut statement: DFStatement) -> Result<LogicalPlan> {
         let rewriters = self
             .rewriters
             .lock()
@@ -220,8 +238,7 @@ impl AnnSession {
         for rewriter in rewriters {
             statement = rewriter.rewrite(&self.ctx, statement).await?;
         }
-        let plan = state.statement_to_plan(statement).await?;
-        Ok(self.ctx.execute_logical_plan(plan).await?)
+        Ok(self.ctx.state().statement_to_plan(statement).await?)
     }
 
     /// Adds a [`StatementRewriter`], applied to every later statement of [`AnnSession::sql`].

@@ -1,0 +1,305 @@
+//! What PostgreSQL clients look up before they query: `pg_catalog` (from
+//! `datafusion-pg-catalog`), an `information_schema` that speaks PostgreSQL type names, and the
+//! functions drivers call on connect (`version()`, `current_user`, `pg_backend_pid()`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::error::Result;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+
+use crate::{CATALOG, PG_VERSION};
+
+/// Who is connected, for the functions that report it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The authenticated user.
+    pub user: String,
+    /// The backend process id the client was given (for `pg_backend_pid()` and cancel).
+    pub pid: i32,
+    /// Whether the connection is encrypted.
+    pub tls: bool,
+}
+
+/// Installs `pg_catalog`, `information_schema` and the connection functions into a session.
+pub fn install(ctx: &SessionContext, who: &Identity) -> std::result::Result<(), String> {
+    setup_pg_catalog(ctx, CATALOG, EmptyContextProvider).map_err(|e| e.to_string())?;
+    let catalog = ctx
+        .catalog(CATALOG)
+        .ok_or_else(|| format!("catalog {CATALOG} missing"))?;
+    catalog
+        .register_schema(
+            "information_schema",
+            Arc::new(InformationSchema {
+                catalogs: ctx.state().catalog_list().clone(),
+            }),
+        )
+        .map_err(|e| e.to_string())?;
+    let version = format!(
+        "PostgreSQL {PG_VERSION} (annql {}) on {}-linux, compiled by rustc, 64-bit",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    register_constant(ctx, "version", ScalarValue::Utf8(Some(version)));
+    for name in ["current_user", "session_user", "user", "current_role"] {
+        register_constant(ctx, name, ScalarValue::Utf8(Some(who.user.clone())));
+    }
+    register_constant(ctx, "pg_backend_pid", ScalarValue::Int32(Some(who.pid)));
+    let ssl = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("pid", DataType::Int32, false),
+            Field::new("ssl", DataType::Boolean, false),
+            Field::new("version", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int32Array::from(vec![who.pid])),
+            Arc::new(BooleanArray::from(vec![who.tls])),
+            Arc::new(StringArray::from(vec![who.tls.then_some("TLSv1.3")])),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let table = MemTable::try_new(ssl.schema(), vec![vec![ssl]]).map_err(|e| e.to_string())?;
+    ctx.register_table("pg_stat_ssl", Arc::new(table))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn register_constant(ctx: &SessionContext, name: &str, value: ScalarValue) {
+    let data_type = value.data_type();
+    let udf = create_udf(
+        name,
+        vec![],
+        data_type,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
+    );
+    ctx.register_udf(udf);
+}
+
+/// The PostgreSQL name of the type a column of `t` is sent as, and its `udt_name`.
+pub fn pg_type_name(t: &DataType) -> (String, String) {
+    let (name, udt) = match t {
+        DataType::Boolean => ("boolean", "bool"),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => ("smallint", "int2"),
+        DataType::Int32 | DataType::UInt16 => ("integer", "int4"),
+        DataType::Int64 | DataType::UInt32 => ("bigint", "int8"),
+        DataType::UInt64 | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            ("numeric", "numeric")
+        }
+        DataType::Float16 | DataType::Float32 => ("real", "float4"),
+        DataType::Float64 => ("double precision", "float8"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ("text", "text"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ("bytea", "bytea"),
+        DataType::FixedSizeBinary(_) => ("bytea", "bytea"),
+        DataType::Date32 | DataType::Date64 => ("date", "date"),
+        DataType::Timestamp(_, None) => ("timestamp without time zone", "timestamp"),
+        DataType::Timestamp(_, Some(_)) => ("timestamp with time zone", "timestamptz"),
+        DataType::Time32(_) | DataType::Time64(_) => ("time without time zone", "time"),
+        DataType::Interval(_) | DataType::Duration(TimeUnit::Second)
+        | DataType::Duration(_) => ("interval", "interval"),
+        DataType::Dictionary(_, value) => return pg_type_name(value),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            let (_, inner) = pg_type_name(f.data_type());
+            return ("ARRAY".into(), format!("_{inner}"));
+        }
+        DataType::Null => ("text", "text"),
+        _ => ("USER-DEFINED", "record"),
+    };
+    (name.into(), udt.into())
+}
+
+/// `information_schema` with PostgreSQL's column layout and type names. Its tables are built
+/// when a query names them, from the catalog as it is at that moment.
+#[derive(Debug)]
+struct InformationSchema {
+    catalogs: Arc<dyn CatalogProviderList>,
+}
+
+const INFO_TABLES: [&str; 4] = ["tables", "columns", "schemata", "views"];
+
+/// The user schemas and their tables: every schema but the system ones.
+async fn user_tables(
+    catalogs: &Arc<dyn CatalogProviderList>,
+) -> Result<Vec<(String, String, String, Arc<dyn TableProvider>)>> {
+    let mut out = Vec::new();
+    for catalog_name in catalogs.catalog_names() {
+        let Some(catalog) = catalogs.catalog(&catalog_name) else {
+            continue;
+        };
+        let mut schemas = catalog.schema_names();
+        schemas.sort();
+        for schema_name in schemas {
+            if schema_name == "pg_catalog" || schema_name == "information_schema" {
+                continue;
+            }
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                if let Some(table) = schema.table(&name).await? {
+                    out.push((catalog_name.clone(), schema_name.clone(), name, table));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn utf8(values: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(StringArray::from(values))
+}
+
+impl InformationSchema {
+    async fn build(&self, name: &str) -> Result<Option<RecordBatch>> {
+        let s = |n: &str| Field::new(n, DataType::Utf8, true);
+        let i = |n: &str| Field::new(n, DataType::Int32, true);
+        Ok(Some(match name {
+            "schemata" => {
+                let mut rows = Vec::new();
+                for c in self.catalogs.catalog_names() {
+                    if let Some(cat) = self.catalogs.catalog(&c) {
+                        let mut names = cat.schema_names();
+                        names.sort();
+                        for schema in names {
+                            rows.push((c.clone(), schema));
+                        }
+                    }
+                }
+                let schema = Arc::new(Schema::new(vec![
+                    s("catalog_name"),
+                    s("schema_name"),
+                    s("schema_owner"),
+                ]));
+                RecordBatch::try_new(
+                    schema,
+                    vec![
+                        utf8(rows.iter().map(|r| Some(r.0.clone())).collect()),
+                        utf8(rows.iter().map(|r| Some(r.1.clone())).collect()),
+                        utf8(rows.iter().map(|_| Some("annql".to_string())).collect()),
+                    ],
+                )?
+            }
+            "tables" => {
+                let rows = user_tables(&self.catalogs).await?;
+                let schema = Arc::new(Schema::new(vec![
+                    s("table_catalog"),
+                    s("table_schema"),
+                    s("table_name"),
+                    s("table_type"),
+                    s("is_insertable_into"),
+                ]));
+                RecordBatch::try_new(
+                    schema,
+                    vec![
+                        utf8(rows.iter().map(|r| Some(r.0.clone())).collect()),
+                        utf8(rows.iter().map(|r| Some(r.1.clone())).collect()),
+                        utf8(rows.iter().map(|r| Some(r.2.clone())).collect()),
+                        utf8(rows.iter().map(|_| Some("BASE TABLE".to_string())).collect()),
+                        utf8(rows.iter().map(|_| Some("NO".to_string())).collect()),
+                    ],
+                )?
+            }
+            "views" => RecordBatch::new_empty(Arc::new(Schema::new(vec![
+                s("table_catalog"),
+                s("table_schema"),
+                s("table_name"),
+                s("view_definition"),
+            ]))),
+            "columns" => {
+                let tables = user_tables(&self.catalogs).await?;
+                let mut cols: [Vec<Option<String>>; 8] = Default::default();
+                let mut ordinal = Vec::new();
+                for (catalog, schema, table, provider) in &tables {
+                    for (idx, field) in provider.schema().fields().iter().enumerate() {
+                        let (type_name, udt) = pg_type_name(field.data_type());
+                        cols[0].push(Some(catalog.clone()));
+                        cols[1].push(Some(schema.clone()));
+                        cols[2].push(Some(table.clone()));
+                        cols[3].push(Some(field.name().clone()));
+                        cols[4].push(None);
+                        cols[5].push(Some(if field.is_nullable() { "YES" } else { "NO" }.into()));
+                        cols[6].push(Some(type_name));
+                        cols[7].push(Some(udt));
+                        ordinal.push(idx as i32 + 1);
+                    }
+                }
+                let schema = Arc::new(Schema::new(vec![
+                    s("table_catalog"),
+                    s("table_schema"),
+                    s("table_name"),
+                    s("column_name"),
+                    s("column_default"),
+                    s("is_nullable"),
+                    s("data_type"),
+                    s("udt_name"),
+                    i("ordinal_position"),
+                ]));
+                let [c0, c1, c2, c3, c4, c5, c6, c7] = cols;
+                RecordBatch::try_new(
+                    schema,
+                    vec![
+                        utf8(c0),
+                        utf8(c1),
+                        utf8(c2),
+                        utf8(c3),
+                        utf8(c4),
+                        utf8(c5),
+                        utf8(c6),
+                        utf8(c7),
+                        Arc::new(Int32Array::from(ordinal)),
+                    ],
+                )?
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for InformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        INFO_TABLES.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(batch) = self.build(name).await? else {
+            return Ok(None);
+        };
+        let schema: SchemaRef = batch.schema();
+        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        INFO_TABLES.contains(&name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_type_names() {
+        assert_eq!(pg_type_name(&DataType::Int64).0, "bigint");
+        assert_eq!(pg_type_name(&DataType::Int32).0, "integer");
+        assert_eq!(
+            pg_type_name(&DataType::Dictionary(
+                Box::new(DataType::Int16),
+                Box::new(DataType::Utf8)
+            ))
+            .0,
+            "text"
+        );
+        assert_eq!(pg_type_name(&DataType::Float32).1, "float4");
+    }
+}

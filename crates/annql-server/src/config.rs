@@ -1,0 +1,57 @@
+//! How a server is configured: what it serves, where it listens, who may connect.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// PEM files of the server certificate (chain) and its private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Everything `annql serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The address to listen on (loopback by default).
+    pub listen: SocketAddr,
+    /// Datasets served, as schema name and path.
+    pub datasets: Vec<(String, PathBuf)>,
+    /// The user and password SCRAM-SHA-256 checks; None runs without authentication, which
+    /// [`crate::Server::bind`] allows only on loopback.
+    pub credentials: Option<(String, String)>,
+    /// TLS, when configured.
+    pub tls: Option<TlsFiles>,
+    /// Refuse connections that do not use TLS.
+    pub require_tls: bool,
+    /// Connections served at once; the next one gets `FATAL 53300`.
+    pub max_connections: usize,
+    /// Memory DataFusion operators of one connection's query may hold (sorts, joins, aggregates).
+    pub memory_limit: Option<usize>,
+    /// Scan partitions per query (default: the number of cores).
+    pub threads: Option<usize>,
+    /// Close sessions idle this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close connections that have not authenticated within this time.
+    pub startup_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            datasets: Vec::new(),
+            credentials: None,
+            tls: None,
+            require_tls: false,
+            max_connections: 64,
+            memory_limit: None,
+            threads: None,
+            idle_timeout: None,
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+}

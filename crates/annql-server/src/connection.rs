@@ -1,0 +1,913 @@
+//! One client connection: its session, its settings and cursors, and the pgwire handlers that
+//! run its statements over the simple and the extended protocol.
+//!
+//! Every connection gets an [`AnnSession`] of its own over the server's shared stores, so `SET`,
+//! cursors and prepared statements never leak between clients. Results stream: rows are encoded
+//! batch by batch as the scans produce them, and each batch boundary checks for a cancel request
+//! and the statement timeout, so both stop a running scan, not only its planning.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use annql_engine::AnnSession;
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{Sink, StreamExt, stream};
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{Entry, MemPortalStore, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::data::DataRow;
+use pgwire::messages::startup::ParameterStatus;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Startup;
+use crate::catalog::Identity;
+use crate::server::Shared;
+use crate::settings::Settings;
+use crate::sqlstate::{self, QUERY_CANCELED};
+use crate::statement::{self, Classified, Command, FetchCount};
+
+/// A statement as the extended protocol keeps it between Parse and Execute.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// A query, planned at Parse time (parameters still as placeholders).
+    Query(Box<LogicalPlan>),
+    /// A session statement.
+    Command(Command),
+}
+
+/// What the watchdog and the cancel handler need to know about a connection.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// The running statement, if one runs.
+    current: Mutex<Option<Running>>,
+    next: std::sync::atomic::AtomicU64,
+    /// When the connection last finished a statement (or connected).
+    last: Mutex<Option<Instant>>,
+    /// Whether authentication finished.
+    pub authenticated: AtomicBool,
+}
+
+impl Activity {
+    /// A fresh token for a statement that starts now.
+    fn start(&self) -> Running {
+        let running = Running {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            token: CancellationToken::new(),
+        };
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some(running.clone());
+        }
+        running
+    }
+
+    /// Cancels the running statement, if any (CancelRequest, client gone).
+    pub fn cancel(&self) {
+        if let Ok(c) = self.current.lock()
+            && let Some(r) = c.as_ref()
+        {
+            r.token.cancel();
+        }
+    }
+
+    /// Whether a statement is running.
+    pub fn busy(&self) -> bool {
+        self.current
+            .lock()
+            .map(|c| c.as_ref().is_some_and(|r| !r.token.is_cancelled()))
+            .unwrap_or(false)
+    }
+
+    /// Time since the last statement finished or the connection opened.
+    pub fn idle_for(&self, opened: Instant) -> std::time::Duration {
+        let last = self.last.lock().ok().and_then(|l| *l).unwrap_or(opened);
+        last.elapsed()
+    }
+
+    /// Marks `running` as done (its rows are all sent, or it failed, or it was dropped).
+    fn finish(&self, running: &Running) {
+        if let Ok(mut c) = self.current.lock()
+            && c.as_ref().is_some_and(|r| r.id == running.id)
+        {
+            *c = None;
+        }
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(Instant::now());
+        }
+    }
+}
+
+/// A statement that runs: its id and cancel token.
+#[derive(Debug, Clone)]
+struct Running {
+    id: u64,
+    token: CancellationToken,
+}
+
+/// The per-connection state behind the handlers.
+pub struct Connection {
+    shared: Arc<Shared>,
+    /// The activity record the watchdog and the cancel handler use.
+    pub activity: Arc<Activity>,
+    session: tokio::sync::OnceCell<AnnSession>,
+    settings: Mutex<Settings>,
+    /// Cursors (portals made by DECLARE): whether they survive COMMIT, and their columns.
+    cursors: Mutex<HashMap<String, (bool, Arc<Vec<FieldInfo>>)>>,
+    tls: bool,
+    startup: Arc<Startup>,
+    parser: Arc<Parser>,
+}
+
+impl Connection {
+    /// A connection of `shared`'s server; `tls` says whether it is encrypted.
+    pub fn new(shared: Arc<Shared>, tls: bool) -> Arc<Connection> {
+        let activity: Arc<Activity> = Arc::default();
+        Arc::new_cyclic(|me: &std::sync::Weak<Connection>| Connection {
+            startup: Arc::new(Startup::new(&shared, activity.clone())),
+            parser: Arc::new(Parser { conn: me.clone() }),
+            shared,
+            activity,
+            session: tokio::sync::OnceCell::new(),
+            settings: Mutex::default(),
+            cursors: Mutex::default(),
+            tls,
+        })
+    }
+
+    /// The session, opened on first use (after authentication, so it knows the user).
+    async fn session<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<&AnnSession> {
+        self.session
+            .get_or_try_init(|| async {
+                let (pid, secret) = client.pid_and_secret_key();
+                self.shared
+                    .register_cancel(pid, secret.to_bytes().to_vec(), self.activity.clone());
+                let who = Identity {
+                    user: client
+                        .metadata()
+                        .get(pgwire::api::METADATA_USER)
+                        .cloned()
+                        .unwrap_or_default(),
+                    pid,
+                    tls: self.tls || client.is_secure(),
+                };
+                self.shared
+                    .open_session(&who)
+                    .map_err(|e| sqlstate::error("XX000", e))
+            })
+            .await
+    }
+
+    fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parses a query string into statements.
+    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        if sql.contains('\u{FFFD}') {
+            // pgwire decodes message strings lossily; a replacement character means the client
+            // sent bytes that are not UTF-8.
+            return Err(sqlstate::error(
+                "22021",
+                "invalid byte sequence for encoding \"UTF8\" in the query text",
+            ));
+        }
+        self.shared
+            .parser
+            .parse(sql)
+            .map_err(|e| sqlstate::error(sqlstate::SYNTAX_ERROR, e.to_string()))
+    }
+
+    /// Plans a query statement for this session.
+    async fn plan(&self, session: &AnnSession, statement: Statement) -> PgWireResult<LogicalPlan> {
+        let plan = session
+            .plan_statement(DFStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| sqlstate::from_engine(&e))?;
+        if matches!(
+            plan,
+            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_)
+        ) {
+            return Err(sqlstate::error(
+                sqlstate::READ_ONLY,
+                "cannot execute this statement: annql serves datasets read-only",
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// Runs a plan and streams its rows in the given format, stopping at a cancel request or the
+    /// statement timeout.
+    async fn run(
+        &self,
+        session: &AnnSession,
+        plan: LogicalPlan,
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        if let LogicalPlan::Statement(_) = plan {
+            // SET of a DataFusion option and the like: DataFusion applies it to this session.
+            session
+                .context()
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| sqlstate::from_datafusion(&e))?;
+            return Ok(Response::Execution(Tag::new("SET")));
+        }
+        let running = self.activity.start();
+        let deadline = self
+            .settings()
+            .statement_timeout()
+            .map(|d| tokio::time::Instant::now() + d);
+        let fields = Arc::new(
+            arrow_pg::datatypes::arrow_schema_to_pg_fields(plan.schema().as_arrow(), format, None)
+                .map_err(|e| {
+                    self.activity.finish(&running);
+                    e
+                })?,
+        );
+        let started = async {
+            let df = session
+                .context()
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| sqlstate::from_datafusion(&e))?;
+            df.execute_stream()
+                .await
+                .map_err(|e| sqlstate::from_datafusion(&e))
+        };
+        let batches = tokio::select! {
+            r = started => r,
+            _ = running.token.cancelled() => Err(cancelled()),
+            _ = sleep_until(deadline) => Err(timed_out()),
+        };
+        let batches = match batches {
+            Ok(b) => b,
+            Err(e) => {
+                self.activity.finish(&running);
+                return Err(e);
+            }
+        };
+        let rows = RowStream {
+            batches,
+            fields: fields.clone(),
+            running,
+            deadline,
+            activity: self.activity.clone(),
+        }
+        .into_stream();
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+
+    /// Runs one parsed statement of the simple protocol.
+    async fn simple<C>(&self, client: &mut C, statement: Statement) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.session(client).await?;
+        match statement::classify(statement)
+            .map_err(|e| sqlstate::error(sqlstate::FEATURE_NOT_SUPPORTED, e))?
+        {
+            Classified::Query(statement) => {
+                let plan = self.plan(session, *statement).await?;
+                self.run(session, plan, &Format::UnifiedText).await
+            }
+            Classified::Command(command) => {
+                self.command(client, session, command, &Format::UnifiedText)
+                    .await
+            }
+        }
+    }
+
+    /// Answers a session statement.
+    async fn command<C>(
+        &self,
+        client: &mut C,
+        session: &AnnSession,
+        command: Command,
+        format: &Format,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let tag = statement::tag(&command);
+        match command {
+            Command::Set { name, value } => {
+                let changed = {
+                    let mut settings = self.settings();
+                    match value {
+                        Some(v) => Some(
+                            settings
+                                .set(&name, &v)
+                                .map_err(|e| sqlstate::error("22023", e))?,
+                        ),
+                        None => {
+                            settings.reset(&name);
+                            None
+                        }
+                    }
+                };
+                if let Some(c) = changed
+                    && c.reported
+                {
+                    client
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            c.name, c.value,
+                        )))
+                        .await?;
+                }
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::SetDataFusion(statement) => {
+                let plan = self.plan(session, *statement).await?;
+                session
+                    .context()
+                    .execute_logical_plan(plan)
+                    .await
+                    .map_err(|e| sqlstate::from_datafusion(&e))?;
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::SetAccepted => Ok(Response::Execution(Tag::new(tag))),
+            Command::Show(name) => {
+                let value = if name.to_ascii_lowercase().starts_with("datafusion.") {
+                    session
+                        .context()
+                        .state()
+                        .config()
+                        .options()
+                        .entries()
+                        .into_iter()
+                        .find(|e| e.key.eq_ignore_ascii_case(&name))
+                        .map(|e| e.value.unwrap_or_default())
+                } else {
+                    self.settings().get(&name)
+                };
+                let value = value.ok_or_else(|| {
+                    sqlstate::error(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
+                })?;
+                let column = name.rsplit('.').next().unwrap_or(&name).to_ascii_lowercase();
+                text_table(&[&column], vec![vec![value]], format)
+            }
+            Command::ShowAll => {
+                let rows = self
+                    .settings()
+                    .all()
+                    .into_iter()
+                    .map(|(n, v, d)| vec![n, v, d])
+                    .collect();
+                text_table(&["name", "setting", "description"], rows, format)
+            }
+            Command::Reset(name) => {
+                match name {
+                    Some(n) => self.settings().reset(&n),
+                    None => self.settings().reset_all(),
+                }
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::Begin => Ok(Response::TransactionStart(Tag::new(tag))),
+            Command::Commit | Command::Rollback => {
+                self.close_cursors(client, false)?;
+                Ok(Response::TransactionEnd(Tag::new(tag)))
+            }
+            Command::Discard => {
+                self.settings().reset_all();
+                self.close_cursors(client, true)?;
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::Deallocate(name) => {
+                if let Some(n) = name {
+                    portals(client)?.rm_statement(&n);
+                }
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::Declare { name, hold, query } => {
+                let plan = self.plan(session, Statement::Query(query)).await?;
+                let response = match self.run(session, plan.clone(), &Format::UnifiedText).await? {
+                    Response::Query(q) => q,
+                    _ => {
+                        return Err(sqlstate::error(
+                            "42P11",
+                            "DECLARE CURSOR needs a query that returns rows",
+                        ));
+                    }
+                };
+                let stored = Arc::new(StoredStatement::new(
+                    name.clone(),
+                    Prepared::Query(Box::new(plan)),
+                    vec![],
+                ));
+                let fields = response.row_schema();
+                let portal = Portal::new_cursor(name.clone(), stored);
+                portal.start(response).await;
+                let store = portals(client)?;
+                if matches!(store.get_portal(&name), Some(Entry::Value(_))) {
+                    return Err(sqlstate::error(
+                        "42P03",
+                        format!("cursor \"{name}\" already exists"),
+                    ));
+                }
+                store.put_portal(Arc::new(portal));
+                if let Ok(mut c) = self.cursors.lock() {
+                    c.insert(name, (hold, fields));
+                }
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::Fetch { name, count } => {
+                let portal = match portals(client)?.get_portal(&name) {
+                    Some(Entry::Value(p)) => p,
+                    _ => {
+                        return Err(sqlstate::error(
+                            "34000",
+                            format!("cursor \"{name}\" does not exist"),
+                        ));
+                    }
+                };
+                let n = match count {
+                    FetchCount::Rows(0) | FetchCount::All => 0,
+                    FetchCount::Rows(n) => n,
+                };
+                let fetched = portal.fetch(n).await?;
+                let mut response = fetched.response;
+                if response.row_schema().is_empty() {
+                    // The cursor is exhausted: answer with its columns and no rows.
+                    let fields = self.cursor_fields(&portal)?;
+                    response = QueryResponse::new(fields, stream::empty());
+                }
+                response.set_command_tag("FETCH");
+                Ok(Response::Query(response))
+            }
+            Command::Close(name) => {
+                match name {
+                    Some(n) => {
+                        let store = portals(client)?;
+                        if !matches!(store.get_portal(&n), Some(Entry::Value(_))) {
+                            return Err(sqlstate::error(
+                                "34000",
+                                format!("cursor \"{n}\" does not exist"),
+                            ));
+                        }
+                        store.rm_portal(&n);
+                        if let Ok(mut c) = self.cursors.lock() {
+                            c.remove(&n);
+                        }
+                    }
+                    None => self.close_cursors(client, true)?,
+                }
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::ReadOnly(kind) => Err(sqlstate::error(
+                sqlstate::READ_ONLY,
+                format!("cannot execute {kind}: annql serves datasets read-only"),
+            )),
+        }
+    }
+
+    /// Closes the cursors a transaction end closes (all of them with `all`).
+    fn close_cursors<C>(&self, client: &C, all: bool) -> PgWireResult<()>
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        let store = portals(client)?;
+        if let Ok(mut cursors) = self.cursors.lock() {
+            cursors.retain(|name, (hold, _)| {
+                let close = all || !*hold;
+                if close {
+                    store.rm_portal(name);
+                }
+                !close
+            });
+        }
+        Ok(())
+    }
+
+    fn cursor_fields(&self, portal: &Portal<Prepared>) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+        match &portal.statement.statement {
+            Prepared::Query(plan) => Ok(Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                plan.schema().as_arrow(),
+                &Format::UnifiedText,
+                None,
+            )?)),
+            Prepared::Command(_) => Ok(Arc::new(vec![])),
+        }
+    }
+}
+
+/// The connection's portal store with annql's statement type.
+fn portals<C>(client: &C) -> PgWireResult<&MemPortalStore<Prepared>>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    client
+        .portal_store()
+        .as_any()
+        .downcast_ref::<MemPortalStore<Prepared>>()
+        .ok_or_else(|| sqlstate::error("XX000", "internal: unexpected portal store"))
+}
+
+fn cancelled() -> PgWireError {
+    sqlstate::error(QUERY_CANCELED, "canceling statement due to user request")
+}
+
+fn timed_out() -> PgWireError {
+    sqlstate::error(QUERY_CANCELED, "canceling statement due to statement timeout")
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A one-table text result (`SHOW`).
+fn text_table(columns: &[&str], rows: Vec<Vec<String>>, format: &Format) -> PgWireResult<Response> {
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays = (0..columns.len())
+        .map(|i| {
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>(),
+            )) as _
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| sqlstate::error("XX000", e.to_string()))?;
+    let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
+        &schema, format, None,
+    )?);
+    let rows: Vec<PgWireResult<DataRow>> =
+        arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
+    Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+}
+
+/// The rows of a running query, batch by batch, watching the cancel token and the deadline.
+struct RowStream {
+    batches: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    running: Running,
+    deadline: Option<tokio::time::Instant>,
+    activity: Arc<Activity>,
+}
+
+type RowIter = Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync>;
+
+impl RowStream {
+    fn into_stream(self) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+        struct State {
+            s: RowStream,
+            rows: Option<RowIter>,
+            done: bool,
+        }
+        impl Drop for State {
+            fn drop(&mut self) {
+                // The client went away or the stream ended: stop any work still running.
+                self.s.running.token.cancel();
+                self.s.activity.finish(&self.s.running);
+            }
+        }
+        stream::unfold(
+            State {
+                s: self,
+                rows: None,
+                done: false,
+            },
+            |mut st| async move {
+                loop {
+                    if st.done {
+                        return None;
+                    }
+                    if let Some(rows) = st.rows.as_mut() {
+                        if let Some(row) = rows.next() {
+                            return Some((row, st));
+                        }
+                        st.rows = None;
+                    }
+                    let next = tokio::select! {
+                        b = st.s.batches.next() => b,
+                        _ = st.s.running.token.cancelled() => Some(Err(datafusion::error::DataFusionError::External("cancel".into()))),
+                        _ = sleep_until(st.s.deadline) => Some(Err(datafusion::error::DataFusionError::External("timeout".into()))),
+                    };
+                    match next {
+                        None => {
+                            st.done = true;
+                            st.s.activity.finish(&st.s.running);
+                            return None;
+                        }
+                        Some(Ok(batch)) => {
+                            st.rows = Some(arrow_pg::datatypes::encode_recordbatch(
+                                st.s.fields.clone(),
+                                batch,
+                            ));
+                        }
+                        Some(Err(e)) => {
+                            st.done = true;
+                            let err = match &e {
+                                datafusion::error::DataFusionError::External(m)
+                                    if m.to_string() == "cancel" =>
+                                {
+                                    cancelled()
+                                }
+                                datafusion::error::DataFusionError::External(m)
+                                    if m.to_string() == "timeout" =>
+                                {
+                                    timed_out()
+                                }
+                                other => sqlstate::from_datafusion(other),
+                            };
+                            return Some((Err(err), st));
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// Parses and plans statements for the extended protocol.
+#[derive(Debug)]
+pub struct Parser {
+    conn: std::sync::Weak<Connection>,
+}
+
+impl Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("tls", &self.tls).finish()
+    }
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let conn = self
+            .conn
+            .upgrade()
+            .ok_or_else(|| sqlstate::error("08006", "connection closed"))?;
+        let mut statements = conn.parse(sql)?;
+        if statements.is_empty() {
+            return Ok(None);
+        }
+        if statements.len() > 1 {
+            return Err(sqlstate::error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        let session = conn.session(client).await?;
+        match statement::classify(statements.remove(0))
+            .map_err(|e| sqlstate::error(sqlstate::FEATURE_NOT_SUPPORTED, e))?
+        {
+            Classified::Query(statement) => Ok(Some(Prepared::Query(Box::new(
+                conn.plan(session, *statement).await?,
+            )))),
+            Classified::Command(c) => Ok(Some(Prepared::Command(c))),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        match stmt {
+            Prepared::Query(plan) => Ok(parameter_types(plan)?
+                .into_iter()
+                .map(|t| {
+                    t.and_then(|t| arrow_pg::datatypes::into_pg_type(&t).ok())
+                        .unwrap_or(Type::UNKNOWN)
+                })
+                .collect()),
+            Prepared::Command(_) => Ok(vec![]),
+        }
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let format = column_format.unwrap_or(&Format::UnifiedText);
+        match stmt {
+            Prepared::Query(plan) => {
+                if matches!(plan.as_ref(), LogicalPlan::Statement(_)) {
+                    return Ok(vec![]);
+                }
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(plan.schema().as_arrow(), format, None)
+            }
+            Prepared::Command(Command::Show(name)) => {
+                let column = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+                Ok(vec![FieldInfo::new(
+                    column,
+                    None,
+                    None,
+                    Type::TEXT,
+                    format.format_for(0),
+                )])
+            }
+            Prepared::Command(Command::Fetch { name, .. }) => {
+                let conn = self
+                    .conn
+                    .upgrade()
+                    .ok_or_else(|| sqlstate::error("08006", "connection closed"))?;
+                let cursors = conn.cursors.lock().map_err(|_| sqlstate::error("XX000", "lock"))?;
+                Ok(cursors
+                    .get(name)
+                    .map(|(_, f)| f.as_ref().clone())
+                    .unwrap_or_default())
+            }
+            Prepared::Command(Command::ShowAll) => Ok(["name", "setting", "description"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| FieldInfo::new((*n).into(), None, None, Type::TEXT, format.format_for(i)))
+                .collect()),
+            Prepared::Command(_) => Ok(vec![]),
+        }
+    }
+}
+
+/// The plan's parameter types in `$1, $2, …` order (None where DataFusion could not infer one).
+fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let types = plan
+        .get_parameter_types()
+        .map_err(|e| sqlstate::from_datafusion(&e))?;
+    let mut numbered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+        .collect();
+    numbered.sort_by_key(|(i, _)| *i);
+    let len = numbered.last().map_or(0, |(i, _)| *i);
+    let mut out = vec![None; len];
+    for (i, t) in numbered {
+        if i >= 1 {
+            out[i - 1] = t;
+        }
+    }
+    Ok(out)
+}
+
+/// The handlers pgwire calls for this connection.
+#[derive(Debug)]
+pub struct Handlers(pub Arc<Connection>);
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.0.startup.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        self.0.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.0.shared.clone()
+    }
+}
+
+impl ErrorHandler for Connection {
+    fn on_error<C>(&self, client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        // Errors pgwire raises itself get SQLSTATEs a client can act on.
+        let mapped = match error {
+            PgWireError::QueryCanceled => Some(cancelled()),
+            PgWireError::StatementNotFound(name) => Some(sqlstate::error(
+                "26000",
+                format!("prepared statement \"{name}\" does not exist"),
+            )),
+            PgWireError::PortalNotFound(name) => Some(sqlstate::error(
+                "34000",
+                format!("portal \"{name}\" does not exist"),
+            )),
+            PgWireError::ApiError(e) => Some(sqlstate::error("XX000", e.to_string())),
+            _ => None,
+        };
+        if let Some(m) = mapped {
+            *error = m;
+        }
+        log::debug!("{}: {error}", client.socket_addr());
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = match self.parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(ErrorInfo::from(e)))]),
+        };
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut out = Vec::with_capacity(statements.len());
+        for statement in statements {
+            match self.simple(client, statement).await {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    // Like PostgreSQL: the rest of the query string is not run.
+                    out.push(Response::Error(Box::new(ErrorInfo::from(e))));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.session(client).await?;
+        match &portal.statement.statement {
+            Prepared::Query(plan) => {
+                let types = parameter_types(plan)?;
+                let refs: Vec<Option<&DataType>> = types.iter().map(|t| t.as_ref()).collect();
+                let params = arrow_pg::datatypes::df::deserialize_parameters(portal, &refs)?;
+                let plan = plan
+                    .as_ref()
+                    .clone()
+                    .replace_params_with_values(&params)
+                    .map_err(|e| sqlstate::from_datafusion(&e))?;
+                self.run(session, plan, &portal.result_column_format).await
+            }
+            Prepared::Command(command) => {
+                self.command(client, session, command.clone(), &portal.result_column_format)
+                    .await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CancelHandler for Shared {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.cancel(request.pid, &request.secret_key.to_bytes());
+    }
+}

@@ -1,0 +1,36 @@
+//! `annql serve`: the PostgreSQL wire protocol over annql sessions, so BI tools (Tableau, Power BI,
+//! Superset, DBeaver, Metabase, Excel) and every Postgres driver can query AnnData stores.
+//!
+//! Built on [`pgwire`] for the protocol and on `datafusion-pg-catalog` for `pg_catalog` and the
+//! PostgreSQL spellings clients send; annql owns the server layer: sessions, authentication,
+//! cursors, cancellation and limits.
+//!
+//! - [`config`]: what a server is told ([`ServerConfig`]).
+//! - [`server`]: the listener, TLS, the connection limit and the per-connection watchdog.
+//! - [`auth`]: startup, SCRAM-SHA-256 and the session parameters.
+//! - [`connection`]: one client's session and the simple/extended protocol handlers.
+//! - [`statement`]: sorting statements into queries and session statements.
+//! - [`settings`]: per-session `SET`/`SHOW` state.
+//! - [`catalog`]: `information_schema`, `pg_catalog` and connection functions.
+//! - [`sqlstate`]: SQLSTATE codes for annql's errors.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod server;
+pub mod settings;
+pub mod sqlstate;
+pub mod statement;
+
+pub use config::{ServerConfig, TlsFiles};
+pub use error::{Result, ServerError};
+pub use server::Server;
+
+/// The PostgreSQL version the server reports (clients pick features by it).
+pub const PG_VERSION: &str = "16.6";
+/// [`PG_VERSION`] as `server_version_num`.
+pub const PG_VERSION_NUM: &str = "160006";
+/// The catalog (database) name sessions run in; clients may name any database.
+pub const CATALOG: &str = "annql";

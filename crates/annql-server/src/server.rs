@@ -1,0 +1,355 @@
+//! The listener: accepts connections, applies the connection limit and TLS, and watches each
+//! connection (startup and idle timeouts, a client that disappears mid-query).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use annql_engine::AnnSession;
+use annql_store::AnnDataStore;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+use crate::auth::{Credentials, Pids};
+use crate::catalog::{self, Identity};
+use crate::config::ServerConfig;
+use crate::connection::{Activity, Connection, Handlers};
+use crate::error::{Result, ServerError};
+
+/// What every connection of a server shares: the opened stores, the SQL parser, credentials,
+/// and the registry that routes cancel requests.
+pub struct Shared {
+    pub(crate) config: ServerConfig,
+    stores: Vec<(String, Arc<AnnDataStore>)>,
+    pub(crate) parser: PostgresCompatibilityParser,
+    pub(crate) credentials: Option<Arc<Credentials>>,
+    pub(crate) pids: Arc<Pids>,
+    cancels: Mutex<HashMap<(i32, Vec<u8>), Weak<Activity>>>,
+    connections: AtomicUsize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("datasets", &self.stores.iter().map(|s| &s.0).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Shared {
+    /// Routes a later CancelRequest with this key to `activity`.
+    pub(crate) fn register_cancel(&self, pid: i32, key: Vec<u8>, activity: Arc<Activity>) {
+        if let Ok(mut c) = self.cancels.lock() {
+            c.retain(|_, a| a.strong_count() > 0);
+            c.insert((pid, key), Arc::downgrade(&activity));
+        }
+    }
+
+    /// Cancels the statement running on the connection with this key, if any.
+    pub(crate) fn cancel(&self, pid: i32, key: &[u8]) {
+        let target = self
+            .cancels
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&(pid, key.to_vec())).and_then(Weak::upgrade));
+        if let Some(activity) = target {
+            activity.cancel();
+        }
+    }
+
+    /// A session for one connection: the datasets attached, PostgreSQL's catalogs installed.
+    pub(crate) fn open_session(&self, who: &Identity) -> std::result::Result<AnnSession, String> {
+        let mut builder = AnnSession::builder().with_information_schema(false);
+        if let Some(limit) = self.config.memory_limit {
+            builder = builder.with_memory_limit(limit);
+        }
+        if let Some(threads) = self.config.threads {
+            builder = builder.with_threads(threads);
+        }
+        let session = builder.build().map_err(|e| e.to_string())?;
+        annql_lang::install(&session).map_err(|e| e.to_string())?;
+        for (name, store) in &self.stores {
+            session
+                .attach_store(name, store.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        catalog::install(session.context(), who)?;
+        Ok(session)
+    }
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Server {
+    /// Opens the datasets, loads the TLS files and binds the listen address. Fails (rather than
+    /// serving something else) on a dataset that does not open, a broken TLS configuration or a
+    /// non-loopback address without a password.
+    pub async fn bind(config: ServerConfig) -> Result<Server> {
+        if config.credentials.is_none() && !config.listen.ip().is_loopback() {
+            return Err(ServerError::Config(format!(
+                "refusing to serve {} without a password: only loopback addresses may run with --no-auth",
+                config.listen
+            )));
+        }
+        if config.require_tls && config.tls.is_none() {
+            return Err(ServerError::Config(
+                "--require-tls needs --tls-cert and --tls-key".into(),
+            ));
+        }
+        let tls = match &config.tls {
+            Some(files) => Some(load_tls(&files.cert, &files.key)?),
+            None => None,
+        };
+        let mut stores = Vec::new();
+        for (name, path) in &config.datasets {
+            let store = AnnDataStore::open(path).map_err(|e| ServerError::Dataset {
+                name: name.clone(),
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            stores.push((name.clone(), Arc::new(store)));
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::Bind(config.listen, e))?;
+        let credentials = config
+            .credentials
+            .as_ref()
+            .map(|(u, p)| Arc::new(Credentials::new(u, p)));
+        let shared = Arc::new(Shared {
+            config,
+            stores,
+            parser: PostgresCompatibilityParser::new(),
+            credentials,
+            pids: Arc::default(),
+            cancels: Mutex::default(),
+            connections: AtomicUsize::new(0),
+        });
+        // Check now that a session opens, so a catalog problem fails the start, not every client.
+        shared
+            .open_session(&Identity {
+                user: "annql".into(),
+                pid: 0,
+                tls: false,
+            })
+            .map_err(ServerError::Config)?;
+        Ok(Server {
+            shared,
+            listener,
+            tls,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until the future is dropped.
+    pub async fn run(self) -> Result<()> {
+        loop {
+            let (socket, addr) = match self.listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on accepting.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let shared = self.shared.clone();
+            let tls = self.tls.clone();
+            let max = shared.config.max_connections;
+            if shared.connections.fetch_add(1, Ordering::SeqCst) >= max {
+                shared.connections.fetch_sub(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Err(e) = reject(socket, tls).await {
+                        log::debug!("{addr}: rejecting over the limit: {e}");
+                    }
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                serve_connection(&shared, socket, tls, addr).await;
+                shared.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    }
+}
+
+fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor> {
+    let bad = |what: &str, path: &std::path::Path, e: String| {
+        ServerError::Tls(format!("{what} {}: {e}", path.display()))
+    };
+    let cert_pem = std::fs::read(cert).map_err(|e| bad("cannot read certificate", cert, e.to_string()))?;
+    let key_pem = std::fs::read(key).map_err(|e| bad("cannot read key", key, e.to_string()))?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad("bad certificate", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in", cert, "expected PEM".into()));
+    }
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| bad("bad key", key, e.to_string()))?
+        .ok_or_else(|| bad("no private key in", key, "expected PEM".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad("certificate and key do not fit", cert, e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs one connection to its end, containing panics and enforcing the timeouts.
+async fn serve_connection(
+    shared: &Arc<Shared>,
+    socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+    addr: SocketAddr,
+) {
+    // A second handle on the socket lets the watchdog see the client hang up while a query runs
+    // (pgwire only reads the socket between statements).
+    let (socket, peer) = match socket.into_std().and_then(|s| {
+        let peer = s.try_clone()?;
+        Ok((TcpStream::from_std(s)?, peer))
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("{addr}: {e}");
+            return;
+        }
+    };
+    let conn = Connection::new(shared.clone(), false);
+    let activity = conn.activity.clone();
+    let handlers = Arc::new(Handlers(conn));
+    let opened = Instant::now();
+    let work = tokio::spawn(pgwire::tokio::process_socket(socket, tls, handlers));
+    let abort = work.abort_handle();
+    tokio::select! {
+        r = work => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::debug!("{addr}: {e}"),
+            Err(e) if e.is_panic() => log::error!("{addr}: connection task panicked; connection closed"),
+            Err(_) => {}
+        },
+        reason = watchdog(&activity, &peer, opened, &shared.config) => {
+            log::info!("{addr}: closing: {reason}");
+            activity.cancel();
+            abort.abort();
+        }
+    }
+}
+
+/// Returns when the connection should be closed, with the reason.
+async fn watchdog(
+    activity: &Activity,
+    peer: &std::net::TcpStream,
+    opened: Instant,
+    config: &ServerConfig,
+) -> &'static str {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !activity.authenticated.load(Ordering::Relaxed) {
+            if opened.elapsed() > config.startup_timeout {
+                return "no startup within the startup timeout";
+            }
+            continue;
+        }
+        if activity.busy() {
+            if peer_gone(peer) {
+                return "the client went away during a statement";
+            }
+        } else if let Some(idle) = config.idle_timeout
+            && activity.idle_for(opened) > idle
+        {
+            return "idle session timeout";
+        }
+    }
+}
+
+fn peer_gone(peer: &std::net::TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match peer.peek(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+/// Answers a connection over the limit the way PostgreSQL does: after its startup packet, with
+/// `FATAL 53300 sorry, too many clients already`.
+async fn reject(mut socket: TcpStream, tls: Option<TlsAcceptor>) -> io::Result<()> {
+    const SSL_REQUEST: u32 = 80877103;
+    const GSSENC_REQUEST: u32 = 80877104;
+    let deadline = Duration::from_secs(5);
+    let run = async {
+        let mut code = read_startup(&mut socket).await?;
+        if code == GSSENC_REQUEST {
+            socket.write_all(b"N").await?;
+            code = read_startup(&mut socket).await?;
+        }
+        if code == SSL_REQUEST {
+            if let Some(acceptor) = tls {
+                socket.write_all(b"S").await?;
+                let mut secure = acceptor.accept(socket).await?;
+                read_startup(&mut secure).await?;
+                write_fatal(&mut secure).await?;
+                return secure.shutdown().await;
+            }
+            socket.write_all(b"N").await?;
+            read_startup(&mut socket).await?;
+        }
+        write_fatal(&mut socket).await?;
+        socket.shutdown().await
+    };
+    tokio::time::timeout(deadline, run)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no startup packet"))?
+}
+
+async fn read_startup<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u32> {
+    let len = s.read_u32().await? as usize;
+    if !(8..=10_000).contains(&len) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad startup length"));
+    }
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await?;
+    Ok(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
+}
+
+async fn write_fatal<S: AsyncWrite + Unpin>(s: &mut S) -> io::Result<()> {
+    let mut fields = Vec::new();
+    for (t, v) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "53300"),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        fields.push(t);
+        fields.extend_from_slice(v.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&fields);
+    s.write_all(&msg).await?;
+    s.flush().await
+}

@@ -1,0 +1,355 @@
+//! What a client statement is: a query DataFusion plans, or a session statement the server
+//! answers itself (`SET`, `SHOW`, transactions, cursors, `DISCARD`, `DEALLOCATE`).
+//!
+//! Statements arrive parsed by sqlparser's PostgreSQL dialect (through
+//! `datafusion-pg-catalog`'s compatibility rewrites); this module only sorts the AST.
+
+use datafusion::sql::sqlparser::ast::{
+    CloseCursor, DiscardObject, Expr, FetchDirection, ObjectName, Query, Reset, Set, Statement,
+    Value,
+};
+
+/// How many rows a `FETCH` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchCount {
+    /// `FETCH n`, `FETCH NEXT` (1), `FETCH FORWARD n`.
+    Rows(usize),
+    /// `FETCH ALL`, `FETCH FORWARD ALL`.
+    All,
+}
+
+/// A statement the server answers without DataFusion's planner.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `SET name = value` / `SET name TO value`; `value` None means `DEFAULT`.
+    Set {
+        /// The setting.
+        name: String,
+        /// Its value, as text.
+        value: Option<String>,
+    },
+    /// A `SET` DataFusion owns (`SET datafusion.execution.batch_size = 1024`).
+    SetDataFusion(Box<Statement>),
+    /// `SET` forms accepted and ignored: `SET SESSION CHARACTERISTICS`, `SET TRANSACTION`,
+    /// `SET NAMES`, `SET ROLE` (annql is read-only with one user).
+    SetAccepted,
+    /// `SHOW name`.
+    Show(String),
+    /// `SHOW ALL`.
+    ShowAll,
+    /// `RESET name`, or `RESET ALL` (None).
+    Reset(Option<String>),
+    /// `BEGIN`, `START TRANSACTION`.
+    Begin,
+    /// `COMMIT`, `END`.
+    Commit,
+    /// `ROLLBACK`, `ABORT`.
+    Rollback,
+    /// `DISCARD ALL` and friends: settings back to defaults, cursors and statements closed.
+    Discard,
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` (None).
+    Deallocate(Option<String>),
+    /// `DECLARE name CURSOR [WITH HOLD] FOR query`.
+    Declare {
+        /// The cursor (and portal) name.
+        name: String,
+        /// Whether the cursor outlives the transaction.
+        hold: bool,
+        /// The cursor's query.
+        query: Box<Query>,
+    },
+    /// `FETCH [FORWARD] n FROM name`.
+    Fetch {
+        /// The cursor.
+        name: String,
+        /// Rows asked for.
+        count: FetchCount,
+    },
+    /// `CLOSE name` / `CLOSE ALL` (None).
+    Close(Option<String>),
+    /// A statement that would change data or the catalog: refused, the server is read-only.
+    ReadOnly(String),
+}
+
+/// A statement sorted for execution.
+#[derive(Debug, Clone)]
+pub enum Classified {
+    /// Planned by DataFusion (queries, `EXPLAIN`, `SHOW TABLES` rewritten as a query, …).
+    Query(Box<Statement>),
+    /// Answered by the server.
+    Command(Command),
+}
+
+fn object_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|p| match p.as_ident() {
+            Some(i) => i.value.clone(),
+            None => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The text of a `SET` value: `'ISO'`, `ISO`, `5`, `on`; None for `DEFAULT`.
+fn value_text(values: &[Expr]) -> Option<String> {
+    let parts: Vec<String> = values
+        .iter()
+        .map(|v| match v {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            },
+            Expr::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    let text = parts.join(", ");
+    (!text.eq_ignore_ascii_case("default")).then_some(text)
+}
+
+fn fetch_count(direction: &FetchDirection) -> Result<FetchCount, String> {
+    let number = |v: &datafusion::sql::sqlparser::ast::ValueWithSpan| {
+        v.value
+            .to_string()
+            .parse::<usize>()
+            .map_err(|_| format!("FETCH count must be a non-negative integer, got {}", v.value))
+    };
+    Ok(match direction {
+        FetchDirection::Count { limit } => FetchCount::Rows(number(limit)?),
+        FetchDirection::Next => FetchCount::Rows(1),
+        FetchDirection::Forward { limit: Some(l) } => FetchCount::Rows(number(l)?),
+        FetchDirection::Forward { limit: None } => FetchCount::Rows(1),
+        FetchDirection::All | FetchDirection::ForwardAll => FetchCount::All,
+        other => return Err(format!("cursors are forward-only: FETCH {other} is not supported")),
+    })
+}
+
+/// Sorts one parsed statement.
+pub fn classify(statement: Statement) -> Result<Classified, String> {
+    use Classified::Command as C;
+    Ok(match statement {
+        Statement::Set(set) => match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = object_name(&variable);
+                if name.to_ascii_lowercase().starts_with("datafusion.") {
+                    C(Command::SetDataFusion(Box::new(Statement::Set(
+                        Set::SingleAssignment {
+                            scope: None,
+                            hivevar: false,
+                            variable,
+                            values,
+                        },
+                    ))))
+                } else {
+                    C(Command::Set {
+                        name,
+                        value: value_text(&values),
+                    })
+                }
+            }
+            Set::SetTimeZone { value, .. } => C(Command::Set {
+                name: "TimeZone".into(),
+                value: value_text(&[value]),
+            }),
+            Set::SetSessionParam(_)
+            | Set::SetTransaction { .. }
+            | Set::SetNames { .. }
+            | Set::SetNamesDefault {}
+            | Set::SetRole { .. }
+            | Set::SetSessionAuthorization(_) => C(Command::SetAccepted),
+            other => {
+                return Err(format!("unsupported form of SET: {other}"));
+            }
+        },
+        Statement::ShowVariable { variable } => {
+            let name = variable
+                .iter()
+                .map(|i| i.value.clone())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name.eq_ignore_ascii_case("all") {
+                C(Command::ShowAll)
+            } else if name.eq_ignore_ascii_case("transaction isolation level") {
+                C(Command::Show("transaction_isolation".into()))
+            } else {
+                C(Command::Show(name))
+            }
+        }
+        Statement::Reset(r) => C(Command::Reset(match r.reset {
+            Reset::ALL => None,
+            Reset::ConfigurationParameter(name) => Some(object_name(&name)),
+        })),
+        Statement::StartTransaction { .. } => C(Command::Begin),
+        Statement::Commit { .. } => C(Command::Commit),
+        Statement::Rollback { savepoint: None, .. } => C(Command::Rollback),
+        Statement::Discard {
+            object_type: DiscardObject::ALL | DiscardObject::PLANS | DiscardObject::TEMP,
+        }
+        | Statement::Discard {
+            object_type: DiscardObject::SEQUENCES,
+        } => C(Command::Discard),
+        Statement::Deallocate { name, .. } => C(Command::Deallocate(
+            (!name.value.eq_ignore_ascii_case("all")).then_some(name.value),
+        )),
+        Statement::Declare { stmts } => {
+            let [decl] = <[_; 1]>::try_from(stmts)
+                .map_err(|_| "DECLARE one cursor at a time".to_string())?;
+            let name = decl
+                .names
+                .first()
+                .map(|n| n.value.clone())
+                .ok_or("DECLARE needs a cursor name")?;
+            let query = decl
+                .for_query
+                .ok_or("DECLARE … CURSOR needs FOR <query>")?;
+            C(Command::Declare {
+                name,
+                hold: decl.hold.unwrap_or(false),
+                query,
+            })
+        }
+        Statement::Fetch {
+            name, direction, ..
+        } => C(Command::Fetch {
+            name: name.value,
+            count: fetch_count(&direction)?,
+        }),
+        Statement::Close { cursor } => C(Command::Close(match cursor {
+            CloseCursor::All => None,
+            CloseCursor::Specific { name } => Some(name.value),
+        })),
+        s @ (Statement::Insert(_)
+        | Statement::Update { .. }
+        | Statement::Delete(_)
+        | Statement::Merge { .. }
+        | Statement::Truncate { .. }
+        | Statement::CreateTable(_)
+        | Statement::CreateView { .. }
+        | Statement::CreateSchema { .. }
+        | Statement::CreateDatabase { .. }
+        | Statement::CreateIndex(_)
+        | Statement::CreateFunction(_)
+        | Statement::AlterTable { .. }
+        | Statement::Drop { .. }
+        | Statement::Copy { .. }
+        | Statement::AttachDatabase { .. }
+        | Statement::AttachDuckDBDatabase { .. }
+        | Statement::DetachDuckDBDatabase { .. }
+        | Statement::Grant { .. }
+        | Statement::Revoke { .. }) => {
+            let kind = s.to_string();
+            let kind = kind.split_whitespace().next().unwrap_or("").to_uppercase();
+            C(Command::ReadOnly(kind))
+        }
+        Statement::ShowTables { .. } => {
+            // DataFusion's SHOW TABLES reads its own information_schema, which the server
+            // replaces; ask ours.
+            let sql = "SELECT table_catalog, table_schema, table_name, table_type \
+                       FROM information_schema.tables ORDER BY table_schema, table_name";
+            let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                sql,
+            )
+            .map_err(|e| e.to_string())?;
+            Classified::Query(Box::new(parsed.remove(0)))
+        }
+        other => Classified::Query(Box::new(other)),
+    })
+}
+
+/// The command tag PostgreSQL answers a session statement with.
+pub fn tag(command: &Command) -> &'static str {
+    match command {
+        Command::Set { .. } | Command::SetDataFusion(_) | Command::SetAccepted => "SET",
+        Command::Show(_) | Command::ShowAll => "SHOW",
+        Command::Reset(_) => "RESET",
+        Command::Begin => "BEGIN",
+        Command::Commit => "COMMIT",
+        Command::Rollback => "ROLLBACK",
+        Command::Discard => "DISCARD ALL",
+        Command::Deallocate(None) => "DEALLOCATE ALL",
+        Command::Deallocate(Some(_)) => "DEALLOCATE",
+        Command::Declare { .. } => "DECLARE CURSOR",
+        Command::Fetch { .. } => "FETCH",
+        Command::Close(None) => "CLOSE ALL",
+        Command::Close(Some(_)) => "CLOSE CURSOR",
+        Command::ReadOnly(_) => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+    fn one(sql: &str) -> Classified {
+        let parser = PostgresCompatibilityParser::new();
+        let mut statements = parser.parse(sql).map_err(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(statements.len(), 1, "{sql}");
+        classify(statements.remove(0)).unwrap_or_else(|e| Classified::Command(Command::ReadOnly(e)))
+    }
+
+    fn command(sql: &str) -> Option<Command> {
+        match one(sql) {
+            Classified::Command(c) => Some(c),
+            Classified::Query(_) => None,
+        }
+    }
+
+    #[test]
+    fn session_statements() {
+        assert!(matches!(
+            command("SET extra_float_digits = 3"),
+            Some(Command::Set { name, value: Some(v) }) if name == "extra_float_digits" && v == "3"
+        ));
+        assert!(matches!(
+            command("SET DateStyle = 'ISO'"),
+            Some(Command::Set { value: Some(v), .. }) if v == "ISO"
+        ));
+        assert!(matches!(
+            command("SET statement_timeout TO DEFAULT"),
+            Some(Command::Set { value: None, .. })
+        ));
+        assert!(matches!(
+            command("SET datafusion.execution.batch_size = 1024"),
+            Some(Command::SetDataFusion(_))
+        ));
+        assert!(matches!(
+            command("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            Some(Command::SetAccepted)
+        ));
+        assert!(matches!(command("SHOW search_path"), Some(Command::Show(n)) if n == "search_path"));
+        assert!(matches!(command("SHOW ALL"), Some(Command::ShowAll)));
+        assert!(matches!(command("DISCARD ALL"), Some(Command::Discard)));
+        assert!(matches!(command("DEALLOCATE ALL"), Some(Command::Deallocate(None))));
+        assert!(matches!(command("BEGIN"), Some(Command::Begin)));
+        assert!(matches!(command("COMMIT"), Some(Command::Commit)));
+        assert!(matches!(command("ROLLBACK"), Some(Command::Rollback)));
+        assert!(matches!(command("INSERT INTO t VALUES (1)"), Some(Command::ReadOnly(k)) if k == "INSERT"));
+        assert!(command("SELECT 1").is_none());
+    }
+
+    #[test]
+    fn cursors() {
+        assert!(matches!(
+            command("DECLARE \"c1\" CURSOR WITH HOLD FOR SELECT 1"),
+            Some(Command::Declare { name, hold: true, .. }) if name == "c1"
+        ));
+        assert!(matches!(
+            command("FETCH FORWARD 1000 FROM \"c1\""),
+            Some(Command::Fetch { count: FetchCount::Rows(1000), .. })
+        ));
+        assert!(matches!(
+            command("fetch 100 in SQL_CUR1"),
+            Some(Command::Fetch { count: FetchCount::Rows(100), .. })
+        ));
+        assert!(matches!(
+            command("FETCH ALL FROM c1"),
+            Some(Command::Fetch { count: FetchCount::All, .. })
+        ));
+        assert!(matches!(command("CLOSE c1"), Some(Command::Close(Some(_)))));
+    }
+}

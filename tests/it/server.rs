@@ -1,0 +1,304 @@
+//! `annql serve` with real PostgreSQL clients on loopback.
+//!
+//! - The sqllogictest suite through the server, with tokio-postgres over both the simple and the
+//!   extended protocol: the same expected results as in-process.
+//! - `tests/server/run_probes.py`: psql, psycopg, pyodbc + psqlODBC, pgJDBC, SQLAlchemy, raw-wire
+//!   abuse, cancel/timeout, the connection limit and a 64-client load, against the `annql`
+//!   binary (the clients come from `.ci/deps`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use annql_server::{Server, ServerConfig};
+use async_trait::async_trait;
+use sqllogictest::{DBOutput, DefaultColumnType};
+use tokio_postgres::types::Type;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::common::fixture;
+
+/// Starts a server over the fixtures (`tiny`, `chunky`) on a free loopback port, without auth.
+async fn start(tiny: &str, chunky: &str) -> SocketAddr {
+    let config = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        datasets: vec![
+            ("tiny".into(), fixture(tiny)),
+            ("chunky".into(), fixture(chunky)),
+        ],
+        threads: Some(2),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).await.expect("server starts");
+    let addr = server.local_addr().expect("bound");
+    tokio::spawn(server.run());
+    addr
+}
+
+/// How the driver sends statements.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Simple,
+    Extended,
+}
+
+/// A sqllogictest connection: one tokio-postgres client of the server.
+struct PgDb {
+    client: tokio_postgres::Client,
+    protocol: Protocol,
+}
+
+fn is_query(sql: &str) -> bool {
+    let head = sql.trim_start().to_ascii_uppercase();
+    ["SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES", "(", "DESCRIBE"]
+        .iter()
+        .any(|k| head.starts_with(k))
+}
+
+/// A value as the in-process driver prints it (Arrow's display), from PostgreSQL's text form.
+fn normalize(text: Option<&str>, ty: &Type) -> String {
+    match text {
+        None => "NULL".into(),
+        Some("") => "(empty)".into(),
+        Some(s) if *ty == Type::BOOL => match s {
+            "t" => "true".into(),
+            "f" => "false".into(),
+            other => other.into(),
+        },
+        Some(s) => s.into(),
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for PgDb {
+    type Error = tokio_postgres::Error;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        if !is_query(sql) {
+            match self.protocol {
+                Protocol::Simple => self.client.simple_query(sql).await.map(|_| ())?,
+                Protocol::Extended => self.client.execute(sql, &[]).await.map(|_| ())?,
+            }
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        // Column types from Describe (the extended protocol), values in text form.
+        let statement = self.client.prepare(sql).await?;
+        let types: Vec<Type> = statement.columns().iter().map(|c| c.type_().clone()).collect();
+        let mut rows = Vec::new();
+        match self.protocol {
+            Protocol::Simple => {
+                for m in self.client.simple_query(sql).await? {
+                    if let SimpleQueryMessage::Row(r) = m {
+                        rows.push(
+                            (0..r.len())
+                                .map(|i| normalize(r.get(i), &types[i]))
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            Protocol::Extended => {
+                // Text results over Parse/Bind/Execute: `query_typed_raw` with text format is not
+                // offered by tokio-postgres, so read each value through its text-like types.
+                for r in self.client.query(&statement, &[]).await? {
+                    rows.push(
+                        (0..r.len())
+                            .map(|i| extended_value(&r, i, &types[i]))
+                            .collect(),
+                    );
+                }
+            }
+        }
+        let mut rows: Vec<Vec<String>> = rows;
+        if sql.trim_start().to_ascii_uppercase().starts_with("EXPLAIN") {
+            return Ok(crate::slt::explain_output(std::mem::take(&mut rows)));
+        }
+        let types = types
+            .iter()
+            .map(|t| match *t {
+                Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => DefaultColumnType::FloatingPoint,
+                Type::INT2 | Type::INT4 | Type::INT8 => DefaultColumnType::Integer,
+                _ => DefaultColumnType::Text,
+            })
+            .collect();
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "annql-server"
+    }
+}
+
+/// A binary-format value printed as Arrow prints it.
+fn extended_value(row: &tokio_postgres::Row, i: usize, ty: &Type) -> String {
+    fn show<T: ToString>(v: Result<Option<T>, tokio_postgres::Error>) -> String {
+        match v {
+            Ok(Some(v)) => {
+                let s = v.to_string();
+                if s.is_empty() { "(empty)".into() } else { s }
+            }
+            Ok(None) => "NULL".into(),
+            Err(e) => format!("<{e}>"),
+        }
+    }
+    match *ty {
+        Type::BOOL => show(row.try_get::<_, Option<bool>>(i)),
+        Type::INT2 => show(row.try_get::<_, Option<i16>>(i)),
+        Type::INT4 => show(row.try_get::<_, Option<i32>>(i)),
+        Type::INT8 => show(row.try_get::<_, Option<i64>>(i)),
+        Type::FLOAT4 => show(row.try_get::<_, Option<f32>>(i)),
+        Type::FLOAT8 => show(row.try_get::<_, Option<f64>>(i)),
+        _ => show(row.try_get::<_, Option<String>>(i)),
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host={} port={} user=annql dbname=annql",
+            addr.ip(),
+            addr.port()
+        ),
+        NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The .slt records a read-only server can run: everything up to a `DETACH` (after it, the files
+/// check that the dataset is gone, which only the session that detached it can show). `ATTACH` of
+/// a dataset the server serves is run as a no-op by the driver below.
+fn records(file: &PathBuf, vars: &[(&str, String)]) -> Vec<sqllogictest::Record<DefaultColumnType>> {
+    let mut text = std::fs::read_to_string(file).unwrap_or_default();
+    for (k, v) in vars {
+        text = text.replace(&format!("${{{k}}}"), v);
+    }
+    let parsed = sqllogictest::parse::<DefaultColumnType>(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut out = Vec::new();
+    for r in parsed {
+        if let sqllogictest::Record::Statement { sql, .. } = &r {
+            let head = sql.trim_start().to_ascii_uppercase();
+            if head.starts_with("DETACH") {
+                break;
+            }
+            if head.starts_with("ATTACH") {
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_through_the_server() {
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let vars = [
+        ("TINY", fixture("tiny.v2.zarr").display().to_string()),
+        ("CHUNKY", fixture("chunky.v2.zarr").display().to_string()),
+    ];
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for protocol in [Protocol::Simple, Protocol::Extended] {
+        for file in crate::slt::files() {
+            let mut runner = sqllogictest::Runner::new(move || async move {
+                Ok(PgDb {
+                    client: connect(addr).await?,
+                    protocol,
+                })
+            });
+            for record in records(&file, &vars) {
+                ran += 1;
+                if let Err(e) = runner.run_async(record).await {
+                    failures.push(format!("[{protocol:?}] {}: {e}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(ran > 100, "only {ran} records ran");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstates() {
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let client = connect(addr).await.expect("connect");
+    for (sql, code) in [
+        ("SELECT * FROM nope", "42P01"),
+        ("SELEC 1", "42601"),
+        ("SELECT no_such_column FROM tiny.obs", "42703"),
+        ("SELECT 1/0", "22012"),
+        ("SELECT no_such_function(1)", "42883"),
+        ("INSERT INTO tiny.obs VALUES (1)", "25006"),
+        ("FETCH 1 FROM nocursor", "34000"),
+    ] {
+        let err = client.simple_query(sql).await.err();
+        let got = err
+            .as_ref()
+            .and_then(|e| e.code())
+            .map(|c| c.code().to_string());
+        assert_eq!(got.as_deref(), Some(code), "{sql}: {err:?}");
+    }
+    // The connection survives its errors.
+    let rows = client.query("SELECT count(*) FROM tiny.obs", &[]).await.expect("query");
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_and_types() {
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let client = connect(addr).await.expect("connect");
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM tiny.obs", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let some: i64 = client
+        .query_one("SELECT count(*) FROM tiny.obs WHERE obs_id < $1", &[&3i64])
+        .await
+        .expect("param")
+        .get(0);
+    assert_eq!(some, 3.min(total));
+    let row = client
+        .query_one("SELECT $1::int + 1, $2::text, $3::double precision * 2", &[&41i32, &"x", &1.25f64])
+        .await
+        .expect("typed params");
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert_eq!(row.get::<_, &str>(1), "x");
+    assert_eq!(row.get::<_, f64>(2), 2.5);
+    // information_schema speaks PostgreSQL type names.
+    let types: Vec<String> = client
+        .query(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = 'tiny' AND table_name = 'obs' AND column_name = 'obs_id'",
+            &[],
+        )
+        .await
+        .expect("information_schema")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, vec!["bigint".to_string()]);
+}
+
+#[test]
+fn real_clients() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("tests/server/run_probes.py"))
+        .args(["--annql", env!("CARGO_BIN_EXE_annql")])
+        .args(std::env::var("ANNQL_PROBE_ARGS").ok().iter().flat_map(|a| a.split_whitespace().map(String::from).collect::<Vec<_>>()))
+        .output()
+        .expect("python3 runs (the probes' clients come from `bash .ci/deps`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "probes failed (missing clients? run `bash .ci/deps`):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("0 FAIL"), "{stdout}");
+}
