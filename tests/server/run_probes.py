@@ -118,7 +118,7 @@ def check_psql(srv, sslmode="disable"):
                         "-v", "ON_ERROR_STOP=0", "-f", os.path.join(HERE, "psql_df.sql")],
                        env={"PGPASSWORD": PASSWORD, "PGSSLMODE": sslmode})
     errors = [l for l in err.splitlines() if "ERROR" in l or "FATAL" in l]
-    expected = ["relation", "syntax error", "division by zero"]
+    expected = ["'annql.public.nope' not found", "found: selec", "divide by zero"]
     unexpected = [e for e in errors if not any(x in e.lower() for x in expected)]
     # the three deliberate errors, with their PostgreSQL-style messages
     for what in ["nope", "SELEC", "zero"]:
@@ -341,7 +341,7 @@ def main():
                 psycopg.connect(f"host=127.0.0.1 port={srv.port} dbname=annql user={USER} password=wrong")
                 report("auth: wrong password refused", False, "connected")
             except psycopg.OperationalError as e:
-                report("auth: wrong password refused", "28P01" in str(e) or "password authentication failed" in str(e), str(e)[:120])
+                report("auth: wrong password refused", "28P01" in str(e) or "password authentication failed" in str(e).lower(), str(e)[:120])
             with psycopg.connect(dsn(srv.port)) as c:
                 report("auth: current_user is the authenticated user", c.execute("SELECT current_user").fetchone()[0] == USER, "")
             try:

@@ -50,6 +50,8 @@ pub fn read_catalog(file: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Runs the server until Ctrl-C.
 #[allow(clippy::print_stderr)]
 pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("annql_server=info"))
+        .try_init();
     let mut datasets: Vec<(String, PathBuf)> = args
         .datasets
         .iter()

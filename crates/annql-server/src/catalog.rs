@@ -10,8 +10,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
+use datafusion::execution::FunctionRegistry;
 use datafusion::error::Result;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -35,6 +38,16 @@ pub fn install(ctx: &SessionContext, who: &Identity) -> std::result::Result<(), 
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| format!("catalog {CATALOG} missing"))?;
+    if let Some(inner) = catalog.schema("pg_catalog") {
+        catalog
+            .register_schema("pg_catalog", Arc::new(PgCatalog { inner }))
+            .map_err(|e| e.to_string())?;
+    }
+    for name in NULL_FUNCTIONS {
+        if ctx.udf(name).is_err() {
+            ctx.register_udf(ScalarUDF::new_from_impl(NullFunction::new(name)));
+        }
+    }
     catalog
         .register_schema(
             "information_schema",
@@ -82,6 +95,130 @@ fn register_constant(ctx: &SessionContext, name: &str, value: ScalarValue) {
         Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(value.clone()))),
     );
     ctx.register_udf(udf);
+}
+
+/// Catalog functions drivers call that describe objects annql does not have (sequences,
+/// function bodies, comments): they answer NULL, as PostgreSQL does for a missing object.
+const NULL_FUNCTIONS: [&str; 12] = [
+    "pg_get_function_result",
+    "pg_get_function_arguments",
+    "pg_get_function_identity_arguments",
+    "pg_get_serial_sequence",
+    "pg_get_indexdef",
+    "pg_get_viewdef",
+    "pg_get_triggerdef",
+    "pg_get_ruledef",
+    "obj_description",
+    "col_description",
+    "shobj_description",
+    "pg_get_functiondef",
+];
+
+/// A text function of any arguments that returns NULL.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullFunction {
+    name: String,
+    signature: Signature,
+}
+
+impl NullFunction {
+    fn new(name: &str) -> Self {
+        NullFunction {
+            name: name.to_string(),
+            signature: Signature::variadic_any(Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for NullFunction {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
+}
+
+/// `pg_catalog` from `datafusion-pg-catalog`, with a `pg_settings` that lists the settings
+/// drivers read (pgJDBC's `getImportedKeys` needs `max_index_keys`).
+#[derive(Debug)]
+struct PgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+}
+
+fn pg_settings() -> Result<RecordBatch> {
+    let mut rows = crate::settings::Settings::default().all();
+    for (n, v, d) in [
+        ("max_index_keys", "32", "Shows the maximum number of index keys."),
+        ("block_size", "8192", "Shows the size of a disk block."),
+        ("max_connections", "64", "Sets the maximum number of concurrent connections."),
+        ("server_encoding", "UTF8", "Shows the server character set encoding."),
+    ] {
+        if !rows.iter().any(|r| r.0 == n) {
+            rows.push((n.into(), v.into(), d.into()));
+        }
+    }
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    let schema = Arc::new(Schema::new(vec![
+        s("name"),
+        s("setting"),
+        s("unit"),
+        s("category"),
+        s("short_desc"),
+        s("context"),
+        s("vartype"),
+        s("source"),
+        s("reset_val"),
+    ]));
+    let col = |f: &dyn Fn(&(String, String, String)) -> Option<String>| {
+        utf8(rows.iter().map(f).collect())
+    };
+    RecordBatch::try_new(
+        schema,
+        vec![
+            col(&|r| Some(r.0.clone())),
+            col(&|r| Some(r.1.clone())),
+            col(&|_| None),
+            col(&|_| Some("Client Connection Defaults".into())),
+            col(&|r| Some(r.2.clone())),
+            col(&|_| Some("user".into())),
+            col(&|_| Some("string".into())),
+            col(&|_| Some("default".into())),
+            col(&|r| Some(r.1.clone())),
+        ],
+    )
+    .map_err(Into::into)
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == "pg_settings" {
+            let batch = pg_settings()?;
+            return Ok(Some(Arc::new(MemTable::try_new(
+                batch.schema(),
+                vec![vec![batch]],
+            )?)));
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
 }
 
 /// The PostgreSQL name of the type a column of `t` is sent as, and its `udt_name`.
@@ -146,6 +283,9 @@ async fn user_tables(
             let mut names = schema.table_names();
             names.sort();
             for name in names {
+                if schema_name == "public" && name == "pg_stat_ssl" {
+                    continue; // the connection's own view, not a dataset table
+                }
                 if let Some(table) = schema.table(&name).await? {
                     out.push((catalog_name.clone(), schema_name.clone(), name, table));
                 }

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Startup;
 use crate::catalog::Identity;
+use crate::compat;
 use crate::server::Shared;
 use crate::settings::Settings;
 use crate::sqlstate::{self, QUERY_CANCELED};
@@ -187,18 +188,39 @@ impl Connection {
                 "invalid byte sequence for encoding \"UTF8\" in the query text",
             ));
         }
+        log::debug!("statement: {sql}");
+        // pgJDBC's type lookup compares `typinput` (a name here) with `'pg_catalog.array_in'::regproc`;
+        // the catalog keeps procedure names, so compare with the name.
+        let sql = sql.replace("'pg_catalog.array_in'::regproc", "'array_in'");
         self.shared
             .parser
-            .parse(sql)
+            .parse(&sql)
             .map_err(|e| sqlstate::error(sqlstate::SYNTAX_ERROR, e.to_string()))
     }
 
     /// Plans a query statement for this session.
-    async fn plan(&self, session: &AnnSession, statement: Statement) -> PgWireResult<LogicalPlan> {
-        let plan = session
+    async fn plan(
+        &self,
+        session: &AnnSession,
+        mut statement: Statement,
+    ) -> PgWireResult<LogicalPlan> {
+        compat::rewrite(&mut statement);
+        let empty_answer = compat::reads_empty_catalog(&statement)
+            .then(|| compat::output_columns(&statement))
+            .flatten();
+        let plan = match session
             .plan_statement(DFStatement::Statement(Box::new(statement)))
             .await
-            .map_err(|e| sqlstate::from_engine(&e))?;
+        {
+            Ok(p) => p,
+            Err(e) => match empty_answer {
+                Some(columns) => empty_plan(&columns)?,
+                None => {
+                    log::debug!("planning failed: {e}");
+                    return Err(sqlstate::from_engine(&e));
+                }
+            },
+        };
         if matches!(
             plan,
             LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_)
@@ -348,7 +370,7 @@ impl Connection {
                     .map_err(|e| sqlstate::from_datafusion(&e))?;
                 Ok(Response::Execution(Tag::new(tag)))
             }
-            Command::SetAccepted => Ok(Response::Execution(Tag::new(tag))),
+            Command::SetAccepted | Command::Savepoint(_) => Ok(Response::Execution(Tag::new(tag))),
             Command::Show(name) => {
                 let value = if name.to_ascii_lowercase().starts_with("datafusion.") {
                     session
@@ -515,6 +537,31 @@ impl Connection {
             Prepared::Command(_) => Ok(Arc::new(vec![])),
         }
     }
+}
+
+/// No rows, with `columns` as text columns: the answer to a catalog query about keys or indexes.
+fn empty_plan(columns: &[String]) -> PgWireResult<LogicalPlan> {
+    let mut seen = std::collections::HashSet::new();
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| {
+            let mut name = c.clone();
+            let mut n = 1;
+            while !seen.insert(name.clone()) {
+                name = format!("{c}_{n}");
+                n += 1;
+            }
+            Field::new(name, DataType::Utf8, true)
+        })
+        .collect();
+    let schema = datafusion::common::DFSchema::try_from(Schema::new(fields))
+        .map_err(|e| sqlstate::from_datafusion(&e))?;
+    Ok(LogicalPlan::EmptyRelation(
+        datafusion::logical_expr::EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(schema),
+        },
+    ))
 }
 
 /// The connection's portal store with annql's statement type.

@@ -12,10 +12,12 @@
 //! - [`statement`]: sorting statements into queries and session statements.
 //! - [`settings`]: per-session `SET`/`SHOW` state.
 //! - [`catalog`]: `information_schema`, `pg_catalog` and connection functions.
+//! - [`compat`]: rewrites of what drivers send that DataFusion would not plan as PostgreSQL does.
 //! - [`sqlstate`]: SQLSTATE codes for annql's errors.
 
 pub mod auth;
 pub mod catalog;
+pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -33,6 +33,9 @@ pub enum Command {
     /// `SET` forms accepted and ignored: `SET SESSION CHARACTERISTICS`, `SET TRANSACTION`,
     /// `SET NAMES`, `SET ROLE` (annql is read-only with one user).
     SetAccepted,
+    /// `SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO SAVEPOINT` (psqlODBC wraps statements in
+    /// them); nothing to undo on a read-only server. The tag it answers with.
+    Savepoint(&'static str),
     /// `SHOW name`.
     Show(String),
     /// `SHOW ALL`.
@@ -165,11 +168,13 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
             }
         },
         Statement::ShowVariable { variable } => {
-            let name = variable
-                .iter()
-                .map(|i| i.value.clone())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let parts: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
+            // `SHOW datafusion.execution.batch_size` arrives as dotted parts, `SHOW TRANSACTION
+            // ISOLATION LEVEL` as words.
+            let dotted = parts
+                .first()
+                .is_some_and(|p| p.eq_ignore_ascii_case("datafusion"));
+            let name = parts.join(if dotted { "." } else { " " });
             if name.eq_ignore_ascii_case("all") {
                 C(Command::ShowAll)
             } else if name.eq_ignore_ascii_case("transaction isolation level") {
@@ -185,6 +190,11 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
         Statement::StartTransaction { .. } => C(Command::Begin),
         Statement::Commit { .. } => C(Command::Commit),
         Statement::Rollback { savepoint: None, .. } => C(Command::Rollback),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => C(Command::Savepoint("ROLLBACK")),
+        Statement::Savepoint { .. } => C(Command::Savepoint("SAVEPOINT")),
+        Statement::ReleaseSavepoint { .. } => C(Command::Savepoint("RELEASE")),
         Statement::Discard {
             object_type: DiscardObject::ALL | DiscardObject::PLANS | DiscardObject::TEMP,
         }
@@ -264,6 +274,7 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
 pub fn tag(command: &Command) -> &'static str {
     match command {
         Command::Set { .. } | Command::SetDataFusion(_) | Command::SetAccepted => "SET",
+        Command::Savepoint(tag) => tag,
         Command::Show(_) | Command::ShowAll => "SHOW",
         Command::Reset(_) => "RESET",
         Command::Begin => "BEGIN",
@@ -323,9 +334,16 @@ mod tests {
         ));
         assert!(matches!(command("SHOW search_path"), Some(Command::Show(n)) if n == "search_path"));
         assert!(matches!(command("SHOW ALL"), Some(Command::ShowAll)));
+        assert!(matches!(
+            command("SHOW datafusion.execution.batch_size"),
+            Some(Command::Show(n)) if n == "datafusion.execution.batch_size"
+        ));
         assert!(matches!(command("DISCARD ALL"), Some(Command::Discard)));
         assert!(matches!(command("DEALLOCATE ALL"), Some(Command::Deallocate(None))));
         assert!(matches!(command("BEGIN"), Some(Command::Begin)));
+        assert!(matches!(command("SAVEPOINT _EXEC_SVP_1"), Some(Command::Savepoint("SAVEPOINT"))));
+        assert!(matches!(command("RELEASE _EXEC_SVP_1"), Some(Command::Savepoint("RELEASE"))));
+        assert!(matches!(command("ROLLBACK TO _EXEC_SVP_1"), Some(Command::Savepoint("ROLLBACK"))));
         assert!(matches!(command("COMMIT"), Some(Command::Commit)));
         assert!(matches!(command("ROLLBACK"), Some(Command::Rollback)));
         assert!(matches!(command("INSERT INTO t VALUES (1)"), Some(Command::ReadOnly(k)) if k == "INSERT"));

@@ -1,0 +1,240 @@
+//! What drivers send that DataFusion does not plan as PostgreSQL would, on top of the rewrites
+//! `datafusion-pg-catalog` already applies.
+//!
+//! - `LIKE … ESCAPE '/'` (SQLAlchemy): the pattern is re-escaped with backslashes, DataFusion's
+//!   only escape character.
+//! - A correlated scalar subquery that selects one column without aggregating (pgJDBC's
+//!   `getTypeInfo`: `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = t.typrelid)`):
+//!   DataFusion wants it aggregated; it looks up one catalog row by its key, so `max(…)` of it is
+//!   the same value. Only done in queries that read `pg_catalog`.
+//! - Catalog queries about keys, indexes and inheritance (pgJDBC `getPrimaryKeys`/`getIndexInfo`,
+//!   psqlODBC `SQLPrimaryKeys`, SQLAlchemy's inspector) join tables that are always empty here
+//!   (AnnData tables have no keys or indexes); when DataFusion cannot plan one of them, its answer
+//!   is the empty result with the query's columns, which [`empty_catalog_answer`] builds.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, Query, SelectItem, SetExpr, Statement, Value, ValueWithSpan, visit_expressions_mut,
+    visit_relations,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Catalog tables that hold no rows in annql.
+const EMPTY_CATALOG_TABLES: [&str; 7] = [
+    "pg_index",
+    "pg_constraint",
+    "pg_inherits",
+    "pg_trigger",
+    "pg_depend",
+    "pg_rewrite",
+    "pg_sequence",
+];
+
+/// Applies the rewrites above to a statement.
+pub fn rewrite(statement: &mut Statement) {
+    let reads_catalog = reads_pg_catalog(statement);
+    let _ = visit_expressions_mut(statement, |e: &mut Expr| {
+        match e {
+            Expr::Like {
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                pattern,
+                escape_char,
+                ..
+            } => {
+                if let Some(esc) = escape_char.as_ref().and_then(single_char)
+                    && esc != '\\'
+                    && let Expr::Value(ValueWithSpan {
+                        value: Value::SingleQuotedString(p),
+                        ..
+                    }) = pattern.as_mut()
+                {
+                    *p = reescape(p, esc);
+                    *escape_char = None;
+                }
+            }
+            Expr::Subquery(q) if reads_catalog => aggregate_single_column(q),
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn single_char(v: &ValueWithSpan) -> Option<char> {
+    match &v.value {
+        Value::SingleQuotedString(s) if s.chars().count() == 1 => s.chars().next(),
+        _ => None,
+    }
+}
+
+/// `pg/_%` with escape `/` → `pg\_%`.
+fn reescape(pattern: &str, esc: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == esc {
+            if let Some(n) = chars.next() {
+                out.push('\\');
+                out.push(n);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn reads_pg_catalog(statement: &Statement) -> bool {
+    let found = visit_relations(statement, |name| {
+        let text = name.to_string().to_ascii_lowercase();
+        if text.starts_with("pg_catalog.") || text.starts_with("pg_") {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found.is_break()
+}
+
+/// `(SELECT x FROM … WHERE …)` → `(SELECT max(x) FROM … WHERE …)` when it has one plain column.
+fn aggregate_single_column(q: &mut Query) {
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return;
+    };
+    if select.projection.len() != 1 || select.having.is_some() {
+        return;
+    }
+    if !matches!(
+        select.group_by,
+        datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(ref e, _) if e.is_empty()
+    ) {
+        return;
+    }
+    let SelectItem::UnnamedExpr(expr) = &select.projection[0] else {
+        return;
+    };
+    let text = expr.to_string();
+    let lower = text.to_ascii_lowercase();
+    if ["max(", "min(", "count(", "sum(", "avg(", "bool_or(", "bool_and(", "array_agg("]
+        .iter()
+        .any(|f| lower.contains(f))
+    {
+        return;
+    }
+    let wrapped = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("max({text})"))
+        .and_then(|mut p| p.parse_expr());
+    if let Ok(w) = wrapped {
+        select.projection[0] = SelectItem::UnnamedExpr(w);
+    }
+}
+
+/// Whether the statement reads a catalog table annql keeps empty.
+pub fn reads_empty_catalog(statement: &Statement) -> bool {
+    visit_relations(statement, |name| {
+        let last = name
+            .0
+            .last()
+            .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
+            .unwrap_or_default();
+        if EMPTY_CATALOG_TABLES.contains(&last.as_str()) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
+/// The column names of a query's outermost SELECT, as PostgreSQL would name them.
+pub fn output_columns(statement: &Statement) -> Option<Vec<String>> {
+    let Statement::Query(q) = statement else {
+        return None;
+    };
+    let mut body = q.body.as_ref();
+    while let SetExpr::SetOperation { left, .. } = body {
+        body = left.as_ref();
+    }
+    let SetExpr::Select(select) = body else {
+        return None;
+    };
+    let mut names = Vec::new();
+    for item in &select.projection {
+        let name = match item {
+            SelectItem::ExprWithAlias { alias, .. } => ident(alias),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => ident(i),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => parts.last().map(ident)?,
+            SelectItem::UnnamedExpr(Expr::Function(f)) => f
+                .name
+                .0
+                .last()
+                .map(|p| p.to_string().to_ascii_lowercase())
+                .unwrap_or_else(|| "?column?".into()),
+            SelectItem::UnnamedExpr(_) => "?column?".into(),
+            // `SELECT *` over tables we do not plan: the columns are unknown.
+            _ => return None,
+        };
+        names.push(name);
+    }
+    Some(names)
+}
+
+fn ident(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+    fn parse(sql: &str) -> Statement {
+        PostgresCompatibilityParser::new()
+            .parse(sql)
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_else(|| Statement::Query(Box::new(Parser::new(&PostgreSqlDialect {}).try_with_sql("SELECT 1").and_then(|mut p| p.parse_query()).unwrap_or_else(|e| panic!("{e}")))))
+    }
+
+    #[test]
+    fn like_escape() {
+        assert_eq!(reescape("pg/_%", '/'), "pg\\_%");
+        let mut s = parse("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_%' ESCAPE '/'");
+        rewrite(&mut s);
+        let text = s.to_string();
+        assert!(text.contains("NOT LIKE 'pg\\_%'") && !text.contains("ESCAPE"), "{text}");
+    }
+
+    #[test]
+    fn catalog_subquery_aggregated() {
+        let mut s = parse(
+            "SELECT t.typname FROM pg_catalog.pg_type t WHERE t.typrelid = 0 OR (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)",
+        );
+        rewrite(&mut s);
+        assert!(s.to_string().contains("max(c.relkind = 'c')"), "{s}");
+    }
+
+    #[test]
+    fn empty_catalog_queries() {
+        let s = parse(
+            "SELECT NULL AS TABLE_CAT, n.nspname AS TABLE_SCHEM, ct.relname AS \"TABLE_NAME\" FROM pg_catalog.pg_class ct JOIN pg_catalog.pg_index i ON ct.oid = i.indrelid",
+        );
+        assert!(reads_empty_catalog(&s));
+        assert_eq!(
+            output_columns(&s),
+            Some(vec!["table_cat".into(), "table_schem".into(), "TABLE_NAME".into()])
+        );
+        assert!(!reads_empty_catalog(&parse("SELECT relname FROM pg_catalog.pg_class")));
+    }
+}
