@@ -99,7 +99,9 @@ fn register_constant(ctx: &SessionContext, name: &str, value: ScalarValue) {
 
 /// Catalog functions drivers call that describe objects annql does not have (sequences,
 /// function bodies, comments): they answer NULL, as PostgreSQL does for a missing object.
-const NULL_FUNCTIONS: [&str; 12] = [
+const NULL_FUNCTIONS: [&str; 14] = [
+    "json_build_object",
+    "pg_collation_is_visible",
     "pg_get_function_result",
     "pg_get_function_arguments",
     "pg_get_function_identity_arguments",
@@ -119,13 +121,20 @@ const NULL_FUNCTIONS: [&str; 12] = [
 struct NullFunction {
     name: String,
     signature: Signature,
+    returns: DataType,
 }
 
 impl NullFunction {
     fn new(name: &str) -> Self {
+        let returns = if name.ends_with("_is_visible") {
+            DataType::Boolean
+        } else {
+            DataType::Utf8
+        };
         NullFunction {
             name: name.to_string(),
             signature: Signature::variadic_any(Volatility::Stable),
+            returns,
         }
     }
 }
@@ -140,11 +149,11 @@ impl ScalarUDFImpl for NullFunction {
     }
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(self.returns.clone())
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from(&self.returns)?))
     }
 }
 

@@ -15,8 +15,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Query, SelectItem, SetExpr, Statement, Value, ValueWithSpan, visit_expressions_mut,
-    visit_relations,
+    Expr, JoinOperator, Query, SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan,
+    visit_expressions_mut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -49,12 +49,8 @@ pub fn rewrite(statement: &mut Statement) {
             } => {
                 if let Some(esc) = escape_char.as_ref().and_then(single_char)
                     && esc != '\\'
-                    && let Expr::Value(ValueWithSpan {
-                        value: Value::SingleQuotedString(p),
-                        ..
-                    }) = pattern.as_mut()
+                    && reescape_literals(pattern, esc)
                 {
-                    *p = reescape(p, esc);
                     *escape_char = None;
                 }
             }
@@ -63,6 +59,26 @@ pub fn rewrite(statement: &mut Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// Re-escapes the string literals of a pattern (`'pg/_' || '%'`); false if it has other parts.
+fn reescape_literals(pattern: &mut Expr, esc: char) -> bool {
+    match pattern {
+        Expr::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(p),
+            ..
+        }) => {
+            *p = reescape(p, esc);
+            true
+        }
+        Expr::BinaryOp {
+            left,
+            op: datafusion::sql::sqlparser::ast::BinaryOperator::StringConcat,
+            right,
+        } => reescape_literals(left, esc) && reescape_literals(right, esc),
+        Expr::Nested(e) => reescape_literals(e, esc),
+        _ => false,
+    }
 }
 
 fn single_char(v: &ValueWithSpan) -> Option<char> {
@@ -117,8 +133,10 @@ fn aggregate_single_column(q: &mut Query) {
     ) {
         return;
     }
-    let SelectItem::UnnamedExpr(expr) = &select.projection[0] else {
-        return;
+    let (expr, alias) = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) => (e, None),
+        SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.clone())),
+        _ => return,
     };
     let text = expr.to_string();
     let lower = text.to_ascii_lowercase();
@@ -132,25 +150,50 @@ fn aggregate_single_column(q: &mut Query) {
         .try_with_sql(&format!("max({text})"))
         .and_then(|mut p| p.parse_expr());
     if let Ok(w) = wrapped {
-        select.projection[0] = SelectItem::UnnamedExpr(w);
+        select.projection[0] = match alias {
+            Some(alias) => SelectItem::ExprWithAlias { expr: w, alias },
+            None => SelectItem::UnnamedExpr(w),
+        };
     }
 }
 
-/// Whether the statement reads a catalog table annql keeps empty.
+/// Whether the query's rows come through a catalog table annql keeps empty: one of them is in the
+/// outermost FROM (or a derived table there) joined as an inner join, so the answer has no rows.
 pub fn reads_empty_catalog(statement: &Statement) -> bool {
-    visit_relations(statement, |name| {
-        let last = name
-            .0
-            .last()
-            .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
-            .unwrap_or_default();
-        if EMPTY_CATALOG_TABLES.contains(&last.as_str()) {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+    match statement {
+        Statement::Query(q) => query_rows_need_empty(q),
+        _ => false,
+    }
+}
+
+fn query_rows_need_empty(q: &Query) -> bool {
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return false;
+    };
+    select.from.iter().any(|twj| {
+        factor_is_empty(&twj.relation)
+            || twj.joins.iter().any(|j| {
+                matches!(
+                    j.join_operator,
+                    JoinOperator::Inner(_) | JoinOperator::Join(_) | JoinOperator::CrossJoin(_)
+                ) && factor_is_empty(&j.relation)
+            })
     })
-    .is_break()
+}
+
+fn factor_is_empty(f: &TableFactor) -> bool {
+    match f {
+        TableFactor::Table { name, .. } => {
+            let last = name
+                .0
+                .last()
+                .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
+                .unwrap_or_default();
+            EMPTY_CATALOG_TABLES.contains(&last.as_str())
+        }
+        TableFactor::Derived { subquery, .. } => query_rows_need_empty(subquery),
+        _ => false,
+    }
 }
 
 /// The column names of a query's outermost SELECT, as PostgreSQL would name them.
@@ -214,6 +257,9 @@ mod tests {
         rewrite(&mut s);
         let text = s.to_string();
         assert!(text.contains("NOT LIKE 'pg\\_%'") && !text.contains("ESCAPE"), "{text}");
+        let mut s = parse("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_' || '%' ESCAPE '/'");
+        rewrite(&mut s);
+        assert!(!s.to_string().contains("ESCAPE"), "{s}");
     }
 
     #[test]
@@ -236,5 +282,8 @@ mod tests {
             Some(vec!["table_cat".into(), "table_schem".into(), "TABLE_NAME".into()])
         );
         assert!(!reads_empty_catalog(&parse("SELECT relname FROM pg_catalog.pg_class")));
+        assert!(!reads_empty_catalog(&parse(
+            "SELECT c.relname, (SELECT max(s.seqstart) FROM pg_catalog.pg_sequence s) FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid"
+        )));
     }
 }
