@@ -50,9 +50,11 @@ struct PgDb {
 
 fn is_query(sql: &str) -> bool {
     let head = sql.trim_start().to_ascii_uppercase();
-    ["SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES", "(", "DESCRIBE"]
-        .iter()
-        .any(|k| head.starts_with(k))
+    [
+        "SELECT", "WITH", "EXPLAIN", "SHOW", "VALUES", "(", "DESCRIBE",
+    ]
+    .iter()
+    .any(|k| head.starts_with(k))
 }
 
 /// A value as the in-process driver prints it (Arrow's display), from PostgreSQL's text form.
@@ -84,7 +86,11 @@ impl sqllogictest::AsyncDB for PgDb {
         }
         // Column types from Describe (the extended protocol), values in text form.
         let statement = self.client.prepare(sql).await?;
-        let types: Vec<Type> = statement.columns().iter().map(|c| c.type_().clone()).collect();
+        let types: Vec<Type> = statement
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect();
         let mut rows = Vec::new();
         match self.protocol {
             Protocol::Simple => {
@@ -172,7 +178,10 @@ async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, tokio_postg
 /// The .slt records a read-only server can run: everything up to a `DETACH` (after it, the files
 /// check that the dataset is gone, which only the session that detached it can show). `ATTACH` of
 /// a dataset the server serves is run as a no-op by the driver below.
-fn records(file: &PathBuf, vars: &[(&str, String)]) -> Vec<sqllogictest::Record<DefaultColumnType>> {
+fn records(
+    file: &PathBuf,
+    vars: &[(&str, String)],
+) -> Vec<sqllogictest::Record<DefaultColumnType>> {
     let mut text = std::fs::read_to_string(file).unwrap_or_default();
     for (k, v) in vars {
         text = text.replace(&format!("${{{k}}}"), v);
@@ -245,7 +254,10 @@ async fn errors_carry_sqlstates() {
         assert_eq!(got.as_deref(), Some(code), "{sql}: {err:?}");
     }
     // The connection survives its errors.
-    let rows = client.query("SELECT count(*) FROM tiny.obs", &[]).await.expect("query");
+    let rows = client
+        .query("SELECT count(*) FROM tiny.obs", &[])
+        .await
+        .expect("query");
     assert_eq!(rows.len(), 1);
 }
 
@@ -265,7 +277,10 @@ async fn parameters_and_types() {
         .get(0);
     assert_eq!(some, 3.min(total));
     let row = client
-        .query_one("SELECT $1::int + 1, $2::text, $3::double precision * 2", &[&41i32, &"x", &1.25f64])
+        .query_one(
+            "SELECT $1::int + 1, $2::text, $3::double precision * 2",
+            &[&41i32, &"x", &1.25f64],
+        )
         .await
         .expect("typed params");
     assert_eq!(row.get::<_, i32>(0), 42);
@@ -291,7 +306,12 @@ fn real_clients() {
     let out = Command::new("python3")
         .arg(root.join("tests/server/run_probes.py"))
         .args(["--annql", env!("CARGO_BIN_EXE_annql")])
-        .args(std::env::var("ANNQL_PROBE_ARGS").ok().iter().flat_map(|a| a.split_whitespace().map(String::from).collect::<Vec<_>>()))
+        .args(
+            std::env::var("ANNQL_PROBE_ARGS")
+                .ok()
+                .iter()
+                .flat_map(|a| a.split_whitespace().map(String::from).collect::<Vec<_>>()),
+        )
         .output()
         .expect("python3 runs (the probes' clients come from `bash .ci/deps`)");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -28,7 +28,10 @@ pub fn read_catalog(file: &Path) -> Result<Vec<(String, PathBuf)>> {
                 n + 1
             )));
         };
-        let (name, path) = (name.trim(), path.trim().trim_matches('"').trim_matches('\''));
+        let (name, path) = (
+            name.trim(),
+            path.trim().trim_matches('"').trim_matches('\''),
+        );
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(CliError::Usage(format!(
                 "{}:{}: dataset name {name:?} must be letters, digits and _",
@@ -50,8 +53,10 @@ pub fn read_catalog(file: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Runs the server until Ctrl-C.
 #[allow(clippy::print_stderr)]
 pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("annql_server=info"))
-        .try_init();
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("annql_server=info"),
+    )
+    .try_init();
     let mut datasets: Vec<(String, PathBuf)> = args
         .datasets
         .iter()
@@ -76,7 +81,9 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect();
-                eprintln!("annql serve: no --password or ANNQL_PASSWORD given; generated password: {p}");
+                eprintln!(
+                    "annql serve: no --password or ANNQL_PASSWORD given; generated password: {p}"
+                );
                 p
             }
         };
@@ -86,7 +93,11 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
         listen: args.listen,
         datasets,
         credentials,
-        tls: args.tls_cert.clone().zip(args.tls_key.clone()).map(|(cert, key)| TlsFiles { cert, key }),
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| TlsFiles { cert, key }),
         require_tls: args.require_tls,
         max_connections: args.max_connections.max(1),
         memory_limit: options.memory_limit,
@@ -101,7 +112,11 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
         server.local_addr()?,
         names.join(", "),
         args.user,
-        if args.require_tls { "; TLS required" } else { "" }
+        if args.require_tls {
+            "; TLS required"
+        } else {
+            ""
+        }
     );
     tokio::select! {
         r = server.run() => r?,
@@ -119,8 +134,11 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| e.to_string());
         let Ok(dir) = dir else { return };
         let file = dir.path().join("catalog.txt");
-        std::fs::write(&file, "# atlases\npbmc = pbmc.zarr\nlung=/data/lung.h5ad # remote later\n\n")
-            .ok();
+        std::fs::write(
+            &file,
+            "# atlases\npbmc = pbmc.zarr\nlung=/data/lung.h5ad # remote later\n\n",
+        )
+        .ok();
         let got = read_catalog(&file).map_err(|e| e.to_string());
         assert_eq!(
             got,

@@ -12,8 +12,8 @@ use futures::Sink;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{
-    AuthSource, LoginInfo, Password, ServerParameterProvider, StartupHandler, finish_authentication,
-    protocol_negotiation, save_startup_parameters_to_metadata,
+    AuthSource, LoginInfo, Password, ServerParameterProvider, StartupHandler,
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
 };
 use pgwire::api::{ClientInfo, METADATA_APPLICATION_NAME, METADATA_USER, PgWireConnectionState};
 use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
@@ -161,7 +161,11 @@ impl Startup {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -174,7 +178,11 @@ impl StartupHandler for Startup {
                     "this server accepts only encrypted connections (use sslmode=require)",
                 ));
             }
-            let user = startup.parameters.get(METADATA_USER).cloned().unwrap_or_default();
+            let user = startup
+                .parameters
+                .get(METADATA_USER)
+                .cloned()
+                .unwrap_or_default();
             if user.contains('\u{FFFD}') {
                 return Err(sqlstate::fatal(
                     "22021",

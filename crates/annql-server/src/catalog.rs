@@ -10,8 +10,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
-use datafusion::execution::FunctionRegistry;
 use datafusion::error::Result;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
@@ -167,10 +167,22 @@ struct PgCatalog {
 fn pg_settings() -> Result<RecordBatch> {
     let mut rows = crate::settings::Settings::default().all();
     for (n, v, d) in [
-        ("max_index_keys", "32", "Shows the maximum number of index keys."),
+        (
+            "max_index_keys",
+            "32",
+            "Shows the maximum number of index keys.",
+        ),
         ("block_size", "8192", "Shows the size of a disk block."),
-        ("max_connections", "64", "Sets the maximum number of concurrent connections."),
-        ("server_encoding", "UTF8", "Shows the server character set encoding."),
+        (
+            "max_connections",
+            "64",
+            "Sets the maximum number of concurrent connections.",
+        ),
+        (
+            "server_encoding",
+            "UTF8",
+            "Shows the server character set encoding.",
+        ),
     ] {
         if !rows.iter().any(|r| r.0 == n) {
             rows.push((n.into(), v.into(), d.into()));
@@ -249,8 +261,9 @@ pub fn pg_type_name(t: &DataType) -> (String, String) {
         DataType::Timestamp(_, None) => ("timestamp without time zone", "timestamp"),
         DataType::Timestamp(_, Some(_)) => ("timestamp with time zone", "timestamptz"),
         DataType::Time32(_) | DataType::Time64(_) => ("time without time zone", "time"),
-        DataType::Interval(_) | DataType::Duration(TimeUnit::Second)
-        | DataType::Duration(_) => ("interval", "interval"),
+        DataType::Interval(_) | DataType::Duration(TimeUnit::Second) | DataType::Duration(_) => {
+            ("interval", "interval")
+        }
         DataType::Dictionary(_, value) => return pg_type_name(value),
         DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
             let (_, inner) = pg_type_name(f.data_type());
@@ -353,7 +366,11 @@ impl InformationSchema {
                         utf8(rows.iter().map(|r| Some(r.0.clone())).collect()),
                         utf8(rows.iter().map(|r| Some(r.1.clone())).collect()),
                         utf8(rows.iter().map(|r| Some(r.2.clone())).collect()),
-                        utf8(rows.iter().map(|_| Some("BASE TABLE".to_string())).collect()),
+                        utf8(
+                            rows.iter()
+                                .map(|_| Some("BASE TABLE".to_string()))
+                                .collect(),
+                        ),
                         utf8(rows.iter().map(|_| Some("NO".to_string())).collect()),
                     ],
                 )?
@@ -425,7 +442,10 @@ impl SchemaProvider for InformationSchema {
             return Ok(None);
         };
         let schema: SchemaRef = batch.schema();
-        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {

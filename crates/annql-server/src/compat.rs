@@ -140,9 +140,18 @@ fn aggregate_single_column(q: &mut Query) {
     };
     let text = expr.to_string();
     let lower = text.to_ascii_lowercase();
-    if ["max(", "min(", "count(", "sum(", "avg(", "bool_or(", "bool_and(", "array_agg("]
-        .iter()
-        .any(|f| lower.contains(f))
+    if [
+        "max(",
+        "min(",
+        "count(",
+        "sum(",
+        "avg(",
+        "bool_or(",
+        "bool_and(",
+        "array_agg(",
+    ]
+    .iter()
+    .any(|f| lower.contains(f))
     {
         return;
     }
@@ -247,17 +256,30 @@ mod tests {
             .parse(sql)
             .ok()
             .and_then(|mut s| s.pop())
-            .unwrap_or_else(|| Statement::Query(Box::new(Parser::new(&PostgreSqlDialect {}).try_with_sql("SELECT 1").and_then(|mut p| p.parse_query()).unwrap_or_else(|e| panic!("{e}")))))
+            .unwrap_or_else(|| {
+                Statement::Query(Box::new(
+                    Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql("SELECT 1")
+                        .and_then(|mut p| p.parse_query())
+                        .unwrap_or_else(|e| panic!("{e}")),
+                ))
+            })
     }
 
     #[test]
     fn like_escape() {
         assert_eq!(reescape("pg/_%", '/'), "pg\\_%");
-        let mut s = parse("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_%' ESCAPE '/'");
+        let mut s =
+            parse("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_%' ESCAPE '/'");
         rewrite(&mut s);
         let text = s.to_string();
-        assert!(text.contains("NOT LIKE 'pg\\_%'") && !text.contains("ESCAPE"), "{text}");
-        let mut s = parse("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_' || '%' ESCAPE '/'");
+        assert!(
+            text.contains("NOT LIKE 'pg\\_%'") && !text.contains("ESCAPE"),
+            "{text}"
+        );
+        let mut s = parse(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg/_' || '%' ESCAPE '/'",
+        );
         rewrite(&mut s);
         assert!(!s.to_string().contains("ESCAPE"), "{s}");
     }
@@ -279,9 +301,15 @@ mod tests {
         assert!(reads_empty_catalog(&s));
         assert_eq!(
             output_columns(&s),
-            Some(vec!["table_cat".into(), "table_schem".into(), "TABLE_NAME".into()])
+            Some(vec![
+                "table_cat".into(),
+                "table_schem".into(),
+                "TABLE_NAME".into()
+            ])
         );
-        assert!(!reads_empty_catalog(&parse("SELECT relname FROM pg_catalog.pg_class")));
+        assert!(!reads_empty_catalog(&parse(
+            "SELECT relname FROM pg_catalog.pg_class"
+        )));
         assert!(!reads_empty_catalog(&parse(
             "SELECT c.relname, (SELECT max(s.seqstart) FROM pg_catalog.pg_sequence s) FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid"
         )));

@@ -391,7 +391,11 @@ impl Connection {
                         format!("unrecognized configuration parameter \"{name}\""),
                     )
                 })?;
-                let column = name.rsplit('.').next().unwrap_or(&name).to_ascii_lowercase();
+                let column = name
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&name)
+                    .to_ascii_lowercase();
                 text_table(&[&column], vec![vec![value]], format)
             }
             Command::ShowAll => {
@@ -428,7 +432,10 @@ impl Connection {
             }
             Command::Declare { name, hold, query } => {
                 let plan = self.plan(session, Statement::Query(query)).await?;
-                let response = match self.run(session, plan.clone(), &Format::UnifiedText).await? {
+                let response = match self
+                    .run(session, plan.clone(), &Format::UnifiedText)
+                    .await?
+                {
                     Response::Query(q) => q,
                     _ => {
                         return Err(sqlstate::error(
@@ -582,7 +589,10 @@ fn cancelled() -> PgWireError {
 }
 
 fn timed_out() -> PgWireError {
-    sqlstate::error(QUERY_CANCELED, "canceling statement due to statement timeout")
+    sqlstate::error(
+        QUERY_CANCELED,
+        "canceling statement due to statement timeout",
+    )
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -614,7 +624,10 @@ fn text_table(columns: &[&str], rows: Vec<Vec<String>>, format: &Format) -> PgWi
     )?);
     let rows: Vec<PgWireResult<DataRow>> =
         arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
-    Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        stream::iter(rows),
+    )))
 }
 
 /// The rows of a running query, batch by batch, watching the cancel token and the deadline.
@@ -708,7 +721,9 @@ pub struct Parser {
 
 impl Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("tls", &self.tls).finish()
+        f.debug_struct("Connection")
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 
@@ -774,7 +789,11 @@ impl QueryParser for Parser {
                 if matches!(plan.as_ref(), LogicalPlan::Statement(_)) {
                     return Ok(vec![]);
                 }
-                arrow_pg::datatypes::arrow_schema_to_pg_fields(plan.schema().as_arrow(), format, None)
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                    plan.schema().as_arrow(),
+                    format,
+                    None,
+                )
             }
             Prepared::Command(Command::Show(name)) => {
                 let column = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
@@ -791,7 +810,10 @@ impl QueryParser for Parser {
                     .conn
                     .upgrade()
                     .ok_or_else(|| sqlstate::error("08006", "connection closed"))?;
-                let cursors = conn.cursors.lock().map_err(|_| sqlstate::error("XX000", "lock"))?;
+                let cursors = conn
+                    .cursors
+                    .lock()
+                    .map_err(|_| sqlstate::error("XX000", "lock"))?;
                 Ok(cursors
                     .get(name)
                     .map(|(_, f)| f.as_ref().clone())
@@ -800,7 +822,9 @@ impl QueryParser for Parser {
             Prepared::Command(Command::ShowAll) => Ok(["name", "setting", "description"]
                 .iter()
                 .enumerate()
-                .map(|(i, n)| FieldInfo::new((*n).into(), None, None, Type::TEXT, format.format_for(i)))
+                .map(|(i, n)| {
+                    FieldInfo::new((*n).into(), None, None, Type::TEXT, format.format_for(i))
+                })
                 .collect()),
             Prepared::Command(_) => Ok(vec![]),
         }
@@ -814,7 +838,12 @@ fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
         .map_err(|e| sqlstate::from_datafusion(&e))?;
     let mut numbered: Vec<(usize, Option<DataType>)> = types
         .into_iter()
-        .filter_map(|(k, v)| k.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, v)))
+        .filter_map(|(k, v)| {
+            k.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|i| (i, v))
+        })
         .collect();
     numbered.sort_by_key(|(i, _)| *i);
     let len = numbered.last().map_or(0, |(i, _)| *i);
@@ -945,8 +974,13 @@ impl ExtendedQueryHandler for Connection {
                 self.run(session, plan, &portal.result_column_format).await
             }
             Prepared::Command(command) => {
-                self.command(client, session, command.clone(), &portal.result_column_format)
-                    .await
+                self.command(
+                    client,
+                    session,
+                    command.clone(),
+                    &portal.result_column_format,
+                )
+                .await
             }
         }
     }

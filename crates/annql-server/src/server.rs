@@ -37,7 +37,10 @@ pub struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("datasets", &self.stores.iter().map(|s| &s.0).collect::<Vec<_>>())
+            .field(
+                "datasets",
+                &self.stores.iter().map(|s| &s.0).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -193,7 +196,8 @@ fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor
     let bad = |what: &str, path: &std::path::Path, e: String| {
         ServerError::Tls(format!("{what} {}: {e}", path.display()))
     };
-    let cert_pem = std::fs::read(cert).map_err(|e| bad("cannot read certificate", cert, e.to_string()))?;
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| bad("cannot read certificate", cert, e.to_string()))?;
     let key_pem = std::fs::read(key).map_err(|e| bad("cannot read key", key, e.to_string()))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -221,6 +225,18 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     addr: SocketAddr,
 ) {
+    // pgwire panics on a startup packet shorter than its own header; answer it the way
+    // PostgreSQL does before pgwire reads anything.
+    match startup_length(&socket, shared.config.startup_timeout).await {
+        Some(len) if !(8..=10_000).contains(&len) => {
+            let mut socket = socket;
+            let _ = write_error(&mut socket, "08P01", "invalid length of startup packet").await;
+            let _ = socket.shutdown().await;
+            return;
+        }
+        Some(_) => {}
+        None => return,
+    }
     // A second handle on the socket lets the watchdog see the client hang up while a query runs
     // (pgwire only reads the socket between statements).
     let (socket, peer) = match socket.into_std().and_then(|s| {
@@ -327,21 +343,53 @@ async fn reject(mut socket: TcpStream, tls: Option<TlsAcceptor>) -> io::Result<(
 async fn read_startup<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u32> {
     let len = s.read_u32().await? as usize;
     if !(8..=10_000).contains(&len) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad startup length"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad startup length",
+        ));
     }
     let mut body = vec![0u8; len - 4];
     s.read_exact(&mut body).await?;
     Ok(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
 }
 
+/// The length field of the first packet (None: the client sent nothing usable in time). A
+/// direct TLS handshake (first byte 0x16) is passed on as valid.
+async fn startup_length(socket: &TcpStream, timeout: Duration) -> Option<u32> {
+    let deadline = Instant::now() + timeout;
+    let mut head = [0u8; 4];
+    loop {
+        let n = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            socket.peek(&mut head),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if head[0] == 0x16 {
+            return Some(8);
+        }
+        if n >= 4 {
+            return Some(u32::from_be_bytes(head));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn write_fatal<S: AsyncWrite + Unpin>(s: &mut S) -> io::Result<()> {
+    write_error(s, "53300", "sorry, too many clients already").await
+}
+
+/// A `FATAL` ErrorResponse written straight to the socket (before pgwire owns it).
+async fn write_error<S: AsyncWrite + Unpin>(s: &mut S, code: &str, message: &str) -> io::Result<()> {
     let mut fields = Vec::new();
-    for (t, v) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "53300"),
-        (b'M', "sorry, too many clients already"),
-    ] {
+    for (t, v) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
         fields.push(t);
         fields.extend_from_slice(v.as_bytes());
         fields.push(0);

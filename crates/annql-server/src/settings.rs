@@ -179,15 +179,23 @@ impl Settings {
             Some(k) => (k.name.to_string(), k.reported),
             None => (name.to_ascii_lowercase(), false),
         };
-        if ["server_version", "server_version_num", "server_encoding", "integer_datetimes", "max_identifier_length"]
-            .contains(&canonical.as_str())
+        if [
+            "server_version",
+            "server_version_num",
+            "server_encoding",
+            "integer_datetimes",
+            "max_identifier_length",
+        ]
+        .contains(&canonical.as_str())
         {
             return Err(format!("parameter \"{canonical}\" cannot be changed"));
         }
         let value = if canonical == "statement_timeout" {
             parse_duration(value)
                 .map(|d| d.as_millis().to_string())
-                .ok_or_else(|| format!("invalid value for parameter \"statement_timeout\": \"{value}\""))?
+                .ok_or_else(|| {
+                    format!("invalid value for parameter \"statement_timeout\": \"{value}\"")
+                })?
         } else {
             value.to_string()
         };
@@ -201,7 +209,8 @@ impl Settings {
 
     /// Back to the default (`RESET name`).
     pub fn reset(&mut self, name: &str) {
-        let canonical = known(name).map_or_else(|| name.to_ascii_lowercase(), |k| k.name.to_string());
+        let canonical =
+            known(name).map_or_else(|| name.to_ascii_lowercase(), |k| k.name.to_string());
         self.values.remove(&canonical);
     }
 
@@ -212,7 +221,8 @@ impl Settings {
 
     /// The current value of `name`, if it is a setting at all.
     pub fn get(&self, name: &str) -> Option<String> {
-        let canonical = known(name).map_or_else(|| name.to_ascii_lowercase(), |k| k.name.to_string());
+        let canonical =
+            known(name).map_or_else(|| name.to_ascii_lowercase(), |k| k.name.to_string());
         if let Some(v) = self.values.get(&canonical) {
             return Some(if canonical == "statement_timeout" {
                 display_millis(v)

@@ -121,7 +121,9 @@ mod tests {
         assert_eq!(c("table 'annql.public.nope' not found"), "42P01");
         assert_eq!(c("Invalid function 'nosuch'."), "42883");
         assert_eq!(
-            code(from_datafusion(&DataFusionError::NotImplemented("x".into()))),
+            code(from_datafusion(&DataFusionError::NotImplemented(
+                "x".into()
+            ))),
             "0A000"
         );
         assert_eq!(

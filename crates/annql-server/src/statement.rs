@@ -113,10 +113,12 @@ fn value_text(values: &[Expr]) -> Option<String> {
 
 fn fetch_count(direction: &FetchDirection) -> Result<FetchCount, String> {
     let number = |v: &datafusion::sql::sqlparser::ast::ValueWithSpan| {
-        v.value
-            .to_string()
-            .parse::<usize>()
-            .map_err(|_| format!("FETCH count must be a non-negative integer, got {}", v.value))
+        v.value.to_string().parse::<usize>().map_err(|_| {
+            format!(
+                "FETCH count must be a non-negative integer, got {}",
+                v.value
+            )
+        })
     };
     Ok(match direction {
         FetchDirection::Count { limit } => FetchCount::Rows(number(limit)?),
@@ -124,7 +126,11 @@ fn fetch_count(direction: &FetchDirection) -> Result<FetchCount, String> {
         FetchDirection::Forward { limit: Some(l) } => FetchCount::Rows(number(l)?),
         FetchDirection::Forward { limit: None } => FetchCount::Rows(1),
         FetchDirection::All | FetchDirection::ForwardAll => FetchCount::All,
-        other => return Err(format!("cursors are forward-only: FETCH {other} is not supported")),
+        other => {
+            return Err(format!(
+                "cursors are forward-only: FETCH {other} is not supported"
+            ));
+        }
     })
 }
 
@@ -189,7 +195,9 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
         })),
         Statement::StartTransaction { .. } => C(Command::Begin),
         Statement::Commit { .. } => C(Command::Commit),
-        Statement::Rollback { savepoint: None, .. } => C(Command::Rollback),
+        Statement::Rollback {
+            savepoint: None, ..
+        } => C(Command::Rollback),
         Statement::Rollback {
             savepoint: Some(_), ..
         } => C(Command::Savepoint("ROLLBACK")),
@@ -212,9 +220,7 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
                 .first()
                 .map(|n| n.value.clone())
                 .ok_or("DECLARE needs a cursor name")?;
-            let query = decl
-                .for_query
-                .ok_or("DECLARE … CURSOR needs FOR <query>")?;
+            let query = decl.for_query.ok_or("DECLARE … CURSOR needs FOR <query>")?;
             C(Command::Declare {
                 name,
                 hold: decl.hold.unwrap_or(false),
@@ -298,7 +304,10 @@ mod tests {
 
     fn one(sql: &str) -> Classified {
         let parser = PostgresCompatibilityParser::new();
-        let mut statements = parser.parse(sql).map_err(|e| e.to_string()).unwrap_or_default();
+        let mut statements = parser
+            .parse(sql)
+            .map_err(|e| e.to_string())
+            .unwrap_or_default();
         assert_eq!(statements.len(), 1, "{sql}");
         classify(statements.remove(0)).unwrap_or_else(|e| Classified::Command(Command::ReadOnly(e)))
     }
@@ -332,21 +341,37 @@ mod tests {
             command("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"),
             Some(Command::SetAccepted)
         ));
-        assert!(matches!(command("SHOW search_path"), Some(Command::Show(n)) if n == "search_path"));
+        assert!(
+            matches!(command("SHOW search_path"), Some(Command::Show(n)) if n == "search_path")
+        );
         assert!(matches!(command("SHOW ALL"), Some(Command::ShowAll)));
         assert!(matches!(
             command("SHOW datafusion.execution.batch_size"),
             Some(Command::Show(n)) if n == "datafusion.execution.batch_size"
         ));
         assert!(matches!(command("DISCARD ALL"), Some(Command::Discard)));
-        assert!(matches!(command("DEALLOCATE ALL"), Some(Command::Deallocate(None))));
+        assert!(matches!(
+            command("DEALLOCATE ALL"),
+            Some(Command::Deallocate(None))
+        ));
         assert!(matches!(command("BEGIN"), Some(Command::Begin)));
-        assert!(matches!(command("SAVEPOINT _EXEC_SVP_1"), Some(Command::Savepoint("SAVEPOINT"))));
-        assert!(matches!(command("RELEASE _EXEC_SVP_1"), Some(Command::Savepoint("RELEASE"))));
-        assert!(matches!(command("ROLLBACK TO _EXEC_SVP_1"), Some(Command::Savepoint("ROLLBACK"))));
+        assert!(matches!(
+            command("SAVEPOINT _EXEC_SVP_1"),
+            Some(Command::Savepoint("SAVEPOINT"))
+        ));
+        assert!(matches!(
+            command("RELEASE _EXEC_SVP_1"),
+            Some(Command::Savepoint("RELEASE"))
+        ));
+        assert!(matches!(
+            command("ROLLBACK TO _EXEC_SVP_1"),
+            Some(Command::Savepoint("ROLLBACK"))
+        ));
         assert!(matches!(command("COMMIT"), Some(Command::Commit)));
         assert!(matches!(command("ROLLBACK"), Some(Command::Rollback)));
-        assert!(matches!(command("INSERT INTO t VALUES (1)"), Some(Command::ReadOnly(k)) if k == "INSERT"));
+        assert!(
+            matches!(command("INSERT INTO t VALUES (1)"), Some(Command::ReadOnly(k)) if k == "INSERT")
+        );
         assert!(command("SELECT 1").is_none());
     }
 
@@ -358,15 +383,24 @@ mod tests {
         ));
         assert!(matches!(
             command("FETCH FORWARD 1000 FROM \"c1\""),
-            Some(Command::Fetch { count: FetchCount::Rows(1000), .. })
+            Some(Command::Fetch {
+                count: FetchCount::Rows(1000),
+                ..
+            })
         ));
         assert!(matches!(
             command("fetch 100 in SQL_CUR1"),
-            Some(Command::Fetch { count: FetchCount::Rows(100), .. })
+            Some(Command::Fetch {
+                count: FetchCount::Rows(100),
+                ..
+            })
         ));
         assert!(matches!(
             command("FETCH ALL FROM c1"),
-            Some(Command::Fetch { count: FetchCount::All, .. })
+            Some(Command::Fetch {
+                count: FetchCount::All,
+                ..
+            })
         ));
         assert!(matches!(command("CLOSE c1"), Some(Command::Close(Some(_)))));
     }
