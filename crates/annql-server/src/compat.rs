@@ -9,8 +9,9 @@
 //!   the same value. Only done in queries that read `pg_catalog`.
 //! - Catalog queries about keys, indexes and inheritance (pgJDBC `getPrimaryKeys`/`getIndexInfo`,
 //!   psqlODBC `SQLPrimaryKeys`, SQLAlchemy's inspector) join tables that are always empty here
-//!   (AnnData tables have no keys or indexes); when DataFusion cannot plan one of them, its answer
-//!   is the empty result with the query's columns, which [`empty_catalog_answer`] builds.
+//!   (AnnData tables have no keys or indexes); when such a table is inner-joined in the outermost
+//!   FROM, the answer
+//!   is the empty result with the query's columns.
 
 use std::ops::ControlFlow;
 

@@ -208,18 +208,20 @@ impl Connection {
         let empty_answer = compat::reads_empty_catalog(&statement)
             .then(|| compat::output_columns(&statement))
             .flatten();
+        if let Some(columns) = empty_answer {
+            // Its rows come through a table that has none: the answer is empty whatever the rest
+            // of the query says (and the rest often uses what DataFusion lacks, e.g. int2vector).
+            return empty_plan(&columns);
+        }
         let plan = match session
             .plan_statement(DFStatement::Statement(Box::new(statement)))
             .await
         {
             Ok(p) => p,
-            Err(e) => match empty_answer {
-                Some(columns) => empty_plan(&columns)?,
-                None => {
-                    log::debug!("planning failed: {e}");
-                    return Err(sqlstate::from_engine(&e));
-                }
-            },
+            Err(e) => {
+                log::debug!("planning failed: {e}");
+                return Err(sqlstate::from_engine(&e));
+            }
         };
         if matches!(
             plan,
