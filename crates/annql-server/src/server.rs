@@ -387,9 +387,18 @@ async fn write_fatal<S: AsyncWrite + Unpin>(s: &mut S) -> io::Result<()> {
 }
 
 /// A `FATAL` ErrorResponse written straight to the socket (before pgwire owns it).
-async fn write_error<S: AsyncWrite + Unpin>(s: &mut S, code: &str, message: &str) -> io::Result<()> {
+async fn write_error<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    code: &str,
+    message: &str,
+) -> io::Result<()> {
     let mut fields = Vec::new();
-    for (t, v) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', message)] {
+    for (t, v) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', code),
+        (b'M', message),
+    ] {
         fields.push(t);
         fields.extend_from_slice(v.as_bytes());
         fields.push(0);
