@@ -7,6 +7,7 @@ mod examples;
 mod fused;
 mod h5ad;
 mod lang;
+mod remote;
 mod repl;
 mod server;
 mod slt;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use annql_server::{Server, ServerConfig};
+use annql_server::{Dataset, Server, ServerConfig};
 use async_trait::async_trait;
 use sqllogictest::{DBOutput, DefaultColumnType};
 use tokio_postgres::types::Type;
@@ -22,10 +22,14 @@ use crate::common::fixture;
 async fn start(tiny: &str, chunky: &str) -> SocketAddr {
     let config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        datasets: vec![
-            ("tiny".into(), fixture(tiny)),
-            ("chunky".into(), fixture(chunky)),
-        ],
+        datasets: [("tiny", tiny), ("chunky", chunky)]
+            .into_iter()
+            .map(|(name, file)| Dataset {
+                name: name.into(),
+                location: fixture(file),
+                options: Default::default(),
+            })
+            .collect(),
         threads: Some(2),
         ..ServerConfig::default()
     };

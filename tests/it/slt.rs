@@ -10,6 +10,7 @@ use annql::engine::AnnSession;
 use annql::engine::datafusion::arrow::array::Array;
 use annql::engine::datafusion::arrow::datatypes::DataType;
 use annql::engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use annql::store::StorageOptions;
 use async_trait::async_trait;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
@@ -139,12 +140,32 @@ fn runner(
     tiny: &str,
     chunky: &str,
 ) -> sqllogictest::Runner<AnnDb, impl sqllogictest::MakeConnection<Conn = AnnDb>> {
-    let mut runner = sqllogictest::Runner::new(|| async {
-        let session = AnnSession::builder().with_threads(2).build()?;
-        Ok(AnnDb { session })
+    located_runner(
+        fixture(tiny).display().to_string(),
+        fixture(chunky).display().to_string(),
+        StorageOptions::default(),
+    )
+}
+
+/// A runner whose `${TINY}` and `${CHUNKY}` are any locations (paths or URLs), reached with
+/// `storage`.
+pub fn located_runner(
+    tiny: String,
+    chunky: String,
+    storage: StorageOptions,
+) -> sqllogictest::Runner<AnnDb, impl sqllogictest::MakeConnection<Conn = AnnDb>> {
+    let mut runner = sqllogictest::Runner::new(move || {
+        let storage = storage.clone();
+        async move {
+            let session = AnnSession::builder()
+                .with_threads(2)
+                .with_storage_options(storage)
+                .build()?;
+            Ok(AnnDb { session })
+        }
     });
-    runner.set_var("TINY".into(), fixture(tiny).display().to_string());
-    runner.set_var("CHUNKY".into(), fixture(chunky).display().to_string());
+    runner.set_var("TINY".into(), tiny);
+    runner.set_var("CHUNKY".into(), chunky);
     runner
 }
 

@@ -29,9 +29,14 @@ pub struct Options {
     /// Memory limit for DataFusion operators, e.g. 2GB or 512MB.
     #[arg(long, global = true, value_parser = parse_bytes)]
     pub memory_limit: Option<usize>,
-    /// Print chunk reads (requests, bytes, chunks) after each statement, on stderr.
+    /// Print chunk reads (requests, bytes, chunks; for remote stores also requests, bytes
+    /// fetched and cache hits) after each statement, on stderr.
     #[arg(long, global = true)]
     pub stats: bool,
+    /// A setting for remote datasets named on the command line, as KEY=VALUE (repeatable):
+    /// endpoint, region, skip_signature, allow_http, cache=off, retries, timeout, … (docs/remote.md).
+    #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
 }
 
 /// Subcommands.

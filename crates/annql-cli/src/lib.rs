@@ -57,9 +57,17 @@ fn report(e: &CliError) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Warnings (a remote store without consolidated metadata) go to stderr; RUST_LOG overrides.
+    let default_log = match cli.command {
+        Some(Command::Serve(_)) => "warn,annql_server=info",
+        _ => "warn",
+    };
+    let _ =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log))
+            .try_init();
     match cli.command {
         Some(Command::Run(run)) => script::run_batch(&cli.options, run).await,
-        Some(Command::Schema { dataset }) => script::print_schema(&dataset),
+        Some(Command::Schema { dataset }) => script::print_schema(&cli.options, &dataset),
         Some(Command::Serve(serve)) => serve::run(&cli.options, serve).await,
         Some(Command::Explain { datasets, sql }) => {
             script::explain(&cli.options, &datasets, &sql).await

@@ -273,13 +273,8 @@ async fn run_text(state: &mut State, text: &str) {
                     println!("Time: {:.3} s", started.elapsed().as_secs_f64());
                 }
                 if state.stats {
-                    let after = read_totals(&state.session);
-                    println!(
-                        "Reads: {} requests, {} bytes, {} chunks",
-                        after.0 - before.0,
-                        after.1 - before.1,
-                        after.2 - before.2
-                    );
+                    let read = read_totals(&state.session).since(&before);
+                    println!("Reads: {read}");
                 }
             }
             Err(CliError::Cancelled) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use annql_engine::{AnnSession, session::default_name};
-use annql_store::AnnDataStore;
+use annql_store::{AnnDataStore, FetchSnapshot, StorageOptions};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -119,6 +119,18 @@ pub fn dataset_spec(spec: &str) -> (String, String) {
     }
 }
 
+/// The `--storage-option KEY=VALUE` settings, for datasets named on the command line.
+pub fn storage_options(options: &Options) -> Result<StorageOptions> {
+    let mut pairs = Vec::new();
+    for o in &options.storage_options {
+        let (k, v) = o.split_once('=').ok_or_else(|| {
+            CliError::Usage(format!("--storage-option expects KEY=VALUE, got {o:?}"))
+        })?;
+        pairs.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(StorageOptions::from_pairs(pairs).map_err(annql_engine::Error::from)?)
+}
+
 /// A session with `datasets` attached (the demo as `pbmc` when there are none).
 pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession> {
     let mut builder = AnnSession::builder();
@@ -128,7 +140,9 @@ pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession
     if let Some(m) = options.memory_limit {
         builder = builder.with_memory_limit(m);
     }
-    let session = builder.build()?;
+    let session = builder
+        .with_storage_options(storage_options(options)?)
+        .build()?;
     annql_lang::install(&session)?;
     if datasets.is_empty() {
         session.attach("pbmc", DEMO)?;
@@ -295,19 +309,72 @@ impl ProgressBar {
     }
 }
 
-/// Chunk-read totals of every attached store, for `--stats`.
-pub fn read_totals(session: &AnnSession) -> (u64, u64, usize) {
-    session
+/// What the attached stores have read so far, for `--stats` and `\\stats`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTotals {
+    /// Range reads asked of storage.
+    pub requests: u64,
+    /// Bytes those reads returned.
+    pub bytes: u64,
+    /// Distinct chunks (storage keys) read.
+    pub chunks: usize,
+    /// Network requests, bytes and cache hits of remote stores (None when all are local).
+    pub remote: Option<FetchSnapshot>,
+}
+
+impl ReadTotals {
+    /// What was read between `earlier` and now.
+    pub fn since(&self, earlier: &ReadTotals) -> ReadTotals {
+        ReadTotals {
+            requests: self.requests - earlier.requests,
+            bytes: self.bytes - earlier.bytes,
+            chunks: self.chunks - earlier.chunks,
+            remote: self
+                .remote
+                .map(|r| r.since(&earlier.remote.unwrap_or_default())),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadTotals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests, {} bytes, {} chunks read",
+            self.requests, self.bytes, self.chunks
+        )?;
+        if let Some(r) = &self.remote {
+            write!(
+                f,
+                "; fetched {} requests, {} bytes; cache {} hits, {} bytes",
+                r.requests, r.bytes, r.cache_hits, r.cache_bytes
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Read totals of every attached store.
+pub fn read_totals(session: &AnnSession) -> ReadTotals {
+    let mut t = ReadTotals::default();
+    for store in session
         .attached_names()
         .iter()
         .filter_map(|n| session.store(n))
-        .fold((0, 0, 0), |(r, b, k), s| {
-            (
-                r + s.totals().requests(),
-                b + s.totals().bytes(),
-                k + s.totals().key_count(),
-            )
-        })
+    {
+        t.requests += store.totals().requests();
+        t.bytes += store.totals().bytes();
+        t.chunks += store.totals().key_count();
+        if let Some(f) = store.fetches() {
+            let s = f.snapshot();
+            let r = t.remote.get_or_insert_with(Default::default);
+            r.requests += s.requests;
+            r.bytes += s.bytes;
+            r.cache_hits += s.cache_hits;
+            r.cache_bytes += s.cache_bytes;
+        }
+    }
+    t
 }
 
 /// `annql run`: every statement of every file, then the `-c` commands.
@@ -408,15 +475,12 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                 Some(execute(&session, *lang, &st.text).await.map_err(located)?)
             };
             if options.stats {
-                let after = read_totals(&session);
+                let read = read_totals(&session).since(&before);
                 eprintln!(
-                    "-- {}:{}: {:.3}s, {} requests, {} bytes, {} chunks read",
+                    "-- {}:{}: {:.3}s, {read}",
                     file,
                     st.line,
                     started.elapsed().as_secs_f64(),
-                    after.0 - before.0,
-                    after.1 - before.1,
-                    after.2 - before.2
                 );
             }
             let Some(outcome) = outcome else {
@@ -464,12 +528,15 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
 }
 
 /// `annql schema`: the tables a store exposes (with columns and types), then its element tree.
-pub fn print_schema(spec: &str) -> Result<()> {
+pub fn print_schema(options: &Options, spec: &str) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let (name, path) = dataset_spec(spec);
     let started = Instant::now();
-    let store = Arc::new(AnnDataStore::open(&path).map_err(annql_engine::Error::from)?);
+    let store = Arc::new(
+        AnnDataStore::open_with(&path, &storage_options(options)?)
+            .map_err(annql_engine::Error::from)?,
+    );
     let opened = started.elapsed();
     let provider = annql_engine::AnnDataSchemaProvider::try_new(store.clone())?;
     let metadata = if store.consolidated() {

@@ -3,49 +3,65 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use annql_server::{Server, ServerConfig, TlsFiles};
+use annql_server::{Dataset, Server, ServerConfig, TlsFiles};
+use annql_store::StorageOptions;
+use annql_store::object::is_remote;
 
 use crate::args::{Options, ServeArgs};
 use crate::error::{CliError, Result};
-use crate::script::{DEMO, dataset_spec};
+use crate::script::{DEMO, dataset_spec, storage_options};
 
-/// Datasets named in a catalog file: `NAME = PATH` per line, `#` comments, blank lines.
-/// Relative paths are taken relative to the file.
-pub fn read_catalog(file: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// Datasets named in a catalog file: `NAME = LOCATION [KEY=VALUE ...]` per line, `#` comments,
+/// blank lines. LOCATION is a path (relative ones are taken relative to the file) or a URL; the
+/// KEY=VALUE pairs are storage options for a remote store (`endpoint=…`, `cache=off`).
+pub fn read_catalog(file: &Path) -> Result<Vec<Dataset>> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Usage(format!("catalog {}: {e}", file.display())))?;
     let base = file.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
+        let at = |why: String| CliError::Usage(format!("{}:{}: {why}", file.display(), n + 1));
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let Some((name, path)) = line.split_once('=') else {
-            return Err(CliError::Usage(format!(
-                "{}:{}: expected NAME = PATH, got {line:?}",
-                file.display(),
-                n + 1
-            )));
+        let Some((name, rest)) = line.split_once('=') else {
+            return Err(at(format!("expected NAME = LOCATION, got {line:?}")));
         };
-        let (name, path) = (
-            name.trim(),
-            path.trim().trim_matches('"').trim_matches('\''),
-        );
+        let name = name.trim();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(CliError::Usage(format!(
-                "{}:{}: dataset name {name:?} must be letters, digits and _",
-                file.display(),
-                n + 1
+            return Err(at(format!(
+                "dataset name {name:?} must be letters, digits and _"
             )));
         }
-        let path = Path::new(path);
-        let path = if path.is_relative() {
-            base.join(path)
-        } else {
+        let mut words = rest.split_whitespace();
+        let location = words
+            .next()
+            .map(|w| w.trim_matches('"').trim_matches('\''))
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| at(format!("no location for {name}")))?;
+        let mut pairs = Vec::new();
+        for w in words {
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| at(format!("expected KEY=VALUE after the location, got {w:?}")))?;
+            pairs.push((
+                k.to_string(),
+                v.trim_matches('"').trim_matches('\'').to_string(),
+            ));
+        }
+        let options = StorageOptions::from_pairs(pairs).map_err(|e| at(e.to_string()))?;
+        let path = Path::new(location);
+        let location = if is_remote(location) || !path.is_relative() {
             path.to_path_buf()
+        } else {
+            base.join(path)
         };
-        out.push((name.to_string(), path));
+        out.push(Dataset {
+            name: name.to_string(),
+            location,
+            options,
+        });
     }
     Ok(out)
 }
@@ -53,23 +69,28 @@ pub fn read_catalog(file: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Runs the server until Ctrl-C.
 #[allow(clippy::print_stderr)]
 pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
-    let _ = env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("annql_server=info"),
-    )
-    .try_init();
-    let mut datasets: Vec<(String, PathBuf)> = args
+    let storage = storage_options(options)?;
+    let mut datasets: Vec<Dataset> = args
         .datasets
         .iter()
         .map(|s| {
             let (name, path) = dataset_spec(s);
-            (name, PathBuf::from(path))
+            Dataset {
+                name,
+                location: PathBuf::from(path),
+                options: storage.clone(),
+            }
         })
         .collect();
     if let Some(file) = &args.catalog {
         datasets.extend(read_catalog(file)?);
     }
     if datasets.is_empty() {
-        datasets.push(("pbmc".into(), PathBuf::from(DEMO)));
+        datasets.push(Dataset {
+            name: "pbmc".into(),
+            location: PathBuf::from(DEMO),
+            options: storage,
+        });
     }
     let credentials = if args.no_auth {
         None
@@ -105,7 +126,7 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
         idle_timeout: args.idle_timeout.map(Duration::from_secs),
         ..ServerConfig::default()
     };
-    let names: Vec<String> = config.datasets.iter().map(|d| d.0.clone()).collect();
+    let names: Vec<String> = config.datasets.iter().map(|d| d.name.clone()).collect();
     let server = Server::bind(config).await?;
     eprintln!(
         "annql serve: listening on {} (datasets: {}; user {}{})",
@@ -136,18 +157,27 @@ mod tests {
         let file = dir.path().join("catalog.txt");
         std::fs::write(
             &file,
-            "# atlases\npbmc = pbmc.zarr\nlung=/data/lung.h5ad # remote later\n\n",
+            "# atlases\npbmc = pbmc.zarr\nlung=/data/lung.h5ad # local\n\n\
+             cloud = s3://bucket/atlas.zarr endpoint=http://127.0.0.1:9000 cache=off\n",
         )
         .ok();
-        let got = read_catalog(&file).map_err(|e| e.to_string());
+        let got = read_catalog(&file).map(|d| {
+            d.into_iter()
+                .map(|d| (d.name, d.location))
+                .collect::<Vec<_>>()
+        });
         assert_eq!(
-            got,
+            got.map_err(|e| e.to_string()),
             Ok(vec![
                 ("pbmc".to_string(), dir.path().join("pbmc.zarr")),
                 ("lung".to_string(), PathBuf::from("/data/lung.h5ad")),
+                ("cloud".to_string(), PathBuf::from("s3://bucket/atlas.zarr")),
             ])
         );
         std::fs::write(&file, "no equals sign\n").ok();
         assert!(read_catalog(&file).is_err());
+        std::fs::write(&file, "x = s3://b/a.zarr retries=many\n").ok();
+        let err = read_catalog(&file).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains(":1:") && e.contains("retries")));
     }
 }

@@ -14,6 +14,8 @@
 pub mod decode;
 /// The error type.
 pub mod error;
+/// Network metrics of remote stores for `EXPLAIN ANALYZE`.
+mod fetch;
 /// The fused group-by over a matrix joined to obs/var.
 pub mod fused;
 /// Which tables a store exposes, and their names.

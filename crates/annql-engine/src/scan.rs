@@ -41,6 +41,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use crate::decode::{AnnTable, probe_batch};
+use crate::fetch::FetchMetrics;
 use crate::pushdown::CodeFilter;
 
 /// Blocks planned and scanned by the running queries of a session, for progress display.
@@ -104,6 +105,8 @@ pub struct AnnDataScanExec {
     /// bound otherwise (lets join planning put the smaller side first).
     row_count: Precision<usize>,
     metrics: ExecutionPlanMetricsSet,
+    /// Network gauges of a remote store, started by the first partition.
+    fetch: Arc<std::sync::OnceLock<Option<FetchMetrics>>>,
     cache: Arc<PlanProperties>,
 }
 
@@ -145,6 +148,7 @@ impl AnnDataScanExec {
             dynamic_filters: Vec::new(),
             row_count: Precision::Absent,
             metrics: ExecutionPlanMetricsSet::new(),
+            fetch: Arc::default(),
             cache,
         })
     }
@@ -188,6 +192,7 @@ impl AnnDataScanExec {
             dynamic_filters,
             row_count: self.row_count,
             metrics: ExecutionPlanMetricsSet::new(),
+            fetch: Arc::default(),
             cache: self.cache.clone(),
         }
     }
@@ -415,6 +420,8 @@ impl ExecutionPlan for AnnDataScanExec {
             stats: ReadStats::new_shared(),
             metrics,
         });
+        FetchMetrics::once(&self.fetch, &self.table.store, &self.metrics);
+        let fetch = self.fetch.clone();
         let dynamic = self.dynamic_filters.clone();
         let limit = self.params.limit;
         let progress = self.table.progress.clone();
@@ -425,6 +432,7 @@ impl ExecutionPlan for AnnDataScanExec {
             .then(move |block| {
                 let state = state.clone();
                 let dynamic = dynamic.clone();
+                let fetch = fetch.clone();
                 async move {
                     // A join's filter is taken as it stands when the block is read: by then the
                     // join's build side is normally complete; if not, it prunes less, never wrongly.
@@ -437,6 +445,9 @@ impl ExecutionPlan for AnnDataScanExec {
                         tokio::task::spawn_blocking(move || state.scan_block(block, &snapshots))
                             .await;
                     progress.step();
+                    if let Some(Some(f)) = fetch.get() {
+                        f.update();
+                    }
                     result.map_err(|e| DataFusionError::External(Box::new(e)))?
                 }
             })

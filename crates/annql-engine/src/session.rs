@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use annql_store::AnnDataStore;
+use annql_store::{AnnDataStore, StorageOptions};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::CatalogProvider;
 use datafusion::dataframe::DataFrame;
@@ -16,6 +16,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlValue};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::fused::FusedAggregateRule;
@@ -31,6 +32,7 @@ pub struct SessionBuilder {
     batch_size: usize,
     fused: bool,
     information_schema: bool,
+    storage: StorageOptions,
 }
 
 impl Default for SessionBuilder {
@@ -41,6 +43,7 @@ impl Default for SessionBuilder {
             batch_size: 8192,
             fused: true,
             information_schema: true,
+            storage: StorageOptions::default(),
         }
     }
 }
@@ -78,6 +81,13 @@ impl SessionBuilder {
         self
     }
 
+    /// How remote stores attached without options of their own are reached (endpoint,
+    /// credentials, cache…); `ATTACH … (key value)` options are applied on top.
+    pub fn with_storage_options(mut self, options: StorageOptions) -> Self {
+        self.storage = options;
+        self
+    }
+
     /// Builds the session.
     pub fn build(self) -> Result<AnnSession> {
         let config = SessionConfig::new()
@@ -103,6 +113,7 @@ impl SessionBuilder {
             attached: Mutex::default(),
             progress: Arc::default(),
             rewriters: Mutex::default(),
+            storage: self.storage,
         })
     }
 }
@@ -122,6 +133,7 @@ pub struct AnnSession {
     attached: Mutex<BTreeMap<String, Arc<AnnDataStore>>>,
     progress: Arc<Progress>,
     rewriters: Mutex<Vec<Arc<dyn StatementRewriter>>>,
+    storage: StorageOptions,
 }
 
 impl std::fmt::Debug for AnnSession {
@@ -166,9 +178,19 @@ impl AnnSession {
         self.attached.lock().ok()?.get(name).cloned()
     }
 
-    /// Opens the store at `path` and attaches it as schema `name`.
+    /// Opens the store at `path` (a local path or a URL) and attaches it as schema `name`.
     pub fn attach(&self, name: &str, path: impl AsRef<Path>) -> Result<()> {
-        let store = Arc::new(AnnDataStore::open(path)?);
+        self.attach_with(name, path, &self.storage)
+    }
+
+    /// Opens the store at `path`, reaching a remote one with `options`, and attaches it.
+    pub fn attach_with(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+        options: &StorageOptions,
+    ) -> Result<()> {
+        let store = Arc::new(AnnDataStore::open_with(path, options)?);
         self.attach_store(name, store)
     }
 
@@ -211,7 +233,14 @@ impl AnnSession {
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         if let Some(cmd) = parse_attach(sql)? {
             match cmd {
-                Attach::Attach { path, name } => self.attach(&name, &path)?,
+                Attach::Attach {
+                    path,
+                    name,
+                    options,
+                } => {
+                    let options = self.storage.with_pairs(options)?;
+                    self.attach_with(&name, &path, &options)?
+                }
                 Attach::Detach { name, if_exists } => match self.detach(&name) {
                     Err(Error::NotAttached(_)) if if_exists => {}
                     other => other?,
@@ -259,11 +288,19 @@ impl AnnSession {
 /// An ATTACH or DETACH statement.
 #[derive(Debug, PartialEq, Eq)]
 enum Attach {
-    Attach { path: String, name: String },
-    Detach { name: String, if_exists: bool },
+    Attach {
+        path: String,
+        name: String,
+        options: Vec<(String, String)>,
+    },
+    Detach {
+        name: String,
+        if_exists: bool,
+    },
 }
 
-/// Recognises `ATTACH [DATABASE] 'path' [AS name]` and `DETACH [DATABASE] [IF EXISTS] name`.
+/// Recognises `ATTACH [DATABASE] 'path' [AS name] [(key value, ...)]` and
+/// `DETACH [DATABASE] [IF EXISTS] name`.
 fn parse_attach(sql: &str) -> Result<Option<Attach>> {
     let first = sql
         .split_whitespace()
@@ -273,8 +310,14 @@ fn parse_attach(sql: &str) -> Result<Option<Attach>> {
     if first != "ATTACH" && first != "DETACH" {
         return Ok(None);
     }
+    let mut sql = sql.trim().trim_end_matches(';').trim_end().to_string();
+    let mut options = Vec::new();
+    if first == "ATTACH" && sql.ends_with(')') {
+        let (rest, parsed) = split_attach_options(&sql)?;
+        options = parsed;
+        sql = rest;
+    }
     // `ATTACH 'path'` without `AS`: the generic dialect wants a name, so give it the default one.
-    let mut sql = sql.trim().trim_end_matches(';').to_string();
     if first == "ATTACH"
         && !sql.to_ascii_uppercase().contains(" AS ")
         && let Some(path) = sql.split('\'').nth(1)
@@ -296,6 +339,7 @@ fn parse_attach(sql: &str) -> Result<Option<Attach>> {
                 .as_ref()
                 .map_or_else(|| default_name(&database_path.value), |a| a.value.clone()),
             path: database_path.value.clone(),
+            options,
         }),
         Statement::AttachDatabase {
             schema_name,
@@ -320,6 +364,7 @@ fn parse_attach(sql: &str) -> Result<Option<Attach>> {
             Some(Attach::Attach {
                 path,
                 name: schema_name.value.clone(),
+                options,
             })
         }
         Statement::DetachDuckDBDatabase {
@@ -332,6 +377,47 @@ fn parse_attach(sql: &str) -> Result<Option<Attach>> {
         }),
         _ => None,
     })
+}
+
+/// Splits the trailing `(key value, key = value, ...)` off an ATTACH statement. Values are quoted
+/// strings, numbers or words; keys are words.
+fn split_attach_options(sql: &str) -> Result<(String, Vec<(String, String)>)> {
+    let bad = |why: &str| Error::Statement(format!("ATTACH options: {why}"));
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| bad(&e.to_string()))?;
+    // The options list is the parenthesised group that ends the statement.
+    let Some(open) = tokens.iter().rposition(|t| *t == Token::LParen) else {
+        return Err(bad("unbalanced parentheses"));
+    };
+    let inner: Vec<&Token> = tokens[open + 1..tokens.len() - 1]
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let mut options = Vec::new();
+    for item in inner.split(|t| **t == Token::Comma) {
+        let (key, value) = match item {
+            [] => continue,
+            [Token::Word(k), v] | [Token::Word(k), Token::Eq, v] => (k, v),
+            _ => {
+                let text: String = item
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                return Err(bad(&format!("expected key 'value', got {text}")));
+            }
+        };
+        let value = match value {
+            Token::SingleQuotedString(v) | Token::DoubleQuotedString(v) => v.clone(),
+            Token::Number(n, _) => n.clone(),
+            Token::Word(w) => w.value.clone(),
+            other => return Err(bad(&format!("bad value {other} for {}", key.value))),
+        };
+        options.push((key.value.to_ascii_lowercase(), value));
+    }
+    let rest: String = tokens[..open].iter().map(|t| t.to_string()).collect();
+    Ok((rest.trim_end().to_string(), options))
 }
 
 /// The name a store is attached under by default: its file stem (`pbmc.zarr.zip` → `pbmc`).
@@ -358,14 +444,31 @@ mod tests {
             parse_attach("ATTACH 'data/pbmc.zarr' AS pbmc")?,
             Some(Attach::Attach {
                 path: "data/pbmc.zarr".into(),
-                name: "pbmc".into()
+                name: "pbmc".into(),
+                options: vec![],
             })
         );
+        assert_eq!(
+            parse_attach(
+                "ATTACH 's3://bucket/a.zarr' AS a (endpoint 'http://127.0.0.1:9000', region = 'eu', cache off);"
+            )?,
+            Some(Attach::Attach {
+                path: "s3://bucket/a.zarr".into(),
+                name: "a".into(),
+                options: vec![
+                    ("endpoint".into(), "http://127.0.0.1:9000".into()),
+                    ("region".into(), "eu".into()),
+                    ("cache".into(), "off".into()),
+                ],
+            })
+        );
+        assert!(parse_attach("ATTACH 'x.zarr' AS x (endpoint)").is_err());
         assert_eq!(
             parse_attach("attach 'x/Atlas-M.zarr.zip'")?,
             Some(Attach::Attach {
                 path: "x/Atlas-M.zarr.zip".into(),
-                name: "atlas_m".into()
+                name: "atlas_m".into(),
+                options: vec![],
             })
         );
         assert_eq!(

@@ -188,36 +188,37 @@ fn pg_settings() -> Result<RecordBatch> {
             rows.push((n.into(), v.into(), d.into()));
         }
     }
-    let s = |n: &str| Field::new(n, DataType::Utf8, true);
-    let schema = Arc::new(Schema::new(vec![
-        s("name"),
-        s("setting"),
-        s("unit"),
-        s("category"),
-        s("short_desc"),
-        s("context"),
-        s("vartype"),
-        s("source"),
-        s("reset_val"),
-    ]));
-    let col = |f: &dyn Fn(&(String, String, String)) -> Option<String>| {
-        utf8(rows.iter().map(f).collect())
-    };
-    RecordBatch::try_new(
-        schema,
-        vec![
-            col(&|r| Some(r.0.clone())),
-            col(&|r| Some(r.1.clone())),
-            col(&|_| None),
-            col(&|_| Some("Client Connection Defaults".into())),
-            col(&|r| Some(r.2.clone())),
-            col(&|_| Some("user".into())),
-            col(&|_| Some("string".into())),
-            col(&|_| Some("default".into())),
-            col(&|r| Some(r.1.clone())),
+    let rows: Vec<Vec<Option<String>>> = rows
+        .into_iter()
+        .map(|(name, setting, desc)| {
+            vec![
+                Some(name),
+                Some(setting.clone()),
+                None,
+                Some("Client Connection Defaults".into()),
+                Some(desc),
+                Some("user".into()),
+                Some("string".into()),
+                Some("default".into()),
+                Some(setting),
+            ]
+        })
+        .collect();
+    text_batch(
+        &[
+            "name",
+            "setting",
+            "unit",
+            "category",
+            "short_desc",
+            "context",
+            "vartype",
+            "source",
+            "reset_val",
         ],
+        &rows,
+        vec![],
     )
-    .map_err(Into::into)
 }
 
 #[async_trait]
@@ -317,14 +318,36 @@ async fn user_tables(
     Ok(out)
 }
 
-fn utf8(values: Vec<Option<String>>) -> ArrayRef {
-    Arc::new(StringArray::from(values))
+/// A batch of text columns named `names`, one row per entry of `rows`, followed by `more`.
+fn text_batch(
+    names: &[&str],
+    rows: &[Vec<Option<String>>],
+    more: Vec<(Field, ArrayRef)>,
+) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = names
+        .iter()
+        .map(|n| Field::new(*n, DataType::Utf8, true))
+        .collect();
+    let mut columns: Vec<ArrayRef> = (0..names.len())
+        .map(|i| {
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>(),
+            )) as ArrayRef
+        })
+        .collect();
+    for (field, column) in more {
+        fields.push(field);
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 impl InformationSchema {
     async fn build(&self, name: &str) -> Result<Option<RecordBatch>> {
-        let s = |n: &str| Field::new(n, DataType::Utf8, true);
-        let i = |n: &str| Field::new(n, DataType::Int32, true);
+        let text = |v: &str| Some(v.to_string());
         Ok(Some(match name {
             "schemata" => {
                 let mut rows = Vec::new();
@@ -333,97 +356,87 @@ impl InformationSchema {
                         let mut names = cat.schema_names();
                         names.sort();
                         for schema in names {
-                            rows.push((c.clone(), schema));
+                            rows.push(vec![text(&c), Some(schema), text("annql")]);
                         }
                     }
                 }
-                let schema = Arc::new(Schema::new(vec![
-                    s("catalog_name"),
-                    s("schema_name"),
-                    s("schema_owner"),
-                ]));
-                RecordBatch::try_new(
-                    schema,
-                    vec![
-                        utf8(rows.iter().map(|r| Some(r.0.clone())).collect()),
-                        utf8(rows.iter().map(|r| Some(r.1.clone())).collect()),
-                        utf8(rows.iter().map(|_| Some("annql".to_string())).collect()),
-                    ],
+                text_batch(
+                    &["catalog_name", "schema_name", "schema_owner"],
+                    &rows,
+                    vec![],
                 )?
             }
             "tables" => {
-                let rows = user_tables(&self.catalogs).await?;
-                let schema = Arc::new(Schema::new(vec![
-                    s("table_catalog"),
-                    s("table_schema"),
-                    s("table_name"),
-                    s("table_type"),
-                    s("is_insertable_into"),
-                ]));
-                RecordBatch::try_new(
-                    schema,
-                    vec![
-                        utf8(rows.iter().map(|r| Some(r.0.clone())).collect()),
-                        utf8(rows.iter().map(|r| Some(r.1.clone())).collect()),
-                        utf8(rows.iter().map(|r| Some(r.2.clone())).collect()),
-                        utf8(
-                            rows.iter()
-                                .map(|_| Some("BASE TABLE".to_string()))
-                                .collect(),
-                        ),
-                        utf8(rows.iter().map(|_| Some("NO".to_string())).collect()),
+                let rows: Vec<_> = user_tables(&self.catalogs)
+                    .await?
+                    .into_iter()
+                    .map(|(catalog, schema, table, _)| {
+                        vec![
+                            Some(catalog),
+                            Some(schema),
+                            Some(table),
+                            text("BASE TABLE"),
+                            text("NO"),
+                        ]
+                    })
+                    .collect();
+                text_batch(
+                    &[
+                        "table_catalog",
+                        "table_schema",
+                        "table_name",
+                        "table_type",
+                        "is_insertable_into",
                     ],
+                    &rows,
+                    vec![],
                 )?
             }
-            "views" => RecordBatch::new_empty(Arc::new(Schema::new(vec![
-                s("table_catalog"),
-                s("table_schema"),
-                s("table_name"),
-                s("view_definition"),
-            ]))),
+            "views" => text_batch(
+                &[
+                    "table_catalog",
+                    "table_schema",
+                    "table_name",
+                    "view_definition",
+                ],
+                &[],
+                vec![],
+            )?,
             "columns" => {
-                let tables = user_tables(&self.catalogs).await?;
-                let mut cols: [Vec<Option<String>>; 8] = Default::default();
+                let mut rows = Vec::new();
                 let mut ordinal = Vec::new();
-                for (catalog, schema, table, provider) in &tables {
+                for (catalog, schema, table, provider) in user_tables(&self.catalogs).await? {
                     for (idx, field) in provider.schema().fields().iter().enumerate() {
                         let (type_name, udt) = pg_type_name(field.data_type());
-                        cols[0].push(Some(catalog.clone()));
-                        cols[1].push(Some(schema.clone()));
-                        cols[2].push(Some(table.clone()));
-                        cols[3].push(Some(field.name().clone()));
-                        cols[4].push(None);
-                        cols[5].push(Some(if field.is_nullable() { "YES" } else { "NO" }.into()));
-                        cols[6].push(Some(type_name));
-                        cols[7].push(Some(udt));
+                        rows.push(vec![
+                            text(&catalog),
+                            text(&schema),
+                            text(&table),
+                            Some(field.name().clone()),
+                            None,
+                            text(if field.is_nullable() { "YES" } else { "NO" }),
+                            Some(type_name),
+                            Some(udt),
+                        ]);
                         ordinal.push(idx as i32 + 1);
                     }
                 }
-                let schema = Arc::new(Schema::new(vec![
-                    s("table_catalog"),
-                    s("table_schema"),
-                    s("table_name"),
-                    s("column_name"),
-                    s("column_default"),
-                    s("is_nullable"),
-                    s("data_type"),
-                    s("udt_name"),
-                    i("ordinal_position"),
-                ]));
-                let [c0, c1, c2, c3, c4, c5, c6, c7] = cols;
-                RecordBatch::try_new(
-                    schema,
-                    vec![
-                        utf8(c0),
-                        utf8(c1),
-                        utf8(c2),
-                        utf8(c3),
-                        utf8(c4),
-                        utf8(c5),
-                        utf8(c6),
-                        utf8(c7),
-                        Arc::new(Int32Array::from(ordinal)),
+                text_batch(
+                    &[
+                        "table_catalog",
+                        "table_schema",
+                        "table_name",
+                        "column_name",
+                        "column_default",
+                        "is_nullable",
+                        "data_type",
+                        "udt_name",
                     ],
+                    &rows,
+                    vec![(
+                        Field::new("ordinal_position", DataType::Int32, true),
+                        Arc::new(Int32Array::from(ordinal)),
+                    )],
                 )?
             }
             _ => return Ok(None),

@@ -1,6 +1,12 @@
 //! What drivers send that DataFusion does not plan as PostgreSQL would, on top of the rewrites
 //! `datafusion-pg-catalog` already applies.
 //!
+//! Before parsing ([`preprocess`]):
+//! - pgJDBC's type lookup compares `typinput` with `'pg_catalog.array_in'::regproc`. The catalog
+//!   keeps `typinput` as a procedure name, while the parser's own rules turn a `::regproc` cast
+//!   into an oid lookup; so the cast is replaced by the name before those rules run.
+//!
+//! After parsing ([`rewrite`]):
 //! - `LIKE … ESCAPE '/'` (SQLAlchemy): the pattern is re-escaped with backslashes, DataFusion's
 //!   only escape character.
 //! - A correlated scalar subquery that selects one column without aggregating (pgJDBC's
@@ -12,6 +18,11 @@
 //!   (AnnData tables have no keys or indexes); when such a table is inner-joined in the outermost
 //!   FROM, the answer
 //!   is the empty result with the query's columns.
+//! - `CASE` branches guarded by catalog facts that are constant in annql (no column defaults,
+//!   identities or collations: `atthasdef`, `attidentity != ''`, `attcollation != 0`) are
+//!   dropped. SQLAlchemy's `get_columns` guards correlated subqueries with them, and DataFusion
+//!   cannot plan a subquery inside `CASE`; the guard is false on every row, so the branch never
+//!   applies.
 
 use std::ops::ControlFlow;
 
@@ -33,7 +44,17 @@ const EMPTY_CATALOG_TABLES: [&str; 7] = [
     "pg_sequence",
 ];
 
-/// Applies the rewrites above to a statement.
+/// Applies the text replacements above to a query string before it is parsed.
+pub fn preprocess(sql: &str) -> std::borrow::Cow<'_, str> {
+    const ARRAY_IN: &str = "'pg_catalog.array_in'::regproc";
+    if sql.contains(ARRAY_IN) {
+        sql.replace(ARRAY_IN, "'array_in'").into()
+    } else {
+        sql.into()
+    }
+}
+
+/// Applies the rewrites above to a parsed statement.
 pub fn rewrite(statement: &mut Statement) {
     let reads_catalog = reads_pg_catalog(statement);
     let _ = visit_expressions_mut(statement, |e: &mut Expr| {
@@ -56,6 +77,7 @@ pub fn rewrite(statement: &mut Statement) {
                 }
             }
             Expr::Subquery(q) if reads_catalog => aggregate_single_column(q),
+            Expr::Case { .. } if reads_catalog => fold_constant_guards(e),
             _ => {}
         }
         ControlFlow::<()>::Continue(())
@@ -164,6 +186,97 @@ fn aggregate_single_column(q: &mut Query) {
             Some(alias) => SelectItem::ExprWithAlias { expr: w, alias },
             None => SelectItem::UnnamedExpr(w),
         };
+    }
+}
+
+/// The value a `pg_attribute` column has on every row of annql's catalog, by its name (catalog
+/// column names carry their table's prefix, so the name alone identifies it).
+fn constant_catalog_column(name: &str) -> Option<Value> {
+    match name {
+        "atthasdef" => Some(Value::Boolean(false)),
+        "attidentity" | "attgenerated" => Some(Value::SingleQuotedString(String::new())),
+        "attcollation" => Some(Value::Number("0".into(), false)),
+        _ => None,
+    }
+}
+
+/// Drops the `WHEN` branches of a searched `CASE` whose condition is false given
+/// [`constant_catalog_column`]; the `CASE` becomes its `ELSE` (or NULL) when none is left.
+fn fold_constant_guards(case: &mut Expr) {
+    let Expr::Case {
+        operand: None,
+        conditions,
+        else_result,
+        ..
+    } = case
+    else {
+        return;
+    };
+    conditions.retain(|w| guard_value(&w.condition) != Some(false));
+    if conditions.is_empty() {
+        *case = else_result
+            .take()
+            .map(|e| *e)
+            .unwrap_or_else(|| Expr::value(Value::Null));
+    }
+}
+
+/// The truth of a guard when it follows from constant catalog columns; None when unknown.
+/// NULL counts as false, as it does for `WHEN`.
+fn guard_value(e: &Expr) -> Option<bool> {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator as Op, UnaryOperator};
+    match e {
+        Expr::Nested(e) => guard_value(e),
+        Expr::Value(v) => match &v.value {
+            Value::Boolean(b) => Some(*b),
+            Value::Null => Some(false),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => guard_value(expr).map(|b| !b),
+        Expr::BinaryOp {
+            left,
+            op: Op::And,
+            right,
+        } => match (guard_value(left), guard_value(right)) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        },
+        Expr::BinaryOp {
+            left,
+            op: Op::Or,
+            right,
+        } => match (guard_value(left), guard_value(right)) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        Expr::BinaryOp { left, op, right } if matches!(op, Op::Eq | Op::NotEq) => {
+            let (a, b) = (constant_operand(left)?, constant_operand(right)?);
+            Some((a == b) == matches!(op, Op::Eq))
+        }
+        column => match constant_operand(column)? {
+            Value::Boolean(b) => Some(b),
+            _ => None,
+        },
+    }
+}
+
+/// A literal, or a constant catalog column, as a value.
+fn constant_operand(e: &Expr) -> Option<Value> {
+    match e {
+        Expr::Nested(e) => constant_operand(e),
+        Expr::Value(v) if !matches!(v.value, Value::Null | Value::Placeholder(_)) => {
+            Some(v.value.clone())
+        }
+        Expr::Identifier(i) => constant_catalog_column(&i.value.to_ascii_lowercase()),
+        Expr::CompoundIdentifier(parts) => {
+            constant_catalog_column(&parts.last()?.value.to_ascii_lowercase())
+        }
+        _ => None,
     }
 }
 
@@ -292,6 +405,36 @@ mod tests {
         );
         rewrite(&mut s);
         assert!(s.to_string().contains("max(c.relkind = 'c')"), "{s}");
+    }
+
+    #[test]
+    fn constant_guards_drop_case_branches() {
+        let mut s = parse(
+            "SELECT CASE WHEN a.atthasdef THEN (SELECT d.adbin FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid) ELSE NULL END AS dflt, \
+             CASE WHEN (a.attcollation != 0 AND (SELECT t.typcollation FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid) != a.attcollation) THEN 'x' END AS coll, \
+             CASE WHEN a.attidentity != '' THEN 1 ELSE 2 END AS ident, \
+             CASE WHEN a.attnum > 0 THEN 'kept' END AS kept \
+             FROM pg_catalog.pg_attribute a",
+        );
+        rewrite(&mut s);
+        let text = s.to_string();
+        assert!(
+            !text.contains("SELECT d.adbin") && !text.contains("typcollation"),
+            "{text}"
+        );
+        assert!(
+            text.contains("NULL AS dflt") && text.contains("NULL AS coll"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 AS ident") && text.contains("THEN 'kept'"),
+            "{text}"
+        );
+        // A guard that depends on a parameter is left alone.
+        let mut s =
+            parse("SELECT CASE WHEN a.attidentity != $1 THEN 1 END FROM pg_catalog.pg_attribute a");
+        rewrite(&mut s);
+        assert!(s.to_string().contains("CASE WHEN"), "{s}");
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use annql_store::StorageOptions;
+
 /// PEM files of the server certificate (chain) and its private key.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -13,13 +15,25 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// One dataset served: its schema name, where it is (a path or a URL), and how a remote one is
+/// reached.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// The schema it appears as.
+    pub name: String,
+    /// A local path or a store URL.
+    pub location: PathBuf,
+    /// Settings for a remote store.
+    pub options: StorageOptions,
+}
+
 /// Everything `annql serve` is told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The address to listen on (loopback by default).
     pub listen: SocketAddr,
-    /// Datasets served, as schema name and path.
-    pub datasets: Vec<(String, PathBuf)>,
+    /// Datasets served.
+    pub datasets: Vec<Dataset>,
     /// The user and password SCRAM-SHA-256 checks; None runs without authentication, which
     /// [`crate::Server::bind`] allows only on loopback.
     pub credentials: Option<(String, String)>,

@@ -189,12 +189,9 @@ impl Connection {
             ));
         }
         log::debug!("statement: {sql}");
-        // pgJDBC's type lookup compares `typinput` (a name here) with `'pg_catalog.array_in'::regproc`;
-        // the catalog keeps procedure names, so compare with the name.
-        let sql = sql.replace("'pg_catalog.array_in'::regproc", "'array_in'");
         self.shared
             .parser
-            .parse(&sql)
+            .parse(&compat::preprocess(sql))
             .map_err(|e| sqlstate::error(sqlstate::SYNTAX_ERROR, e.to_string()))
     }
 
@@ -393,12 +390,7 @@ impl Connection {
                         format!("unrecognized configuration parameter \"{name}\""),
                     )
                 })?;
-                let column = name
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or(&name)
-                    .to_ascii_lowercase();
-                text_table(&[&column], vec![vec![value]], format)
+                text_table(&[&show_column(&name)], vec![vec![value]], format)
             }
             Command::ShowAll => {
                 let rows = self
@@ -407,7 +399,7 @@ impl Connection {
                     .into_iter()
                     .map(|(n, v, d)| vec![n, v, d])
                     .collect();
-                text_table(&["name", "setting", "description"], rows, format)
+                text_table(&SHOW_ALL_COLUMNS, rows, format)
             }
             Command::Reset(name) => {
                 match name {
@@ -485,7 +477,7 @@ impl Connection {
                 let mut response = fetched.response;
                 if response.row_schema().is_empty() {
                     // The cursor is exhausted: answer with its columns and no rows.
-                    let fields = self.cursor_fields(&portal)?;
+                    let fields = self.cursor_fields(&name)?;
                     response = QueryResponse::new(fields, stream::empty());
                 }
                 response.set_command_tag("FETCH");
@@ -536,15 +528,16 @@ impl Connection {
         Ok(())
     }
 
-    fn cursor_fields(&self, portal: &Portal<Prepared>) -> PgWireResult<Arc<Vec<FieldInfo>>> {
-        match &portal.statement.statement {
-            Prepared::Query(plan) => Ok(Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
-                plan.schema().as_arrow(),
-                &Format::UnifiedText,
-                None,
-            )?)),
-            Prepared::Command(_) => Ok(Arc::new(vec![])),
-        }
+    /// The columns of an open cursor, as DECLARE described them.
+    fn cursor_fields(&self, name: &str) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+        let cursors = self
+            .cursors
+            .lock()
+            .map_err(|_| sqlstate::error("XX000", "cursor registry lock poisoned"))?;
+        Ok(cursors
+            .get(name)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_default())
     }
 }
 
@@ -604,14 +597,32 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A one-table text result (`SHOW`).
-fn text_table(columns: &[&str], rows: Vec<Vec<String>>, format: &Format) -> PgWireResult<Response> {
-    let schema = Arc::new(Schema::new(
+/// The columns of `SHOW ALL`.
+const SHOW_ALL_COLUMNS: [&str; 3] = ["name", "setting", "description"];
+
+/// The column `SHOW name` answers in: the setting's last name part, as PostgreSQL names it.
+fn show_column(name: &str) -> String {
+    name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase()
+}
+
+/// The schema of a text-only result (`SHOW`).
+fn text_schema(columns: &[&str]) -> Arc<Schema> {
+    Arc::new(Schema::new(
         columns
             .iter()
             .map(|c| Field::new(*c, DataType::Utf8, true))
             .collect::<Vec<_>>(),
-    ));
+    ))
+}
+
+/// How a text-only result is described to the client (Describe and the answer agree).
+fn text_fields(columns: &[&str], format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(&text_schema(columns), format, None)
+}
+
+/// A one-table text result (`SHOW`).
+fn text_table(columns: &[&str], rows: Vec<Vec<String>>, format: &Format) -> PgWireResult<Response> {
+    let schema = text_schema(columns);
     let arrays = (0..columns.len())
         .map(|i| {
             Arc::new(StringArray::from(
@@ -621,9 +632,7 @@ fn text_table(columns: &[&str], rows: Vec<Vec<String>>, format: &Format) -> PgWi
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), arrays)
         .map_err(|e| sqlstate::error("XX000", e.to_string()))?;
-    let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(
-        &schema, format, None,
-    )?);
+    let fields = Arc::new(text_fields(columns, format)?);
     let rows: Vec<PgWireResult<DataRow>> =
         arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
     Ok(Response::Query(QueryResponse::new(
@@ -797,37 +806,15 @@ impl QueryParser for Parser {
                     None,
                 )
             }
-            Prepared::Command(Command::Show(name)) => {
-                let column = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
-                Ok(vec![FieldInfo::new(
-                    column,
-                    None,
-                    None,
-                    Type::TEXT,
-                    format.format_for(0),
-                )])
-            }
+            Prepared::Command(Command::Show(name)) => text_fields(&[&show_column(name)], format),
             Prepared::Command(Command::Fetch { name, .. }) => {
                 let conn = self
                     .conn
                     .upgrade()
                     .ok_or_else(|| sqlstate::error("08006", "connection closed"))?;
-                let cursors = conn
-                    .cursors
-                    .lock()
-                    .map_err(|_| sqlstate::error("XX000", "lock"))?;
-                Ok(cursors
-                    .get(name)
-                    .map(|(_, f)| f.as_ref().clone())
-                    .unwrap_or_default())
+                Ok(conn.cursor_fields(name)?.as_ref().clone())
             }
-            Prepared::Command(Command::ShowAll) => Ok(["name", "setting", "description"]
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    FieldInfo::new((*n).into(), None, None, Type::TEXT, format.format_for(i))
-                })
-                .collect()),
+            Prepared::Command(Command::ShowAll) => text_fields(&SHOW_ALL_COLUMNS, format),
             Prepared::Command(_) => Ok(vec![]),
         }
     }

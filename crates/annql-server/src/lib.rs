@@ -26,7 +26,7 @@ pub mod settings;
 pub mod sqlstate;
 pub mod statement;
 
-pub use config::{ServerConfig, TlsFiles};
+pub use config::{Dataset, ServerConfig, TlsFiles};
 pub use error::{Result, ServerError};
 pub use server::Server;
 

@@ -115,13 +115,15 @@ impl Server {
             None => None,
         };
         let mut stores = Vec::new();
-        for (name, path) in &config.datasets {
-            let store = AnnDataStore::open(path).map_err(|e| ServerError::Dataset {
-                name: name.clone(),
-                path: path.display().to_string(),
-                reason: e.to_string(),
+        for d in &config.datasets {
+            let store = AnnDataStore::open_with(&d.location, &d.options).map_err(|e| {
+                ServerError::Dataset {
+                    name: d.name.clone(),
+                    path: d.location.display().to_string(),
+                    reason: e.to_string(),
+                }
             })?;
-            stores.push((name.clone(), Arc::new(store)));
+            stores.push((d.name.clone(), Arc::new(store)));
         }
         let listener = TcpListener::bind(config.listen)
             .await

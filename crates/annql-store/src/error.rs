@@ -141,4 +141,22 @@ pub enum Error {
         #[source]
         source: arrow::error::ArrowError,
     },
+    /// A store in object storage could not be reached or configured.
+    #[error("{url}: {reason}")]
+    Remote {
+        /// The store's URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A storage option (ATTACH options, catalog file) has a bad key or value.
+    #[error("storage option {key} = '{value}': {reason}")]
+    Option {
+        /// The option's name.
+        key: String,
+        /// The value given.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
 }

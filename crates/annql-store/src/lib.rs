@@ -16,6 +16,8 @@ pub mod error;
 pub mod hdf5;
 /// Reading the zarr hierarchy (consolidated or walked) and array data types.
 pub mod metadata;
+/// Stores in object storage (HTTP, S3, GCS, Azure), with the shared chunk cache.
+pub mod object;
 /// Range reads into Arrow.
 pub mod read;
 /// Where bytes come from: directories, zip archives, and read accounting.
@@ -26,6 +28,7 @@ pub mod store;
 pub use element::{Element, Encoding};
 pub use error::{Error, Result};
 pub use metadata::{DType, ZarrFormat};
+pub use object::{ChunkCache, FetchSnapshot, FetchStats, StorageOptions};
 pub use read::{DenseBlock, SparseBlock};
 pub use storage::{ReadStats, Storage};
 pub use store::AnnDataStore;

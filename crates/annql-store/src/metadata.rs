@@ -197,6 +197,23 @@ const MAX_NODES: usize = 1_000_000;
 
 /// Reads the hierarchy of a store.
 pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy> {
+    // v2's consolidated document first: most AnnData zarr stores are v2, and for a remote
+    // store this makes opening one request.
+    if let Some(doc) = get_json(storage, store, ".zmetadata")? {
+        let meta = doc
+            .get("metadata")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::Metadata {
+                store: store.into(),
+                key: ".zmetadata".into(),
+                reason: "no 'metadata' object".into(),
+            })?;
+        return Ok(Hierarchy {
+            format: ZarrFormat::V2,
+            consolidated: true,
+            nodes: nodes_from_v2_documents(store, meta)?,
+        });
+    }
     if let Some(root) = get_json(storage, store, "zarr.json")? {
         let mut nodes = BTreeMap::new();
         let consolidated = root
@@ -220,21 +237,6 @@ pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy
             format: ZarrFormat::V3,
             consolidated: consolidated.is_some(),
             nodes,
-        });
-    }
-    if let Some(doc) = get_json(storage, store, ".zmetadata")? {
-        let meta = doc
-            .get("metadata")
-            .and_then(Value::as_object)
-            .ok_or_else(|| Error::Metadata {
-                store: store.into(),
-                key: ".zmetadata".into(),
-                reason: "no 'metadata' object".into(),
-            })?;
-        return Ok(Hierarchy {
-            format: ZarrFormat::V2,
-            consolidated: true,
-            nodes: nodes_from_v2_documents(store, meta)?,
         });
     }
     let mut nodes = BTreeMap::new();
@@ -423,10 +425,13 @@ fn walk(
     })?;
     let listing = storage
         .list_dir(&store_prefix)
-        .map_err(|source| Error::Storage {
+        .map_err(|e| Error::NotAnnData {
             store: store.into(),
-            key: prefix.clone(),
-            source,
+            reason: format!(
+                "the store has no consolidated metadata and listing '{prefix}' failed ({e}); \
+                 consolidate its metadata (zarr.consolidate_metadata) or serve it from storage \
+                 that can list (S3, GCS, Azure, a local directory)"
+            ),
         })?;
     for child in listing.prefixes() {
         let child = child.as_str().trim_end_matches('/').to_string();

@@ -9,6 +9,7 @@ use arrow::array::ArrayRef;
 use crate::element::{Element, Encoding, build_tree};
 use crate::error::{Error, Result};
 use crate::metadata::{ArrayMeta, Node, ZarrFormat, read_hierarchy};
+use crate::object::{FetchStats, ObjectStorage, StorageOptions, is_remote};
 use crate::read::ZArray;
 use crate::storage::{ReadStats, Storage, open_local};
 
@@ -21,6 +22,7 @@ pub struct AnnDataStore {
     nodes: BTreeMap<String, Node>,
     root: Element,
     totals: Arc<ReadStats>,
+    fetches: Option<Arc<FetchStats>>,
     arrays: Mutex<HashMap<String, Arc<ZArray>>>,
     categories: Mutex<HashMap<String, ArrayRef>>,
 }
@@ -36,10 +38,44 @@ impl std::fmt::Debug for AnnDataStore {
 }
 
 impl AnnDataStore {
-    /// Opens a local zarr directory or `.zarr.zip` archive.
+    /// Opens a store: a local zarr directory, `.zarr.zip` archive or `.h5ad` file, or a zarr
+    /// store's URL (`https://`, `s3://`, `gs://`, `az://`) with default [`StorageOptions`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &StorageOptions::default())
+    }
+
+    /// Opens a store, reaching a remote one with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: &StorageOptions) -> Result<Self> {
         let path = path.as_ref();
-        Self::from_storage(open_local(path)?, path.display().to_string())
+        let location = path.to_string_lossy();
+        if let Some(local) = location.strip_prefix("file://") {
+            return Self::open_with(local, options);
+        }
+        if !is_remote(&location) {
+            return Self::from_storage(open_local(path)?, path.display().to_string());
+        }
+        if location.ends_with(".h5ad") || location.ends_with(".h5mu") {
+            return Err(Error::Remote {
+                url: location.into_owned(),
+                reason: "remote HDF5 files are not supported (the HDF5 reader needs a local \
+                         file); download it, or convert it to zarr with anndata"
+                    .into(),
+            });
+        }
+        let object = ObjectStorage::open(&location, options)?;
+        let fetches = object.stats().clone();
+        let mut store = Self::from_storage(Arc::new(object), location.trim_end_matches('/'))?;
+        if !store.consolidated {
+            log::warn!(
+                "{}: no consolidated metadata, so opening read {} metadata documents one by one \
+                 ({} requests); consolidate it (zarr.consolidate_metadata) to open in one",
+                store.name,
+                store.nodes.len(),
+                fetches.requests()
+            );
+        }
+        store.fetches = Some(fetches);
+        Ok(store)
     }
 
     /// Opens a store over any storage; `name` is how errors and plans refer to it.
@@ -55,6 +91,7 @@ impl AnnDataStore {
             nodes: hierarchy.nodes,
             root,
             totals: ReadStats::new_shared(),
+            fetches: None,
             arrays: Mutex::default(),
             categories: Mutex::default(),
         })
@@ -108,6 +145,11 @@ impl AnnDataStore {
     /// Running totals of every read made through this store.
     pub fn totals(&self) -> &Arc<ReadStats> {
         &self.totals
+    }
+
+    /// What a remote store fetched over the network (None for local stores).
+    pub fn fetches(&self) -> Option<&Arc<FetchStats>> {
+        self.fetches.as_ref()
     }
 
     /// The underlying storage.

@@ -38,6 +38,7 @@ use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
 use crate::decode::{AnnTable, probe_batch};
 use crate::error::store_err;
+use crate::fetch::FetchMetrics;
 
 /// Plans [`FusedAggregateNode`]s; everything else goes to DataFusion's planner.
 #[derive(Debug, Default)]
@@ -413,6 +414,7 @@ impl Run {
         let bytes = MetricBuilder::new(&self.metrics).global_counter("bytes_read");
         let read = MetricBuilder::new(&self.metrics).global_counter("blocks_read");
         let nblocks = blocks.len();
+        let fetch = FetchMetrics::start(&matrix.store, &self.metrics);
         let acc = tokio::task::spawn_blocking(move || -> Result<Accumulators> {
             let next = AtomicUsize::new(0);
             let work = |_: usize| -> Result<Accumulators> {
@@ -471,6 +473,9 @@ impl Run {
         chunks.add(stats.key_count());
         bytes.add(stats.bytes() as usize);
         read.add(nblocks);
+        if let Some(f) = fetch {
+            f.update();
+        }
         Ok(acc)
     }
 }
