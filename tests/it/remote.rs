@@ -273,14 +273,14 @@ async fn selective_query_fetches_only_its_chunks_once() {
         .map(|t| t.to_string())
         .unwrap_or_default();
 
+    let store = annql::store::AnnDataStore::open(nginx.url("chunky.v2.zarr")).expect("opens");
+    let opened = store.fetches().map(|f| f.requests());
+    assert_eq!(opened, Some(1), "open is one request (.zmetadata)");
+    assert_eq!(nginx.requests_for("chunky.v2.zarr"), 1);
     let remote = AnnSession::new().expect("session");
     remote
-        .attach("chunky", nginx.url("chunky.v2.zarr"))
+        .attach_store("chunky", std::sync::Arc::new(store))
         .expect("remote attach");
-    let opened = remote
-        .store("chunky")
-        .and_then(|s| s.fetches().map(|f| f.requests()));
-    assert_eq!(opened, Some(1), "open is one request (.zmetadata)");
     let (got, requests, bytes, _) = fetched(&remote, "chunky", sql).await;
     assert_eq!(got, want, "same answer as the local store");
     assert!(requests > 0);
@@ -339,8 +339,8 @@ async fn server_faults_are_retried_then_reported() {
     assert!(err.contains("chunky.v2.zarr/X/"), "{err}");
     assert!(err.contains("500"), "{err}");
     assert!(took < Duration::from_secs(20), "{took:?}");
-    let tries = nginx.requests_for("e500/chunky.v2.zarr/X/indptr/0");
-    assert_eq!(tries, 3, "one request and two retries");
+    let tries = nginx.requests_for("e500/chunky.v2.zarr/X/");
+    assert!(tries >= 3, "a request and two retries, got {tries}");
 
     // A closed connection (nginx's 444): retried, then an error.
     let (err, took) = failing_query(&nginx.url("drop/chunky.v2.zarr"), &fast).await;

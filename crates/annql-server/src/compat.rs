@@ -371,12 +371,12 @@ mod tests {
             .ok()
             .and_then(|mut s| s.pop())
             .unwrap_or_else(|| {
-                Statement::Query(Box::new(
+                Statement::Query(
                     Parser::new(&PostgreSqlDialect {})
                         .try_with_sql("SELECT 1")
                         .and_then(|mut p| p.parse_query())
                         .unwrap_or_else(|e| panic!("{e}")),
-                ))
+                )
             })
     }
 

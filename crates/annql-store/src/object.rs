@@ -190,7 +190,8 @@ pub struct FetchStats {
 }
 
 impl FetchStats {
-    /// Requests sent to the server (after coalescing; retries not counted).
+    /// Requests sent to the server: ranged GETs after coalescing, HEADs and listings (a listing
+    /// that pages counts once; retries are not counted).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
@@ -538,7 +539,7 @@ impl ObjectStorage {
                     coalesce,
                 )
                 .await?;
-                return Ok(parts);
+                return Ok::<Vec<Bytes>, object_store::Error>(parts);
             }
             let mut parts = Vec::with_capacity(ranges.len());
             for r in ranges {
@@ -553,7 +554,7 @@ impl ObjectStorage {
                     None => get_all(&*store, &path, &stats).await?,
                 });
             }
-            Ok(parts)
+            Ok::<Vec<Bytes>, object_store::Error>(parts)
         })?;
         match answer {
             Ok(parts) => Ok(Some(parts)),
@@ -563,6 +564,7 @@ impl ObjectStorage {
     }
 
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let store = self.store.clone();
         let base = self.path(prefix.trim_end_matches('/'));
         let root = self.root.clone();
@@ -738,24 +740,35 @@ impl ListableStorageTraits for ObjectStorage {
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
-        let mut keys = StoreKeys::new();
-        let mut dirs = std::collections::BTreeSet::new();
-        for k in self.list_keys(prefix.as_str())? {
-            let Some(rest) = k.strip_prefix(prefix.as_str()) else {
-                continue;
-            };
-            match rest.split_once('/') {
-                Some((dir, _)) => {
-                    dirs.insert(format!("{}{dir}/", prefix.as_str()));
-                }
-                None => {
-                    keys.push(StoreKey::new(k).map_err(|e| StorageError::Other(e.to_string()))?)
-                }
-            }
-        }
+        // One delimited listing per group, not a listing of every chunk below it.
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let store = self.store.clone();
+        let base = self.path(prefix.as_str().trim_end_matches('/'));
+        let root = self.root.clone();
+        let listed = block_on(async move {
+            let at = (!base.as_ref().is_empty()).then_some(base);
+            store.list_with_delimiter(at.as_ref()).await.map(|l| {
+                let keys: Vec<String> = l
+                    .objects
+                    .iter()
+                    .filter_map(|m| relative(&root, &m.location))
+                    .collect();
+                let dirs: Vec<String> = l
+                    .common_prefixes
+                    .iter()
+                    .filter_map(|p| relative(&root, p))
+                    .collect();
+                (keys, dirs)
+            })
+        })?;
+        let (keys, dirs) = listed.map_err(|e| self.storage_error(prefix.as_str(), e))?;
+        let keys = keys
+            .into_iter()
+            .map(|k| StoreKey::new(k).map_err(|e| StorageError::Other(e.to_string())))
+            .collect::<Result<StoreKeys, _>>()?;
         let prefixes = dirs
             .into_iter()
-            .map(|p| StorePrefix::new(p).map_err(|e| StorageError::Other(e.to_string())))
+            .map(|p| StorePrefix::new(format!("{p}/")).map_err(|e| StorageError::Other(e.to_string())))
             .collect::<Result<StorePrefixes, _>>()?;
         Ok(StoreKeysPrefixes::new(keys, prefixes))
     }
