@@ -768,7 +768,9 @@ impl ListableStorageTraits for ObjectStorage {
             .collect::<Result<StoreKeys, _>>()?;
         let prefixes = dirs
             .into_iter()
-            .map(|p| StorePrefix::new(format!("{p}/")).map_err(|e| StorageError::Other(e.to_string())))
+            .map(|p| {
+                StorePrefix::new(format!("{p}/")).map_err(|e| StorageError::Other(e.to_string()))
+            })
             .collect::<Result<StorePrefixes, _>>()?;
         Ok(StoreKeysPrefixes::new(keys, prefixes))
     }
