@@ -408,9 +408,13 @@ impl ObjectStorage {
             .map_err(|e| remote(format!("unsupported location: {e}")))?;
         let store: Arc<dyn ObjectStore> = match scheme {
             ObjectStoreScheme::Http => {
+                // An http:// URL is itself the consent to plain HTTP.
+                let client = options
+                    .client_options()
+                    .with_allow_http(parsed.scheme().eq_ignore_ascii_case("http"));
                 let mut b = object_store::http::HttpBuilder::new()
                     .with_url(url.trim_end_matches('/'))
-                    .with_client_options(options.client_options())
+                    .with_client_options(client)
                     .with_retry(options.retry());
                 for (k, v) in &options.backend {
                     let key: ClientConfigKey = k
