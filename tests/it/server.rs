@@ -75,9 +75,31 @@ fn normalize(text: Option<&str>, ty: &Type) -> String {
     }
 }
 
+/// A client error shown as the server's message (tokio-postgres' own Display says only
+/// "db error"), so `statement error <regex>` records match as they do in-process.
+#[derive(Debug)]
+struct PgError(tokio_postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{}", db.message()),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError(e)
+    }
+}
+
 #[async_trait]
 impl sqllogictest::AsyncDB for PgDb {
-    type Error = tokio_postgres::Error;
+    type Error = PgError;
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
@@ -159,8 +181,15 @@ fn extended_value(row: &tokio_postgres::Row, i: usize, ty: &Type) -> String {
         Type::INT2 => show(row.try_get::<_, Option<i16>>(i)),
         Type::INT4 => show(row.try_get::<_, Option<i32>>(i)),
         Type::INT8 => show(row.try_get::<_, Option<i64>>(i)),
-        Type::FLOAT4 => show(row.try_get::<_, Option<f32>>(i)),
-        Type::FLOAT8 => show(row.try_get::<_, Option<f64>>(i)),
+        // Debug keeps the `.0` of integral floats, as Arrow's display does.
+        Type::FLOAT4 => show(
+            row.try_get::<_, Option<f32>>(i)
+                .map(|v| v.map(|v| format!("{v:?}"))),
+        ),
+        Type::FLOAT8 => show(
+            row.try_get::<_, Option<f64>>(i)
+                .map(|v| v.map(|v| format!("{v:?}"))),
+        ),
         _ => show(row.try_get::<_, Option<String>>(i)),
     }
 }
@@ -220,7 +249,7 @@ async fn slt_through_the_server() {
     for protocol in [Protocol::Simple, Protocol::Extended] {
         for file in crate::slt::files() {
             let mut runner = sqllogictest::Runner::new(move || async move {
-                Ok(PgDb {
+                Ok::<_, PgError>(PgDb {
                     client: connect(addr).await?,
                     protocol,
                 })
@@ -287,7 +316,8 @@ async fn parameters_and_types() {
         )
         .await
         .expect("typed params");
-    assert_eq!(row.get::<_, i32>(0), 42);
+    // DataFusion widens `int + 1` to bigint (PostgreSQL would keep int).
+    assert_eq!(row.get::<_, i64>(0), 42);
     assert_eq!(row.get::<_, &str>(1), "x");
     assert_eq!(row.get::<_, f64>(2), 2.5);
     // information_schema speaks PostgreSQL type names.

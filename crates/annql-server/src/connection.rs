@@ -16,7 +16,9 @@ use annql_engine::AnnSession;
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::{Cast, Placeholder, TryCast};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -820,11 +822,17 @@ impl QueryParser for Parser {
     }
 }
 
-/// The plan's parameter types in `$1, $2, …` order (None where DataFusion could not infer one).
+/// The plan's parameter types in `$1, $2, …` order: DataFusion's inference, else the type of a
+/// cast the parameter sits in (`$1::int`, as PostgreSQL infers it), else None (`unknown`).
 fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
-    let types = plan
+    let mut types = plan
         .get_parameter_types()
         .map_err(|e| sqlstate::from_datafusion(&e))?;
+    for (id, ty) in cast_parameter_types(plan) {
+        if let Some(slot @ None) = types.get_mut(&id) {
+            *slot = Some(ty);
+        }
+    }
     let mut numbered: Vec<(usize, Option<DataType>)> = types
         .into_iter()
         .filter_map(|(k, v)| {
@@ -843,6 +851,27 @@ fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
         }
     }
     Ok(out)
+}
+
+/// The target type of each placeholder that is directly cast (`CAST($1 AS t)`, `$1::t`).
+fn cast_parameter_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
+    let mut found = HashMap::new();
+    // The closures never fail, so neither does the walk.
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                    && let Expr::Placeholder(Placeholder { id, .. }) = expr.as_ref()
+                {
+                    found
+                        .entry(id.clone())
+                        .or_insert_with(|| field.data_type().clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
 }
 
 /// The handlers pgwire calls for this connection.
