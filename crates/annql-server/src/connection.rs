@@ -123,6 +123,9 @@ struct Running {
     token: CancellationToken,
 }
 
+/// A cursor: whether it survives COMMIT (`WITH HOLD`), and its columns.
+type Cursor = (bool, Arc<Vec<FieldInfo>>);
+
 /// The per-connection state behind the handlers.
 pub struct Connection {
     shared: Arc<Shared>,
@@ -130,8 +133,8 @@ pub struct Connection {
     pub activity: Arc<Activity>,
     session: tokio::sync::OnceCell<AnnSession>,
     settings: Mutex<Settings>,
-    /// Cursors (portals made by DECLARE): whether they survive COMMIT, and their columns.
-    cursors: Mutex<HashMap<String, (bool, Arc<Vec<FieldInfo>>)>>,
+    /// Cursors (portals made by DECLARE) by name.
+    cursors: Mutex<HashMap<String, Cursor>>,
     tls: bool,
     startup: Arc<Startup>,
     parser: Arc<Parser>,
@@ -258,10 +261,7 @@ impl Connection {
             .map(|d| tokio::time::Instant::now() + d);
         let fields = Arc::new(
             arrow_pg::datatypes::arrow_schema_to_pg_fields(plan.schema().as_arrow(), format, None)
-                .map_err(|e| {
-                    self.activity.finish(&running);
-                    e
-                })?,
+                .inspect_err(|_| self.activity.finish(&running))?,
         );
         let started = async {
             let df = session

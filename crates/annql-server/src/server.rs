@@ -22,6 +22,9 @@ use crate::config::ServerConfig;
 use crate::connection::{Activity, Connection, Handlers};
 use crate::error::{Result, ServerError};
 
+/// A backend's cancel key: its process id and secret.
+type CancelKey = (i32, Vec<u8>);
+
 /// What every connection of a server shares: the opened stores, the SQL parser, credentials,
 /// and the registry that routes cancel requests.
 pub struct Shared {
@@ -30,7 +33,7 @@ pub struct Shared {
     pub(crate) parser: PostgresCompatibilityParser,
     pub(crate) credentials: Option<Arc<Credentials>>,
     pub(crate) pids: Arc<Pids>,
-    cancels: Mutex<HashMap<(i32, Vec<u8>), Weak<Activity>>>,
+    cancels: Mutex<HashMap<CancelKey, Weak<Activity>>>,
     connections: AtomicUsize,
 }
 

@@ -177,7 +177,7 @@ pub fn parse_bytes(v: &str) -> Option<u64> {
         _ => return None,
     };
     let n: f64 = digits.trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| (n * scale as f64) as u64)
+    (n.is_finite() && n >= 0.0).then_some((n * scale as f64) as u64)
 }
 
 /// What a remote store fetched: requests sent, bytes received, and reads the cache answered.
