@@ -57,7 +57,11 @@ http {{ access_log off; client_body_temp_path {workdir}/b; proxy_temp_path {work
 
 
 def run_once(location: str, sql: str, out_csv: str) -> dict:
-    cmd = [ANNQL, "run", "--stats", "-d", f"atlas={location}", "--format", "csv", "-o", out_csv, "-c", sql]
+    # The SQL goes in a file: it starts with a `--` comment, which would read as a flag.
+    query_file = out_csv + ".sql"
+    with open(query_file, "w") as f:
+        f.write(sql)
+    cmd = [ANNQL, "run", "--stats", "-d", f"atlas={location}", "--format", "csv", "-o", out_csv, query_file]
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, _, rusage = os.wait4(proc.pid, 0)

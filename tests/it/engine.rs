@@ -216,6 +216,43 @@ async fn results_stream() {
     assert!(batches >= 1);
 }
 
+/// Scan blocks count against the session's memory limit: under a limit smaller than one decoded
+/// block, a scan of X is a resources error naming the scan (not an overrun); with room, the same
+/// scan streams every entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_honour_the_memory_limit() {
+    let sql = "SELECT obs_id, var_id, value FROM c.x";
+    let tight = AnnSession::builder()
+        .with_threads(2)
+        .with_memory_limit(16 << 10)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    tight
+        .attach("c", fixture("chunky.v2.zarr"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = tight
+        .collect(sql)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("Resources exhausted") && err.contains("AnnDataScanExec"),
+        "{err}"
+    );
+    let roomy = AnnSession::builder()
+        .with_threads(2)
+        .with_memory_limit(256 << 20)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    roomy
+        .attach("c", fixture("chunky.v2.zarr"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let batches = roomy.collect(sql).await.unwrap_or_else(|e| panic!("{e}"));
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 50_000);
+}
+
 /// A store with a CSC copy of X (`layers/X_csc`): gene-selective queries — plain scans, the
 /// zero-filled view and the fused aggregation — read the selected genes' columns from the copy
 /// (a few chunks) instead of every row of X, and answer exactly as the store without the copy.

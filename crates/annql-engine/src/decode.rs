@@ -9,7 +9,7 @@ use annql_store::arrow::array::{
 };
 use annql_store::arrow::compute::take;
 use annql_store::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use annql_store::{AnnDataStore, DType, Element, Encoding, ReadStats};
+use annql_store::{AnnDataStore, DType, Element, Encoding, ReadStats, SparseCarry};
 use datafusion::error::{DataFusionError, Result};
 
 use crate::error::store_err;
@@ -323,13 +323,16 @@ impl AnnTable {
         needed: &[bool],
         keep: Option<&[bool]>,
         minor_keep: Option<&[bool]>,
+        carry: &mut SparseCarry,
         stats: &Arc<ReadStats>,
     ) -> Result<RecordBatch> {
         match &self.def.kind {
             TableKind::Frame { .. } | TableKind::Embedding { .. } => {
                 self.read_rows(major, needed, keep, stats)
             }
-            TableKind::Matrix { .. } => self.read_entries(major, needed, keep, minor_keep, stats),
+            TableKind::Matrix { .. } => {
+                self.read_entries(major, needed, keep, minor_keep, carry, stats)
+            }
             TableKind::Uns => self.read_uns(),
         }
     }
@@ -398,6 +401,7 @@ impl AnnTable {
         needed: &[bool],
         keep: Option<&[bool]>,
         minor_keep: Option<&[bool]>,
+        carry: &mut SparseCarry,
         stats: &Arc<ReadStats>,
     ) -> Result<RecordBatch> {
         let element = self.store.element(&self.def.path).map_err(store_err)?;
@@ -429,7 +433,7 @@ impl AnnTable {
             } else {
                 let block = self
                     .store
-                    .read_sparse(&self.def.path, major.clone(), stats)
+                    .read_sparse_carried(&self.def.path, major.clone(), carry, stats)
                     .map_err(store_err)?;
                 if self.is_dense() {
                     let minor_len = self.minor_len().unwrap_or(0) as usize;

@@ -12,16 +12,17 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use annql_store::ReadStats;
 use annql_store::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
 };
 use annql_store::arrow::compute::{and_kleene, filter_record_batch};
 use annql_store::arrow::datatypes::SchemaRef;
+use annql_store::{ReadStats, SparseCarry};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Statistics, stats::Precision};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -392,7 +393,12 @@ impl ExecutionPlan for AnnDataScanExec {
             .ok_or_else(|| {
                 DataFusionError::Internal(format!("AnnDataScanExec has no partition {partition}"))
             })?;
-        let _ = context;
+        // The decoded block a partition holds until it is passed on counts against the session's
+        // memory limit (a block that does not fit is an error, not an overrun).
+        let reservation = Arc::new(std::sync::Mutex::new(
+            MemoryConsumer::new(format!("AnnDataScanExec[{partition}]"))
+                .register(context.memory_pool()),
+        ));
         let metric =
             |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
         let metrics = ScanMetrics {
@@ -419,6 +425,7 @@ impl ExecutionPlan for AnnDataScanExec {
             batch_filters: self.batch_filters.clone(),
             stats: ReadStats::new_shared(),
             metrics,
+            carry: Default::default(),
         });
         FetchMetrics::once(&self.fetch, &self.table.store, &self.metrics);
         let fetch = self.fetch.clone();
@@ -433,6 +440,7 @@ impl ExecutionPlan for AnnDataScanExec {
                 let state = state.clone();
                 let dynamic = dynamic.clone();
                 let fetch = fetch.clone();
+                let reservation = reservation.clone();
                 async move {
                     // A join's filter is taken as it stands when the block is read: by then the
                     // join's build side is normally complete; if not, it prunes less, never wrongly.
@@ -448,7 +456,13 @@ impl ExecutionPlan for AnnDataScanExec {
                     if let Some(Some(f)) = fetch.get() {
                         f.update();
                     }
-                    result.map_err(|e| DataFusionError::External(Box::new(e)))?
+                    let batches = result.map_err(|e| DataFusionError::External(Box::new(e)))??;
+                    let bytes = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                    reservation
+                        .lock()
+                        .map_err(|_| DataFusionError::Internal("scan reservation poisoned".into()))?
+                        .try_resize(bytes)?;
+                    Ok(batches)
                 }
             })
             .flat_map(|r: Result<Vec<RecordBatch>>| {
@@ -494,6 +508,9 @@ struct ScanState {
     batch_filters: Vec<Arc<dyn PhysicalExpr>>,
     stats: Arc<ReadStats>,
     metrics: ScanMetrics,
+    /// The entries decoded past the last block, which the partition's next block starts with
+    /// (blocks are read in order, so a chunk two blocks share is decoded once).
+    carry: std::sync::Mutex<SparseCarry>,
 }
 
 impl ScanState {
@@ -556,12 +573,19 @@ impl ScanState {
                 &self.needed,
                 Some(gene_keep),
                 Some(&cells),
+                &mut *self.carry()?,
                 &self.stats,
             )?;
             self.count_read(before);
             out.extend(self.finish(batch)?);
         }
         Ok(Some(out))
+    }
+
+    fn carry(&self) -> Result<std::sync::MutexGuard<'_, SparseCarry>> {
+        self.carry
+            .lock()
+            .map_err(|_| DataFusionError::Internal("scan carry lock poisoned".into()))
     }
 
     fn count_read(&self, before: (u64, u64, usize)) {
@@ -615,6 +639,7 @@ impl ScanState {
             &self.needed,
             span_keep.as_deref(),
             minor_keep.as_deref(),
+            &mut *self.carry()?,
             &self.stats,
         )?;
         self.count_read(before);

@@ -29,7 +29,7 @@ pub use element::{Element, Encoding};
 pub use error::{Error, Result};
 pub use metadata::{DType, ZarrFormat};
 pub use object::{ChunkCache, FetchSnapshot, FetchStats, StorageOptions};
-pub use read::{DenseBlock, SparseBlock};
+pub use read::{DenseBlock, SparseBlock, SparseCarry};
 pub use storage::{ReadStats, Storage};
 pub use store::AnnDataStore;
 

@@ -279,7 +279,7 @@ impl ChunkCache {
         }
     }
 
-    /// The process's cache: `ANNQL_CACHE_SIZE` bytes (`512MiB` by default, `0` turns it off).
+    /// The process's cache: `ANNQL_CACHE_SIZE` bytes (`256MiB` by default, `0` turns it off).
     pub fn shared() -> Arc<ChunkCache> {
         static SHARED: OnceLock<Arc<ChunkCache>> = OnceLock::new();
         SHARED
@@ -287,7 +287,7 @@ impl ChunkCache {
                 let capacity = std::env::var("ANNQL_CACHE_SIZE")
                     .ok()
                     .and_then(|v| parse_bytes(&v))
-                    .unwrap_or(512 << 20);
+                    .unwrap_or(256 << 20);
                 Arc::new(ChunkCache::new(capacity))
             })
             .clone()
@@ -694,7 +694,12 @@ impl ReadableStorageTraits for ObjectStorage {
             };
             for (&i, bytes) in missing.iter().zip(fetched) {
                 if let Some(cache) = &self.cache {
-                    cache.insert(self.cache_key(key, &ranges[i]), bytes.clone());
+                    // A copy of its own: the response buffer is freed once decoded, as without a
+                    // cache, instead of living on in the allocator's pages until evicted.
+                    cache.insert(
+                        self.cache_key(key, &ranges[i]),
+                        Bytes::copy_from_slice(&bytes),
+                    );
                 }
                 out[i] = Some(bytes);
             }

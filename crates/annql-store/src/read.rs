@@ -40,7 +40,34 @@ pub struct SparseBlock {
     pub data: ArrayRef,
 }
 
+/// Entries a sequential scan decoded past the block it read (see
+/// [`AnnDataStore::read_sparse_carried`]): at most one chunk of `indices` and `data`.
+#[derive(Debug, Default)]
+pub struct SparseCarry {
+    path: String,
+    start: u64,
+    indices: Vec<u32>,
+    data: Option<ArrayRef>,
+}
+
+impl SparseCarry {
+    fn end(&self) -> u64 {
+        self.start + self.indices.len() as u64
+    }
+}
+
 impl SparseBlock {
+    /// A block of `major` from its absolute `indptr` slice and the entries it points to.
+    fn rebased(major: Range<u64>, indptr: &[u64], indices: Vec<u32>, data: ArrayRef) -> Self {
+        let first = indptr[0];
+        SparseBlock {
+            indptr: indptr.iter().map(|p| p - first).collect(),
+            major,
+            indices,
+            data,
+        }
+    }
+
     /// Stored entries in the block.
     pub fn nnz(&self) -> usize {
         self.indices.len()
@@ -270,12 +297,110 @@ impl AnnDataStore {
         major: Range<u64>,
         stats: &Arc<ReadStats>,
     ) -> Result<SparseBlock> {
+        let (indptr, n_minor) = self.sparse_offsets(path, major.clone(), stats)?;
+        let entries = indptr[0]..indptr[indptr.len() - 1];
+        let indices =
+            self.read_indices(&format!("{path}/indices"), entries.clone(), n_minor, stats)?;
+        let data = self.read_array(&format!("{path}/data"), entries, stats)?;
+        Ok(SparseBlock::rebased(major, &indptr, indices, data))
+    }
+
+    /// [`read_sparse`](Self::read_sparse) for a scan that reads blocks in order: the entries
+    /// after the block, up to the end of the chunk holding its last entry, are decoded with it and
+    /// kept in `carry`, and the next block starts from them. Row blocks that share a chunk then
+    /// decode it once instead of twice.
+    pub fn read_sparse_carried(
+        &self,
+        path: &str,
+        major: Range<u64>,
+        carry: &mut SparseCarry,
+        stats: &Arc<ReadStats>,
+    ) -> Result<SparseBlock> {
+        let (indptr, n_minor) = self.sparse_offsets(path, major.clone(), stats)?;
+        let (first, last) = (indptr[0], indptr[indptr.len() - 1]);
+        let chunk_of = |a: &str| {
+            self.array_meta(&format!("{path}/{a}"))
+                .ok()
+                .and_then(|m| Some((m.chunk_len()?, *m.shape.first()?)))
+        };
+        let (Some((chunk, nnz)), Some((other, _))) = (chunk_of("indices"), chunk_of("data")) else {
+            return self.read_sparse(path, major, stats);
+        };
+        if chunk != other || chunk == 0 || first == last {
+            return self.read_sparse(path, major, stats);
+        }
+        // What the carry already holds of this block's entries, then what must be decoded: up to
+        // the end of the chunk holding the block's last entry.
+        let held = if carry.path == path && carry.start <= first && first < carry.end() {
+            first..carry.end().min(last)
+        } else {
+            first..first
+        };
+        let fresh = if held.end < last {
+            held.end
+                ..last
+                    .div_ceil(chunk)
+                    .saturating_mul(chunk)
+                    .clamp(last, nnz.max(last))
+        } else {
+            held.end..held.end
+        };
+        let mut indices = Vec::with_capacity((fresh.end - first) as usize);
+        let mut parts: Vec<ArrayRef> = Vec::with_capacity(2);
+        if !held.is_empty() {
+            let (a, n) = (
+                (held.start - carry.start) as usize,
+                (held.end - held.start) as usize,
+            );
+            indices.extend_from_slice(&carry.indices[a..a + n]);
+            if let Some(d) = &carry.data {
+                parts.push(d.slice(a, n));
+            }
+        }
+        if !fresh.is_empty() {
+            indices.extend(self.read_indices(
+                &format!("{path}/indices"),
+                fresh.clone(),
+                n_minor,
+                stats,
+            )?);
+            parts.push(self.read_array(&format!("{path}/data"), fresh.clone(), stats)?);
+        }
+        let data = match parts.as_slice() {
+            [one] => one.clone(),
+            _ => arrow::compute::concat(&parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>())
+                .map_err(|e| self.malformed(&format!("{path}/data"), &e.to_string()))?,
+        };
+        let keep = (last - first) as usize;
+        if fresh.end > last {
+            // The entries read past the block are the next block's first.
+            *carry = SparseCarry {
+                path: path.to_string(),
+                start: last,
+                indices: indices.split_off(keep),
+                data: Some(data.slice(keep, data.len() - keep)),
+            };
+        } else if !fresh.is_empty() {
+            *carry = SparseCarry::default();
+        }
+        let data = data.slice(0, keep);
+        Ok(SparseBlock::rebased(major, &indptr, indices, data))
+    }
+
+    /// The `indptr` slice of `major` (checked: non-decreasing, within the stored entries) and
+    /// the matrix's minor length.
+    fn sparse_offsets(
+        &self,
+        path: &str,
+        major: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<(Vec<u64>, u64)> {
         let element = self.element(path)?;
         let (n_major, n_minor) = self.sparse_dims(element)?;
         self.check_range(path, n_major, &major)?;
         let indptr =
             self.read_offsets(&format!("{path}/indptr"), major.start..major.end + 1, stats)?;
-        let (first, last) = (indptr[0], indptr[indptr.len() - 1]);
+        let last = indptr[indptr.len() - 1];
         if indptr.windows(2).any(|w| w[0] > w[1]) {
             return Err(self.malformed(&format!("{path}/indptr"), "indptr is not non-decreasing"));
         }
@@ -291,16 +416,7 @@ impl AnnDataStore {
                 &format!("indptr points to entry {last} but indices has {nnz}"),
             ));
         }
-        let entries = first..last;
-        let indices =
-            self.read_indices(&format!("{path}/indices"), entries.clone(), n_minor, stats)?;
-        let data = self.read_array(&format!("{path}/data"), entries, stats)?;
-        Ok(SparseBlock {
-            indptr: indptr.iter().map(|p| p - first).collect(),
-            major,
-            indices,
-            data,
-        })
+        Ok((indptr, n_minor))
     }
 
     /// Reads the stored entries `entries` of a CSR/CSC matrix whose whole `indptr` is given: the
