@@ -222,15 +222,17 @@ async fn results_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_honour_the_memory_limit() {
     let sql = "SELECT obs_id, var_id, value FROM c.x";
-    let tight = AnnSession::builder()
-        .with_threads(2)
-        .with_memory_limit(16 << 10)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    tight
-        .attach("c", fixture("chunky.v2.zarr"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let err = tight
+    let limited = |bytes: usize| {
+        let s = AnnSession::builder()
+            .with_threads(2)
+            .with_memory_limit(bytes)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.attach("c", fixture("chunky.v2.zarr"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s
+    };
+    let err = limited(16 << 10)
         .collect(sql)
         .await
         .err()
@@ -240,15 +242,10 @@ async fn scans_honour_the_memory_limit() {
         err.contains("Resources exhausted") && err.contains("AnnDataScanExec"),
         "{err}"
     );
-    let roomy = AnnSession::builder()
-        .with_threads(2)
-        .with_memory_limit(256 << 20)
-        .build()
+    let batches = limited(256 << 20)
+        .collect(sql)
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
-    roomy
-        .attach("c", fixture("chunky.v2.zarr"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let batches = roomy.collect(sql).await.unwrap_or_else(|e| panic!("{e}"));
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 50_000);
 }
