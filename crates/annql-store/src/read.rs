@@ -297,12 +297,36 @@ impl AnnDataStore {
         major: Range<u64>,
         stats: &Arc<ReadStats>,
     ) -> Result<SparseBlock> {
-        let (indptr, n_minor) = self.sparse_offsets(path, major.clone(), stats)?;
+        let (indptr, n_minor, _) = self.sparse_offsets(path, major.clone(), stats)?;
+        self.read_sparse_from(path, major, &indptr, n_minor, stats)
+    }
+
+    /// The entries `indptr` (the slice of `major`) points to.
+    fn read_sparse_from(
+        &self,
+        path: &str,
+        major: Range<u64>,
+        indptr: &[u64],
+        n_minor: u64,
+        stats: &Arc<ReadStats>,
+    ) -> Result<SparseBlock> {
         let entries = indptr[0]..indptr[indptr.len() - 1];
         let indices =
             self.read_indices(&format!("{path}/indices"), entries.clone(), n_minor, stats)?;
         let data = self.read_array(&format!("{path}/data"), entries, stats)?;
-        Ok(SparseBlock::rebased(major, &indptr, indices, data))
+        Ok(SparseBlock::rebased(major, indptr, indices, data))
+    }
+
+    /// The chunk length shared by a sparse matrix's `indices` and `data`, if they are chunked
+    /// alike (what reads aligned to chunks need).
+    pub fn sparse_chunk_len(&self, path: &str) -> Option<u64> {
+        let chunk_of = |a: &str| {
+            self.array_meta(&format!("{path}/{a}"))
+                .ok()
+                .and_then(|m| m.chunk_len())
+        };
+        let (chunk, other) = (chunk_of("data")?, chunk_of("indices")?);
+        (chunk == other && chunk > 0).then_some(chunk)
     }
 
     /// [`read_sparse`](Self::read_sparse) for a scan that reads blocks in order: the entries
@@ -316,19 +340,12 @@ impl AnnDataStore {
         carry: &mut SparseCarry,
         stats: &Arc<ReadStats>,
     ) -> Result<SparseBlock> {
-        let (indptr, n_minor) = self.sparse_offsets(path, major.clone(), stats)?;
+        let (indptr, n_minor, nnz) = self.sparse_offsets(path, major.clone(), stats)?;
         let (first, last) = (indptr[0], indptr[indptr.len() - 1]);
-        let chunk_of = |a: &str| {
-            self.array_meta(&format!("{path}/{a}"))
-                .ok()
-                .and_then(|m| Some((m.chunk_len()?, *m.shape.first()?)))
+        let chunk = match self.sparse_chunk_len(path) {
+            Some(chunk) if first < last => chunk,
+            _ => return self.read_sparse_from(path, major, &indptr, n_minor, stats),
         };
-        let (Some((chunk, nnz)), Some((other, _))) = (chunk_of("indices"), chunk_of("data")) else {
-            return self.read_sparse(path, major, stats);
-        };
-        if chunk != other || chunk == 0 || first == last {
-            return self.read_sparse(path, major, stats);
-        }
         // What the carry already holds of this block's entries, then what must be decoded: up to
         // the end of the chunk holding the block's last entry.
         let held = if carry.path == path && carry.start <= first && first < carry.end() {
@@ -337,11 +354,8 @@ impl AnnDataStore {
             first..first
         };
         let fresh = if held.end < last {
-            held.end
-                ..last
-                    .div_ceil(chunk)
-                    .saturating_mul(chunk)
-                    .clamp(last, nnz.max(last))
+            // `last <= nnz` (checked by `sparse_offsets`), so this never ends before the block.
+            held.end..last.div_ceil(chunk).saturating_mul(chunk).min(nnz)
         } else {
             held.end..held.end
         };
@@ -387,14 +401,14 @@ impl AnnDataStore {
         Ok(SparseBlock::rebased(major, &indptr, indices, data))
     }
 
-    /// The `indptr` slice of `major` (checked: non-decreasing, within the stored entries) and
-    /// the matrix's minor length.
+    /// The `indptr` slice of `major` (checked: non-decreasing, within the stored entries), the
+    /// matrix's minor length and its stored entries.
     fn sparse_offsets(
         &self,
         path: &str,
         major: Range<u64>,
         stats: &Arc<ReadStats>,
-    ) -> Result<(Vec<u64>, u64)> {
+    ) -> Result<(Vec<u64>, u64, u64)> {
         let element = self.element(path)?;
         let (n_major, n_minor) = self.sparse_dims(element)?;
         self.check_range(path, n_major, &major)?;
@@ -416,7 +430,7 @@ impl AnnDataStore {
                 &format!("indptr points to entry {last} but indices has {nnz}"),
             ));
         }
-        Ok((indptr, n_minor))
+        Ok((indptr, n_minor, nnz))
     }
 
     /// Reads the stored entries `entries` of a CSR/CSC matrix whose whole `indptr` is given: the

@@ -619,18 +619,9 @@ fn chunk_jobs(
     if matrix.column_major || element.encoding != annql_store::Encoding::CsrMatrix {
         return Ok(None);
     }
-    let chunk_of = |a: &str| {
-        store
-            .array_meta(&format!("{path}/{a}"))
-            .ok()
-            .and_then(|m| m.chunk_len())
-    };
-    let (Some(chunk), Some(other)) = (chunk_of("data"), chunk_of("indices")) else {
+    let Some(chunk) = store.sparse_chunk_len(path) else {
         return Ok(None);
     };
-    if chunk != other || chunk == 0 {
-        return Ok(None);
-    }
     let n_rows = selected.len() as u64;
     let indptr = store
         .read_offsets(&format!("{path}/indptr"), 0..n_rows + 1, stats)
