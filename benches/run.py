@@ -48,6 +48,8 @@ SCANS = {
     "q2": ("X", True), "q5": ("X", True), "q7": ("X", True),
     "q3": ("layers/counts", False), "q4": ("layers/counts", False), "q6": ("layers/counts", False),
 }
+# The Cargo profile measured: release code generation without LTO (Cargo.toml explains).
+PROFILE = "bench-fast"
 RTOL, ATOL = 1e-5, 2e-6   # canonical floats have 6 decimals: allow one unit of rounding
 
 
@@ -381,9 +383,10 @@ def parse_args():
     ap.add_argument("--mem-cap-mb", type=float, default=18000, help="RSS cap per run")
     ap.add_argument("--threads", type=int, default=None, help="annql and floor threads (default all cores)")
     ap.add_argument("--no-floor", action="store_true", help="skip the decode floor")
-    ap.add_argument("--no-build", action="store_true", help="use the binaries already in target/debug")
-    ap.add_argument("--annql", default=os.path.join(REPO, "target", "debug", "annql"))
-    ap.add_argument("--floor-bin", default=os.path.join(REPO, "target", "debug", "examples", "decode_floor"))
+    ap.add_argument("--no-build", action="store_true",
+                    help=f"use the binaries already in target/{PROFILE}")
+    ap.add_argument("--annql", default=os.path.join(REPO, "target", PROFILE, "annql"))
+    ap.add_argument("--floor-bin", default=os.path.join(REPO, "target", PROFILE, "examples", "decode_floor"))
     ap.add_argument("--venv", default=DEFAULT_VENV, help="venv with the anchors' packages (created if missing)")
     ap.add_argument("--out", help="results JSON; CSVs and anchor results go beside it (required)")
     ap.add_argument("--print-sql", metavar="QN", help="print the rendered SQL of one query and exit")
@@ -433,7 +436,9 @@ def main():
     anchor_systems = [s for s in a.systems if s != "annql"]
     floors_needed = not a.no_floor and any(SCANS[q] for q in a.queries)
     if not a.no_build:
-        cargo_build(["--bin", "annql"] + (["--example", "decode_floor"] if floors_needed else []))
+        # Always both targets: the example pulls in dev-dependencies, and building without it
+        # would unify features differently and rebuild DataFusion.
+        cargo_build(["--profile", PROFILE, "--bin", "annql", "--example", "decode_floor"])
 
     doc = {"command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data": a.data, "zarr": zarr, "store": store,

@@ -33,7 +33,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
-use super::kernel::{Accumulators, NONE, Value, channel_of, check_values, finish};
+use super::kernel::{Accumulators, GeneSlots, NONE, Value, channel_of, check_values, finish};
 use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
 use crate::decode::{AnnTable, probe_batch};
@@ -417,6 +417,7 @@ impl Run {
         let fetch = FetchMetrics::start(&matrix.store, &self.metrics);
         let acc = tokio::task::spawn_blocking(move || -> Result<Accumulators> {
             let next = AtomicUsize::new(0);
+            let genes = GeneSlots::new(&gene_slot);
             let work = |_: usize| -> Result<Accumulators> {
                 let mut acc = Accumulators::new(len, &spec.aggs, spec.dense);
                 loop {
@@ -439,7 +440,7 @@ impl Run {
                     }
                     .map_err(store_err)?;
                     check_values(&block.data)?;
-                    acc.fold(&block, !matrix.column_major, &row_group, &gene_slot, slots)?;
+                    acc.fold(&block, !matrix.column_major, &row_group, &genes, slots)?;
                     matrix.progress.step();
                 }
             };
@@ -656,7 +657,7 @@ fn chunk_jobs(
 }
 
 /// Entries per chunk-aligned job of the fused fold (rounded to whole chunks).
-const TARGET_JOB_ENTRIES: u64 = 1 << 21;
+const TARGET_JOB_ENTRIES: u64 = 1 << 18;
 
 /// Streams the result grid in batches, skipping empty cells.
 struct Output {

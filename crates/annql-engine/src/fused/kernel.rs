@@ -150,29 +150,17 @@ impl Accumulators {
             .map_or(0, |c| u64::from(c[k]))
     }
 
-    /// Hints the CPU to fetch grid cell `k` of every running sum and count. (The one `unsafe` in
-    /// annql: std has no safe prefetch, and the fold is bound by these misses.)
+    /// Hints the CPU to fetch grid cell `k` of every running sum and count.
     #[inline(always)]
-    #[allow(unsafe_code)]
     fn prefetch(&self, k: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let hint = |p: *const i8| {
-                // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p) }
-            };
-            for ch in &self.channels {
-                if let Some(s) = &ch.sum {
-                    hint(s.as_ptr().wrapping_add(k).cast());
-                }
-                if let Some(c) = &ch.count {
-                    hint(c.as_ptr().wrapping_add(k).cast());
-                }
+        for ch in &self.channels {
+            if let Some(s) = &ch.sum {
+                prefetch_line(s.as_ptr().wrapping_add(k).cast());
+            }
+            if let Some(c) = &ch.count {
+                prefetch_line(c.as_ptr().wrapping_add(k).cast());
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = k;
     }
 
     #[inline(always)]
@@ -229,7 +217,7 @@ impl Accumulators {
         block: &SparseBlock,
         row_major: bool,
         row_group: &[u32],
-        gene_slot: &[u32],
+        genes: &GeneSlots,
         slots: usize,
     ) -> Result<()> {
         macro_rules! with_values {
@@ -237,11 +225,11 @@ impl Accumulators {
                 match block.data.data_type() {
                     $(dt if dt == &<$t as annql_store::arrow::datatypes::ArrowPrimitiveType>::DATA_TYPE => {
                         let values = block.data.as_primitive::<$t>().values();
-                        self.fold_typed(block, row_major, row_group, gene_slot, slots, |e| values[e] as f64);
+                        self.fold_typed(block, row_major, row_group, genes, slots, |e| values[e] as f64);
                     })*
                     DataType::Boolean => {
                         let values = block.data.as_boolean();
-                        self.fold_typed(block, row_major, row_group, gene_slot, slots, |e| f64::from(u8::from(values.value(e))));
+                        self.fold_typed(block, row_major, row_group, genes, slots, |e| f64::from(u8::from(values.value(e))));
                     }
                     other => {
                         return Err(DataFusionError::NotImplemented(format!(
@@ -266,39 +254,191 @@ impl Accumulators {
         Ok(())
     }
 
+    /// Picks the [`Sink`] for these accumulators and folds the block through it. The common
+    /// shapes (a plain sum; a sum with counts, for zero-aware means) get their own loop, free of
+    /// the per-entry tests of which statistics and filters apply.
     #[inline(always)]
     fn fold_typed(
         &mut self,
         block: &SparseBlock,
         row_major: bool,
         row_group: &[u32],
-        gene_slot: &[u32],
+        genes: &GeneSlots,
         slots: usize,
         value: impl Fn(usize) -> f64,
     ) {
-        let start = block.major.start as usize;
-        let (indptr, indices) = (&block.indptr, &block.indices);
+        let fold = Fold {
+            block,
+            row_major,
+            row_group,
+            gene_slot: genes.slot,
+            picked: genes.picked.as_deref(),
+            prefetch: self.len.saturating_mul(8) > PREFETCH_MIN_BYTES,
+            slots,
+        };
+        if let [ch] = self.channels.as_mut_slice()
+            && ch.filter.is_none()
+            && ch.sumsq.is_none()
+            && ch.min.is_none()
+            && ch.max.is_none()
+            && let Some(sum) = ch.sum.as_deref_mut()
+        {
+            match (&mut self.seen, ch.count.as_deref_mut()) {
+                (Some(seen), None) => return fold.run(&mut SumSeen { sum, seen }, value),
+                (None, Some(count)) => return fold.run(&mut SumCount { sum, count }, value),
+                _ => {}
+            }
+        }
+        fold.run(self, value);
+    }
+}
+
+/// Where the entries of a fold land: one grid cell `k` at a time.
+trait Sink {
+    /// Asks for grid cell `k` ahead of its use.
+    fn prefetch(&self, k: usize);
+    /// Adds one entry of value `v` to grid cell `k`.
+    fn add(&mut self, k: usize, v: f64);
+}
+
+impl Sink for Accumulators {
+    #[inline(always)]
+    fn prefetch(&self, k: usize) {
+        Accumulators::prefetch(self, k);
+    }
+    #[inline(always)]
+    fn add(&mut self, k: usize, v: f64) {
+        Accumulators::add(self, k, v);
+    }
+}
+
+/// A plain sum, with a bitmap of the cells that received entries.
+struct SumSeen<'a> {
+    sum: &'a mut [f64],
+    seen: &'a mut [u64],
+}
+
+impl Sink for SumSeen<'_> {
+    #[inline(always)]
+    fn prefetch(&self, k: usize) {
+        prefetch_line(self.sum.as_ptr().wrapping_add(k).cast());
+    }
+    #[inline(always)]
+    fn add(&mut self, k: usize, v: f64) {
+        self.sum[k] += v;
+        self.seen[k >> 6] |= 1 << (k & 63);
+    }
+}
+
+/// A sum with stored-entry counts (zero-aware means, sparse averages).
+struct SumCount<'a> {
+    sum: &'a mut [f64],
+    count: &'a mut [u32],
+}
+
+impl Sink for SumCount<'_> {
+    #[inline(always)]
+    fn prefetch(&self, k: usize) {
+        prefetch_line(self.sum.as_ptr().wrapping_add(k).cast());
+        prefetch_line(self.count.as_ptr().wrapping_add(k).cast());
+    }
+    #[inline(always)]
+    fn add(&mut self, k: usize, v: f64) {
+        self.sum[k] += v;
+        self.count[k] += 1;
+    }
+}
+
+/// Genes mapped to slots; when a query keeps only a few genes, also their ids, ascending.
+#[derive(Debug, Clone)]
+pub struct GeneSlots<'a> {
+    /// Slot per gene, or [`NONE`].
+    pub slot: &'a [u32],
+    /// The kept genes, when there are at most [`FEW_GENES`].
+    pub picked: Option<Vec<u32>>,
+}
+
+impl<'a> GeneSlots<'a> {
+    /// The slots of `slot`, listing the kept genes when they are few.
+    pub fn new(slot: &'a [u32]) -> Self {
+        let mut picked = Vec::new();
+        for (gene, &s) in slot.iter().enumerate() {
+            if s != NONE {
+                if picked.len() == FEW_GENES {
+                    return Self { slot, picked: None };
+                }
+                picked.push(gene as u32);
+            }
+        }
+        Self {
+            slot,
+            picked: Some(picked),
+        }
+    }
+}
+
+/// Up to this many kept genes, a CSR row with sorted indices is searched for each of them
+/// instead of being walked entry by entry.
+pub const FEW_GENES: usize = 16;
+
+/// Grids up to this size stay in cache, where prefetching only costs.
+const PREFETCH_MIN_BYTES: usize = 4 << 20;
+
+/// One block's fold: the block and the maps from its axes to groups and slots.
+struct Fold<'a> {
+    block: &'a SparseBlock,
+    row_major: bool,
+    row_group: &'a [u32],
+    gene_slot: &'a [u32],
+    /// The few kept genes, ascending (see [`GeneSlots`]).
+    picked: Option<&'a [u32]>,
+    /// Whether to prefetch grid cells (grids larger than the caches).
+    prefetch: bool,
+    slots: usize,
+}
+
+impl Fold<'_> {
+    #[inline(always)]
+    fn run(&self, sink: &mut impl Sink, value: impl Fn(usize) -> f64) {
+        let (row_group, gene_slot, slots) = (self.row_group, self.gene_slot, self.slots);
+        let start = self.block.major.start as usize;
+        let (indptr, indices) = (&self.block.indptr, &self.block.indices);
         for m in 0..indptr.len().saturating_sub(1) {
             let entries = indptr[m] as usize..indptr[m + 1] as usize;
-            if row_major {
+            if self.row_major {
                 let g = row_group[start + m];
                 if g == NONE {
                     continue;
                 }
                 let base = g as usize * slots;
+                // A few genes of a row in gene order (as anndata writes them): search for each.
+                if let Some(picked) = self.picked {
+                    let row = &indices[entries.clone()];
+                    if row.is_sorted() {
+                        for &gene in picked {
+                            let mut j = row.partition_point(|&i| i < gene);
+                            while j < row.len() && row[j] == gene {
+                                let s = gene_slot[gene as usize];
+                                sink.add(base + s as usize, value(entries.start + j));
+                                j += 1;
+                            }
+                        }
+                        continue;
+                    }
+                }
                 let end = entries.end;
                 for e in entries {
                     // A cell's entries land across its group's row of the grid, far larger than
                     // the caches: ask for the line a few entries ahead while this one is added.
-                    if e + PREFETCH_AHEAD < end {
+                    if self.prefetch && e + PREFETCH_AHEAD < end {
                         let ahead = gene_slot[indices[e + PREFETCH_AHEAD] as usize];
                         if ahead != NONE {
-                            self.prefetch(base + ahead as usize);
+                            sink.prefetch(base + ahead as usize);
                         }
                     }
                     let s = gene_slot[indices[e] as usize];
                     if s != NONE {
-                        self.add(base + s as usize, value(e));
+                        sink.add(base + s as usize, value(e));
                     }
                 }
             } else {
@@ -309,12 +449,27 @@ impl Accumulators {
                 for e in entries {
                     let g = row_group[indices[e] as usize];
                     if g != NONE {
-                        self.add(g as usize * slots + s as usize, value(e));
+                        sink.add(g as usize * slots + s as usize, value(e));
                     }
                 }
             }
         }
     }
+}
+
+/// Hints the CPU to fetch the cache line at `p`. (The one `unsafe` in annql: std has no safe
+/// prefetch, and the fold is bound by these misses.)
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch_line(p: *const i8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// How many entries ahead [`Accumulators::fold`] prefetches grid cells.
@@ -407,7 +562,7 @@ mod tests {
         }];
         let mut acc = Accumulators::new(2 * 3, &aggs, false);
         // Cells 0 and 2 in group 0, cell 1 in group 1; every gene its own slot.
-        acc.fold(&block(), true, &[0, 1, 0], &[0, 1, 2], 3)?;
+        acc.fold(&block(), true, &[0, 1, 0], &GeneSlots::new(&[0, 1, 2]), 3)?;
         let sums = acc.channels[0].sum.clone().unwrap_or_default();
         assert_eq!(sums, vec![5.0, 0.0, 2.0, 0.0, 3.0, 0.0]);
         assert!(acc.touched(0) && !acc.touched(1) && acc.touched(4));
@@ -431,7 +586,13 @@ mod tests {
         ];
         let mut acc = Accumulators::new(3, &aggs, true);
         // One group, every cell; gene 1 dropped.
-        acc.fold(&block(), true, &[0, 0, 0], &[0, NONE, 2], 3)?;
+        acc.fold(
+            &block(),
+            true,
+            &[0, 0, 0],
+            &GeneSlots::new(&[0, NONE, 2]),
+            3,
+        )?;
         let (_, of) = channel_of(&aggs);
         // Gene 0: values 1 and 4 over 3 cells → mean 5/3; one zero.
         let zeros = 3 - acc.stored(0);
@@ -444,6 +605,31 @@ mod tests {
     }
 
     #[test]
+    fn few_genes_are_searched_in_sorted_rows_and_walked_in_unsorted_ones() -> Result<()> {
+        let aggs = [AggSpec {
+            func: AggFunc::Sum,
+            filter: None,
+        }];
+        // Row 0 = [1, 0, 2] stored out of order, row 1 = [5, 5 (duplicate), 3] sorted.
+        let block = SparseBlock {
+            major: 0..2,
+            indptr: vec![0, 2, 5],
+            indices: vec![2, 0, 0, 0, 2],
+            data: Arc::new(Float32Array::from(vec![2.0, 1.0, 5.0, 5.0, 3.0])),
+        };
+        let genes = GeneSlots::new(&[0, NONE, 1]);
+        assert_eq!(genes.picked.as_deref(), Some(&[0, 2][..]));
+        let mut acc = Accumulators::new(2 * 2, &aggs, false);
+        acc.fold(&block, true, &[0, 1], &genes, 2)?;
+        let sums = acc.channels[0].sum.clone().unwrap_or_default();
+        assert_eq!(sums, vec![1.0, 2.0, 10.0, 3.0]);
+        // The same through the entry-by-entry walk (too many genes to list).
+        let all: Vec<u32> = (0..FEW_GENES as u32 + 1).collect();
+        assert!(GeneSlots::new(&all).picked.is_none());
+        Ok(())
+    }
+
+    #[test]
     fn csc_blocks_map_cells_through_row_group() -> Result<()> {
         let aggs = [AggSpec {
             func: AggFunc::Max,
@@ -451,7 +637,7 @@ mod tests {
         }];
         let mut acc = Accumulators::new(3, &aggs, false);
         // The same numbers read as 3 genes × 3 cells.
-        acc.fold(&block(), false, &[0, 1, 2], &[0, 0, 0], 1)?;
+        acc.fold(&block(), false, &[0, 1, 2], &GeneSlots::new(&[0, 0, 0]), 1)?;
         assert_eq!(finish(&acc, 0, &aggs[0], 0, 0), Value::Float(4.0));
         assert_eq!(finish(&acc, 0, &aggs[0], 2, 0), Value::Float(2.0));
         Ok(())
