@@ -656,9 +656,9 @@ fn chunk_jobs(
     Ok(Some((jobs, indptr)))
 }
 
-/// Entries per chunk-aligned job of the fused fold: small chunks are grouped up to this, larger ones
-/// are a job each (a one-chunk read decodes straight into its own buffer, with no copy into a
-/// multi-chunk one).
+/// Entries per chunk-aligned job of the fused fold: small chunks are grouped up to this, larger
+/// ones are a job each (a one-chunk read decodes straight into its own buffer, with no copy into
+/// a multi-chunk one).
 const TARGET_JOB_ENTRIES: u64 = 1 << 18;
 
 /// Streams the result grid in batches, skipping empty cells.

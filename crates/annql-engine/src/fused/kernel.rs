@@ -623,7 +623,7 @@ mod tests {
         acc.fold(&block, true, &[0, 1], &genes, 2)?;
         let sums = acc.channels[0].sum.clone().unwrap_or_default();
         assert_eq!(sums, vec![1.0, 2.0, 10.0, 3.0]);
-        // The same through the entry-by-entry walk (too many genes to list).
+        // Past FEW_GENES kept genes nothing is listed, and every row is walked.
         let all: Vec<u32> = (0..FEW_GENES as u32 + 1).collect();
         assert!(GeneSlots::new(&all).picked.is_none());
         Ok(())
