@@ -195,6 +195,85 @@ fn batch_parquet_and_arrow_files_read_back() {
 }
 
 #[test]
+fn binary_results_stream_batch_by_batch_into_one_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let want = crate::common::expected("tiny");
+    let nnz = want["layers"]["counts"]["indptr"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    // Small batches: the result reaches the writer in many windows.
+    let script = "SET datafusion.execution.batch_size = 7;
+                  SELECT obs_id, var_id, value FROM tiny.layers_counts;";
+    for (format, file) in [("arrow", "all.arrow"), ("parquet", "all.parquet")] {
+        let path = dir.path().join(file);
+        let out = annql(
+            &[
+                "run",
+                "-d",
+                &tiny(),
+                "--format",
+                format,
+                "-o",
+                &path.display().to_string(),
+                "-c",
+                script,
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let batches: Vec<_> = match format {
+            "arrow" => arrow_ipc::reader::FileReader::try_new(
+                std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}")),
+            _ => annql::engine::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+            )
+            .and_then(|b| b.build())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}")),
+        };
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows as u64, nnz, "{format}: every stored entry");
+        if format == "arrow" {
+            assert!(
+                batches.len() > 1,
+                "written as it streamed: {}",
+                batches.len()
+            );
+        }
+    }
+    // One file holds one result.
+    let path = dir.path().join("two.arrow");
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "arrow",
+            "-o",
+            &path.display().to_string(),
+            "-c",
+            "SELECT 1 AS a; SELECT 2 AS b",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("second result"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn errors_exit_nonzero_with_file_line_column() {
     let mut f = tempfile::Builder::new()
         .suffix(".sql")

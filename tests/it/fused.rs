@@ -147,6 +147,16 @@ async fn fused_and_unfused_agree() {
                  WHERE o.tissue = 'lung' GROUP BY o.cell_type, x.var_id",
                 "SELECT o.tissue, avg(d.value), count(*) FROM atlas.x_dense d
                  JOIN atlas.obs o USING (obs_id) WHERE d.var_id IN (3, 30) GROUP BY o.tissue",
+                // Grids larger than the caches (10,000 cells × 50 genes): entries are bucketed
+                // by grid region before they are added; a plain sum, a sum with counts, and the
+                // general sink with a FILTER clause.
+                "SELECT x.obs_id, x.var_id, sum(x.value) FROM atlas.x x
+                 JOIN atlas.obs o USING (obs_id) GROUP BY x.obs_id, x.var_id",
+                "SELECT x.obs_id, x.var_id, avg(x.value), count(*) FROM atlas.x x
+                 JOIN atlas.obs o USING (obs_id) WHERE o.tissue <> 'lung'
+                 GROUP BY x.obs_id, x.var_id",
+                "SELECT x.obs_id, x.var_id, max(x.value), count(*) FILTER (WHERE x.value > 1)
+                 FROM atlas.x x JOIN atlas.obs o USING (obs_id) GROUP BY x.obs_id, x.var_id",
             ]
         } else {
             FUSED.to_vec()

@@ -343,31 +343,87 @@ pub fn write_file(
     batches: &[RecordBatch],
     style: &TableStyle,
 ) -> Result<()> {
-    let file = std::fs::File::create(path)?;
     match format {
-        Format::Parquet => {
-            let mut w =
-                datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
-                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            for b in batches {
-                w.write(b)
-                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            }
-            w.close()
-                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-        }
-        Format::Arrow => {
-            let mut w = arrow_ipc::writer::FileWriter::try_new(file, schema)?;
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
+        Format::Parquet | Format::Arrow => {
+            let mut w = BinaryWriter::create(format, path, schema)?;
+            w.write(batches)?;
+            w.finish()
         }
         _ => {
+            let file = std::fs::File::create(path)?;
             let mut f = std::io::BufWriter::new(file);
             write_text(format, schema, batches, style, &mut f)?;
             f.flush()?;
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// A Parquet or Arrow IPC file written a window of batches at a time, so a large result streams
+/// to disk instead of being held whole.
+pub struct BinaryWriter {
+    path: std::path::PathBuf,
+    inner: BinaryInner,
+}
+
+enum BinaryInner {
+    Parquet(datafusion::parquet::arrow::ArrowWriter<std::fs::File>),
+    Arrow(arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>),
+}
+
+impl BinaryWriter {
+    /// Creates `path` for a result of `schema` in `format` (Parquet or Arrow).
+    pub fn create(format: Format, path: &Path, schema: &SchemaRef) -> Result<Self> {
+        let named = |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", path.display()));
+        let file = std::fs::File::create(path).map_err(|e| named(&e))?;
+        let inner = match format {
+            Format::Parquet => BinaryInner::Parquet(
+                datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
+                    .map_err(|e| named(&e))?,
+            ),
+            Format::Arrow => BinaryInner::Arrow(
+                arrow_ipc::writer::FileWriter::try_new(std::io::BufWriter::new(file), schema)
+                    .map_err(|e| named(&e))?,
+            ),
+            other => {
+                return Err(CliError::Usage(format!("{other:?} is not a binary format")));
+            }
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner,
+        })
+    }
+
+    /// Appends batches.
+    pub fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let named =
+            |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", self.path.display()));
+        for b in batches {
+            match &mut self.inner {
+                BinaryInner::Parquet(w) => w.write(b).map_err(|e| named(&e))?,
+                BinaryInner::Arrow(w) => w.write(b).map_err(|e| named(&e))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file's footer; a file not finished is not a valid Parquet/Arrow file.
+    pub fn finish(self) -> Result<()> {
+        let named =
+            |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", self.path.display()));
+        match self.inner {
+            BinaryInner::Parquet(w) => {
+                w.close().map_err(|e| named(&e))?;
+            }
+            BinaryInner::Arrow(mut w) => {
+                w.finish().map_err(|e| named(&e))?;
+                w.into_inner()
+                    .map_err(|e| named(&e))?
+                    .flush()
+                    .map_err(|e| named(&e))?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -14,7 +14,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::args::{Format, Language, Options, RunArgs};
 use crate::error::{CliError, Result};
-use crate::output::{TableStyle, write_file, write_text};
+use crate::output::{BinaryWriter, TableStyle, write_file, write_text};
 
 /// The demo dataset shipped in the repository (scanpy's PBMC 700 cells, see examples/data).
 pub const DEMO: &str = concat!(
@@ -437,8 +437,42 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                     message,
                 }
             };
+            // Parquet and Arrow files stream too, into one file per run.
+            let outcome = if let (Format::Parquet | Format::Arrow, Some(path)) =
+                (args.format, &args.output)
+            {
+                let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+                let mut writer: Option<BinaryWriter> = None;
+                let had_result = execute_streaming(
+                    &session,
+                    *lang,
+                    &st.text,
+                    window,
+                    |schema, batches, _first| {
+                        if writer.is_none() {
+                            if results > 0 {
+                                return Err(CliError::Usage(format!(
+                                    "a second result cannot go to the same {:?} file",
+                                    args.format
+                                )));
+                            }
+                            writer = Some(BinaryWriter::create(args.format, path, schema)?);
+                        }
+                        match writer.as_mut() {
+                            Some(w) => w.write(batches),
+                            None => Err(CliError::Usage("no output writer".into())),
+                        }
+                    },
+                )
+                .await
+                .map_err(located)?;
+                if let Some(w) = writer.take() {
+                    w.finish()?;
+                }
+                results += usize::from(had_result);
+                None
             // CSV and NDJSON stream: windows of batches are written as the scans produce them.
-            let outcome = if matches!(args.format, Format::Csv | Format::Ndjson) {
+            } else if matches!(args.format, Format::Csv | Format::Ndjson) {
                 let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
                 let mut writer: Option<Box<dyn Write>> = None;
                 let had_result = execute_streaming(

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use annql_store::ReadStats;
 use annql_store::arrow::array::{
@@ -33,7 +33,10 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
-use super::kernel::{Accumulators, GeneSlots, NONE, Value, channel_of, check_values, finish};
+use super::kernel::Value;
+use super::kernel::{
+    Accumulators, GeneSlots, Grid, NONE, Scatter, channel_of, check_values, tiled,
+};
 use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
 use crate::decode::{AnnTable, probe_batch};
@@ -307,12 +310,18 @@ impl Run {
             DataFusionError::ResourcesExhausted("fused aggregate grid too large".into())
         })?;
         let threads = self.context.session_config().target_partitions().max(1);
-        let bytes = Accumulators::bytes(len, &self.spec.aggs, self.spec.dense) * (threads + 1);
+        // A tiled grid is shared by the workers; smaller ones are one per worker plus the merge.
+        let grid_bytes = Accumulators::bytes(len, &self.spec.aggs, self.spec.dense);
+        let bytes = if tiled(len, &self.spec.aggs, self.spec.dense) {
+            grid_bytes
+        } else {
+            grid_bytes * (threads + 1)
+        };
         let reservation =
             MemoryConsumer::new("FusedAggregateExec").register(self.context.memory_pool());
         reservation.try_grow(bytes)?;
-        let acc = self.fold(&cells, &genes, slots, len, threads).await?;
-        Ok(Box::new(Output::new(self, cells, genes, acc, reservation)))
+        let grid = self.fold(&cells, &genes, slots, len, threads).await?;
+        Ok(Box::new(Output::new(self, cells, genes, grid, reservation)))
     }
 
     /// Cells (`rows`) or genes of the matrix.
@@ -361,7 +370,8 @@ impl Run {
     }
 
     /// Reads the matrix blocks that hold selected cells (CSR) or genes (CSC) and folds them,
-    /// one accumulator set per worker thread.
+    /// one accumulator set per worker thread, or one shared grid of tiles when the grid is larger
+    /// than the caches (see [`tiled`]).
     async fn fold(
         &self,
         cells: &Grouping,
@@ -369,7 +379,7 @@ impl Run {
         slots: usize,
         len: usize,
         threads: usize,
-    ) -> Result<Accumulators> {
+    ) -> Result<Grid> {
         // Few genes of many cells: read the genes' columns of the CSC copy, if there is one.
         let matrix = match self.matrix.csc_copy() {
             Some(copy) if !self.matrix.column_major && prefer_columns(&cells.of, &genes.of) => {
@@ -415,59 +425,105 @@ impl Run {
         let read = MetricBuilder::new(&self.metrics).global_counter("blocks_read");
         let nblocks = blocks.len();
         let fetch = FetchMetrics::start(&matrix.store, &self.metrics);
-        let acc = tokio::task::spawn_blocking(move || -> Result<Accumulators> {
+        let grid = tokio::task::spawn_blocking(move || -> Result<Grid> {
             let next = AtomicUsize::new(0);
             let genes = GeneSlots::new(&gene_slot);
-            let work = |_: usize| -> Result<Accumulators> {
-                let mut acc = Accumulators::new(len, &spec.aggs, spec.dense);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= blocks.len() || cancel.load(Ordering::Relaxed) {
-                        return Ok(acc);
-                    }
-                    let block = match &blocks[i] {
-                        Job::Major(rows) => {
-                            matrix
-                                .store
-                                .read_sparse(&matrix.def.path, rows.clone(), &worker_stats)
-                        }
-                        Job::Entries(entries) => matrix.store.read_sparse_entries(
-                            &matrix.def.path,
-                            entries.clone(),
-                            &indptr,
-                            &worker_stats,
-                        ),
-                    }
-                    .map_err(store_err)?;
-                    check_values(&block.data)?;
-                    acc.fold(&block, !matrix.column_major, &row_group, &genes, slots)?;
-                    matrix.progress.step();
+            let row_major = !matrix.column_major;
+            // The next job's block, or None when the jobs are done or the query was dropped.
+            let read = |i: usize| -> Result<Option<annql_store::SparseBlock>> {
+                if i >= blocks.len() || cancel.load(Ordering::Relaxed) {
+                    return Ok(None);
                 }
+                let block = match &blocks[i] {
+                    Job::Major(rows) => {
+                        matrix
+                            .store
+                            .read_sparse(&matrix.def.path, rows.clone(), &worker_stats)
+                    }
+                    Job::Entries(entries) => matrix.store.read_sparse_entries(
+                        &matrix.def.path,
+                        entries.clone(),
+                        &indptr,
+                        &worker_stats,
+                    ),
+                }
+                .map_err(store_err)?;
+                check_values(&block.data)?;
+                Ok(Some(block))
             };
-            let results: Vec<Result<Accumulators>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads.min(nblocks.max(1)))
-                    .map(|t| s.spawn(move || work(t)))
-                    .collect();
-                handles
+            let workers = threads.min(nblocks.max(1));
+            if tiled(len, &spec.aggs, spec.dense) {
+                // One grid, in tiles each worker locks while it adds a bucket: no per-thread
+                // copies of a grid that may be hundreds of MB, and no merge.
+                let tiles: Vec<Mutex<Accumulators>> = Grid::tiles(len, &spec.aggs, spec.dense)
                     .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(DataFusionError::Internal(
-                                "fused aggregate worker panicked".into(),
-                            ))
+                    .map(Mutex::new)
+                    .collect();
+                let work = |t: usize| -> Result<()> {
+                    let mut scatter = Scatter::default();
+                    let mut pending: Vec<usize> = Vec::new();
+                    while let Some(block) = read(next.fetch_add(1, Ordering::Relaxed))? {
+                        scatter.fill(&block, row_major, &row_group, &genes, slots, len)?;
+                        drop(block);
+                        // Workers start at different tiles and skip tiles held by another.
+                        pending.clear();
+                        pending.extend(scatter.buckets().map(|(i, _)| i));
+                        let start = pending.len() * t / workers;
+                        pending.rotate_left(start);
+                        while !pending.is_empty() {
+                            let before = pending.len();
+                            pending.retain(|&i| match tiles[i].try_lock() {
+                                Ok(mut tile) => {
+                                    tile.add_entries(scatter.bucket(i));
+                                    false
+                                }
+                                Err(_) => true,
+                            });
+                            if pending.len() == before
+                                && let Some(&i) = pending.first()
+                            {
+                                let mut tile = tiles[i].lock().map_err(|_| {
+                                    DataFusionError::Internal(
+                                        "a fused aggregate tile was poisoned".into(),
+                                    )
+                                })?;
+                                tile.add_entries(scatter.bucket(i));
+                                pending.remove(0);
+                            }
+                        }
+                        matrix.progress.step();
+                    }
+                    Ok(())
+                };
+                run_workers(workers, &work)?;
+                let tiles = tiles
+                    .into_iter()
+                    .map(|m| {
+                        m.into_inner().map_err(|_| {
+                            DataFusionError::Internal("a fused aggregate tile was poisoned".into())
                         })
                     })
-                    .collect()
-            });
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(Grid::tiled(len, tiles));
+            }
+            let work = |_: usize| -> Result<Accumulators> {
+                let mut acc = Accumulators::new(len, &spec.aggs, spec.dense);
+                while let Some(block) = read(next.fetch_add(1, Ordering::Relaxed))? {
+                    acc.fold(&block, row_major, &row_group, &genes, slots)?;
+                    matrix.progress.step();
+                }
+                Ok(acc)
+            };
             let mut merged: Option<Accumulators> = None;
-            for r in results {
-                let r = r?;
+            for r in run_workers(workers, &work)? {
                 match &mut merged {
                     Some(m) => m.merge(r),
                     None => merged = Some(r),
                 }
             }
-            Ok(merged.unwrap_or_else(|| Accumulators::new(len, &spec.aggs, spec.dense)))
+            Ok(Grid::whole(merged.unwrap_or_else(|| {
+                Accumulators::new(len, &spec.aggs, spec.dense)
+            })))
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))??;
@@ -477,8 +533,26 @@ impl Run {
         if let Some(f) = fetch {
             f.update();
         }
-        Ok(acc)
+        Ok(grid)
     }
+}
+
+/// Runs `work` on `n` scoped threads (given their index) and returns their results in order, or
+/// the first error.
+fn run_workers<T: Send>(n: usize, work: &(impl Fn(usize) -> Result<T> + Sync)) -> Result<Vec<T>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|t| s.spawn(move || work(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(DataFusionError::Internal(
+                        "fused aggregate worker panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    })
 }
 
 /// Reads every partition of a side into one batch.
@@ -667,7 +741,7 @@ struct Output {
     schema: SchemaRef,
     cells: Grouping,
     genes: Grouping,
-    acc: Accumulators,
+    grid: Grid,
     channels: Vec<usize>,
     next: usize,
     batch_size: usize,
@@ -679,11 +753,11 @@ impl Output {
         run: Run,
         cells: Grouping,
         genes: Grouping,
-        acc: Accumulators,
+        grid: Grid,
         reservation: MemoryReservation,
     ) -> Self {
         // Only the merged accumulators stay.
-        let held = Accumulators::bytes(acc.len, &run.spec.aggs, run.spec.dense);
+        let held = Accumulators::bytes(grid.len, &run.spec.aggs, run.spec.dense);
         reservation.shrink(reservation.size().saturating_sub(held));
         let (_, channels) = channel_of(&run.spec.aggs);
         Self {
@@ -692,7 +766,7 @@ impl Output {
             schema: run.schema,
             cells,
             genes,
-            acc,
+            grid,
             channels,
             next: 0,
             _reservation: reservation,
@@ -704,7 +778,7 @@ impl Output {
         if self.spec.dense {
             self.cells.members[g] > 0 && self.genes.members[s] > 0
         } else {
-            self.acc.touched(k)
+            self.grid.touched(k)
         }
     }
 
@@ -754,11 +828,11 @@ impl Output {
                     let (g, s) = (k / slots, k % slots);
                     let zeros = if self.spec.dense {
                         (self.cells.members[g] * self.genes.members[s])
-                            .saturating_sub(self.acc.stored(k))
+                            .saturating_sub(self.grid.stored(k))
                     } else {
                         0
                     };
-                    finish(&self.acc, self.channels[j], agg, k, zeros)
+                    self.grid.finish(self.channels[j], agg, k, zeros)
                 })
                 .collect();
             let col: ArrayRef = if matches!(agg.func, super::AggFunc::Count) {
@@ -792,7 +866,7 @@ impl Iterator for Output {
     fn next(&mut self) -> Option<Self::Item> {
         let slots = self.genes.members.len();
         let mut ks = Vec::with_capacity(self.batch_size);
-        while self.next < self.acc.len && ks.len() < self.batch_size {
+        while self.next < self.grid.len && ks.len() < self.batch_size {
             let k = self.next;
             self.next += 1;
             if self.present(k, k / slots.max(1), k % slots.max(1)) {

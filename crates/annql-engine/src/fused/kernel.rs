@@ -14,6 +14,43 @@ use datafusion::error::{DataFusionError, Result};
 
 use super::{AggFunc, AggSpec, ValueFilter};
 
+/// Runs `$body` with `$value` bound to a function from entry position to value as `f64`, for
+/// every value type a matrix may store.
+macro_rules! with_values {
+    ($data:expr, $value:ident => $body:expr) => {{
+        let data: &ArrayRef = $data;
+        macro_rules! typed {
+            ($t:ty) => {{
+                let values = data.as_primitive::<$t>().values();
+                let $value = |e: usize| values[e] as f64;
+                $body
+            }};
+        }
+        match data.data_type() {
+            DataType::Float32 => typed!(Float32Type),
+            DataType::Float64 => typed!(Float64Type),
+            DataType::Int8 => typed!(Int8Type),
+            DataType::Int16 => typed!(Int16Type),
+            DataType::Int32 => typed!(Int32Type),
+            DataType::Int64 => typed!(Int64Type),
+            DataType::UInt8 => typed!(UInt8Type),
+            DataType::UInt16 => typed!(UInt16Type),
+            DataType::UInt32 => typed!(UInt32Type),
+            DataType::UInt64 => typed!(UInt64Type),
+            DataType::Boolean => {
+                let values = data.as_boolean();
+                let $value = |e: usize| f64::from(u8::from(values.value(e)));
+                $body
+            }
+            other => {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "fused aggregate over values of type {other}"
+                )));
+            }
+        }
+    }};
+}
+
 /// Marks a cell or gene that no group or slot takes.
 pub const NONE: u32 = u32::MAX;
 
@@ -150,19 +187,6 @@ impl Accumulators {
             .map_or(0, |c| u64::from(c[k]))
     }
 
-    /// Hints the CPU to fetch grid cell `k` of every running sum and count.
-    #[inline(always)]
-    fn prefetch(&self, k: usize) {
-        for ch in &self.channels {
-            if let Some(s) = &ch.sum {
-                prefetch_line(s.as_ptr().wrapping_add(k).cast());
-            }
-            if let Some(c) = &ch.count {
-                prefetch_line(c.as_ptr().wrapping_add(k).cast());
-            }
-        }
-    }
-
     #[inline(always)]
     fn add(&mut self, k: usize, v: f64) {
         if let Some(seen) = &mut self.seen {
@@ -220,62 +244,34 @@ impl Accumulators {
         genes: &GeneSlots,
         slots: usize,
     ) -> Result<()> {
-        macro_rules! with_values {
-            ($($t:ty),*) => {
-                match block.data.data_type() {
-                    $(dt if dt == &<$t as annql_store::arrow::datatypes::ArrowPrimitiveType>::DATA_TYPE => {
-                        let values = block.data.as_primitive::<$t>().values();
-                        self.fold_typed(block, row_major, row_group, genes, slots, |e| values[e] as f64);
-                    })*
-                    DataType::Boolean => {
-                        let values = block.data.as_boolean();
-                        self.fold_typed(block, row_major, row_group, genes, slots, |e| f64::from(u8::from(values.value(e))));
-                    }
-                    other => {
-                        return Err(DataFusionError::NotImplemented(format!(
-                            "fused aggregate over values of type {other}"
-                        )));
-                    }
-                }
-            };
-        }
-        with_values!(
-            Float32Type,
-            Float64Type,
-            Int8Type,
-            Int16Type,
-            Int32Type,
-            Int64Type,
-            UInt8Type,
-            UInt16Type,
-            UInt32Type,
-            UInt64Type
-        );
-        Ok(())
-    }
-
-    /// Picks the [`Sink`] for these accumulators and folds the block through it. The common
-    /// shapes (a plain sum; a sum with counts, for zero-aware means) get their own loop, free of
-    /// the per-entry tests of which statistics and filters apply.
-    #[inline(always)]
-    fn fold_typed(
-        &mut self,
-        block: &SparseBlock,
-        row_major: bool,
-        row_group: &[u32],
-        genes: &GeneSlots,
-        slots: usize,
-        value: impl Fn(usize) -> f64,
-    ) {
         let fold = Fold {
             block,
             row_major,
             row_group,
             gene_slot: genes.slot,
             picked: genes.picked.as_deref(),
-            prefetch: self.len.saturating_mul(8) > PREFETCH_MIN_BYTES,
             slots,
         };
+        with_values!(&block.data, value => self.fold_typed(&fold, value));
+        Ok(())
+    }
+
+    /// Adds entries `(cell, value)` of a bucket (cells relative to these accumulators).
+    pub fn add_entries(&mut self, entries: &[(u32, f64)]) {
+        self.feed(Entries(entries));
+    }
+
+    /// Folds a block through the [`Sink`] that fits these accumulators.
+    #[inline(always)]
+    fn fold_typed(&mut self, fold: &Fold<'_>, value: impl Fn(usize) -> f64) {
+        self.feed(BlockFold { fold, value });
+    }
+
+    /// Runs `add` against the [`Sink`] for these accumulators. The common shapes (a plain sum; a
+    /// sum with counts, for zero-aware means) get their own loop, free of the per-entry tests of
+    /// which statistics and filters apply.
+    #[inline(always)]
+    fn feed(&mut self, add: impl SinkUser) {
         if let [ch] = self.channels.as_mut_slice()
             && ch.filter.is_none()
             && ch.sumsq.is_none()
@@ -284,28 +280,186 @@ impl Accumulators {
             && let Some(sum) = ch.sum.as_deref_mut()
         {
             match (&mut self.seen, ch.count.as_deref_mut()) {
-                (Some(seen), None) => return fold.run(&mut SumSeen { sum, seen }, value),
-                (None, Some(count)) => return fold.run(&mut SumCount { sum, count }, value),
+                (Some(seen), None) => return add.with(&mut SumSeen { sum, seen }),
+                (None, Some(count)) => return add.with(&mut SumCount { sum, count }),
                 _ => {}
             }
         }
-        fold.run(self, value);
+        add.with(self);
+    }
+}
+
+/// Something that adds entries to a [`Sink`] of any type (the loops are monomorphised per sink).
+trait SinkUser {
+    fn with<S: Sink>(self, sink: &mut S);
+}
+
+/// A block's entries, as its [`Fold`] walks them.
+struct BlockFold<'a, F> {
+    fold: &'a Fold<'a>,
+    value: F,
+}
+
+impl<F: Fn(usize) -> f64> SinkUser for BlockFold<'_, F> {
+    #[inline(always)]
+    fn with<S: Sink>(self, sink: &mut S) {
+        self.fold.run(sink, self.value);
+    }
+}
+
+/// A bucket of entries already mapped to cells.
+struct Entries<'a>(&'a [(u32, f64)]);
+
+impl SinkUser for Entries<'_> {
+    #[inline(always)]
+    fn with<S: Sink>(self, sink: &mut S) {
+        for &(k, v) in self.0 {
+            sink.add(k as usize, v);
+        }
+    }
+}
+
+/// Grid cells per tile of a [`Grid`] too large for the caches: 512 KiB of sums, which stay in a
+/// core's L2 cache while a bucket of entries is added; few enough tiles that appending to every
+/// bucket does not thrash the caches either.
+pub const TILE_BITS: u32 = 16;
+
+/// Grids up to this size stay in a core's cache: each thread folds into a grid of its own, with
+/// entries added where they fall, and the grids merge at the end.
+const TILED_MIN_BYTES: usize = 2 << 20;
+
+/// Whether a grid of `len` cells for `aggs` is too large for the caches, and is folded as one
+/// shared [`Grid`] of tiles fed through a [`Scatter`] per thread.
+pub fn tiled(len: usize, aggs: &[AggSpec], dense: bool) -> bool {
+    Accumulators::bytes(len, aggs, dense) > TILED_MIN_BYTES
+}
+
+/// A block's entries bucketed by the tile of the grid they land in. A grid larger than the caches
+/// costs a cache (and TLB) miss per entry when entries are added where they fall; bucketed, each
+/// tile is then added to while it sits in cache (radix-partitioned aggregation).
+#[derive(Debug, Clone, Default)]
+pub struct Scatter {
+    /// Per tile: the entries' cells (relative to the tile's start) and values.
+    buckets: Vec<Vec<(u32, f64)>>,
+}
+
+impl Scatter {
+    /// Buckets the entries of `block` (see [`Accumulators::fold`]) for a grid of `len` cells.
+    pub fn fill(
+        &mut self,
+        block: &SparseBlock,
+        row_major: bool,
+        row_group: &[u32],
+        genes: &GeneSlots,
+        slots: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.buckets.resize_with((len >> TILE_BITS) + 1, Vec::new);
+        self.buckets.iter_mut().for_each(Vec::clear);
+        let fold = Fold {
+            block,
+            row_major,
+            row_group,
+            gene_slot: genes.slot,
+            picked: genes.picked.as_deref(),
+            slots,
+        };
+        with_values!(&block.data, value => fold.run(self, value));
+        Ok(())
+    }
+
+    /// The entries bucketed for tile `t`.
+    pub fn bucket(&self, t: usize) -> &[(u32, f64)] {
+        &self.buckets[t]
+    }
+
+    /// The tiles that received entries, with their entries.
+    pub fn buckets(&self) -> impl Iterator<Item = (usize, &[(u32, f64)])> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(t, b)| (t, b.as_slice()))
+    }
+}
+
+impl Sink for Scatter {
+    #[inline(always)]
+    fn add(&mut self, k: usize, v: f64) {
+        self.buckets[k >> TILE_BITS].push(((k & ((1 << TILE_BITS) - 1)) as u32, v));
+    }
+}
+
+/// The folded result: one set of accumulators for the whole grid, or tiles of `2^TILE_BITS`
+/// cells (see [`tiled`]).
+#[derive(Debug, Clone)]
+pub struct Grid {
+    /// Number of cells.
+    pub len: usize,
+    /// The tiles, in cell order; one when the grid is not tiled.
+    tiles: Vec<Accumulators>,
+    /// Cells per tile.
+    tile_len: usize,
+}
+
+impl Grid {
+    /// A grid of one set of accumulators.
+    pub fn whole(acc: Accumulators) -> Self {
+        Self {
+            len: acc.len,
+            tile_len: acc.len.max(1),
+            tiles: vec![acc],
+        }
+    }
+
+    /// Empty tiles for a grid of `len` cells.
+    pub fn tiles(len: usize, aggs: &[AggSpec], dense: bool) -> Vec<Accumulators> {
+        let tile = 1 << TILE_BITS;
+        (0..len.div_ceil(tile))
+            .map(|t| Accumulators::new(tile.min(len - t * tile), aggs, dense))
+            .collect()
+    }
+
+    /// A grid of the tiles made by [`Grid::tiles`].
+    pub fn tiled(len: usize, tiles: Vec<Accumulators>) -> Self {
+        Self {
+            len,
+            tiles,
+            tile_len: 1 << TILE_BITS,
+        }
+    }
+
+    /// The accumulators holding cell `k`, and its position there.
+    fn at(&self, k: usize) -> (&Accumulators, usize) {
+        (&self.tiles[k / self.tile_len], k % self.tile_len)
+    }
+
+    /// Whether cell `k` received any entry.
+    pub fn touched(&self, k: usize) -> bool {
+        let (acc, k) = self.at(k);
+        acc.touched(k)
+    }
+
+    /// Stored entries in cell `k`.
+    pub fn stored(&self, k: usize) -> u64 {
+        let (acc, k) = self.at(k);
+        acc.stored(k)
+    }
+
+    /// The final value of `agg` for cell `k` (see [`finish`]).
+    pub fn finish(&self, channel: usize, agg: &AggSpec, k: usize, zeros: u64) -> Value {
+        let (acc, k) = self.at(k);
+        finish(acc, channel, agg, k, zeros)
     }
 }
 
 /// Where the entries of a fold land: one grid cell `k` at a time.
 trait Sink {
-    /// Asks for grid cell `k` ahead of its use.
-    fn prefetch(&self, k: usize);
     /// Adds one entry of value `v` to grid cell `k`.
     fn add(&mut self, k: usize, v: f64);
 }
 
 impl Sink for Accumulators {
-    #[inline(always)]
-    fn prefetch(&self, k: usize) {
-        Accumulators::prefetch(self, k);
-    }
     #[inline(always)]
     fn add(&mut self, k: usize, v: f64) {
         Accumulators::add(self, k, v);
@@ -320,10 +474,6 @@ struct SumSeen<'a> {
 
 impl Sink for SumSeen<'_> {
     #[inline(always)]
-    fn prefetch(&self, k: usize) {
-        prefetch_line(self.sum.as_ptr().wrapping_add(k).cast());
-    }
-    #[inline(always)]
     fn add(&mut self, k: usize, v: f64) {
         self.sum[k] += v;
         self.seen[k >> 6] |= 1 << (k & 63);
@@ -337,11 +487,6 @@ struct SumCount<'a> {
 }
 
 impl Sink for SumCount<'_> {
-    #[inline(always)]
-    fn prefetch(&self, k: usize) {
-        prefetch_line(self.sum.as_ptr().wrapping_add(k).cast());
-        prefetch_line(self.count.as_ptr().wrapping_add(k).cast());
-    }
     #[inline(always)]
     fn add(&mut self, k: usize, v: f64) {
         self.sum[k] += v;
@@ -381,9 +526,6 @@ impl<'a> GeneSlots<'a> {
 /// instead of being walked entry by entry.
 pub const FEW_GENES: usize = 16;
 
-/// Grids up to this size stay in cache, where prefetching only costs.
-const PREFETCH_MIN_BYTES: usize = 4 << 20;
-
 /// One block's fold: the block and the maps from its axes to groups and slots.
 struct Fold<'a> {
     block: &'a SparseBlock,
@@ -392,8 +534,6 @@ struct Fold<'a> {
     gene_slot: &'a [u32],
     /// The few kept genes, ascending (see [`GeneSlots`]).
     picked: Option<&'a [u32]>,
-    /// Whether to prefetch grid cells (grids larger than the caches).
-    prefetch: bool,
     slots: usize,
 }
 
@@ -426,16 +566,7 @@ impl Fold<'_> {
                         continue;
                     }
                 }
-                let end = entries.end;
                 for e in entries {
-                    // A cell's entries land across its group's row of the grid, far larger than
-                    // the caches: ask for the line a few entries ahead while this one is added.
-                    if self.prefetch && e + PREFETCH_AHEAD < end {
-                        let ahead = gene_slot[indices[e + PREFETCH_AHEAD] as usize];
-                        if ahead != NONE {
-                            sink.prefetch(base + ahead as usize);
-                        }
-                    }
                     let s = gene_slot[indices[e] as usize];
                     if s != NONE {
                         sink.add(base + s as usize, value(e));
@@ -456,24 +587,6 @@ impl Fold<'_> {
         }
     }
 }
-
-/// Hints the CPU to fetch the cache line at `p`. (The one `unsafe` in annql: std has no safe
-/// prefetch, and the fold is bound by these misses.)
-#[inline(always)]
-#[allow(unsafe_code)]
-fn prefetch_line(p: *const i8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// How many entries ahead [`Accumulators::fold`] prefetches grid cells.
-const PREFETCH_AHEAD: usize = 32;
 
 /// Null data arrays are not expected in a matrix; refuse them rather than read garbage.
 pub fn check_values(data: &ArrayRef) -> Result<()> {
@@ -626,6 +739,84 @@ mod tests {
         // Past FEW_GENES kept genes nothing is listed, and every row is walked.
         let all: Vec<u32> = (0..FEW_GENES as u32 + 1).collect();
         assert!(GeneSlots::new(&all).picked.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn tiled_grids_give_the_sums_of_a_whole_one() -> Result<()> {
+        // 2 groups × 300,000 slots: 4.8 MB of sums, past TILED_MIN_BYTES; 10 tiles.
+        let slots = 300_000;
+        let block = SparseBlock {
+            major: 0..3,
+            indptr: vec![0, 3, 4, 6],
+            indices: vec![0, 150_000, 299_999, 299_999, 7, 150_000],
+            data: Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+        };
+        let slot: Vec<u32> = (0..slots as u32).collect();
+        let genes = GeneSlots::new(&slot);
+        // Cells 0 and 2 in group 1, cell 1 in group 0.
+        let row_group = [1, 0, 1];
+        for aggs in [
+            vec![AggSpec {
+                func: AggFunc::Sum,
+                filter: None,
+            }],
+            vec![AggSpec {
+                func: AggFunc::Avg,
+                filter: None,
+            }],
+            vec![
+                AggSpec {
+                    func: AggFunc::Sum,
+                    filter: None,
+                },
+                AggSpec {
+                    func: AggFunc::Count,
+                    filter: Some(ValueFilter {
+                        op: Operator::Gt,
+                        constant: 2.5,
+                    }),
+                },
+            ],
+        ] {
+            let len = 2 * slots;
+            assert!(tiled(len, &aggs, false));
+            let mut whole = Accumulators::new(len, &aggs, false);
+            let mut tiles = Grid::tiles(len, &aggs, false);
+            assert_eq!(tiles.len(), len.div_ceil(1 << TILE_BITS));
+            let mut scatter = Scatter::default();
+            // Folded twice: the buckets are emptied and reused.
+            for _ in 0..2 {
+                whole.fold(&block, true, &row_group, &genes, slots)?;
+                scatter.fill(&block, true, &row_group, &genes, slots, len)?;
+                for (t, entries) in scatter.buckets() {
+                    tiles[t].add_entries(entries);
+                }
+            }
+            let (whole, grid) = (Grid::whole(whole), Grid::tiled(len, tiles));
+            let (_, of) = channel_of(&aggs);
+            let mut touched = 0;
+            for k in 0..len {
+                assert_eq!(grid.touched(k), whole.touched(k), "cell {k}");
+                touched += usize::from(grid.touched(k));
+                for (a, &c) in aggs.iter().zip(&of) {
+                    assert_eq!(
+                        grid.finish(c, a, k, 0),
+                        whole.finish(c, a, k, 0),
+                        "cell {k}"
+                    );
+                }
+            }
+            assert_eq!(touched, 5);
+            let sum = aggs.iter().position(|a| a.func == AggFunc::Sum);
+            if let Some(j) = sum {
+                assert_eq!(
+                    grid.finish(of[j], &aggs[j], slots + 150_000, 0),
+                    Value::Float(16.0)
+                );
+                assert_eq!(grid.finish(of[j], &aggs[j], 299_999, 0), Value::Float(8.0));
+            }
+        }
         Ok(())
     }
 
