@@ -249,6 +249,47 @@ fn binary_results_stream_batch_by_batch_into_one_file() {
             );
         }
     }
+    // An aggregate's batches each carry their own dictionary of a categorical key; the file
+    // holds its values.
+    let path = dir.path().join("groups.arrow");
+    let out = annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            "arrow",
+            "-o",
+            &path.display().to_string(),
+            "-c",
+            "SET datafusion.execution.batch_size = 1;
+             SELECT cell_type, count(*) AS n FROM tiny.obs GROUP BY cell_type",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let batches: Vec<_> = arrow_ipc::reader::FileReader::try_new(
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .collect::<Result<_, _>>()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cells: i64 = batches
+        .iter()
+        .map(|b| {
+            b.column(1)
+                .as_any()
+                .downcast_ref::<annql::engine::datafusion::arrow::array::Int64Array>()
+                .map_or(0, |a| a.values().iter().sum::<i64>())
+        })
+        .sum();
+    assert_eq!(cells, 120, "every cell of tiny counted once");
+    assert_eq!(
+        batches[0].schema().field(0).data_type(),
+        &annql::engine::datafusion::arrow::datatypes::DataType::Utf8
+    );
+
     // One file holds one result.
     let path = dir.path().join("two.arrow");
     let out = annql(

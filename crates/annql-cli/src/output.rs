@@ -381,9 +381,14 @@ impl BinaryWriter {
                 datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
                     .map_err(|e| named(&e))?,
             ),
+            // An IPC file holds one dictionary per column, but a result's batches may each
+            // carry their own (an aggregate's output): categorical columns go as their values.
             Format::Arrow => BinaryInner::Arrow(
-                arrow_ipc::writer::FileWriter::try_new(std::io::BufWriter::new(file), schema)
-                    .map_err(|e| named(&e))?,
+                arrow_ipc::writer::FileWriter::try_new(
+                    std::io::BufWriter::new(file),
+                    &flatten_dictionaries(schema, &[])?.0,
+                )
+                .map_err(|e| named(&e))?,
             ),
             other => {
                 return Err(CliError::Usage(format!("{other:?} is not a binary format")));
@@ -399,10 +404,19 @@ impl BinaryWriter {
     pub fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
         let named =
             |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", self.path.display()));
-        for b in batches {
-            match &mut self.inner {
-                BinaryInner::Parquet(w) => w.write(b).map_err(|e| named(&e))?,
-                BinaryInner::Arrow(w) => w.write(b).map_err(|e| named(&e))?,
+        match &mut self.inner {
+            BinaryInner::Parquet(w) => {
+                for b in batches {
+                    w.write(b).map_err(|e| named(&e))?;
+                }
+            }
+            BinaryInner::Arrow(w) => {
+                let Some(first) = batches.first() else {
+                    return Ok(());
+                };
+                for b in flatten_dictionaries(&first.schema(), batches)?.1 {
+                    w.write(&b).map_err(|e| named(&e))?;
+                }
             }
         }
         Ok(())
