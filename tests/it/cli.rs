@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use annql::engine::datafusion::arrow::array::RecordBatch;
+
 use crate::common::fixture;
 
 fn annql(args: &[&str], stdin: Option<&str>) -> Output {
@@ -194,6 +196,39 @@ fn batch_parquet_and_arrow_files_read_back() {
     );
 }
 
+/// `annql run -d tiny --format FORMAT -o PATH -c SQL`.
+fn run_into(format: &str, path: &std::path::Path, sql: &str) -> Output {
+    annql(
+        &[
+            "run",
+            "-d",
+            &tiny(),
+            "--format",
+            format,
+            "-o",
+            &path.display().to_string(),
+            "-c",
+            sql,
+        ],
+        None,
+    )
+}
+
+/// Every batch of an Arrow IPC or Parquet file.
+fn read_batches(format: &str, path: &std::path::Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let batches: Result<Vec<RecordBatch>, _> = match format {
+        "arrow" => arrow_ipc::reader::FileReader::try_new(file, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect(),
+        _ => annql::engine::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect(),
+    };
+    batches.unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 #[test]
 fn binary_results_stream_batch_by_batch_into_one_file() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -206,68 +241,27 @@ fn binary_results_stream_batch_by_batch_into_one_file() {
     // Small batches: the result may reach the writer in several windows.
     let script = "SET datafusion.execution.batch_size = 7;
                   SELECT obs_id, var_id, value FROM tiny.layers_counts;";
-    for (format, file) in [("arrow", "all.arrow"), ("parquet", "all.parquet")] {
-        let path = dir.path().join(file);
-        let out = annql(
-            &[
-                "run",
-                "-d",
-                &tiny(),
-                "--format",
-                format,
-                "-o",
-                &path.display().to_string(),
-                "-c",
-                script,
-            ],
-            None,
-        );
+    for format in ["arrow", "parquet"] {
+        let path = dir.path().join(format!("all.{format}"));
+        let out = run_into(format, &path, script);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let batches: Vec<_> = match format {
-            "arrow" => arrow_ipc::reader::FileReader::try_new(
-                std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
-                None,
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{e}")),
-            _ => annql::engine::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
-            )
-            .and_then(|b| b.build())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{e}")),
-        };
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let rows: usize = read_batches(format, &path)
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
         assert_eq!(rows as u64, nnz, "{format}: every stored entry");
     }
     // An aggregate's batches each carry their own dictionary of a categorical key; the file
     // holds its values.
     let path = dir.path().join("groups.arrow");
-    let out = annql(
-        &[
-            "run",
-            "-d",
-            &tiny(),
-            "--format",
-            "arrow",
-            "-o",
-            &path.display().to_string(),
-            "-c",
-            "SET datafusion.execution.batch_size = 1;
-             SELECT cell_type, count(*) AS n FROM tiny.obs GROUP BY cell_type",
-        ],
-        None,
+    let out = run_into(
+        "arrow",
+        &path,
+        "SET datafusion.execution.batch_size = 1;
+         SELECT cell_type, count(*) AS n FROM tiny.obs GROUP BY cell_type",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let batches: Vec<_> = arrow_ipc::reader::FileReader::try_new(
-        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}")),
-        None,
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-    .collect::<Result<_, _>>()
-    .unwrap_or_else(|e| panic!("{e}"));
+    let batches = read_batches("arrow", &path);
     let cells: i64 = batches
         .iter()
         .map(|b| {
@@ -282,22 +276,11 @@ fn binary_results_stream_batch_by_batch_into_one_file() {
         batches[0].schema().field(0).data_type(),
         &annql::engine::datafusion::arrow::datatypes::DataType::Utf8
     );
-
     // One file holds one result.
-    let path = dir.path().join("two.arrow");
-    let out = annql(
-        &[
-            "run",
-            "-d",
-            &tiny(),
-            "--format",
-            "arrow",
-            "-o",
-            &path.display().to_string(),
-            "-c",
-            "SELECT 1 AS a; SELECT 2 AS b",
-        ],
-        None,
+    let out = run_into(
+        "arrow",
+        &dir.path().join("two.arrow"),
+        "SELECT 1 AS a; SELECT 2 AS b",
     );
     assert!(!out.status.success());
     assert!(

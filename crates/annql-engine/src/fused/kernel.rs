@@ -244,14 +244,7 @@ impl Accumulators {
         genes: &GeneSlots,
         slots: usize,
     ) -> Result<()> {
-        let fold = Fold {
-            block,
-            row_major,
-            row_group,
-            gene_slot: genes.slot,
-            picked: genes.picked.as_deref(),
-            slots,
-        };
+        let fold = Fold::new(block, row_major, row_group, genes, slots);
         with_values!(&block.data, value => self.fold_typed(&fold, value));
         Ok(())
     }
@@ -356,14 +349,7 @@ impl Scatter {
     ) -> Result<()> {
         self.buckets.resize_with((len >> TILE_BITS) + 1, Vec::new);
         self.buckets.iter_mut().for_each(Vec::clear);
-        let fold = Fold {
-            block,
-            row_major,
-            row_group,
-            gene_slot: genes.slot,
-            picked: genes.picked.as_deref(),
-            slots,
-        };
+        let fold = Fold::new(block, row_major, row_group, genes, slots);
         with_values!(&block.data, value => fold.run(self, value));
         Ok(())
     }
@@ -537,7 +523,24 @@ struct Fold<'a> {
     slots: usize,
 }
 
-impl Fold<'_> {
+impl<'a> Fold<'a> {
+    fn new(
+        block: &'a SparseBlock,
+        row_major: bool,
+        row_group: &'a [u32],
+        genes: &'a GeneSlots,
+        slots: usize,
+    ) -> Self {
+        Self {
+            block,
+            row_major,
+            row_group,
+            gene_slot: genes.slot,
+            picked: genes.picked.as_deref(),
+            slots,
+        }
+    }
+
     #[inline(always)]
     fn run(&self, sink: &mut impl Sink, value: impl Fn(usize) -> f64) {
         let (row_group, gene_slot, slots) = (self.row_group, self.gene_slot, self.slots);
