@@ -359,6 +359,11 @@ pub fn write_file(
     }
 }
 
+/// An error writing `path`, named after it.
+fn in_file(path: &Path, e: &dyn std::fmt::Display) -> CliError {
+    CliError::Usage(format!("{}: {e}", path.display()))
+}
+
 /// A Parquet or Arrow IPC file written a window of batches at a time, so a large result streams
 /// to disk instead of being held whole.
 pub struct BinaryWriter {
@@ -374,7 +379,7 @@ enum BinaryInner {
 impl BinaryWriter {
     /// Creates `path` for a result of `schema` in `format` (Parquet or Arrow).
     pub fn create(format: Format, path: &Path, schema: &SchemaRef) -> Result<Self> {
-        let named = |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", path.display()));
+        let named = |e: &dyn std::fmt::Display| in_file(path, e);
         let file = std::fs::File::create(path).map_err(|e| named(&e))?;
         let inner = match format {
             Format::Parquet => BinaryInner::Parquet(
@@ -402,8 +407,7 @@ impl BinaryWriter {
 
     /// Appends batches.
     pub fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        let named =
-            |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", self.path.display()));
+        let named = |e: &dyn std::fmt::Display| in_file(&self.path, e);
         match &mut self.inner {
             BinaryInner::Parquet(w) => {
                 for b in batches {
@@ -424,8 +428,7 @@ impl BinaryWriter {
 
     /// Writes the file's footer; a file not finished is not a valid Parquet/Arrow file.
     pub fn finish(self) -> Result<()> {
-        let named =
-            |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", self.path.display()));
+        let named = |e: &dyn std::fmt::Display| in_file(&self.path, e);
         match self.inner {
             BinaryInner::Parquet(w) => {
                 w.close().map_err(|e| named(&e))?;

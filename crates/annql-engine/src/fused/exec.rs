@@ -33,9 +33,8 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
-use super::kernel::Value;
 use super::kernel::{
-    Accumulators, GeneSlots, Grid, NONE, Scatter, channel_of, check_values, tiled,
+    Accumulators, GeneSlots, Grid, NONE, Scatter, Value, channel_of, check_values, tiled,
 };
 use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
@@ -482,11 +481,7 @@ impl Run {
                             if pending.len() == before
                                 && let Some(&i) = pending.first()
                             {
-                                let mut tile = tiles[i].lock().map_err(|_| {
-                                    DataFusionError::Internal(
-                                        "a fused aggregate tile was poisoned".into(),
-                                    )
-                                })?;
+                                let mut tile = tiles[i].lock().map_err(|_| poisoned())?;
                                 tile.add_entries(scatter.bucket(i));
                                 pending.remove(0);
                             }
@@ -498,11 +493,7 @@ impl Run {
                 run_workers(workers, &work)?;
                 let tiles = tiles
                     .into_iter()
-                    .map(|m| {
-                        m.into_inner().map_err(|_| {
-                            DataFusionError::Internal("a fused aggregate tile was poisoned".into())
-                        })
-                    })
+                    .map(|m| m.into_inner().map_err(|_| poisoned()))
                     .collect::<Result<Vec<_>>>()?;
                 return Ok(Grid::tiled(len, tiles));
             }
@@ -535,6 +526,11 @@ impl Run {
         }
         Ok(grid)
     }
+}
+
+/// A tile whose worker panicked while holding it.
+fn poisoned() -> DataFusionError {
+    DataFusionError::Internal("a fused aggregate tile was poisoned".into())
 }
 
 /// Runs `work` on `n` scoped threads (given their index) and returns their results in order, or
