@@ -12,6 +12,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
     ArrowDictionaryKeyType, ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type, Int64Type,
 };
+use rayon::prelude::*;
 use zarrs::array::{Array, ArraySubset, ElementOwned};
 use zarrs::storage::ReadableStorageTraits;
 
@@ -40,20 +41,14 @@ pub struct SparseBlock {
     pub data: ArrayRef,
 }
 
-/// Entries a sequential scan decoded past the block it read (see
-/// [`AnnDataStore::read_sparse_carried`]): at most one chunk of `indices` and `data`.
+/// The last chunk of `indices` and `data` a sequential scan decoded, whole (see
+/// [`AnnDataStore::read_sparse_carried`]): the next block starts in it.
 #[derive(Debug, Default)]
 pub struct SparseCarry {
     path: String,
     start: u64,
     indices: Vec<u32>,
     data: Option<ArrayRef>,
-}
-
-impl SparseCarry {
-    fn end(&self) -> u64 {
-        self.start + self.indices.len() as u64
-    }
 }
 
 impl SparseBlock {
@@ -329,10 +324,10 @@ impl AnnDataStore {
         (chunk == other && chunk > 0).then_some(chunk)
     }
 
-    /// [`read_sparse`](Self::read_sparse) for a scan that reads blocks in order: the entries
-    /// after the block, up to the end of the chunk holding its last entry, are decoded with it and
-    /// kept in `carry`, and the next block starts from them. Row blocks that share a chunk then
-    /// decode it once instead of twice.
+    /// [`read_sparse`](Self::read_sparse) for a scan that reads blocks in order: the block's
+    /// `indices`/`data` chunks are decoded one by one (in parallel), each whole into its own
+    /// buffer, and the block's entries copied out of them once. The last chunk, which the next
+    /// block starts in, is kept in `carry`, so row blocks that share a chunk decode it once.
     pub fn read_sparse_carried(
         &self,
         path: &str,
@@ -346,58 +341,60 @@ impl AnnDataStore {
             Some(chunk) if first < last => chunk,
             _ => return self.read_sparse_from(path, major, &indptr, n_minor, stats),
         };
-        // What the carry already holds of this block's entries, then what must be decoded: up to
-        // the end of the chunk holding the block's last entry.
-        let held = if carry.path == path && carry.start <= first && first < carry.end() {
-            first..carry.end().min(last)
-        } else {
-            first..first
-        };
-        let fresh = if held.end < last {
-            // `last <= nnz` (checked by `sparse_offsets`), so this never ends before the block.
-            held.end..last.div_ceil(chunk).saturating_mul(chunk).min(nnz)
-        } else {
-            held.end..held.end
-        };
-        let mut indices = Vec::with_capacity((fresh.end - first) as usize);
+        // The carried chunk, if the block starts in it (a pruned block in between drops it).
+        let held = (carry.path == path && carry.data.is_some())
+            .then_some(carry.start / chunk)
+            .filter(|&c| c == first / chunk);
+        let (indices_path, data_path) = (format!("{path}/indices"), format!("{path}/data"));
+        // `last <= nnz` (checked by `sparse_offsets`), so every chunk here starts below `nnz`.
+        let fresh: Vec<(u64, Vec<u32>, ArrayRef)> = (first / chunk..last.div_ceil(chunk))
+            .filter(|&c| Some(c) != held)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|c| {
+                let entries = c * chunk..((c + 1) * chunk).min(nnz);
+                let indices =
+                    self.read_indices(&indices_path, entries.clone(), n_minor, stats)?;
+                let data = self.read_array(&data_path, entries.clone(), stats)?;
+                Ok((entries.start, indices, data))
+            })
+            .collect::<Result<_>>()?;
+        // The block's pieces in entry order: the carried chunk, then the fresh ones.
+        let carried = held.map(|_| (carry.start, &carry.indices, carry.data.as_ref()));
+        let pieces = carried.into_iter().chain(
+            fresh
+                .iter()
+                .map(|(start, indices, data)| (*start, indices, Some(data))),
+        );
+        let mut indices = Vec::with_capacity((last - first) as usize);
         let mut parts: Vec<ArrayRef> = Vec::with_capacity(2);
-        if !held.is_empty() {
-            let (a, n) = (
-                (held.start - carry.start) as usize,
-                (held.end - held.start) as usize,
-            );
-            indices.extend_from_slice(&carry.indices[a..a + n]);
-            if let Some(d) = &carry.data {
-                parts.push(d.slice(a, n));
+        for (start, piece, data) in pieces {
+            let a = first.max(start) - start;
+            let b = last.min(start + piece.len() as u64) - start;
+            let (a, b) = (a as usize, b as usize);
+            indices.extend_from_slice(&piece[a..b]);
+            if let Some(d) = data {
+                parts.push(d.slice(a, b - a));
             }
-        }
-        if !fresh.is_empty() {
-            indices.extend(self.read_indices(
-                &format!("{path}/indices"),
-                fresh.clone(),
-                n_minor,
-                stats,
-            )?);
-            parts.push(self.read_array(&format!("{path}/data"), fresh.clone(), stats)?);
         }
         let data = match parts.as_slice() {
             [one] => one.clone(),
             _ => arrow::compute::concat(&parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>())
-                .map_err(|e| self.malformed(&format!("{path}/data"), &e.to_string()))?,
+                .map_err(|e| self.malformed(&data_path, &e.to_string()))?,
         };
-        let keep = (last - first) as usize;
-        if fresh.end > last {
-            // The entries read past the block are the next block's first.
-            *carry = SparseCarry {
-                path: path.to_string(),
-                start: last,
-                indices: indices.split_off(keep),
-                data: Some(data.slice(keep, data.len() - keep)),
+        // The next block starts where this one ends: keep the chunk holding that entry, if any.
+        if let Some((start, piece, data)) = fresh.into_iter().next_back() {
+            *carry = if start + (piece.len() as u64) > last {
+                SparseCarry {
+                    path: path.to_string(),
+                    start,
+                    indices: piece,
+                    data: Some(data),
+                }
+            } else {
+                SparseCarry::default()
             };
-        } else if !fresh.is_empty() {
-            *carry = SparseCarry::default();
         }
-        let data = data.slice(0, keep);
         Ok(SparseBlock::rebased(major, &indptr, indices, data))
     }
 
