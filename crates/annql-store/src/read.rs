@@ -353,8 +353,7 @@ impl AnnDataStore {
             .into_par_iter()
             .map(|c| {
                 let entries = c * chunk..((c + 1) * chunk).min(nnz);
-                let indices =
-                    self.read_indices(&indices_path, entries.clone(), n_minor, stats)?;
+                let indices = self.read_indices(&indices_path, entries.clone(), n_minor, stats)?;
                 let data = self.read_array(&data_path, entries.clone(), stats)?;
                 Ok((entries.start, indices, data))
             })

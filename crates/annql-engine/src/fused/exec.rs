@@ -32,9 +32,11 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
+use rayon::prelude::*;
 
 use super::kernel::{
-    Accumulators, GeneSlots, Grid, NONE, Scatter, Value, channel_of, check_values, tiled,
+    Accumulators, GeneSlots, Grid, NONE, RowBuckets, Scatter, TILE_BITS, Value, channel_of,
+    check_values, row_tile_groups, tiled,
 };
 use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
@@ -312,7 +314,8 @@ impl Run {
         // A tiled grid is shared by the workers; smaller ones are one per worker plus the merge.
         let grid_bytes = Accumulators::bytes(len, &self.spec.aggs, self.spec.dense);
         let bytes = if tiled(len, &self.spec.aggs, self.spec.dense) {
-            grid_bytes
+            // The grid, and a window of decoded blocks (f64 values at most).
+            grid_bytes + WINDOW_ENTRIES * 12
         } else {
             grid_bytes * (threads + 1)
         };
@@ -452,50 +455,103 @@ impl Run {
             };
             let workers = threads.min(nblocks.max(1));
             if tiled(len, &spec.aggs, spec.dense) {
-                // One grid, in tiles each worker locks while it adds a bucket: no per-thread
-                // copies of a grid that may be hundreds of MB, and no merge.
-                let tiles: Vec<Mutex<Accumulators>> = Grid::tiles(len, &spec.aggs, spec.dense)
-                    .into_iter()
-                    .map(Mutex::new)
-                    .collect();
-                let work = |t: usize| -> Result<()> {
-                    let mut scatter = Scatter::default();
-                    let mut pending: Vec<usize> = Vec::new();
-                    while let Some(block) = read(next.fetch_add(1, Ordering::Relaxed))? {
-                        scatter.fill(&block, row_major, &row_group, &genes, slots, len)?;
-                        drop(block);
-                        // Workers start at different tiles and skip tiles held by another.
-                        pending.clear();
-                        pending.extend(scatter.buckets().map(|(i, _)| i));
-                        let start = pending.len() * t / workers;
-                        pending.rotate_left(start);
-                        while !pending.is_empty() {
-                            let before = pending.len();
-                            pending.retain(|&i| match tiles[i].try_lock() {
-                                Ok(mut tile) => {
-                                    tile.add_entries(scatter.bucket(i));
-                                    false
-                                }
-                                Err(_) => true,
-                            });
-                            if pending.len() == before
-                                && let Some(&i) = pending.first()
-                            {
-                                let mut tile = tiles[i].lock().map_err(|_| poisoned())?;
-                                tile.add_entries(scatter.bucket(i));
-                                pending.remove(0);
-                            }
-                        }
-                        matrix.progress.step();
-                    }
-                    Ok(())
+                // One grid, in tiles: no per-thread copies of a grid that may be hundreds of MB,
+                // and no merge.
+                let tile_groups = row_tile_groups(slots);
+                let tile_len = if row_major {
+                    tile_groups * slots
+                } else {
+                    1 << TILE_BITS
                 };
-                run_workers(workers, &work)?;
+                let tiles: Vec<Mutex<Accumulators>> =
+                    Grid::tiles(len, tile_len, &spec.aggs, spec.dense)
+                        .into_iter()
+                        .map(Mutex::new)
+                        .collect();
+                if row_major {
+                    // Windows of blocks decoded in parallel, their rows bucketed by tile, then
+                    // the tiles added to in parallel, each by one thread (see `RowBuckets`).
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(workers)
+                        .build()
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    let mut buckets = RowBuckets::default();
+                    let mut start = 0;
+                    while start < blocks.len() {
+                        let (mut end, mut entries) = (start, 0);
+                        while end < blocks.len() && entries < WINDOW_ENTRIES {
+                            entries += blocks[end].entries();
+                            end += 1;
+                        }
+                        let window = pool.install(|| {
+                            (start..end)
+                                .into_par_iter()
+                                .map(read)
+                                .collect::<Result<Option<Vec<_>>>>()
+                        })?;
+                        // None: the query was dropped.
+                        let Some(window) = window else { break };
+                        window.iter().for_each(|_| matrix.progress.step());
+                        buckets.fill(&window, &row_group, tile_groups, tiles.len());
+                        let todo: Vec<usize> = buckets.tiles().collect();
+                        pool.install(|| {
+                            todo.into_par_iter().try_for_each(|i| {
+                                let mut tile = tiles[i].lock().map_err(|_| poisoned())?;
+                                let rows = buckets.bucket(i);
+                                tile.add_rows(
+                                    &window,
+                                    rows,
+                                    &row_group,
+                                    &genes,
+                                    slots,
+                                    i * tile_groups,
+                                )
+                            })
+                        })?;
+                        start = end;
+                    }
+                } else {
+                    // Each worker buckets a block's entries by tile and adds each bucket under
+                    // its tile's lock, starting at a different tile than the other workers and
+                    // skipping tiles another holds.
+                    let work = |t: usize| -> Result<()> {
+                        let mut scatter = Scatter::default();
+                        let mut pending: Vec<usize> = Vec::new();
+                        while let Some(block) = read(next.fetch_add(1, Ordering::Relaxed))? {
+                            scatter.fill(&block, row_major, &row_group, &genes, slots, len)?;
+                            drop(block);
+                            pending.clear();
+                            pending.extend(scatter.buckets().map(|(i, _)| i));
+                            let start = pending.len() * t / workers;
+                            pending.rotate_left(start);
+                            while !pending.is_empty() {
+                                let before = pending.len();
+                                pending.retain(|&i| match tiles[i].try_lock() {
+                                    Ok(mut tile) => {
+                                        tile.add_entries(scatter.bucket(i));
+                                        false
+                                    }
+                                    Err(_) => true,
+                                });
+                                if pending.len() == before
+                                    && let Some(&i) = pending.first()
+                                {
+                                    let mut tile = tiles[i].lock().map_err(|_| poisoned())?;
+                                    tile.add_entries(scatter.bucket(i));
+                                    pending.remove(0);
+                                }
+                            }
+                            matrix.progress.step();
+                        }
+                        Ok(())
+                    };
+                    run_workers(workers, &work)?;
+                }
                 let tiles = tiles
                     .into_iter()
                     .map(|m| m.into_inner().map_err(|_| poisoned()))
                     .collect::<Result<Vec<_>>>()?;
-                return Ok(Grid::tiled(len, tiles));
+                return Ok(Grid::tiled(len, tile_len, tiles));
             }
             let work = |_: usize| -> Result<Accumulators> {
                 let mut acc = Accumulators::new(len, &spec.aggs, spec.dense);
@@ -672,6 +728,17 @@ enum Job {
     Entries(Range<u64>),
 }
 
+impl Job {
+    /// Stored entries the job reads: exact for entry ranges, the scan's block target for row
+    /// ranges (whose entries are known only once their `indptr` is read).
+    fn entries(&self) -> usize {
+        match self {
+            Job::Entries(e) => (e.end - e.start) as usize,
+            Job::Major(_) => 1 << 20,
+        }
+    }
+}
+
 /// The entry ranges of [`chunk_jobs`], and the `indptr` they are read with.
 type ChunkJobs = (Vec<Range<u64>>, Vec<u64>);
 
@@ -725,6 +792,11 @@ fn chunk_jobs(
     }
     Ok(Some((jobs, indptr)))
 }
+
+/// Stored entries decoded before they are added to a tiled grid: 32 Mi entries (256 MiB of f32
+/// values and u32 indices). The larger the window, the more rows each tile takes per visit, and
+/// the fewer times the grid streams through the caches.
+const WINDOW_ENTRIES: usize = 1 << 25;
 
 /// Entries per chunk-aligned job of the fused fold: small chunks are grouped up to this, larger
 /// ones are a job each (a one-chunk read decodes straight into its own buffer, with no copy into

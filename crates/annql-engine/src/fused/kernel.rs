@@ -254,6 +254,27 @@ impl Accumulators {
         self.feed(Entries(entries));
     }
 
+    /// Adds CSR rows `rows` — (block in `blocks`, row position in it), ordered by block — whose
+    /// groups start at `first_group`, the first group of these accumulators (a tile's).
+    pub fn add_rows(
+        &mut self,
+        blocks: &[SparseBlock],
+        rows: &[(u32, u32)],
+        row_group: &[u32],
+        genes: &GeneSlots,
+        slots: usize,
+        first_group: usize,
+    ) -> Result<()> {
+        for run in rows.chunk_by(|a, b| a.0 == b.0) {
+            let block = &blocks[run[0].0 as usize];
+            let mut fold = Fold::new(block, true, row_group, genes, slots);
+            fold.first_group = first_group;
+            let rows = run.iter().map(|r| r.1 as usize);
+            with_values!(&block.data, value => self.feed(Rows { fold: &fold, rows, value }));
+        }
+        Ok(())
+    }
+
     /// Folds a block through the [`Sink`] that fits these accumulators.
     #[inline(always)]
     fn fold_typed(&mut self, fold: &Fold<'_>, value: impl Fn(usize) -> f64) {
@@ -300,6 +321,20 @@ impl<F: Fn(usize) -> f64> SinkUser for BlockFold<'_, F> {
     }
 }
 
+/// Rows of one block, as its [`Fold`] walks them.
+struct Rows<'a, I, F> {
+    fold: &'a Fold<'a>,
+    rows: I,
+    value: F,
+}
+
+impl<I: Iterator<Item = usize>, F: Fn(usize) -> f64> SinkUser for Rows<'_, I, F> {
+    #[inline(always)]
+    fn with<S: Sink>(self, sink: &mut S) {
+        self.fold.run_rows(self.rows, sink, self.value);
+    }
+}
+
 /// A bucket of entries already mapped to cells.
 struct Entries<'a>(&'a [(u32, f64)]);
 
@@ -312,17 +347,75 @@ impl SinkUser for Entries<'_> {
     }
 }
 
-/// Grid cells per tile of a [`Grid`] too large for the caches: 512 KiB of sums, which stay in a
+/// Grid cells per tile of a CSC fold's [`Grid`] too large for the caches: 512 KiB of sums, which stay in a
 /// core's L2 cache while a bucket of entries is added; few enough tiles that appending to every
 /// bucket does not thrash the caches either.
 pub const TILE_BITS: u32 = 16;
+
+/// Cells per tile of a CSR fold's [`Grid`], rounded to whole groups (at least one): 256 KiB of
+/// sums, half a core's L2 cache, so a tile stays cached while the rows bucketed for it are added.
+const ROW_TILE_CELLS: usize = 1 << 15;
+
+/// Groups per tile of a CSR fold's [`Grid`] with `slots` slots per group.
+pub fn row_tile_groups(slots: usize) -> usize {
+    (ROW_TILE_CELLS / slots.max(1)).max(1)
+}
+
+/// The rows of a window of CSR blocks, bucketed by the tile of the grid their group falls in.
+///
+/// A grid larger than the caches costs a cache (and TLB) miss per entry when entries are added
+/// where they fall, and bucketing every entry by tile ([`Scatter`]) costs a copy of each. A row's
+/// entries all land in its group's cells, so bucketing rows is enough; over a window of many
+/// blocks, each tile then takes the rows of its groups while it sits in cache.
+#[derive(Debug, Clone, Default)]
+pub struct RowBuckets {
+    /// Per tile: (block in the window, row position in the block), in block order.
+    buckets: Vec<Vec<(u32, u32)>>,
+}
+
+impl RowBuckets {
+    /// Buckets the grouped rows of `blocks` by tile of `tile_groups` groups, of `tiles` tiles.
+    pub fn fill(
+        &mut self,
+        blocks: &[SparseBlock],
+        row_group: &[u32],
+        tile_groups: usize,
+        tiles: usize,
+    ) {
+        self.buckets.resize_with(tiles, Vec::new);
+        self.buckets.iter_mut().for_each(Vec::clear);
+        for (b, block) in blocks.iter().enumerate() {
+            let start = block.major.start as usize;
+            for (m, w) in block.indptr.windows(2).enumerate() {
+                let g = row_group[start + m];
+                if g != NONE && w[0] < w[1] {
+                    self.buckets[g as usize / tile_groups].push((b as u32, m as u32));
+                }
+            }
+        }
+    }
+
+    /// The rows bucketed for tile `t`.
+    pub fn bucket(&self, t: usize) -> &[(u32, u32)] {
+        &self.buckets[t]
+    }
+
+    /// The tiles that received rows.
+    pub fn tiles(&self) -> impl Iterator<Item = usize> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(t, _)| t)
+    }
+}
 
 /// Grids up to this size stay in a core's cache: each thread folds into a grid of its own, with
 /// entries added where they fall, and the grids merge at the end.
 const TILED_MIN_BYTES: usize = 2 << 20;
 
 /// Whether a grid of `len` cells for `aggs` is too large for the caches, and is folded as one
-/// shared [`Grid`] of tiles fed through a [`Scatter`] per thread.
+/// shared [`Grid`] of tiles fed through a [`RowBuckets`] (CSR) or [`Scatter`] (CSC) per thread.
 pub fn tiled(len: usize, aggs: &[AggSpec], dense: bool) -> bool {
     Accumulators::bytes(len, aggs, dense) > TILED_MIN_BYTES
 }
@@ -376,8 +469,9 @@ impl Sink for Scatter {
     }
 }
 
-/// The folded result: one set of accumulators for the whole grid, or tiles of `2^TILE_BITS`
-/// cells (see [`tiled`]).
+/// The folded result: one set of accumulators for the whole grid, or tiles (see [`tiled`]):
+/// of whole groups for CSR folds ([`RowBuckets`]), of `2^TILE_BITS` cells for CSC ones
+/// ([`Scatter`]).
 #[derive(Debug, Clone)]
 pub struct Grid {
     /// Number of cells.
@@ -398,20 +492,20 @@ impl Grid {
         }
     }
 
-    /// Empty tiles for a grid of `len` cells.
-    pub fn tiles(len: usize, aggs: &[AggSpec], dense: bool) -> Vec<Accumulators> {
-        let tile = 1 << TILE_BITS;
+    /// Empty tiles of `tile_len` cells for a grid of `len` cells.
+    pub fn tiles(len: usize, tile_len: usize, aggs: &[AggSpec], dense: bool) -> Vec<Accumulators> {
+        let tile = tile_len.max(1);
         (0..len.div_ceil(tile))
             .map(|t| Accumulators::new(tile.min(len - t * tile), aggs, dense))
             .collect()
     }
 
     /// A grid of the tiles made by [`Grid::tiles`].
-    pub fn tiled(len: usize, tiles: Vec<Accumulators>) -> Self {
+    pub fn tiled(len: usize, tile_len: usize, tiles: Vec<Accumulators>) -> Self {
         Self {
             len,
             tiles,
-            tile_len: 1 << TILE_BITS,
+            tile_len: tile_len.max(1),
         }
     }
 
@@ -521,6 +615,8 @@ struct Fold<'a> {
     /// The few kept genes, ascending (see [`GeneSlots`]).
     picked: Option<&'a [u32]>,
     slots: usize,
+    /// The group the sink's cell 0 belongs to (a tile of a [`Grid`] starts past 0).
+    first_group: usize,
 }
 
 impl<'a> Fold<'a> {
@@ -538,6 +634,55 @@ impl<'a> Fold<'a> {
             gene_slot: genes.slot,
             picked: genes.picked.as_deref(),
             slots,
+            first_group: 0,
+        }
+    }
+
+    /// Adds the entries of CSR rows `rows` (positions in the block) to `sink`, whose cell 0 is
+    /// that of group `first_group` (every row's group is at or past it).
+    #[inline(always)]
+    fn run_rows(
+        &self,
+        rows: impl Iterator<Item = usize>,
+        sink: &mut impl Sink,
+        value: impl Fn(usize) -> f64,
+    ) {
+        for m in rows {
+            self.row(m, sink, &value);
+        }
+    }
+
+    /// Adds CSR row `m` of the block (a position in it) to `sink`.
+    #[inline(always)]
+    fn row(&self, m: usize, sink: &mut impl Sink, value: &impl Fn(usize) -> f64) {
+        let (indptr, indices) = (&self.block.indptr, &self.block.indices);
+        let entries = indptr[m] as usize..indptr[m + 1] as usize;
+        let g = self.row_group[self.block.major.start as usize + m];
+        if g == NONE {
+            return;
+        }
+        let base = (g as usize - self.first_group) * self.slots;
+        let gene_slot = self.gene_slot;
+        // A few genes of a row in gene order (as anndata writes them): search for each.
+        if let Some(picked) = self.picked {
+            let row = &indices[entries.clone()];
+            if row.is_sorted() {
+                for &gene in picked {
+                    let mut j = row.partition_point(|&i| i < gene);
+                    while j < row.len() && row[j] == gene {
+                        let s = gene_slot[gene as usize];
+                        sink.add(base + s as usize, value(entries.start + j));
+                        j += 1;
+                    }
+                }
+                return;
+            }
+        }
+        for e in entries {
+            let s = gene_slot[indices[e] as usize];
+            if s != NONE {
+                sink.add(base + s as usize, value(e));
+            }
         }
     }
 
@@ -546,45 +691,20 @@ impl<'a> Fold<'a> {
         let (row_group, gene_slot, slots) = (self.row_group, self.gene_slot, self.slots);
         let start = self.block.major.start as usize;
         let (indptr, indices) = (&self.block.indptr, &self.block.indices);
-        for m in 0..indptr.len().saturating_sub(1) {
-            let entries = indptr[m] as usize..indptr[m + 1] as usize;
-            if self.row_major {
-                let g = row_group[start + m];
-                if g == NONE {
-                    continue;
-                }
-                let base = g as usize * slots;
-                // A few genes of a row in gene order (as anndata writes them): search for each.
-                if let Some(picked) = self.picked {
-                    let row = &indices[entries.clone()];
-                    if row.is_sorted() {
-                        for &gene in picked {
-                            let mut j = row.partition_point(|&i| i < gene);
-                            while j < row.len() && row[j] == gene {
-                                let s = gene_slot[gene as usize];
-                                sink.add(base + s as usize, value(entries.start + j));
-                                j += 1;
-                            }
-                        }
-                        continue;
-                    }
-                }
-                for e in entries {
-                    let s = gene_slot[indices[e] as usize];
-                    if s != NONE {
-                        sink.add(base + s as usize, value(e));
-                    }
-                }
-            } else {
-                let s = gene_slot[start + m];
-                if s == NONE {
-                    continue;
-                }
-                for e in entries {
-                    let g = row_group[indices[e] as usize];
-                    if g != NONE {
-                        sink.add(g as usize * slots + s as usize, value(e));
-                    }
+        let majors = indptr.len().saturating_sub(1);
+        if self.row_major {
+            return self.run_rows(0..majors, sink, value);
+        }
+        // A CSC block: a gene per major position, its cells' groups per entry.
+        for m in 0..majors {
+            let s = gene_slot[start + m];
+            if s == NONE {
+                continue;
+            }
+            for e in indptr[m] as usize..indptr[m + 1] as usize {
+                let g = row_group[indices[e] as usize];
+                if g != NONE {
+                    sink.add(g as usize * slots + s as usize, value(e));
                 }
             }
         }
@@ -747,7 +867,8 @@ mod tests {
 
     #[test]
     fn tiled_grids_give_the_sums_of_a_whole_one() -> Result<()> {
-        // 2 groups × 300,000 slots: 4.8 MB of sums, past TILED_MIN_BYTES; 10 tiles.
+        // 2 groups × 300,000 slots: 4.8 MB of sums, past TILED_MIN_BYTES; 10 tiles of entries
+        // (CSC folds), or 2 of rows, a group each (CSR folds).
         let slots = 300_000;
         let block = SparseBlock {
             major: 0..3,
@@ -785,39 +906,61 @@ mod tests {
             let len = 2 * slots;
             assert!(tiled(len, &aggs, false));
             let mut whole = Accumulators::new(len, &aggs, false);
-            let mut tiles = Grid::tiles(len, &aggs, false);
-            assert_eq!(tiles.len(), len.div_ceil(1 << TILE_BITS));
+            let tile_len = 1 << TILE_BITS;
+            let mut tiles = Grid::tiles(len, tile_len, &aggs, false);
+            assert_eq!(tiles.len(), len.div_ceil(tile_len));
             let mut scatter = Scatter::default();
+            // Tiles of whole groups, fed rows: one group per tile at this many slots.
+            let tile_groups = row_tile_groups(slots);
+            let mut row_tiles = Grid::tiles(len, tile_groups * slots, &aggs, false);
+            assert_eq!((tile_groups, row_tiles.len()), (1, 2));
+            let mut rows = RowBuckets::default();
             // Folded twice: the buckets are emptied and reused.
+            let window = [block.clone()];
             for _ in 0..2 {
                 whole.fold(&block, true, &row_group, &genes, slots)?;
                 scatter.fill(&block, true, &row_group, &genes, slots, len)?;
                 for (t, entries) in scatter.buckets() {
                     tiles[t].add_entries(entries);
                 }
-            }
-            let (whole, grid) = (Grid::whole(whole), Grid::tiled(len, tiles));
-            let (_, of) = channel_of(&aggs);
-            let mut touched = 0;
-            for k in 0..len {
-                assert_eq!(grid.touched(k), whole.touched(k), "cell {k}");
-                touched += usize::from(grid.touched(k));
-                for (a, &c) in aggs.iter().zip(&of) {
-                    assert_eq!(
-                        grid.finish(c, a, k, 0),
-                        whole.finish(c, a, k, 0),
-                        "cell {k}"
-                    );
+                rows.fill(&window, &row_group, tile_groups, row_tiles.len());
+                for t in rows.tiles().collect::<Vec<_>>() {
+                    let first = t * tile_groups;
+                    row_tiles[t].add_rows(
+                        &window,
+                        rows.bucket(t),
+                        &row_group,
+                        &genes,
+                        slots,
+                        first,
+                    )?;
                 }
             }
-            assert_eq!(touched, 5);
-            let sum = aggs.iter().position(|a| a.func == AggFunc::Sum);
-            if let Some(j) = sum {
-                assert_eq!(
-                    grid.finish(of[j], &aggs[j], slots + 150_000, 0),
-                    Value::Float(16.0)
-                );
-                assert_eq!(grid.finish(of[j], &aggs[j], 299_999, 0), Value::Float(8.0));
+            let whole = Grid::whole(whole);
+            let row_grid = Grid::tiled(len, tile_groups * slots, row_tiles);
+            for grid in [Grid::tiled(len, tile_len, tiles), row_grid] {
+                let (_, of) = channel_of(&aggs);
+                let mut touched = 0;
+                for k in 0..len {
+                    assert_eq!(grid.touched(k), whole.touched(k), "cell {k}");
+                    touched += usize::from(grid.touched(k));
+                    for (a, &c) in aggs.iter().zip(&of) {
+                        assert_eq!(
+                            grid.finish(c, a, k, 0),
+                            whole.finish(c, a, k, 0),
+                            "cell {k}"
+                        );
+                    }
+                }
+                assert_eq!(touched, 5);
+                let sum = aggs.iter().position(|a| a.func == AggFunc::Sum);
+                if let Some(j) = sum {
+                    assert_eq!(
+                        grid.finish(of[j], &aggs[j], slots + 150_000, 0),
+                        Value::Float(16.0)
+                    );
+                    assert_eq!(grid.finish(of[j], &aggs[j], 299_999, 0), Value::Float(8.0));
+                }
             }
         }
         Ok(())
