@@ -194,7 +194,7 @@ fn check_matrix(store: &AnnDataStore, path: &str, want: &Value, what: &str) {
                 &format!("{what} {path} indptr"),
             );
             assert_close(
-                &json!(block.indices),
+                &json!(block.indices.to_vec()),
                 &want["indices"],
                 &format!("{what} {path} indices"),
             );
@@ -213,7 +213,7 @@ fn check_matrix(store: &AnnDataStore, path: &str, want: &Value, what: &str) {
                 block.indptr[b as usize] as usize,
             );
             assert_eq!(
-                part.indices,
+                part.indices.to_vec(),
                 block.indices[s..e].to_vec(),
                 "{what} {path} range indices"
             );

@@ -8,12 +8,13 @@ use arrow::array::{
     Int16Array, Int32Array, Int64Array, PrimitiveArray, StringArray, UInt8Array, UInt16Array,
     UInt32Array, UInt64Array,
 };
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
+use arrow::datatypes::ArrowNativeType;
 use arrow::datatypes::{
     ArrowDictionaryKeyType, ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type, Int64Type,
 };
 use rayon::prelude::*;
-use zarrs::array::{Array, ArraySubset, ElementOwned};
+use zarrs::array::{Array, ArrayBytes, ArraySubset, ElementOwned};
 use zarrs::storage::ReadableStorageTraits;
 
 use crate::error::{Error, Result};
@@ -36,7 +37,7 @@ pub struct SparseBlock {
     /// Offsets into `indices`/`data`, rebased to start at 0; `major.len() + 1` entries.
     pub indptr: Vec<u64>,
     /// Minor-axis positions (gene ids for CSR, cell ids for CSC).
-    pub indices: Vec<u32>,
+    pub indices: ScalarBuffer<u32>,
     /// Stored values, in the matrix's own type.
     pub data: ArrayRef,
 }
@@ -47,13 +48,18 @@ pub struct SparseBlock {
 pub struct SparseCarry {
     path: String,
     start: u64,
-    indices: Vec<u32>,
+    indices: ScalarBuffer<u32>,
     data: Option<ArrayRef>,
 }
 
 impl SparseBlock {
     /// A block of `major` from its absolute `indptr` slice and the entries it points to.
-    fn rebased(major: Range<u64>, indptr: &[u64], indices: Vec<u32>, data: ArrayRef) -> Self {
+    fn rebased(
+        major: Range<u64>,
+        indptr: &[u64],
+        indices: ScalarBuffer<u32>,
+        data: ArrayRef,
+    ) -> Self {
         let first = indptr[0];
         SparseBlock {
             indptr: indptr.iter().map(|p| p - first).collect(),
@@ -138,6 +144,52 @@ impl AnnDataStore {
         Ok(values)
     }
 
+    /// Retrieves `subset` of a fixed-size array at `path` as an Arrow buffer of `T`, in the
+    /// decoded chunk's own allocation when it is aligned for `T` (as large allocations are):
+    /// zarrs's `Vec<T>` output zero-fills a second allocation and copies into it.
+    fn retrieve_buffer<T: ArrowNativeType>(
+        &self,
+        path: &str,
+        subset: &ArraySubset,
+        stats: &Arc<ReadStats>,
+    ) -> Result<ScalarBuffer<T>> {
+        let array = self.zarray(path)?;
+        let counted = array.with_storage(Arc::new(CountingStorage::new(
+            self.storage().clone(),
+            vec![stats.clone(), self.totals().clone()],
+        )));
+        let decode = |e: Box<dyn std::error::Error + Send + Sync>| Error::Decode {
+            store: self.name().into(),
+            path: path.into(),
+            source: e,
+        };
+        let bytes: ArrayBytes<'static> = counted
+            .retrieve_array_subset::<ArrayBytes<'static>>(subset)
+            .map_err(|e| decode(Box::new(e)))?;
+        let bytes = bytes
+            .into_fixed()
+            .map_err(|e| decode(Box::new(e)))?
+            .into_owned();
+        let expected = subset.num_elements() as usize;
+        if bytes.len() != expected * std::mem::size_of::<T>() {
+            return Err(self.malformed(
+                path,
+                &format!(
+                    "decoded {} bytes, expected {expected} elements of {} bytes",
+                    bytes.len(),
+                    std::mem::size_of::<T>()
+                ),
+            ));
+        }
+        let buffer = Buffer::from_vec(bytes);
+        let buffer = if buffer.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+            buffer
+        } else {
+            Buffer::from_slice_ref(buffer.as_slice())
+        };
+        Ok(ScalarBuffer::new(buffer, 0, expected))
+    }
+
     /// Checks a 1-D range against the array's length.
     fn check_range(&self, path: &str, len: u64, range: &Range<u64>) -> Result<()> {
         if range.start > range.end || range.end > len {
@@ -170,11 +222,16 @@ impl AnnDataStore {
         let subset = ArraySubset::new_with_ranges(&ranges);
         macro_rules! prim {
             ($t:ty, $arr:ty) => {
-                Arc::new(<$arr>::from(self.retrieve::<$t>(path, &subset, stats)?)) as ArrayRef
+                Arc::new(<$arr>::new(
+                    self.retrieve_buffer::<$t>(path, &subset, stats)?,
+                    None,
+                )) as ArrayRef
             };
         }
         Ok(match &meta.dtype {
-            DType::Bool => prim!(bool, BooleanArray),
+            DType::Bool => Arc::new(BooleanArray::from(
+                self.retrieve::<bool>(path, &subset, stats)?,
+            )),
             DType::Int8 => prim!(i8, Int8Array),
             DType::Int16 => prim!(i16, Int16Array),
             DType::Int32 => prim!(i32, Int32Array),
@@ -251,20 +308,26 @@ impl AnnDataStore {
         rows: Range<u64>,
         n_minor: u64,
         stats: &Arc<ReadStats>,
-    ) -> Result<Vec<u32>> {
+    ) -> Result<ScalarBuffer<u32>> {
         let meta = self.array_meta(path)?;
         let len = meta.shape.first().copied().unwrap_or(0);
         self.check_range(path, len, &rows)?;
         let subset = ArraySubset::new_with_ranges(&[rows]);
         let bad = || self.malformed(path, &format!("index out of range 0..{n_minor}"));
-        // Check, then convert (both passes vectorise; the conversion reuses the allocation).
+        // Check (one vectorised pass), then convert: 32-bit indices are the decoded buffer itself,
+        // reinterpreted; other widths are copied.
         macro_rules! narrow {
             ($t:ty, $ok:expr) => {{
-                let values = self.retrieve::<$t>(path, &subset, stats)?;
+                let values = self.retrieve_buffer::<$t>(path, &subset, stats)?;
                 if n_minor > u64::from(u32::MAX) + 1 || !values.iter().all($ok) {
                     return Err(bad());
                 }
-                Ok(values.into_iter().map(|v| v as u32).collect())
+                Ok(if std::mem::size_of::<$t>() == 4 {
+                    let n = values.len();
+                    ScalarBuffer::new(values.into_inner(), 0, n)
+                } else {
+                    values.iter().map(|&v| v as u32).collect()
+                })
             }};
         }
         let below = n_minor;
@@ -347,7 +410,7 @@ impl AnnDataStore {
             .filter(|&c| c == first / chunk);
         let (indices_path, data_path) = (format!("{path}/indices"), format!("{path}/data"));
         // `last <= nnz` (checked by `sparse_offsets`), so every chunk here starts below `nnz`.
-        let fresh: Vec<(u64, Vec<u32>, ArrayRef)> = (first / chunk..last.div_ceil(chunk))
+        let fresh: Vec<(u64, ScalarBuffer<u32>, ArrayRef)> = (first / chunk..last.div_ceil(chunk))
             .filter(|&c| Some(c) != held)
             .collect::<Vec<_>>()
             .into_par_iter()
@@ -365,17 +428,26 @@ impl AnnDataStore {
                 .iter()
                 .map(|(start, indices, data)| (*start, indices, Some(data))),
         );
-        let mut indices = Vec::with_capacity((last - first) as usize);
+        // Slices of the pieces; a block within one chunk is a slice of it, without a copy.
+        let mut index_parts: Vec<ScalarBuffer<u32>> = Vec::with_capacity(2);
         let mut parts: Vec<ArrayRef> = Vec::with_capacity(2);
         for (start, piece, data) in pieces {
             let a = first.max(start) - start;
             let b = last.min(start + piece.len() as u64) - start;
             let (a, b) = (a as usize, b as usize);
-            indices.extend_from_slice(&piece[a..b]);
+            index_parts.push(piece.slice(a, b - a));
             if let Some(d) = data {
                 parts.push(d.slice(a, b - a));
             }
         }
+        let indices = match index_parts.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                let mut all = Vec::with_capacity((last - first) as usize);
+                index_parts.iter().for_each(|p| all.extend_from_slice(p));
+                all.into()
+            }
+        };
         let data = match parts.as_slice() {
             [one] => one.clone(),
             _ => arrow::compute::concat(&parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>())

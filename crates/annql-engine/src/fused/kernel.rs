@@ -785,7 +785,7 @@ mod tests {
         SparseBlock {
             major: 0..3,
             indptr: vec![0, 2, 3, 4],
-            indices: vec![0, 2, 1, 0],
+            indices: vec![0, 2, 1, 0].into(),
             data: Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0])),
         }
     }
@@ -850,7 +850,7 @@ mod tests {
         let block = SparseBlock {
             major: 0..2,
             indptr: vec![0, 2, 5],
-            indices: vec![2, 0, 0, 0, 2],
+            indices: vec![2, 0, 0, 0, 2].into(),
             data: Arc::new(Float32Array::from(vec![2.0, 1.0, 5.0, 5.0, 3.0])),
         };
         let genes = GeneSlots::new(&[0, NONE, 1]);
@@ -873,7 +873,7 @@ mod tests {
         let block = SparseBlock {
             major: 0..3,
             indptr: vec![0, 3, 4, 6],
-            indices: vec![0, 150_000, 299_999, 299_999, 7, 150_000],
+            indices: vec![0, 150_000, 299_999, 299_999, 7, 150_000].into(),
             data: Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
         };
         let slot: Vec<u32> = (0..slots as u32).collect();
