@@ -325,15 +325,15 @@ impl AnnTable {
         minor_keep: Option<&[bool]>,
         carry: &mut SparseCarry,
         stats: &Arc<ReadStats>,
-    ) -> Result<RecordBatch> {
+    ) -> Result<Vec<RecordBatch>> {
         match &self.def.kind {
             TableKind::Frame { .. } | TableKind::Embedding { .. } => {
-                self.read_rows(major, needed, keep, stats)
+                Ok(vec![self.read_rows(major, needed, keep, stats)?])
             }
             TableKind::Matrix { .. } => {
                 self.read_entries(major, needed, keep, minor_keep, carry, stats)
             }
-            TableKind::Uns => self.read_uns(),
+            TableKind::Uns => Ok(vec![self.read_uns()?]),
         }
     }
 
@@ -394,7 +394,9 @@ impl AnnTable {
     }
 
     /// Reads the stored entries of `major`, keeping rows where `keep` is set and entries whose
-    /// minor id is set in `minor_keep` (a join's gene selection), before building any column.
+    /// minor id is set in `minor_keep` (a join's gene selection), before building any column: a
+    /// batch per part of the block as it lies in the decoded chunks (see
+    /// `AnnDataStore::read_sparse_parts`).
     fn read_entries(
         &self,
         major: Range<u64>,
@@ -403,69 +405,100 @@ impl AnnTable {
         minor_keep: Option<&[bool]>,
         carry: &mut SparseCarry,
         stats: &Arc<ReadStats>,
-    ) -> Result<RecordBatch> {
+    ) -> Result<Vec<RecordBatch>> {
         let element = self.store.element(&self.def.path).map_err(store_err)?;
+        if element.encoding == Encoding::Array {
+            // A dense matrix: its non-zero entries.
+            let row_ok = |r: usize| keep.is_none_or(|k| k[r]);
+            let minor_ok = |c: usize| minor_keep.is_none_or(|m| m.get(c).copied().unwrap_or(false));
+            let block = self
+                .store
+                .read_dense_rows(&self.def.path, major.clone(), stats)
+                .map_err(store_err)?;
+            let as_f64 = annql_store::arrow::compute::cast(&block.values, &DataType::Float64)?;
+            let f = as_f64
+                .as_any()
+                .downcast_ref::<annql_store::arrow::array::Float64Array>()
+                .ok_or_else(|| DataFusionError::Internal("cast to f64".into()))?;
+            let ncols = block.ncols as usize;
+            let (mut idx, mut mj, mut mn) = (Vec::new(), Vec::new(), Vec::new());
+            for (pos, v) in f.values().iter().enumerate() {
+                let (r, c) = (pos / ncols, pos % ncols);
+                if (*v != 0.0 || self.is_dense()) && row_ok(r) && minor_ok(c) {
+                    idx.push(pos as u32);
+                    mj.push(major.start as i64 + r as i64);
+                    mn.push(c as i64);
+                }
+            }
+            let values = take(&block.values, &UInt32Array::from(idx), None)?;
+            return Ok(vec![self.entries_batch(mj, mn, values, needed)?]);
+        }
+        let parts = self
+            .store
+            .read_sparse_parts(&self.def.path, major.clone(), carry, stats)
+            .map_err(store_err)?;
+        let mut batches = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let at = (part.major.start - major.start) as usize;
+            let keep = keep.map(|k| &k[at..at + (part.major.end - part.major.start) as usize]);
+            let (mj, mn, values) = self.part_entries(part, keep, minor_keep)?;
+            if !values.is_empty() {
+                batches.push(self.entries_batch(mj, mn, values, needed)?);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// The (major ids, minor ids, values) a part of a sparse block yields.
+    fn part_entries(
+        &self,
+        block: &annql_store::SparseBlock,
+        keep: Option<&[bool]>,
+        minor_keep: Option<&[bool]>,
+    ) -> Result<(Vec<i64>, Vec<i64>, ArrayRef)> {
+        let start = block.major.start as i64;
+        if self.is_dense() {
+            let minor_len = self.minor_len().unwrap_or(0) as usize;
+            return densify(block, minor_len, keep, minor_keep);
+        }
+        if keep.is_none() && minor_keep.is_none() {
+            let mut mj = Vec::with_capacity(block.nnz());
+            for (r, w) in block.indptr.windows(2).enumerate() {
+                mj.extend(std::iter::repeat_n(
+                    start + r as i64,
+                    (w[1] - w[0]) as usize,
+                ));
+            }
+            let mn = block.indices.iter().map(|&i| i64::from(i)).collect();
+            return Ok((mj, mn, block.data.clone()));
+        }
         let row_ok = |r: usize| keep.is_none_or(|k| k[r]);
         let minor_ok = |c: usize| minor_keep.is_none_or(|m| m.get(c).copied().unwrap_or(false));
-        let (major_ids, minor_ids, values): (Vec<i64>, Vec<i64>, ArrayRef) =
-            if element.encoding == Encoding::Array {
-                // A dense matrix: its non-zero entries.
-                let block = self
-                    .store
-                    .read_dense_rows(&self.def.path, major.clone(), stats)
-                    .map_err(store_err)?;
-                let as_f64 = annql_store::arrow::compute::cast(&block.values, &DataType::Float64)?;
-                let f = as_f64
-                    .as_any()
-                    .downcast_ref::<annql_store::arrow::array::Float64Array>()
-                    .ok_or_else(|| DataFusionError::Internal("cast to f64".into()))?;
-                let ncols = block.ncols as usize;
-                let (mut idx, mut mj, mut mn) = (Vec::new(), Vec::new(), Vec::new());
-                for (pos, v) in f.values().iter().enumerate() {
-                    let (r, c) = (pos / ncols, pos % ncols);
-                    if (*v != 0.0 || self.is_dense()) && row_ok(r) && minor_ok(c) {
-                        idx.push(pos as u32);
-                        mj.push(major.start as i64 + r as i64);
-                        mn.push(c as i64);
-                    }
+        let (mut idx, mut mj, mut mn) = (Vec::new(), Vec::new(), Vec::new());
+        for (r, w) in block.indptr.windows(2).enumerate() {
+            if !row_ok(r) {
+                continue;
+            }
+            for e in w[0] as usize..w[1] as usize {
+                let c = block.indices[e];
+                if minor_ok(c as usize) {
+                    idx.push(e as u32);
+                    mj.push(start + r as i64);
+                    mn.push(i64::from(c));
                 }
-                (mj, mn, take(&block.values, &UInt32Array::from(idx), None)?)
-            } else {
-                let block = self
-                    .store
-                    .read_sparse_carried(&self.def.path, major.clone(), carry, stats)
-                    .map_err(store_err)?;
-                if self.is_dense() {
-                    let minor_len = self.minor_len().unwrap_or(0) as usize;
-                    densify(&block, minor_len, keep, minor_keep)?
-                } else if keep.is_none() && minor_keep.is_none() {
-                    let mut mj = Vec::with_capacity(block.nnz());
-                    for (r, w) in block.indptr.windows(2).enumerate() {
-                        mj.extend(std::iter::repeat_n(
-                            major.start as i64 + r as i64,
-                            (w[1] - w[0]) as usize,
-                        ));
-                    }
-                    let mn = block.indices.iter().map(|&i| i64::from(i)).collect();
-                    (mj, mn, block.data)
-                } else {
-                    let (mut idx, mut mj, mut mn) = (Vec::new(), Vec::new(), Vec::new());
-                    for (r, w) in block.indptr.windows(2).enumerate() {
-                        if !row_ok(r) {
-                            continue;
-                        }
-                        for e in w[0] as usize..w[1] as usize {
-                            let c = block.indices[e];
-                            if minor_ok(c as usize) {
-                                idx.push(e as u32);
-                                mj.push(major.start as i64 + r as i64);
-                                mn.push(i64::from(c));
-                            }
-                        }
-                    }
-                    (mj, mn, take(&block.data, &UInt32Array::from(idx), None)?)
-                }
-            };
+            }
+        }
+        Ok((mj, mn, take(&block.data, &UInt32Array::from(idx), None)?))
+    }
+
+    /// A batch of entries in the table's (row, column, value) layout.
+    fn entries_batch(
+        &self,
+        major_ids: Vec<i64>,
+        minor_ids: Vec<i64>,
+        values: ArrayRef,
+        needed: &[bool],
+    ) -> Result<RecordBatch> {
         let (rows, cols) = if self.column_major {
             (minor_ids, major_ids)
         } else {
@@ -631,8 +664,8 @@ fn densify(
     for (i, &c) in minors.iter().enumerate() {
         slot[c as usize] = i as u32;
     }
-    // Index `zero` of the extended value array is a 0 of the matrix's type.
-    let zero = block.data.len() as u32;
+    // Absent entries are taken as nulls, then filled with a 0 of the matrix's type.
+    let zero = u32::MAX;
     let rows = block.indptr.len().saturating_sub(1);
     let kept_rows = (0..rows).filter(|&r| keep.is_none_or(|k| k[r])).count();
     let n = kept_rows * minors.len();
@@ -653,12 +686,18 @@ fn densify(
         let id = (block.major.start + r as u64) as i64;
         mj.extend(std::iter::repeat_n(id, minors.len()));
         mn.extend(minors.iter().map(|&c| i64::from(c)));
-        idx.extend_from_slice(&row);
+        idx.extend(row.iter().map(|&e| (e != zero).then_some(e)));
     }
     let zero_value =
         annql_store::arrow::compute::cast(&Int64Array::from(vec![0_i64]), block.data.data_type())?;
-    let values = annql_store::arrow::compute::concat(&[block.data.as_ref(), zero_value.as_ref()])?;
-    Ok((mj, mn, take(&values, &UInt32Array::from(idx), None)?))
+    let taken = take(&block.data, &UInt32Array::from(idx), None)?;
+    let stored = annql_store::arrow::compute::is_not_null(&taken)?;
+    let values = annql_store::arrow::compute::kernels::zip::zip(
+        &stored,
+        &taken,
+        &annql_store::arrow::array::Scalar::new(zero_value),
+    )?;
+    Ok((mj, mn, values))
 }
 
 fn apply_keep(batch: RecordBatch, keep: Option<&[bool]>) -> Result<RecordBatch> {

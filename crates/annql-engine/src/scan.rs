@@ -532,7 +532,7 @@ impl ScanState {
                 }
             }
         }
-        Ok(self.scan_rows(block, dynamic)?.into_iter().collect())
+        self.scan_rows(block, dynamic)
     }
 
     /// Reads this partition's rows of the selected genes from the CSC copy, when the selection
@@ -568,7 +568,7 @@ impl ScanState {
                 self.stats.key_count(),
             );
             let gene_keep = &genes[run.start as usize..run.end as usize];
-            let batch = copy.read_block(
+            let batches = copy.read_block(
                 run,
                 &self.needed,
                 Some(gene_keep),
@@ -577,7 +577,9 @@ impl ScanState {
                 &self.stats,
             )?;
             self.count_read(before);
-            out.extend(self.finish(batch)?);
+            for batch in batches {
+                out.extend(self.finish(batch)?);
+            }
         }
         Ok(Some(out))
     }
@@ -603,12 +605,12 @@ impl ScanState {
         &self,
         block: Range<u64>,
         dynamic: &[Arc<dyn PhysicalExpr>],
-    ) -> Result<Option<RecordBatch>> {
+    ) -> Result<Vec<RecordBatch>> {
         let keep = self.prune(&block, dynamic)?;
         let minor_keep = self.minor_mask(dynamic)?;
         if minor_keep.as_ref().is_some_and(|m| !m.iter().any(|&b| b)) {
             self.metrics.blocks_pruned.add(1);
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let span = match &keep {
             None => block.clone(),
@@ -618,7 +620,7 @@ impl ScanState {
                 }
                 _ => {
                     self.metrics.blocks_pruned.add(1);
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
             },
         };
@@ -634,7 +636,7 @@ impl ScanState {
             self.stats.requests(),
             self.stats.key_count(),
         );
-        let batch = self.table.read_block(
+        let batches = self.table.read_block(
             span,
             &self.needed,
             span_keep.as_deref(),
@@ -643,7 +645,11 @@ impl ScanState {
             &self.stats,
         )?;
         self.count_read(before);
-        self.finish(batch)
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            out.extend(self.finish(batch)?);
+        }
+        Ok(out)
     }
 
     /// Applies the filters left for decoded batches and projects.

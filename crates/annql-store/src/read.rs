@@ -387,22 +387,28 @@ impl AnnDataStore {
         (chunk == other && chunk > 0).then_some(chunk)
     }
 
-    /// [`read_sparse`](Self::read_sparse) for a scan that reads blocks in order: the block's
-    /// `indices`/`data` chunks are decoded one by one (in parallel), each whole into its own
-    /// buffer, and the block's entries copied out of them once. The last chunk, which the next
-    /// block starts in, is kept in `carry`, so row blocks that share a chunk decode it once.
-    pub fn read_sparse_carried(
+    /// [`read_sparse`](Self::read_sparse) for a scan that reads blocks in order, as parts that
+    /// together cover `major` in order. The block's `indices`/`data` chunks are decoded one by one
+    /// (in parallel), each whole into its own buffer; a part is a run of rows within one chunk,
+    /// a slice of it without a copy, or a single row that crosses chunks, copied. The last
+    /// chunk, which the next block starts in, is kept in `carry`, so row blocks that share a
+    /// chunk decode it once.
+    pub fn read_sparse_parts(
         &self,
         path: &str,
         major: Range<u64>,
         carry: &mut SparseCarry,
         stats: &Arc<ReadStats>,
-    ) -> Result<SparseBlock> {
+    ) -> Result<Vec<SparseBlock>> {
         let (indptr, n_minor, nnz) = self.sparse_offsets(path, major.clone(), stats)?;
         let (first, last) = (indptr[0], indptr[indptr.len() - 1]);
         let chunk = match self.sparse_chunk_len(path) {
             Some(chunk) if first < last => chunk,
-            _ => return self.read_sparse_from(path, major, &indptr, n_minor, stats),
+            _ => {
+                return Ok(vec![
+                    self.read_sparse_from(path, major, &indptr, n_minor, stats)?,
+                ]);
+            }
         };
         // The carried chunk, if the block starts in it (a pruned block in between drops it).
         let held = (carry.path == path && carry.data.is_some())
@@ -410,7 +416,7 @@ impl AnnDataStore {
             .filter(|&c| c == first / chunk);
         let (indices_path, data_path) = (format!("{path}/indices"), format!("{path}/data"));
         // `last <= nnz` (checked by `sparse_offsets`), so every chunk here starts below `nnz`.
-        let fresh: Vec<(u64, ScalarBuffer<u32>, ArrayRef)> = (first / chunk..last.div_ceil(chunk))
+        let fresh: Vec<Piece> = (first / chunk..last.div_ceil(chunk))
             .filter(|&c| Some(c) != held)
             .collect::<Vec<_>>()
             .into_par_iter()
@@ -418,55 +424,38 @@ impl AnnDataStore {
                 let entries = c * chunk..((c + 1) * chunk).min(nnz);
                 let indices = self.read_indices(&indices_path, entries.clone(), n_minor, stats)?;
                 let data = self.read_array(&data_path, entries.clone(), stats)?;
-                Ok((entries.start, indices, data))
+                Ok(Piece {
+                    start: entries.start,
+                    indices,
+                    data,
+                })
             })
             .collect::<Result<_>>()?;
         // The block's pieces in entry order: the carried chunk, then the fresh ones.
-        let carried = held.map(|_| (carry.start, &carry.indices, carry.data.as_ref()));
-        let pieces = carried.into_iter().chain(
-            fresh
-                .iter()
-                .map(|(start, indices, data)| (*start, indices, Some(data))),
-        );
-        // Slices of the pieces; a block within one chunk is a slice of it, without a copy.
-        let mut index_parts: Vec<ScalarBuffer<u32>> = Vec::with_capacity(2);
-        let mut parts: Vec<ArrayRef> = Vec::with_capacity(2);
-        for (start, piece, data) in pieces {
-            let a = first.max(start) - start;
-            let b = last.min(start + piece.len() as u64) - start;
-            let (a, b) = (a as usize, b as usize);
-            index_parts.push(piece.slice(a, b - a));
-            if let Some(d) = data {
-                parts.push(d.slice(a, b - a));
-            }
-        }
-        let indices = match index_parts.as_slice() {
-            [one] => one.clone(),
-            _ => {
-                let mut all = Vec::with_capacity((last - first) as usize);
-                index_parts.iter().for_each(|p| all.extend_from_slice(p));
-                all.into()
-            }
-        };
-        let data = match parts.as_slice() {
-            [one] => one.clone(),
-            _ => arrow::compute::concat(&parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>())
-                .map_err(|e| self.malformed(&data_path, &e.to_string()))?,
-        };
+        let carried = held.and_then(|_| {
+            carry.data.clone().map(|data| Piece {
+                start: carry.start,
+                indices: carry.indices.clone(),
+                data,
+            })
+        });
+        let pieces: Vec<Piece> = carried.into_iter().chain(fresh).collect();
+        let parts = split_rows(&major, &indptr, &pieces)
+            .map_err(|e| self.malformed(&data_path, &e.to_string()))?;
         // The next block starts where this one ends: keep the chunk holding that entry, if any.
-        if let Some((start, piece, data)) = fresh.into_iter().next_back() {
-            *carry = if start + (piece.len() as u64) > last {
+        if let Some(piece) = pieces.into_iter().next_back() {
+            *carry = if piece.start + (piece.indices.len() as u64) > last {
                 SparseCarry {
                     path: path.to_string(),
-                    start,
-                    indices: piece,
-                    data: Some(data),
+                    start: piece.start,
+                    indices: piece.indices,
+                    data: Some(piece.data),
                 }
             } else {
                 SparseCarry::default()
             };
         }
-        Ok(SparseBlock::rebased(major, &indptr, indices, data))
+        Ok(parts)
     }
 
     /// The `indptr` slice of `major` (checked: non-decreasing, within the stored entries), the
@@ -747,6 +736,77 @@ impl AnnDataStore {
 }
 
 /// Elements per (outer) chunk declared by a v2 or v3 array document.
+/// One decoded chunk of a sparse matrix's `indices` and `data`, from entry `start`.
+struct Piece {
+    start: u64,
+    indices: ScalarBuffer<u32>,
+    data: ArrayRef,
+}
+
+impl Piece {
+    fn end(&self) -> u64 {
+        self.start + self.indices.len() as u64
+    }
+}
+
+/// The rows `major` (whose absolute `indptr` slice is given) as blocks over `pieces`, the
+/// consecutive chunks holding their entries: runs of rows within one piece, sliced from it, and
+/// single rows that cross pieces, copied.
+fn split_rows(
+    major: &Range<u64>,
+    indptr: &[u64],
+    pieces: &[Piece],
+) -> std::result::Result<Vec<SparseBlock>, arrow::error::ArrowError> {
+    let mut parts = Vec::new();
+    let rows = indptr.len() - 1;
+    let (mut r, mut p) = (0, 0);
+    while r < rows {
+        // Skip pieces that end before this row's entries start.
+        while p + 1 < pieces.len() && pieces[p].end() <= indptr[r] && indptr[r] < indptr[rows] {
+            p += 1;
+        }
+        let piece = &pieces[p];
+        if indptr[r + 1] <= piece.end() {
+            // A run of rows within the piece.
+            let a = r;
+            while r < rows && indptr[r + 1] <= piece.end() {
+                r += 1;
+            }
+            let (e0, e1) = (indptr[a], indptr[r]);
+            let (o, n) = ((e0 - piece.start) as usize, (e1 - e0) as usize);
+            parts.push(SparseBlock {
+                major: major.start + a as u64..major.start + r as u64,
+                indptr: indptr[a..=r].iter().map(|&i| i - e0).collect(),
+                indices: piece.indices.slice(o, n),
+                data: piece.data.slice(o, n),
+            });
+        } else {
+            // A row that crosses into the next pieces: its entries copied together.
+            let (e0, e1) = (indptr[r], indptr[r + 1]);
+            let (mut indices, mut data) = (Vec::new(), Vec::new());
+            for q in &pieces[p..] {
+                if q.start >= e1 {
+                    break;
+                }
+                let (a, b) = (e0.max(q.start) - q.start, e1.min(q.end()) - q.start);
+                let (a, b) = (a as usize, b as usize);
+                indices.extend_from_slice(&q.indices[a..b]);
+                data.push(q.data.slice(a, b - a));
+            }
+            let data =
+                arrow::compute::concat(&data.iter().map(|d| d.as_ref()).collect::<Vec<_>>())?;
+            parts.push(SparseBlock {
+                major: major.start + r as u64..major.start + r as u64 + 1,
+                indptr: vec![0, e1 - e0],
+                indices: indices.into(),
+                data,
+            });
+            r += 1;
+        }
+    }
+    Ok(parts)
+}
+
 fn chunk_elements(doc: &serde_json::Value) -> Option<u64> {
     let chunks = doc
         .get("chunks")
@@ -757,4 +817,37 @@ fn chunk_elements(doc: &serde_json::Value) -> Option<u64> {
             .filter(|&c| c > 0)
             .and_then(|c| acc.checked_mul(c))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks of 3 entries holding rows of 2, 0, 7 and 1 entries: the second row is empty at a
+    /// chunk edge, the third crosses three chunks.
+    #[test]
+    fn rows_split_into_slices_of_chunks_and_copied_crossing_rows() {
+        let pieces: Vec<Piece> = (0..4)
+            .map(|c| {
+                let start = 3 * c;
+                let values: Vec<u32> = (start as u32..(start as u32 + 3).min(10)).collect();
+                let data: Vec<f32> = values.iter().map(|&v| v as f32 * 10.0).collect();
+                Piece {
+                    start,
+                    indices: values.into(),
+                    data: Arc::new(Float32Array::from(data)),
+                }
+            })
+            .collect();
+        let indptr = [0, 2, 2, 9, 10];
+        let parts = split_rows(&(5..9), &indptr, &pieces).unwrap_or_else(|e| panic!("{e}"));
+        let majors: Vec<Range<u64>> = parts.iter().map(|p| p.major.clone()).collect();
+        assert_eq!(majors, vec![5..7, 7..8, 8..9]);
+        assert_eq!(parts[0].indptr, vec![0, 2, 2]);
+        assert_eq!(parts[1].indptr, vec![0, 7]);
+        assert_eq!(&parts[1].indices[..], &[2, 3, 4, 5, 6, 7, 8]);
+        let data = parts[1].data.as_any().downcast_ref::<Float32Array>();
+        assert_eq!(data.map(|d| d.value(6)), Some(80.0));
+        assert_eq!(&parts[2].indices[..], &[9]);
+    }
 }
