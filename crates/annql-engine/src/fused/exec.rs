@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use annql_store::ReadStats;
 use annql_store::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
-    RecordBatchOptions, UInt32Array,
+    Array, ArrayData, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    RecordBatchOptions, UInt32Array, make_array,
 };
+use annql_store::arrow::buffer::{Buffer, MutableBuffer, ScalarBuffer};
 use annql_store::arrow::compute::{cast, concat_batches, take};
 use annql_store::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use annql_store::arrow::row::{RowConverter, SortField};
@@ -476,6 +477,8 @@ impl Run {
                         .build()
                         .map_err(|e| DataFusionError::External(Box::new(e)))?;
                     let mut buckets = RowBuckets::default();
+                    let value_type = matrix.schema().field(2).data_type().clone();
+                    let mut arena = Arena::new(&value_type, &blocks);
                     let mut start = 0;
                     while start < blocks.len() {
                         let (mut end, mut entries) = (start, 0);
@@ -483,12 +486,17 @@ impl Run {
                             entries += blocks[end].entries();
                             end += 1;
                         }
-                        let window = pool.install(|| {
-                            (start..end)
-                                .into_par_iter()
-                                .map(read)
-                                .collect::<Result<Option<Vec<_>>>>()
-                        })?;
+                        let window = match &mut arena {
+                            Some(arena) => {
+                                arena.fill(&blocks[start..end], &pool, |i| read(start + i))?
+                            }
+                            None => pool.install(|| {
+                                (start..end)
+                                    .into_par_iter()
+                                    .map(read)
+                                    .collect::<Result<Option<Vec<_>>>>()
+                            })?,
+                        };
                         // None: the query was dropped.
                         let Some(window) = window else { break };
                         window.iter().for_each(|_| matrix.progress.step());
@@ -508,6 +516,10 @@ impl Run {
                                 )
                             })
                         })?;
+                        drop(window);
+                        if let Some(arena) = &mut arena {
+                            arena.reclaim();
+                        }
                         start = end;
                     }
                 } else {
@@ -726,6 +738,130 @@ enum Job {
     Major(Range<u64>),
     /// A chunk-aligned range of stored entries (read with the matrix's whole `indptr`).
     Entries(Range<u64>),
+}
+
+/// Two buffers (indices and values) a fold's windows of decoded chunks are copied into, reused
+/// from window to window. Holding a window's hundreds of MB in per-chunk allocations and freeing
+/// them after every window makes the allocator return the pages and the kernel zero them again
+/// for the next window, which costs more than copying each chunk once it is decoded (its own
+/// buffers are then reused by the next chunk the thread decodes).
+struct Arena {
+    value_type: DataType,
+    /// Bytes per value.
+    width: usize,
+    indices: MutableBuffer,
+    values: MutableBuffer,
+    /// The buffers while a window's blocks point into them.
+    frozen: Option<(Buffer, Buffer)>,
+}
+
+impl Arena {
+    /// An arena for chunk-aligned jobs over fixed-width values; None for other folds.
+    fn new(value_type: &DataType, jobs: &[Job]) -> Option<Self> {
+        let width = value_type.primitive_width()?;
+        jobs.iter()
+            .all(|j| matches!(j, Job::Entries(_)))
+            .then(|| Self {
+                value_type: value_type.clone(),
+                width,
+                indices: MutableBuffer::new(0),
+                values: MutableBuffer::new(0),
+                frozen: None,
+            })
+    }
+
+    /// Reads `jobs` in parallel on `pool` (`read` gets a job's position in `jobs`) into the
+    /// arena; the blocks point into it until [`Arena::reclaim`]. None if the query was dropped.
+    fn fill(
+        &mut self,
+        jobs: &[Job],
+        pool: &rayon::ThreadPool,
+        read: impl Fn(usize) -> Result<Option<annql_store::SparseBlock>> + Sync,
+    ) -> Result<Option<Vec<annql_store::SparseBlock>>> {
+        let counts: Vec<usize> = jobs.iter().map(Job::entries).collect();
+        let total: usize = counts.iter().sum();
+        let (width, value_type) = (self.width, self.value_type.clone());
+        self.indices.resize(total * 4, 0);
+        self.values.resize(total * width, 0);
+        // Each job's own slices of the two buffers.
+        let mut slices = Vec::with_capacity(jobs.len());
+        let (mut indices, mut values) = (self.indices.as_slice_mut(), self.values.as_slice_mut());
+        for &n in &counts {
+            let (i, rest) = std::mem::take(&mut indices).split_at_mut(n * 4);
+            let (v, more) = std::mem::take(&mut values).split_at_mut(n * width);
+            slices.push((i, v));
+            (indices, values) = (rest, more);
+        }
+        let heads = pool.install(|| {
+            slices
+                .into_par_iter()
+                .enumerate()
+                .map(|(j, (into_indices, into_values))| {
+                    let Some(block) = read(j)? else {
+                        return Ok(None);
+                    };
+                    if block.data.data_type() != &value_type {
+                        return Err(DataFusionError::Internal(format!(
+                            "job {j} decoded values of type {}, expected {value_type}",
+                            block.data.data_type()
+                        )));
+                    }
+                    let data = block.data.to_data();
+                    let bytes = &data.buffers()[0].as_slice()
+                        [data.offset() * width..(data.offset() + data.len()) * width];
+                    let stored = block.indices.inner().as_slice();
+                    if stored.len() != into_indices.len() || bytes.len() != into_values.len() {
+                        return Err(DataFusionError::Internal(format!(
+                            "job {j} decoded {} entries, expected {}",
+                            block.nnz(),
+                            counts[j]
+                        )));
+                    }
+                    into_indices.copy_from_slice(stored);
+                    into_values.copy_from_slice(bytes);
+                    Ok(Some((block.major, block.indptr)))
+                })
+                .collect::<Result<Option<Vec<_>>>>()
+        })?;
+        let Some(heads) = heads else {
+            return Ok(None);
+        };
+        let indices = Buffer::from(std::mem::replace(&mut self.indices, MutableBuffer::new(0)));
+        let values = Buffer::from(std::mem::replace(&mut self.values, MutableBuffer::new(0)));
+        let mut blocks = Vec::with_capacity(heads.len());
+        let mut at = 0;
+        for ((major, indptr), n) in heads.into_iter().zip(counts) {
+            let data = ArrayData::try_new(
+                self.value_type.clone(),
+                n,
+                None,
+                0,
+                vec![values.slice_with_length(at * width, n * width)],
+                vec![],
+            )?;
+            blocks.push(annql_store::SparseBlock {
+                major,
+                indptr,
+                indices: ScalarBuffer::new(indices.clone(), at, n),
+                data: make_array(data),
+            });
+            at += n;
+        }
+        self.frozen = Some((indices, values));
+        Ok(Some(blocks))
+    }
+
+    /// Takes the buffers back once the window's blocks are dropped.
+    fn reclaim(&mut self) {
+        if let Some((indices, values)) = self.frozen.take() {
+            self.indices = indices
+                .into_mutable()
+                .unwrap_or_else(|_| MutableBuffer::new(0));
+            self.values = values
+                .into_mutable()
+                .unwrap_or_else(|_| MutableBuffer::new(0));
+        }
+    }
 }
 
 impl Job {
