@@ -43,7 +43,7 @@ pub struct SparseBlock {
 }
 
 /// The last chunk of `indices` and `data` a sequential scan decoded, whole (see
-/// [`AnnDataStore::read_sparse_carried`]): the next block starts in it.
+/// [`AnnDataStore::read_sparse_parts`]): the next block starts in it.
 #[derive(Debug, Default)]
 pub struct SparseCarry {
     path: String,
