@@ -277,7 +277,10 @@ def check_killed_client(srv):
         "c.execute('SELECT count(*) FROM pbmc.x a JOIN pbmc.x b USING (obs_id) WHERE a.value > b.value').fetchone()\n"
     )
     p = subprocess.Popen([sys.executable, "-c", code])
-    time.sleep(2.0)
+    # Sampled early: the self-join takes only a few seconds, less as scans get faster. (With a
+    # query of minutes — four UNION ALL copies of it — work went on for over 2 s after the kill:
+    # a known gap, noted in issue #9's closing note of 2026-12-03.)
+    time.sleep(0.5)
     busy_before = srv.cpu_seconds()
     time.sleep(1.0)
     busy_rate = srv.cpu_seconds() - busy_before

@@ -117,6 +117,9 @@ fn id_name(axis: Axis, suffix: &str) -> String {
 const TARGET_ENTRIES: u64 = 1 << 20;
 const FRAME_ROWS: u64 = 1 << 16;
 
+/// Largest block of dataframe rows, however its string columns are chunked.
+const MAX_FRAME_ROWS: u64 = 1 << 22;
+
 impl AnnTable {
     /// Binds a table definition to its store, working out its schema from metadata.
     pub fn try_new(
@@ -149,6 +152,16 @@ impl AnnTable {
                     if let Some(f) = column_field(&store, &name, child) {
                         fields.push(f);
                         sources.push(Source::Column(Box::new(child.clone())));
+                    }
+                    // A string chunk decodes only whole: blocks span its chunks, or each block
+                    // would decode the chunks it touches again.
+                    if child.dtype == Some(DType::String)
+                        && let Some(chunk) = store
+                            .array_meta(&child.path)
+                            .ok()
+                            .and_then(|m| m.chunk_len())
+                    {
+                        block_rows = block_rows.max(chunk.min(MAX_FRAME_ROWS));
                     }
                 }
             }

@@ -190,6 +190,52 @@ impl AnnDataStore {
         Ok(ScalarBuffer::new(buffer, 0, expected))
     }
 
+    /// Retrieves `subset` of a string array at `path` as an Arrow string array, from the decoded
+    /// bytes and offsets as they are (one `String` per element would be allocated otherwise).
+    fn retrieve_strings(
+        &self,
+        path: &str,
+        subset: &ArraySubset,
+        stats: &Arc<ReadStats>,
+    ) -> Result<StringArray> {
+        let array = self.zarray(path)?;
+        let counted = array.with_storage(Arc::new(CountingStorage::new(
+            self.storage().clone(),
+            vec![stats.clone(), self.totals().clone()],
+        )));
+        let decode = |e: Box<dyn std::error::Error + Send + Sync>| Error::Decode {
+            store: self.name().into(),
+            path: path.into(),
+            source: e,
+        };
+        let bytes: ArrayBytes<'static> = counted
+            .retrieve_array_subset::<ArrayBytes<'static>>(subset)
+            .map_err(|e| decode(Box::new(e)))?;
+        let (raw, offsets) = bytes
+            .into_variable()
+            .map_err(|e| decode(Box::new(e)))?
+            .into_parts();
+        let expected = subset.num_elements() as usize;
+        let offsets: Vec<i32> = offsets
+            .iter()
+            .map(|&o| i32::try_from(o))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| self.malformed(path, "strings longer than 2 GiB in one read"))?;
+        if offsets.len() != expected + 1
+            || offsets.first() != Some(&0)
+            || offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets.last().map(|&o| o as usize) != Some(raw.len())
+        {
+            return Err(self.malformed(path, "string offsets do not match the decoded elements"));
+        }
+        StringArray::try_new(
+            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            Buffer::from_vec(raw.into_owned()),
+            None,
+        )
+        .map_err(|e| self.malformed(path, &e.to_string()))
+    }
+
     /// Checks a 1-D range against the array's length.
     fn check_range(&self, path: &str, len: u64, range: &Range<u64>) -> Result<()> {
         if range.start > range.end || range.end > len {
@@ -242,9 +288,7 @@ impl AnnDataStore {
             DType::UInt64 => prim!(u64, UInt64Array),
             DType::Float32 => prim!(f32, Float32Array),
             DType::Float64 => prim!(f64, Float64Array),
-            DType::String => Arc::new(StringArray::from(
-                self.retrieve::<String>(path, &subset, stats)?,
-            )),
+            DType::String => Arc::new(self.retrieve_strings(path, &subset, stats)?),
             DType::Other(d) => {
                 return Err(self.unsupported(
                     path,
