@@ -115,6 +115,33 @@ impl AnnDataStore {
         Ok(array)
     }
 
+    /// Retrieves `subset` of the array at `path` in zarrs's output type `T`, recording reads into
+    /// `stats`.
+    fn retrieve_as<T: zarrs::array::FromArrayBytes>(
+        &self,
+        path: &str,
+        subset: &ArraySubset,
+        stats: &Arc<ReadStats>,
+    ) -> Result<T> {
+        let array = self.zarray(path)?;
+        let counted = array.with_storage(Arc::new(CountingStorage::new(
+            self.storage().clone(),
+            vec![stats.clone(), self.totals().clone()],
+        )));
+        counted
+            .retrieve_array_subset::<T>(subset)
+            .map_err(|e| self.decode_error(path, Box::new(e)))
+    }
+
+    /// A decoding failure of the array at `path`.
+    fn decode_error(&self, path: &str, source: Box<dyn std::error::Error + Send + Sync>) -> Error {
+        Error::Decode {
+            store: self.name().into(),
+            path: path.into(),
+            source,
+        }
+    }
+
     /// Retrieves `subset` of the array at `path` as a vector, recording reads into `stats`.
     fn retrieve<T: ElementOwned>(
         &self,
@@ -122,18 +149,7 @@ impl AnnDataStore {
         subset: &ArraySubset,
         stats: &Arc<ReadStats>,
     ) -> Result<Vec<T>> {
-        let array = self.zarray(path)?;
-        let counted = array.with_storage(Arc::new(CountingStorage::new(
-            self.storage().clone(),
-            vec![stats.clone(), self.totals().clone()],
-        )));
-        let values: Vec<T> = counted
-            .retrieve_array_subset::<Vec<T>>(subset)
-            .map_err(|e| Error::Decode {
-                store: self.name().into(),
-                path: path.into(),
-                source: Box::new(e),
-            })?;
+        let values: Vec<T> = self.retrieve_as(path, subset, stats)?;
         let expected = subset.num_elements();
         if values.len() as u64 != expected {
             return Err(self.malformed(
@@ -153,22 +169,10 @@ impl AnnDataStore {
         subset: &ArraySubset,
         stats: &Arc<ReadStats>,
     ) -> Result<ScalarBuffer<T>> {
-        let array = self.zarray(path)?;
-        let counted = array.with_storage(Arc::new(CountingStorage::new(
-            self.storage().clone(),
-            vec![stats.clone(), self.totals().clone()],
-        )));
-        let decode = |e: Box<dyn std::error::Error + Send + Sync>| Error::Decode {
-            store: self.name().into(),
-            path: path.into(),
-            source: e,
-        };
-        let bytes: ArrayBytes<'static> = counted
-            .retrieve_array_subset::<ArrayBytes<'static>>(subset)
-            .map_err(|e| decode(Box::new(e)))?;
+        let bytes: ArrayBytes<'static> = self.retrieve_as(path, subset, stats)?;
         let bytes = bytes
             .into_fixed()
-            .map_err(|e| decode(Box::new(e)))?
+            .map_err(|e| self.decode_error(path, Box::new(e)))?
             .into_owned();
         let expected = subset.num_elements() as usize;
         if bytes.len() != expected * std::mem::size_of::<T>() {
@@ -198,22 +202,10 @@ impl AnnDataStore {
         subset: &ArraySubset,
         stats: &Arc<ReadStats>,
     ) -> Result<StringArray> {
-        let array = self.zarray(path)?;
-        let counted = array.with_storage(Arc::new(CountingStorage::new(
-            self.storage().clone(),
-            vec![stats.clone(), self.totals().clone()],
-        )));
-        let decode = |e: Box<dyn std::error::Error + Send + Sync>| Error::Decode {
-            store: self.name().into(),
-            path: path.into(),
-            source: e,
-        };
-        let bytes: ArrayBytes<'static> = counted
-            .retrieve_array_subset::<ArrayBytes<'static>>(subset)
-            .map_err(|e| decode(Box::new(e)))?;
+        let bytes: ArrayBytes<'static> = self.retrieve_as(path, subset, stats)?;
         let (raw, offsets) = bytes
             .into_variable()
-            .map_err(|e| decode(Box::new(e)))?
+            .map_err(|e| self.decode_error(path, Box::new(e)))?
             .into_parts();
         let expected = subset.num_elements() as usize;
         let offsets: Vec<i32> = offsets
