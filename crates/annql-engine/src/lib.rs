@@ -10,6 +10,8 @@
 //! Stages: `attach` ([`session`]) → `plan` ([`provider`], [`pushdown`]) → `scan` ([`scan`]) →
 //! `decode` ([`decode`]).
 
+/// Joins yield to the runtime between output batches, so stopped queries stop.
+pub mod coop;
 /// Arrow schemas of the tables and batches built from store reads.
 pub mod decode;
 /// The error type.

@@ -103,7 +103,8 @@ impl SessionBuilder {
             .with_config(config)
             .with_runtime_env(runtime.build_arc()?)
             .with_default_features()
-            .with_query_planner(Arc::new(AnnQueryPlanner));
+            .with_query_planner(Arc::new(AnnQueryPlanner))
+            .with_physical_optimizer_rule(Arc::new(crate::coop::CooperativeJoins));
         if self.fused {
             state = state.with_optimizer_rule(Arc::new(FusedAggregateRule));
         }

@@ -263,13 +263,12 @@ impl Connection {
             arrow_pg::datatypes::arrow_schema_to_pg_fields(plan.schema().as_arrow(), format, None)
                 .inspect_err(|_| self.activity.finish(&running))?,
         );
+        // Executed on the query runtime, so this connection's runtime stays free to notice a
+        // cancel, the deadline or the client leaving while the query works.
         let started = async {
-            let df = session
-                .context()
-                .execute_logical_plan(plan)
-                .await
-                .map_err(|e| sqlstate::from_datafusion(&e))?;
-            df.execute_stream()
+            self.shared
+                .queries
+                .execute(session.context().clone(), plan)
                 .await
                 .map_err(|e| sqlstate::from_datafusion(&e))
         };

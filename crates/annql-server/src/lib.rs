@@ -9,6 +9,7 @@
 //! - [`server`]: the listener, TLS, the connection limit and the per-connection watchdog.
 //! - [`auth`]: startup, SCRAM-SHA-256 and the session parameters.
 //! - [`connection`]: one client's session and the simple/extended protocol handlers.
+//! - [`queries`]: the runtime statements execute on, apart from the connections'.
 //! - [`statement`]: sorting statements into queries and session statements.
 //! - [`settings`]: per-session `SET`/`SHOW` state.
 //! - [`catalog`]: `information_schema`, `pg_catalog` and connection functions.
@@ -21,6 +22,7 @@ pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod queries;
 pub mod server;
 pub mod settings;
 pub mod sqlstate;

@@ -21,12 +21,13 @@ use crate::catalog::{self, Identity};
 use crate::config::ServerConfig;
 use crate::connection::{Activity, Connection, Handlers};
 use crate::error::{Result, ServerError};
+use crate::queries::QueryRuntime;
 
 /// A backend's cancel key: its process id and secret.
 type CancelKey = (i32, Vec<u8>);
 
 /// What every connection of a server shares: the opened stores, the SQL parser, credentials,
-/// and the registry that routes cancel requests.
+/// the registry that routes cancel requests, and the runtime statements execute on.
 pub struct Shared {
     pub(crate) config: ServerConfig,
     stores: Vec<(String, Arc<AnnDataStore>)>,
@@ -35,6 +36,7 @@ pub struct Shared {
     pub(crate) pids: Arc<Pids>,
     cancels: Mutex<HashMap<CancelKey, Weak<Activity>>>,
     connections: AtomicUsize,
+    pub(crate) queries: QueryRuntime,
 }
 
 impl std::fmt::Debug for Shared {
@@ -135,7 +137,10 @@ impl Server {
             .credentials
             .as_ref()
             .map(|(u, p)| Arc::new(Credentials::new(u, p)));
+        let queries = QueryRuntime::new(config.threads)
+            .map_err(|e| ServerError::Config(format!("cannot start the query runtime: {e}")))?;
         let shared = Arc::new(Shared {
+            queries,
             config,
             stores,
             parser: PostgresCompatibilityParser::new(),
