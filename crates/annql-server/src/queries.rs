@@ -163,6 +163,8 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use datafusion::physical_plan::common::collect;
+
     use super::*;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -184,13 +186,7 @@ mod tests {
         block_on(async {
             let ctx = SessionContext::new();
             let plan = plan(&ctx, "SELECT * FROM (VALUES (1), (2), (3)) t(v) ORDER BY v").await?;
-            let batches = queries
-                .execute(ctx, plan)
-                .await?
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>>>()?;
+            let batches = collect(queries.execute(ctx, plan).await?).await?;
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             assert_eq!(rows, 3);
             Ok(())
@@ -206,11 +202,7 @@ mod tests {
             // Division by zero in a constant fails while the plan is optimised or run.
             let out = match queries.execute(ctx, plan).await {
                 Err(e) => Err(e),
-                Ok(s) => s
-                    .collect::<Vec<_>>()
-                    .await
-                    .into_iter()
-                    .collect::<Result<Vec<_>>>(),
+                Ok(s) => collect(s).await,
             };
             assert!(matches!(out, Err(e) if e.to_string().contains("Divide by zero")));
             Ok(())
