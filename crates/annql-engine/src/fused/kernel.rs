@@ -603,16 +603,24 @@ pub struct GeneSlots<'a> {
     pub slot: &'a [u32],
     /// The kept genes, when there are at most [`FEW_GENES`].
     pub picked: Option<Vec<u32>>,
+    /// Every gene kept, in its own slot (`slot[g] == g`): an entry's gene is its slot, with no
+    /// lookup between loading the index and adding to the grid.
+    pub identity: bool,
 }
 
 impl<'a> GeneSlots<'a> {
     /// The slots of `slot`, listing the kept genes when they are few.
     pub fn new(slot: &'a [u32]) -> Self {
+        let identity = slot.iter().enumerate().all(|(g, &s)| s as usize == g);
         let mut picked = Vec::new();
         for (gene, &s) in slot.iter().enumerate() {
             if s != NONE {
                 if picked.len() == FEW_GENES {
-                    return Self { slot, picked: None };
+                    return Self {
+                        slot,
+                        picked: None,
+                        identity,
+                    };
                 }
                 picked.push(gene as u32);
             }
@@ -620,6 +628,7 @@ impl<'a> GeneSlots<'a> {
         Self {
             slot,
             picked: Some(picked),
+            identity,
         }
     }
 }
@@ -636,6 +645,8 @@ struct Fold<'a> {
     gene_slot: &'a [u32],
     /// The few kept genes, ascending (see [`GeneSlots`]).
     picked: Option<&'a [u32]>,
+    /// Every gene in its own slot (see [`GeneSlots`]).
+    identity: bool,
     slots: usize,
     /// The group the sink's cell 0 belongs to (a tile of a [`Grid`] starts past 0).
     first_group: usize,
@@ -655,6 +666,7 @@ impl<'a> Fold<'a> {
             row_group,
             gene_slot: genes.slot,
             picked: genes.picked.as_deref(),
+            identity: genes.identity,
             slots,
             first_group: 0,
         }
@@ -699,6 +711,14 @@ impl<'a> Fold<'a> {
                 }
                 return;
             }
+        }
+        // Every gene kept (a full pseudobulk): the index is the slot. The store checked each index
+        // against the gene count, so `base + gene` stays inside the group's slots.
+        if self.identity {
+            for (e, &gene) in entries.clone().zip(&indices[entries]) {
+                sink.add(base + gene as usize, value(e));
+            }
+            return;
         }
         for e in entries {
             let s = gene_slot[indices[e] as usize];
@@ -884,6 +904,45 @@ mod tests {
         // Past FEW_GENES kept genes nothing is listed, and every row is walked.
         let all: Vec<u32> = (0..FEW_GENES as u32 + 1).collect();
         assert!(GeneSlots::new(&all).picked.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn every_gene_kept_adds_by_index_as_the_slot_lookup_does() -> Result<()> {
+        // 3 cells × 20 genes (more than FEW_GENES, so rows are walked), 2 groups.
+        let genes = 20u32;
+        let block = SparseBlock {
+            major: 0..3,
+            indptr: vec![0, 4, 5, 8],
+            indices: vec![0, 3, 17, 19, 5, 1, 5, 19].into(),
+            data: Arc::new(Float32Array::from(vec![
+                1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0,
+            ])),
+        };
+        let slot: Vec<u32> = (0..genes).collect();
+        let by_index = GeneSlots::new(&slot);
+        assert!(by_index.identity);
+        assert!(!GeneSlots::new(&[0, NONE, 2]).identity);
+        assert!(!GeneSlots::new(&[1, 0]).identity);
+        let by_lookup = GeneSlots {
+            identity: false,
+            ..by_index.clone()
+        };
+        let aggs = [AggSpec {
+            func: AggFunc::Sum,
+            filter: None,
+        }];
+        let row_group = [1, 0, 1];
+        let mut sums = Vec::new();
+        for genes_of in [&by_index, &by_lookup] {
+            let mut acc = Accumulators::new(2 * genes as usize, &aggs, false);
+            acc.fold(&block, true, &row_group, genes_of, genes as usize)?;
+            sums.push(acc.channels[0].sum.clone().unwrap_or_default());
+        }
+        assert_eq!(sums[0], sums[1]);
+        // Group 1 (cells 0 and 2): gene 19 got 4 + 8.
+        assert_eq!(sums[0][20 + 19], 12.0);
+        assert_eq!(sums[0][5], 5.0);
         Ok(())
     }
 
