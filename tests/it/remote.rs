@@ -69,7 +69,7 @@ impl Nginx {
         let r = root.display();
         let conf = format!(
             r#"daemon off;
-worker_processes 1;
+master_process off;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 128; }}
@@ -96,6 +96,7 @@ http {{
         let mut child = Command::new(binary)
             .args(["-p", &d.to_string(), "-c"])
             .arg(&conf_path)
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx starts");
