@@ -591,6 +591,18 @@ fn damaged_stores_give_errors_naming_the_element() {
     let err = error_text(store.read_sparse("X", 0..100, &stats()));
     assert!(err.contains("'/X/indices'"), "{err}");
 
+    // Indices past the declared gene count.
+    let dir = damaged_copy("chunky.v2.zarr");
+    edit_json(&dir.path().join("s.zarr/.zmetadata"), |v| {
+        v["metadata"]["X/.zattrs"]["shape"] = json!([10_000, 20]);
+    });
+    let store = AnnDataStore::open(dir.path().join("s.zarr")).unwrap_or_else(|e| panic!("{e}"));
+    let err = error_text(store.read_sparse("X", 0..10_000, &stats()));
+    assert!(
+        err.contains("'/X/indices'") && err.contains("index out of range 0..20"),
+        "{err}"
+    );
+
     // Bad JSON in consolidated metadata.
     let dir = damaged_copy("chunky.v2.zarr");
     std::fs::write(dir.path().join("s.zarr/.zmetadata"), b"{\"metadata\": {")

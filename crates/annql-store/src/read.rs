@@ -351,11 +351,19 @@ impl AnnDataStore {
         let subset = ArraySubset::new_with_ranges(&[rows]);
         let bad = || self.malformed(path, &format!("index out of range 0..{n_minor}"));
         // Check (one vectorised pass), then convert: 32-bit indices are the decoded buffer itself,
-        // reinterpreted; other widths are copied.
+        // reinterpreted; other widths are copied. A signed index is checked as its unsigned bits
+        // (a negative one is then past every valid index).
         macro_rules! narrow {
-            ($t:ty, $ok:expr) => {{
+            ($t:ty, $unsigned:expr) => {{
                 let values = self.retrieve_buffer::<$t>(path, &subset, stats)?;
-                if n_minor > u64::from(u32::MAX) + 1 || !values.iter().all($ok) {
+                let fits = match n_minor.checked_sub(1) {
+                    None => values.is_empty(),
+                    Some(last) => {
+                        let last = $unsigned(last.min(<$t>::MAX as u64) as $t);
+                        all_at_most(&values, last, $unsigned)
+                    }
+                };
+                if n_minor > u64::from(u32::MAX) + 1 || !fits {
                     return Err(bad());
                 }
                 Ok(if std::mem::size_of::<$t>() == 4 {
@@ -366,16 +374,15 @@ impl AnnDataStore {
                 })
             }};
         }
-        let below = n_minor;
         match &meta.dtype {
-            DType::Int8 => narrow!(i8, |&v| v >= 0 && (v as u64) < below),
-            DType::Int16 => narrow!(i16, |&v| v >= 0 && (v as u64) < below),
-            DType::Int32 => narrow!(i32, |&v| v >= 0 && (v as u64) < below),
-            DType::Int64 => narrow!(i64, |&v| v >= 0 && (v as u64) < below),
-            DType::UInt8 => narrow!(u8, |&v| u64::from(v) < below),
-            DType::UInt16 => narrow!(u16, |&v| u64::from(v) < below),
-            DType::UInt32 => narrow!(u32, |&v| u64::from(v) < below),
-            DType::UInt64 => narrow!(u64, |&v| v < below),
+            DType::Int8 => narrow!(i8, |v: i8| v as u8),
+            DType::Int16 => narrow!(i16, |v: i16| v as u16),
+            DType::Int32 => narrow!(i32, |v: i32| v as u32),
+            DType::Int64 => narrow!(i64, |v: i64| v as u64),
+            DType::UInt8 => narrow!(u8, |v: u8| v),
+            DType::UInt16 => narrow!(u16, |v: u16| v),
+            DType::UInt32 => narrow!(u32, |v: u32| v),
+            DType::UInt64 => narrow!(u64, |v: u64| v),
             other => Err(self.malformed(
                 path,
                 &format!("index array has dtype {other}, expected an integer type"),
@@ -855,9 +862,33 @@ fn chunk_elements(doc: &serde_json::Value) -> Option<u64> {
     })
 }
 
+/// Whether every value, as `unsigned` bits, is at most `last`. Runs of 4096 are folded without an
+/// early exit, so the compiler vectorises the comparison (an `all` stops per element).
+fn all_at_most<T: Copy, U: Copy + PartialOrd>(
+    values: &[T],
+    last: U,
+    unsigned: impl Fn(T) -> U,
+) -> bool {
+    values
+        .chunks(4096)
+        .all(|run| run.iter().fold(true, |ok, &v| ok & (unsigned(v) <= last)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn indices_are_checked_as_unsigned_bits() {
+        let as_bits = |v: i32| v as u32;
+        let mut indices: Vec<i32> = (0..10_000).map(|i| i % 50).collect();
+        assert!(all_at_most(&indices, 49, as_bits));
+        assert!(!all_at_most(&indices, 48, as_bits));
+        // A negative index, past the first run of 4096: its bits are above every valid index.
+        indices[9_000] = -1;
+        assert!(!all_at_most(&indices, 49, as_bits));
+        assert!(all_at_most::<i32, u32>(&[], 0, as_bits));
+    }
 
     /// Chunks of 3 entries holding rows of 2, 0, 7 and 1 entries: the second row is empty at a
     /// chunk edge, the third crosses three chunks.

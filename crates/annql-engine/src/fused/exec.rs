@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use annql_store::ReadStats;
 use annql_store::arrow::array::{
@@ -36,8 +36,8 @@ use futures::StreamExt;
 use rayon::prelude::*;
 
 use super::kernel::{
-    Accumulators, GeneSlots, Grid, NONE, RowBuckets, Scatter, TILE_BITS, Value, channel_of,
-    check_values, row_tile_groups, tiled,
+    Accumulators, GeneSlots, Grid, NONE, RowBuckets, Scatter, SharedTiles, TILE_BITS, Value,
+    channel_of, check_values, row_tile_groups, tiled,
 };
 use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
@@ -426,6 +426,10 @@ impl Run {
         let chunks = MetricBuilder::new(&self.metrics).global_counter("chunks_read");
         let bytes = MetricBuilder::new(&self.metrics).global_counter("bytes_read");
         let read = MetricBuilder::new(&self.metrics).global_counter("blocks_read");
+        // Wall time of a tiled CSR fold's phases: decoding windows, bucketing rows, adding them.
+        let decode_time = MetricBuilder::new(&self.metrics).subset_time("decode_time", 0);
+        let bucket_time = MetricBuilder::new(&self.metrics).subset_time("bucket_time", 0);
+        let add_time = MetricBuilder::new(&self.metrics).subset_time("add_time", 0);
         let nblocks = blocks.len();
         let fetch = FetchMetrics::start(&matrix.store, &self.metrics);
         let grid = tokio::task::spawn_blocking(move || -> Result<Grid> {
@@ -464,11 +468,7 @@ impl Run {
                 } else {
                     1 << TILE_BITS
                 };
-                let tiles: Vec<Mutex<Accumulators>> =
-                    Grid::tiles(len, tile_len, &spec.aggs, spec.dense)
-                        .into_iter()
-                        .map(Mutex::new)
-                        .collect();
+                let tiles = SharedTiles::new(len, tile_len, &spec.aggs, spec.dense);
                 if row_major {
                     // Windows of blocks decoded in parallel, their rows bucketed by tile, then
                     // the tiles added to in parallel, each by one thread (see `RowBuckets`).
@@ -478,7 +478,7 @@ impl Run {
                         .map_err(|e| DataFusionError::External(Box::new(e)))?;
                     let mut buckets = RowBuckets::default();
                     let value_type = matrix.schema().field(2).data_type().clone();
-                    let mut arena = Arena::new(&value_type, &blocks);
+                    let mut windows = Vec::new();
                     let mut start = 0;
                     while start < blocks.len() {
                         let (mut end, mut entries) = (start, 0);
@@ -486,6 +486,14 @@ impl Run {
                             entries += blocks[end].entries();
                             end += 1;
                         }
+                        windows.push((start..end, entries));
+                        start = end;
+                    }
+                    let largest = windows.iter().map(|w| w.1).max().unwrap_or(0);
+                    let mut arena = Arena::new(&value_type, &blocks, largest);
+                    for (range, _) in windows {
+                        let (start, end) = (range.start, range.end);
+                        let decoding = decode_time.timer();
                         let window = match &mut arena {
                             Some(arena) => {
                                 arena.fill(&blocks[start..end], &pool, |i| read(start + i))?
@@ -498,29 +506,32 @@ impl Run {
                             })?,
                         };
                         // None: the query was dropped.
+                        decoding.done();
                         let Some(window) = window else { break };
                         window.iter().for_each(|_| matrix.progress.step());
-                        buckets.fill(&window, &row_group, tile_groups, tiles.len());
+                        let bucketing = bucket_time.timer();
+                        buckets.fill(&window, &row_group, tile_groups, tiles.count());
                         let todo: Vec<usize> = buckets.tiles().collect();
+                        bucketing.done();
+                        let _adding = add_time.timer();
                         pool.install(|| {
                             todo.into_par_iter().try_for_each(|i| {
-                                let mut tile = tiles[i].lock().map_err(|_| poisoned())?;
-                                let rows = buckets.bucket(i);
-                                tile.add_rows(
-                                    &window,
-                                    rows,
-                                    &row_group,
-                                    &genes,
-                                    slots,
-                                    i * tile_groups,
-                                )
+                                tiles.with(i, |tile| {
+                                    tile.add_rows(
+                                        &window,
+                                        buckets.bucket(i),
+                                        &row_group,
+                                        &genes,
+                                        slots,
+                                        i * tile_groups,
+                                    )
+                                })?
                             })
                         })?;
                         drop(window);
                         if let Some(arena) = &mut arena {
                             arena.reclaim();
                         }
-                        start = end;
                     }
                 } else {
                     // Each worker buckets a block's entries by tile and adds each bucket under
@@ -538,18 +549,15 @@ impl Run {
                             pending.rotate_left(start);
                             while !pending.is_empty() {
                                 let before = pending.len();
-                                pending.retain(|&i| match tiles[i].try_lock() {
-                                    Ok(mut tile) => {
-                                        tile.add_entries(scatter.bucket(i));
-                                        false
-                                    }
-                                    Err(_) => true,
+                                pending.retain(|&i| {
+                                    tiles
+                                        .try_with(i, |tile| tile.add_entries(scatter.bucket(i)))
+                                        .is_none()
                                 });
                                 if pending.len() == before
                                     && let Some(&i) = pending.first()
                                 {
-                                    let mut tile = tiles[i].lock().map_err(|_| poisoned())?;
-                                    tile.add_entries(scatter.bucket(i));
+                                    tiles.with(i, |tile| tile.add_entries(scatter.bucket(i)))?;
                                     pending.remove(0);
                                 }
                             }
@@ -559,11 +567,7 @@ impl Run {
                     };
                     run_workers(workers, &work)?;
                 }
-                let tiles = tiles
-                    .into_iter()
-                    .map(|m| m.into_inner().map_err(|_| poisoned()))
-                    .collect::<Result<Vec<_>>>()?;
-                return Ok(Grid::tiled(len, tile_len, tiles));
+                return tiles.into_grid();
             }
             let work = |_: usize| -> Result<Accumulators> {
                 let mut acc = Accumulators::new(len, &spec.aggs, spec.dense);
@@ -594,11 +598,6 @@ impl Run {
         }
         Ok(grid)
     }
-}
-
-/// A tile whose worker panicked while holding it.
-fn poisoned() -> DataFusionError {
-    DataFusionError::Internal("a fused aggregate tile was poisoned".into())
 }
 
 /// Runs `work` on `n` scoped threads (given their index) and returns their results in order, or
@@ -744,7 +743,9 @@ enum Job {
 /// from window to window. Holding a window's hundreds of MB in per-chunk allocations and freeing
 /// them after every window makes the allocator return the pages and the kernel zero them again
 /// for the next window, which costs more than copying each chunk once it is decoded (its own
-/// buffers are then reused by the next chunk the thread decodes).
+/// buffers are then reused by the next chunk the thread decodes). The buffers are allocated once,
+/// for the largest window, as zeroed memory fresh from the OS: their pages are first touched by
+/// the decoding workers' copies, in parallel, rather than cleared by one thread up front.
 struct Arena {
     value_type: DataType,
     /// Bytes per value.
@@ -756,16 +757,17 @@ struct Arena {
 }
 
 impl Arena {
-    /// An arena for chunk-aligned jobs over fixed-width values; None for other folds.
-    fn new(value_type: &DataType, jobs: &[Job]) -> Option<Self> {
+    /// An arena for windows of up to `entries` entries of chunk-aligned jobs over fixed-width
+    /// values; None for other folds.
+    fn new(value_type: &DataType, jobs: &[Job], entries: usize) -> Option<Self> {
         let width = value_type.primitive_width()?;
         jobs.iter()
             .all(|j| matches!(j, Job::Entries(_)))
             .then(|| Self {
                 value_type: value_type.clone(),
                 width,
-                indices: MutableBuffer::new(0),
-                values: MutableBuffer::new(0),
+                indices: MutableBuffer::from_len_zeroed(entries * 4),
+                values: MutableBuffer::from_len_zeroed(entries * width),
                 frozen: None,
             })
     }
@@ -781,11 +783,17 @@ impl Arena {
         let counts: Vec<usize> = jobs.iter().map(Job::entries).collect();
         let total: usize = counts.iter().sum();
         let (width, value_type) = (self.width, self.value_type.clone());
-        self.indices.resize(total * 4, 0);
-        self.values.resize(total * width, 0);
+        if self.indices.len() < total * 4 || self.values.len() < total * width {
+            return Err(DataFusionError::Internal(format!(
+                "a window of {total} entries overflows its arena"
+            )));
+        }
         // Each job's own slices of the two buffers.
         let mut slices = Vec::with_capacity(jobs.len());
-        let (mut indices, mut values) = (self.indices.as_slice_mut(), self.values.as_slice_mut());
+        let (mut indices, mut values) = (
+            &mut self.indices.as_slice_mut()[..total * 4],
+            &mut self.values.as_slice_mut()[..total * width],
+        );
         for &n in &counts {
             let (i, rest) = std::mem::take(&mut indices).split_at_mut(n * 4);
             let (v, more) = std::mem::take(&mut values).split_at_mut(n * width);
@@ -853,13 +861,15 @@ impl Arena {
 
     /// Takes the buffers back once the window's blocks are dropped.
     fn reclaim(&mut self) {
+        // A buffer still shared (it is not, once the blocks are dropped) is replaced, not reused.
         if let Some((indices, values)) = self.frozen.take() {
+            let (i, v) = (indices.len(), values.len());
             self.indices = indices
                 .into_mutable()
-                .unwrap_or_else(|_| MutableBuffer::new(0));
+                .unwrap_or_else(|_| MutableBuffer::from_len_zeroed(i));
             self.values = values
                 .into_mutable()
-                .unwrap_or_else(|_| MutableBuffer::new(0));
+                .unwrap_or_else(|_| MutableBuffer::from_len_zeroed(v));
         }
     }
 }

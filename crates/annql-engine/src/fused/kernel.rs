@@ -4,6 +4,8 @@
 //! value) lands in cell `group * slots + slot`. Only the statistics some aggregate needs are
 //! allocated, and an unfiltered sparse sum keeps a bitmap of touched cells instead of counts.
 
+use std::sync::Mutex;
+
 use annql_store::SparseBlock;
 use annql_store::arrow::array::{Array, ArrayRef, AsArray};
 use annql_store::arrow::datatypes::{
@@ -146,6 +148,13 @@ impl Accumulators {
             .count
             .is_none()
             .then(|| vec![0_u64; len.div_ceil(64)]);
+        // Beside the bitmap, sums start at −0.0: adding any value but −0.0 leaves another bit
+        // pattern, so a plain sum marks only −0.0 values as seen (see [`SumSeen`]).
+        if seen.is_some()
+            && let Some(sum) = &mut channels[0].sum
+        {
+            sum.fill(-0.0);
+        }
         Self {
             len,
             seen,
@@ -173,7 +182,13 @@ impl Accumulators {
     /// Whether grid cell `k` received any entry.
     pub fn touched(&self, k: usize) -> bool {
         match (&self.seen, &self.channels[0].count) {
-            (Some(seen), _) => seen[k >> 6] & (1 << (k & 63)) != 0,
+            (Some(seen), _) => {
+                seen[k >> 6] & (1 << (k & 63)) != 0
+                    || self.channels[0]
+                        .sum
+                        .as_ref()
+                        .is_some_and(|s| s[k].to_bits() != NEG_ZERO)
+            }
             (None, Some(count)) => count[k] > 0,
             (None, None) => false,
         }
@@ -514,23 +529,6 @@ impl Grid {
         }
     }
 
-    /// Empty tiles of `tile_len` cells for a grid of `len` cells.
-    pub fn tiles(len: usize, tile_len: usize, aggs: &[AggSpec], dense: bool) -> Vec<Accumulators> {
-        let tile = tile_len.max(1);
-        (0..len.div_ceil(tile))
-            .map(|t| Accumulators::new(tile.min(len - t * tile), aggs, dense))
-            .collect()
-    }
-
-    /// A grid of the tiles made by [`Grid::tiles`].
-    pub fn tiled(len: usize, tile_len: usize, tiles: Vec<Accumulators>) -> Self {
-        Self {
-            len,
-            tiles,
-            tile_len: tile_len.max(1),
-        }
-    }
-
     /// The accumulators holding cell `k`, and its position there.
     fn at(&self, k: usize) -> (&Accumulators, usize) {
         (&self.tiles[k / self.tile_len], k % self.tile_len)
@@ -555,6 +553,79 @@ impl Grid {
     }
 }
 
+/// The tiles of a grid shared by a fold's workers, each behind its own lock and allocated by the
+/// first worker that adds to it. A grid of hundreds of MB then has its pages first touched by all
+/// workers, in the fold, not by one before it starts; and tiles no entry reaches cost nothing
+/// until the fold ends.
+#[derive(Debug)]
+pub struct SharedTiles {
+    len: usize,
+    tile_len: usize,
+    aggs: Vec<AggSpec>,
+    dense: bool,
+    tiles: Vec<Mutex<Option<Accumulators>>>,
+}
+
+impl SharedTiles {
+    /// Unallocated tiles of `tile_len` cells for a grid of `len` cells holding what `aggs` need.
+    pub fn new(len: usize, tile_len: usize, aggs: &[AggSpec], dense: bool) -> Self {
+        let tile_len = tile_len.max(1);
+        Self {
+            len,
+            tile_len,
+            aggs: aggs.to_vec(),
+            dense,
+            tiles: (0..len.div_ceil(tile_len))
+                .map(|_| Mutex::new(None))
+                .collect(),
+        }
+    }
+
+    /// Number of tiles.
+    pub fn count(&self) -> usize {
+        self.tiles.len()
+    }
+
+    /// The empty accumulators of tile `t`.
+    fn empty(&self, t: usize) -> Accumulators {
+        let cells = self.tile_len.min(self.len - t * self.tile_len);
+        Accumulators::new(cells, &self.aggs, self.dense)
+    }
+
+    /// Runs `f` on tile `t`, waiting for its lock.
+    pub fn with<R>(&self, t: usize, f: impl FnOnce(&mut Accumulators) -> R) -> Result<R> {
+        let mut tile = self.tiles[t].lock().map_err(|_| poisoned())?;
+        Ok(f(tile.get_or_insert_with(|| self.empty(t))))
+    }
+
+    /// Runs `f` on tile `t` if no other worker holds it; None if one does.
+    pub fn try_with<R>(&self, t: usize, f: impl FnOnce(&mut Accumulators) -> R) -> Option<R> {
+        let mut tile = self.tiles[t].try_lock().ok()?;
+        Some(f(tile.get_or_insert_with(|| self.empty(t))))
+    }
+
+    /// The folded grid; tiles no entry reached are empty.
+    pub fn into_grid(self) -> Result<Grid> {
+        let tiles = (0..self.tiles.len())
+            .map(|t| {
+                let tile =
+                    std::mem::replace(&mut *self.tiles[t].lock().map_err(|_| poisoned())?, None);
+                Ok(tile.unwrap_or_else(|| self.empty(t)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Grid {
+            len: self.len,
+            tiles,
+            tile_len: self.tile_len,
+        })
+    }
+}
+
+/// A tile whose worker panicked while holding it.
+fn poisoned() -> DataFusionError {
+    DataFusionError::Internal("a fused aggregate tile was poisoned".into())
+}
+
 /// Where the entries of a fold land: one grid cell `k` at a time.
 trait Sink {
     /// Adds one entry of value `v` to grid cell `k`.
@@ -568,7 +639,13 @@ impl Sink for Accumulators {
     }
 }
 
-/// A plain sum, with a bitmap of the cells that received entries.
+/// The bits of −0.0, where the sums of a grid without counts start.
+const NEG_ZERO: u64 = 0x8000_0000_0000_0000;
+
+/// A plain sum, whose cells start at −0.0. Adding any value but −0.0 to −0.0 gives another bit
+/// pattern (x + −0.0 is x, and +0.0 for +0.0), so a cell was touched if its sum is not −0.0, or
+/// if a −0.0 was added to it, which alone sets its bit in the bitmap: the hot loop writes the
+/// sum only, with a branch that is never taken on real data.
 struct SumSeen<'a> {
     sum: &'a mut [f64],
     seen: &'a mut [u64],
@@ -578,7 +655,9 @@ impl Sink for SumSeen<'_> {
     #[inline(always)]
     fn add(&mut self, k: usize, v: f64) {
         self.sum[k] += v;
-        self.seen[k >> 6] |= 1 << (k & 63);
+        if v.to_bits() == NEG_ZERO {
+            self.seen[k >> 6] |= 1 << (k & 63);
+        }
     }
 }
 
@@ -787,7 +866,8 @@ pub fn finish(acc: &Accumulators, channel: usize, agg: &AggSpec, k: usize, zeros
     match agg.func {
         AggFunc::Count => Value::Int(n as i64),
         _ if n == 0 => Value::Null,
-        AggFunc::Sum => Value::Float(sum),
+        // + 0.0: a sum of −0.0 values alone (from the −0.0 a grid without counts starts at) is 0.
+        AggFunc::Sum => Value::Float(sum + 0.0),
         AggFunc::Avg => Value::Float(sum / nf),
         AggFunc::Min => {
             let m = ch.min.as_ref().map_or(f64::INFINITY, |m| m[k]);
@@ -818,7 +898,7 @@ pub enum Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use annql_store::arrow::array::Float32Array;
+    use annql_store::arrow::array::{Float32Array, Float64Array};
     use datafusion::logical_expr::Operator;
     use std::sync::Arc;
 
@@ -844,6 +924,34 @@ mod tests {
         let sums = acc.channels[0].sum.clone().unwrap_or_default();
         assert_eq!(sums, vec![5.0, 0.0, 2.0, 0.0, 3.0, 0.0]);
         assert!(acc.touched(0) && !acc.touched(1) && acc.touched(4));
+        Ok(())
+    }
+
+    #[test]
+    fn stored_zeros_of_either_sign_touch_their_cells() -> Result<()> {
+        let aggs = [AggSpec {
+            func: AggFunc::Sum,
+            filter: None,
+        }];
+        // Row 0 stores −0.0 at gene 0 and +0.0 at gene 1; row 1 stores 2 and −2 at gene 2.
+        let block = SparseBlock {
+            major: 0..2,
+            indptr: vec![0, 2, 4],
+            indices: vec![0, 1, 2, 2].into(),
+            data: Arc::new(Float64Array::from(vec![-0.0, 0.0, 2.0, -2.0])),
+        };
+        let slot = [0, 1, 2, 3];
+        let mut acc = Accumulators::new(4, &aggs, false);
+        acc.fold(&block, true, &[0, 0], &GeneSlots::new(&slot), 4)?;
+        let touched: Vec<bool> = (0..4).map(|k| acc.touched(k)).collect();
+        assert_eq!(touched, [true, true, true, false]);
+        // Each sums to zero, reported as +0.0 as a sum from +0.0 would be.
+        for k in 0..3 {
+            match finish(&acc, 0, &aggs[0], k, 0) {
+                Value::Float(v) => assert_eq!(v.to_bits(), 0.0_f64.to_bits(), "cell {k}"),
+                other => panic!("cell {k}: {other:?}"),
+            }
+        }
         Ok(())
     }
 
@@ -988,13 +1096,13 @@ mod tests {
             assert!(tiled(len, &aggs, false));
             let mut whole = Accumulators::new(len, &aggs, false);
             let tile_len = 1 << TILE_BITS;
-            let mut tiles = Grid::tiles(len, tile_len, &aggs, false);
-            assert_eq!(tiles.len(), len.div_ceil(tile_len));
+            let tiles = SharedTiles::new(len, tile_len, &aggs, false);
+            assert_eq!(tiles.count(), len.div_ceil(tile_len));
             let mut scatter = Scatter::default();
             // Tiles of whole groups, fed rows: one group per tile at this many slots.
             let tile_groups = row_tile_groups(slots);
-            let mut row_tiles = Grid::tiles(len, tile_groups * slots, &aggs, false);
-            assert_eq!((tile_groups, row_tiles.len()), (1, 2));
+            let row_tiles = SharedTiles::new(len, tile_groups * slots, &aggs, false);
+            assert_eq!((tile_groups, row_tiles.count()), (1, 2));
             let mut rows = RowBuckets::default();
             // Folded twice: the buckets are emptied and reused.
             let window = [block.clone()];
@@ -1002,24 +1110,18 @@ mod tests {
                 whole.fold(&block, true, &row_group, &genes, slots)?;
                 scatter.fill(&block, true, &row_group, &genes, slots, len)?;
                 for (t, entries) in scatter.buckets() {
-                    tiles[t].add_entries(entries);
+                    tiles.with(t, |tile| tile.add_entries(entries))?;
                 }
-                rows.fill(&window, &row_group, tile_groups, row_tiles.len());
+                rows.fill(&window, &row_group, tile_groups, row_tiles.count());
                 for t in rows.tiles().collect::<Vec<_>>() {
                     let first = t * tile_groups;
-                    row_tiles[t].add_rows(
-                        &window,
-                        rows.bucket(t),
-                        &row_group,
-                        &genes,
-                        slots,
-                        first,
-                    )?;
+                    row_tiles.with(t, |tile| {
+                        tile.add_rows(&window, rows.bucket(t), &row_group, &genes, slots, first)
+                    })??;
                 }
             }
             let whole = Grid::whole(whole);
-            let row_grid = Grid::tiled(len, tile_groups * slots, row_tiles);
-            for grid in [Grid::tiled(len, tile_len, tiles), row_grid] {
+            for grid in [tiles.into_grid()?, row_tiles.into_grid()?] {
                 let (_, of) = channel_of(&aggs);
                 let mut touched = 0;
                 for k in 0..len {
