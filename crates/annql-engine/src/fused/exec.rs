@@ -36,8 +36,8 @@ use futures::StreamExt;
 use rayon::prelude::*;
 
 use super::kernel::{
-    Accumulators, GeneSlots, Grid, NONE, RowBuckets, Scatter, SharedTiles, TILE_BITS, Value,
-    channel_of, check_values, row_tile_groups, tiled,
+    Accumulators, GeneSlots, Grid, NONE, RowBuckets, Scatter, SharedTiles, TILE_BITS, Touched,
+    Value, channel_of, check_values, finish, row_tile_groups, tiled,
 };
 use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
@@ -957,9 +957,21 @@ struct Output {
     genes: Grouping,
     grid: Grid,
     channels: Vec<usize>,
-    next: usize,
+    /// The next cell to look at; `None` once the grid is done.
+    next: Option<Cell>,
     batch_size: usize,
     _reservation: MemoryReservation,
+}
+
+/// A grid cell located by its group, slot, tile and position in the tile. The output walks the
+/// grid by stepping these, where dividing a cell number by slots and tile length for each of the
+/// grid's (possibly tens of millions of) cells would cost more than everything else it does.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    group: usize,
+    slot: usize,
+    tile: usize,
+    at: usize,
 }
 
 impl Output {
@@ -974,6 +986,12 @@ impl Output {
         let held = Accumulators::bytes(grid.len, &run.spec.aggs, run.spec.dense);
         reservation.shrink(reservation.size().saturating_sub(held));
         let (_, channels) = channel_of(&run.spec.aggs);
+        let next = (grid.len > 0).then_some(Cell {
+            group: 0,
+            slot: 0,
+            tile: 0,
+            at: 0,
+        });
         Self {
             batch_size: run.context.session_config().batch_size(),
             spec: run.spec,
@@ -981,23 +999,31 @@ impl Output {
             cells,
             genes,
             grid,
+            next,
             channels,
-            next: 0,
             _reservation: reservation,
         }
     }
 
-    /// Whether grid cell `k` (group `g`, slot `s`) is a row of the result.
-    fn present(&self, k: usize, g: usize, s: usize) -> bool {
-        if self.spec.dense {
-            self.cells.members[g] > 0 && self.genes.members[s] > 0
-        } else {
-            self.grid.touched(k)
+    /// The cell after `cell`, if any.
+    fn step(&self, mut cell: Cell) -> Option<Cell> {
+        cell.slot += 1;
+        if cell.slot == self.genes.members.len() {
+            cell.slot = 0;
+            cell.group += 1;
+            if cell.group == self.cells.members.len() {
+                return None;
+            }
         }
+        cell.at += 1;
+        if cell.at == self.grid.tile_len() {
+            cell.at = 0;
+            cell.tile += 1;
+        }
+        Some(cell)
     }
 
-    fn batch(&self, ks: &[usize]) -> Result<RecordBatch> {
-        let slots = self.genes.members.len();
+    fn batch(&self, ks: &[Cell]) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (i, key) in self.spec.keys.iter().enumerate() {
             let want = self.schema.field(i).data_type();
@@ -1008,13 +1034,12 @@ impl Output {
                     } else {
                         &self.genes
                     };
-                    let rows = UInt32Array::from_iter_values(ks.iter().map(|&k| {
-                        let g = if matches!(key, KeySource::Obs(_)) {
-                            k / slots
+                    let rows = UInt32Array::from_iter_values(ks.iter().map(|k| {
+                        side.first_row[if matches!(key, KeySource::Obs(_)) {
+                            k.group
                         } else {
-                            k % slots
-                        };
-                        side.first_row[g]
+                            k.slot
+                        }]
                     }));
                     let batch = side.batch.as_ref().ok_or_else(|| {
                         DataFusionError::Internal("fused aggregate key without its side".into())
@@ -1022,10 +1047,10 @@ impl Output {
                     take(batch.column(*c), &rows, None)?
                 }
                 KeySource::MatrixRow => Arc::new(Int64Array::from_iter_values(
-                    ks.iter().map(|&k| self.cells.ids[k / slots]),
+                    ks.iter().map(|k| self.cells.ids[k.group]),
                 )),
                 KeySource::MatrixCol => Arc::new(Int64Array::from_iter_values(
-                    ks.iter().map(|&k| self.genes.ids[k % slots]),
+                    ks.iter().map(|k| self.genes.ids[k.slot]),
                 )),
             };
             columns.push(if col.data_type() == want {
@@ -1036,27 +1061,24 @@ impl Output {
         }
         for (j, agg) in self.spec.aggs.iter().enumerate() {
             let want = self.schema.field(self.spec.keys.len() + j).data_type();
-            let values: Vec<Value> = ks
-                .iter()
-                .map(|&k| {
-                    let (g, s) = (k / slots, k % slots);
-                    let zeros = if self.spec.dense {
-                        (self.cells.members[g] * self.genes.members[s])
-                            .saturating_sub(self.grid.stored(k))
-                    } else {
-                        0
-                    };
-                    self.grid.finish(self.channels[j], agg, k, zeros)
-                })
-                .collect();
+            let value = |k: &Cell| {
+                let tile = self.grid.tile(k.tile);
+                let zeros = if self.spec.dense {
+                    (self.cells.members[k.group] * self.genes.members[k.slot])
+                        .saturating_sub(tile.stored(k.at))
+                } else {
+                    0
+                };
+                finish(tile, self.channels[j], agg, k.at, zeros)
+            };
             let col: ArrayRef = if matches!(agg.func, super::AggFunc::Count) {
-                Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
-                    Value::Int(i) => Some(*i),
+                Arc::new(Int64Array::from_iter(ks.iter().map(|k| match value(k) {
+                    Value::Int(i) => Some(i),
                     _ => None,
                 })))
             } else {
-                Arc::new(Float64Array::from_iter(values.iter().map(|v| match v {
-                    Value::Float(f) => Some(*f),
+                Arc::new(Float64Array::from_iter(ks.iter().map(|k| match value(k) {
+                    Value::Float(f) => Some(f),
                     _ => None,
                 })))
             };
@@ -1078,13 +1100,28 @@ impl Iterator for Output {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let slots = self.genes.members.len();
         let mut ks = Vec::with_capacity(self.batch_size);
-        while self.next < self.grid.len && ks.len() < self.batch_size {
-            let k = self.next;
-            self.next += 1;
-            if self.present(k, k / slots.max(1), k % slots.max(1)) {
-                ks.push(k);
+        // The touched cells of the tile the walk is in, looked up once per tile.
+        let mut view: Option<(usize, Touched<'_>)> = None;
+        while let Some(cell) = self.next
+            && ks.len() < self.batch_size
+        {
+            self.next = self.step(cell);
+            let present = if self.spec.dense {
+                self.cells.members[cell.group] > 0 && self.genes.members[cell.slot] > 0
+            } else {
+                let touched = match view {
+                    Some((t, touched)) if t == cell.tile => touched,
+                    _ => {
+                        let touched = self.grid.tile(cell.tile).touched_cells();
+                        view = Some((cell.tile, touched));
+                        touched
+                    }
+                };
+                touched.get(cell.at)
+            };
+            if present {
+                ks.push(cell);
             }
         }
         if ks.is_empty() {

@@ -53,6 +53,38 @@ macro_rules! with_values {
     }};
 }
 
+/// The touched cells of one set of accumulators, with the slices found once: the result walks
+/// every cell of a grid, and [`Accumulators::touched`] finds them again for each.
+#[derive(Debug, Clone, Copy)]
+pub enum Touched<'a> {
+    /// The seen bitmap, and the sums starting at −0.0 when the grid keeps them.
+    Seen {
+        /// Cells that received an entry (a plain sum's: only −0.0 entries).
+        seen: &'a [u64],
+        /// The sums, whose cells hold −0.0 until an entry other than −0.0 arrives.
+        sum: Option<&'a [f64]>,
+    },
+    /// Stored-entry counts.
+    Counted(&'a [u32]),
+    /// Nothing records touches (no cell is).
+    Never,
+}
+
+impl Touched<'_> {
+    /// Whether cell `k` received any entry.
+    #[inline]
+    pub fn get(&self, k: usize) -> bool {
+        match self {
+            Touched::Seen { seen, sum } => {
+                seen[k >> 6] & (1 << (k & 63)) != 0
+                    || sum.is_some_and(|s| s[k].to_bits() != NEG_ZERO)
+            }
+            Touched::Counted(count) => count[k] > 0,
+            Touched::Never => false,
+        }
+    }
+}
+
 /// Marks a cell or gene that no group or slot takes.
 pub const NONE: u32 = u32::MAX;
 
@@ -181,16 +213,18 @@ impl Accumulators {
 
     /// Whether grid cell `k` received any entry.
     pub fn touched(&self, k: usize) -> bool {
+        self.touched_cells().get(k)
+    }
+
+    /// Which cells received entries, as a view to test many cells through (see [`Touched`]).
+    pub fn touched_cells(&self) -> Touched<'_> {
         match (&self.seen, &self.channels[0].count) {
-            (Some(seen), _) => {
-                seen[k >> 6] & (1 << (k & 63)) != 0
-                    || self.channels[0]
-                        .sum
-                        .as_ref()
-                        .is_some_and(|s| s[k].to_bits() != NEG_ZERO)
-            }
-            (None, Some(count)) => count[k] > 0,
-            (None, None) => false,
+            (Some(seen), _) => Touched::Seen {
+                seen,
+                sum: self.channels[0].sum.as_deref(),
+            },
+            (None, Some(count)) => Touched::Counted(count),
+            (None, None) => Touched::Never,
         }
     }
 
@@ -529,24 +563,31 @@ impl Grid {
         }
     }
 
+    /// Cells per tile (the last may hold fewer).
+    pub fn tile_len(&self) -> usize {
+        self.tile_len
+    }
+
+    /// The accumulators of tile `t`.
+    pub fn tile(&self, t: usize) -> &Accumulators {
+        &self.tiles[t]
+    }
+
     /// The accumulators holding cell `k`, and its position there.
+    #[cfg(test)]
     fn at(&self, k: usize) -> (&Accumulators, usize) {
         (&self.tiles[k / self.tile_len], k % self.tile_len)
     }
 
     /// Whether cell `k` received any entry.
+    #[cfg(test)]
     pub fn touched(&self, k: usize) -> bool {
         let (acc, k) = self.at(k);
         acc.touched(k)
     }
 
-    /// Stored entries in cell `k`.
-    pub fn stored(&self, k: usize) -> u64 {
-        let (acc, k) = self.at(k);
-        acc.stored(k)
-    }
-
     /// The final value of `agg` for cell `k` (see [`finish`]).
+    #[cfg(test)]
     pub fn finish(&self, channel: usize, agg: &AggSpec, k: usize, zeros: u64) -> Value {
         let (acc, k) = self.at(k);
         finish(acc, channel, agg, k, zeros)
@@ -605,11 +646,12 @@ impl SharedTiles {
     }
 
     /// The folded grid; tiles no entry reached are empty.
-    pub fn into_grid(self) -> Result<Grid> {
-        let tiles = (0..self.tiles.len())
-            .map(|t| {
-                let tile =
-                    std::mem::replace(&mut *self.tiles[t].lock().map_err(|_| poisoned())?, None);
+    pub fn into_grid(mut self) -> Result<Grid> {
+        let tiles = std::mem::take(&mut self.tiles)
+            .into_iter()
+            .enumerate()
+            .map(|(t, tile)| {
+                let tile = tile.into_inner().map_err(|_| poisoned())?;
                 Ok(tile.unwrap_or_else(|| self.empty(t)))
             })
             .collect::<Result<Vec<_>>>()?;
