@@ -36,8 +36,8 @@ use futures::StreamExt;
 use rayon::prelude::*;
 
 use super::kernel::{
-    Accumulators, GeneSlots, Grid, NONE, RowBuckets, Scatter, SharedTiles, TILE_BITS, Touched,
-    Value, channel_of, check_values, finish, row_tile_groups, tiled,
+    Accumulators, GeneSlots, Grid, NONE, RowBuckets, Scatter, SharedTiles, TILE_BITS, Value,
+    channel_of, check_values, finish, row_tile_groups, tiled,
 };
 use super::rule::{FusedAggregateNode, describe};
 use super::{FusedSpec, KeySource};
@@ -1005,24 +1005,6 @@ impl Output {
         }
     }
 
-    /// The cell after `cell`, if any.
-    fn step(&self, mut cell: Cell) -> Option<Cell> {
-        cell.slot += 1;
-        if cell.slot == self.genes.members.len() {
-            cell.slot = 0;
-            cell.group += 1;
-            if cell.group == self.cells.members.len() {
-                return None;
-            }
-        }
-        cell.at += 1;
-        if cell.at == self.grid.tile_len() {
-            cell.at = 0;
-            cell.tile += 1;
-        }
-        Some(cell)
-    }
-
     fn batch(&self, ks: &[Cell]) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (i, key) in self.spec.keys.iter().enumerate() {
@@ -1100,30 +1082,47 @@ impl Iterator for Output {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut ks = Vec::with_capacity(self.batch_size);
-        // The touched cells of the tile the walk is in, looked up once per tile.
-        let mut view: Option<(usize, Touched<'_>)> = None;
-        while let Some(cell) = self.next
-            && ks.len() < self.batch_size
+        let (slots, groups, dense) = (
+            self.genes.members.len(),
+            self.cells.members.len(),
+            self.spec.dense,
+        );
+        // Cells are written at `n` and kept by advancing it: no branch on whether a cell is
+        // present, which is a coin toss per cell in a sparse grid.
+        let first = self.next?;
+        let (mut ks, mut n) = (vec![first; self.batch_size.max(1)], 0);
+        while let Some(mut cell) = self.next
+            && n < ks.len()
         {
-            self.next = self.step(cell);
-            let present = if self.spec.dense {
-                self.cells.members[cell.group] > 0 && self.genes.members[cell.slot] > 0
-            } else {
-                let touched = match view {
-                    Some((t, touched)) if t == cell.tile => touched,
-                    _ => {
-                        let touched = self.grid.tile(cell.tile).touched_cells();
-                        view = Some((cell.tile, touched));
-                        touched
-                    }
+            // Walk the rest of the cell's tile, with its touched cells looked up once.
+            let tile = self.grid.tile(cell.tile);
+            let touched = tile.touched_cells();
+            loop {
+                let present = if dense {
+                    self.cells.members[cell.group] > 0 && self.genes.members[cell.slot] > 0
+                } else {
+                    touched.get(cell.at)
                 };
-                touched.get(cell.at)
-            };
-            if present {
-                ks.push(cell);
+                ks[n] = cell;
+                n += usize::from(present);
+                cell.slot += 1;
+                if cell.slot == slots {
+                    cell.slot = 0;
+                    cell.group += 1;
+                }
+                cell.at += 1;
+                if cell.at == tile.len || n == ks.len() {
+                    break;
+                }
             }
+            if cell.at == tile.len {
+                cell.at = 0;
+                cell.tile += 1;
+            }
+            // The last tile ends with the last group.
+            self.next = (cell.group < groups).then_some(cell);
         }
+        ks.truncate(n);
         if ks.is_empty() {
             return None;
         }
