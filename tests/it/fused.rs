@@ -157,6 +157,10 @@ async fn fused_and_unfused_agree() {
                  GROUP BY x.obs_id, x.var_id",
                 "SELECT x.obs_id, x.var_id, max(x.value), count(*) FILTER (WHERE x.value > 1)
                  FROM atlas.x x JOIN atlas.obs o USING (obs_id) GROUP BY x.obs_id, x.var_id",
+                // A tiled zero-aware grid (6 MB): every cell × gene is a row, read out across
+                // tile boundaries.
+                "SELECT d.obs_id, d.var_id, avg(d.value), count(*) FROM atlas.x_dense d
+                 JOIN atlas.obs o USING (obs_id) GROUP BY d.obs_id, d.var_id",
             ]
         } else {
             FUSED.to_vec()
