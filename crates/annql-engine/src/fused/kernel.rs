@@ -2,7 +2,8 @@
 //!
 //! A cell maps to a group (`row_group`), a gene to a slot (`gene_slot`); an entry (cell, gene,
 //! value) lands in cell `group * slots + slot`. Only the statistics some aggregate needs are
-//! allocated, and an unfiltered sparse sum keeps a bitmap of touched cells instead of counts.
+//! allocated, and an unfiltered sparse sum tells touched cells by sums that left −0.0 (and a
+//! bitmap for stored −0.0s) instead of counts.
 
 use std::sync::Mutex;
 
