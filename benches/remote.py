@@ -56,12 +56,12 @@ http {{ access_log off; client_body_temp_path {workdir}/b; proxy_temp_path {work
     raise SystemExit("nginx did not start")
 
 
-def run_once(location: str, sql: str, out_csv: str) -> dict:
+def run_once(binary: str, location: str, sql: str, out_csv: str) -> dict:
     # The SQL goes in a file: it starts with a `--` comment, which would read as a flag.
     query_file = out_csv + ".sql"
     with open(query_file, "w") as f:
         f.write(sql)
-    cmd = [ANNQL, "run", "--stats", "-d", f"atlas={location}", "--format", "csv", "-o", out_csv, query_file]
+    cmd = [binary, "run", "--stats", "-d", f"atlas={location}", "--format", "csv", "-o", out_csv, query_file]
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, _, rusage = os.wait4(proc.pid, 0)
@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--queries", default="q7,q3")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--out")
+    ap.add_argument("--binary", default=ANNQL,
+                    help="annql binary (default: the debug build; run.py's is target/bench-fast/annql)")
     a = ap.parse_args()
     data = os.path.abspath(a.data)
     store = os.path.realpath(os.path.join(data, "atlas.zarr"))
@@ -109,7 +111,7 @@ def main() -> None:
             answers = {}
             for kind, loc in (("local", store), ("http", url)):
                 out = os.path.join(work, f"{q}-{kind}.csv")
-                runs = [run_once(loc, sql, out) for _ in range(a.runs)]
+                runs = [run_once(a.binary, loc, sql, out) for _ in range(a.runs)]
                 best = min(runs, key=lambda r: r["wall_s"])
                 answers[kind] = sorted_digest(out)
                 results.append({"query": q, "store": kind, **best})
