@@ -552,10 +552,9 @@ impl Sink for Scatter {
 pub struct Grid {
     /// Number of cells.
     pub len: usize,
-    /// The tiles, in cell order; one when the grid is not tiled.
+    /// The tiles, in cell order, each of as many cells as the first but the last (which may hold
+    /// fewer); one when the grid is not tiled.
     tiles: Vec<Accumulators>,
-    /// Cells per tile.
-    tile_len: usize,
 }
 
 impl Grid {
@@ -563,14 +562,8 @@ impl Grid {
     pub fn whole(acc: Accumulators) -> Self {
         Self {
             len: acc.len,
-            tile_len: acc.len.max(1),
             tiles: vec![acc],
         }
-    }
-
-    /// Cells per tile (the last may hold fewer).
-    pub fn tile_len(&self) -> usize {
-        self.tile_len
     }
 
     /// The accumulators of tile `t`.
@@ -581,7 +574,8 @@ impl Grid {
     /// The accumulators holding cell `k`, and its position there.
     #[cfg(test)]
     fn at(&self, k: usize) -> (&Accumulators, usize) {
-        (&self.tiles[k / self.tile_len], k % self.tile_len)
+        let tile_len = self.tiles[0].len;
+        (&self.tiles[k / tile_len], k % tile_len)
     }
 
     /// Whether cell `k` received any entry.
@@ -663,7 +657,6 @@ impl SharedTiles {
         Ok(Grid {
             len: self.len,
             tiles,
-            tile_len: self.tile_len,
         })
     }
 }
