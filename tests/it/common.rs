@@ -73,3 +73,17 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Value> {
     }
     out
 }
+
+/// The Python the tests drive clients and servers with: `$ANNQL_PYTHON`, or the virtual environment
+/// `.venv/` that `bash .ci/deps` makes. A missing one fails the test that needs it, never skips it.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("ANNQL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "no Python environment at {} (run `bash .ci/deps`, or set ANNQL_PYTHON)",
+        path.display()
+    );
+    path
+}

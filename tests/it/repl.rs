@@ -2,16 +2,16 @@
 
 use std::process::Command;
 
-use crate::common::fixture;
+use crate::common::{fixture, python};
 
 #[test]
 fn repl_in_a_terminal() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/repl_pty.py");
     let dataset = format!("tiny={}", fixture("tiny.v2.zarr").display());
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .args([script, env!("CARGO_BIN_EXE_annql"), &dataset])
         .output()
-        .unwrap_or_else(|e| panic!("python3 is needed for the pty test: {e}"));
+        .unwrap_or_else(|e| panic!("{}: the pty test: {e}", python().display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -16,7 +16,7 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::common::fixture;
+use crate::common::{fixture, python};
 
 /// Starts a server over the fixtures (`tiny`, `chunky`) on a free loopback port, without auth.
 async fn start(tiny: &str, chunky: &str) -> SocketAddr {
@@ -337,7 +337,7 @@ async fn parameters_and_types() {
 #[test]
 fn real_clients() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg(root.join("tests/server/run_probes.py"))
         .args(["--annql", env!("CARGO_BIN_EXE_annql")])
         .args(
@@ -347,7 +347,7 @@ fn real_clients() {
                 .flat_map(|a| a.split_whitespace().map(String::from).collect::<Vec<_>>()),
         )
         .output()
-        .expect("python3 runs (the probes' clients come from `bash .ci/deps`)");
+        .expect("the venv runs the probes (its clients come from `bash .ci/deps`)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

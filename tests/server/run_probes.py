@@ -297,9 +297,12 @@ def check_killed_client(srv):
     p.wait()
     time.sleep(1.0)
     idle_rate = cpu_rate(srv, 2.0)
-    report("killed client: query was running when killed", busy_rate > 0.5 and still_running,
+    # Relative to what the server got while busy, not to a whole core: on a loaded machine the
+    # query may get a fraction of one, and the drop after the kill is what shows the work stopped.
+    report("killed client: query was running when killed", busy_rate > 0.15 and still_running,
            f"{busy_rate:.2f} cpu-s/s, client alive: {still_running}")
-    report("killed client: no work left running 1 s after", idle_rate < 0.1, f"{idle_rate:.2f} cpu-s/s after kill")
+    report("killed client: no work left running 1 s after", idle_rate < min(0.1, busy_rate / 4),
+           f"{idle_rate:.2f} cpu-s/s after kill, {busy_rate:.2f} while running")
 
 
 def check_cancel_stops_work(srv):
