@@ -133,13 +133,15 @@ impl AnnDataStore {
         use zarrs::plugin::PluginCreateError as P;
         let unsupported = match e {
             E::AdditionalFieldUnsupportedError(_) | E::UnsupportedZarrV2Array(_) => true,
+            // `Other` is how zarrs's codecs refuse a configuration variant they lack...
             E::DataTypeCreateError(p)
             | E::CodecsCreateError(p)
-            | E::StorageTransformersCreateError(p)
-            | E::ChunkGridCreateError(p)
-            | E::ChunkKeyEncodingCreateError(p) => {
-                // `Other` is how zarrs's codecs refuse a configuration variant they lack.
+            | E::StorageTransformersCreateError(p) => {
                 matches!(p, P::Unsupported(_) | P::Other(_))
+            }
+            // ...and how its chunk grids refuse a chunk shape that does not fit the array.
+            E::ChunkGridCreateError(p) | E::ChunkKeyEncodingCreateError(p) => {
+                matches!(p, P::Unsupported(_))
             }
             _ => false,
         };
