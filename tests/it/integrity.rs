@@ -52,7 +52,8 @@ fn damaged(name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> (tempfile::TempDir,
 /// (`tests/fixtures/make_checksum_fixtures.py`).
 fn h5_chunks(file: &str) -> Vec<(usize, usize)> {
     let text = std::fs::read_to_string(fixture("tiny.chunks.json")).unwrap_or_default();
-    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("tiny.chunks.json: {e}"));
+    let doc: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("tiny.chunks.json: {e}"));
     doc[file]["X/data"]
         .as_array()
         .unwrap_or_else(|| panic!("tiny.chunks.json has no X/data chunks for {file}"))
@@ -84,16 +85,19 @@ async fn h5ad_gzip_chunk_with_flipped_bytes_is_an_error() {
     let chunks = h5_chunks(name);
     let want = reference().await;
     let (_keep, clean) = damaged(name, |_| {});
-    assert_eq!(
-        sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")),
-        want
-    );
+    assert_eq!(sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")), want);
     let last = chunks.len() - 1;
     let cases = [
         ("adler-32 of chunk 0", chunks[0].0 + chunks[0].1 - 1),
-        ("adler-32 of the last chunk", chunks[last].0 + chunks[last].1 - 2),
+        (
+            "adler-32 of the last chunk",
+            chunks[last].0 + chunks[last].1 - 2,
+        ),
         ("deflate data of chunk 1", chunks[1].0 + chunks[1].1 / 2),
-        ("deflate data near the end of chunk 2", chunks[2].0 + chunks[2].1 - 6),
+        (
+            "deflate data near the end of chunk 2",
+            chunks[2].0 + chunks[2].1 - 6,
+        ),
     ];
     for (what, at) in cases {
         let (_keep, path) = damaged(name, |b| b[at] ^= 0x10);
@@ -109,10 +113,7 @@ async fn h5ad_fletcher32_chunk_with_flipped_bytes_is_an_error() {
     let chunks = h5_chunks(name);
     let want = reference().await;
     let (_keep, clean) = damaged(name, |_| {});
-    assert_eq!(
-        sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")),
-        want
-    );
+    assert_eq!(sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")), want);
     let cases = [
         ("data of chunk 0", chunks[0].0 + 9),
         ("checksum of chunk 3", chunks[3].0 + chunks[3].1 - 1),
@@ -133,7 +134,9 @@ fn zip_member(bytes: &[u8], name: &str) -> (usize, usize, usize, usize) {
         .rev()
         .find(|&i| archive.name_for_index(i) == Some(name))
         .unwrap_or_else(|| panic!("no member {name}"));
-    let member = archive.by_index_raw(index).unwrap_or_else(|e| panic!("{e}"));
+    let member = archive
+        .by_index_raw(index)
+        .unwrap_or_else(|e| panic!("{e}"));
     let at = |n: u64| usize::try_from(n).unwrap_or_else(|e| panic!("{e}"));
     (
         at(member.header_start()),
@@ -163,25 +166,54 @@ fn flipped_data(bytes: &mut [u8], name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zip_member_with_a_bad_crc_is_an_error() {
     let want = reference().await;
-    for name in ["tiny.v2.zarr.zip", "tiny.v3.zarr.zip", "tiny.nested.zarr.zip"] {
+    for name in [
+        "tiny.v2.zarr.zip",
+        "tiny.v3.zarr.zip",
+        "tiny.nested.zarr.zip",
+    ] {
         let (_keep, clean) = damaged(name, |_| {});
         assert_eq!(
-            sum_x(&clean).await.unwrap_or_else(|e| panic!("{name}: {e}")),
+            sum_x(&clean)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
             want,
             "{name}"
         );
     }
     type Damage = fn(&mut [u8], &str);
     let cases: [(&str, &str, &str, Damage); 4] = [
-        ("stored chunk, wrong CRC", "tiny.v2.zarr.zip", "X/data/0", wrong_crc),
-        ("stored chunk, flipped byte", "tiny.v2.zarr.zip", "X/data/0", flipped_data),
-        ("stored shard, wrong CRC", "tiny.v3.zarr.zip", "X/data/c/0", wrong_crc),
-        ("deflated chunk, wrong CRC", "tiny.nested.zarr.zip", "tiny.zarr/X/data/0", wrong_crc),
+        (
+            "stored chunk, wrong CRC",
+            "tiny.v2.zarr.zip",
+            "X/data/0",
+            wrong_crc,
+        ),
+        (
+            "stored chunk, flipped byte",
+            "tiny.v2.zarr.zip",
+            "X/data/0",
+            flipped_data,
+        ),
+        (
+            "stored shard, wrong CRC",
+            "tiny.v3.zarr.zip",
+            "X/data/c/0",
+            wrong_crc,
+        ),
+        (
+            "deflated chunk, wrong CRC",
+            "tiny.nested.zarr.zip",
+            "tiny.zarr/X/data/0",
+            wrong_crc,
+        ),
     ];
     for (what, name, member, damage) in cases {
         let (_keep, path) = damaged(name, |b| damage(b, member));
         let err = assert_fails(what, &path, "X/data/").await;
-        assert!(err.contains(member.trim_start_matches("tiny.zarr/")), "{what}: {err}");
+        assert!(
+            err.contains(member.trim_start_matches("tiny.zarr/")),
+            "{what}: {err}"
+        );
         eprintln!("{what}: {err}");
     }
 }
@@ -221,9 +253,18 @@ fn malformed_array_metadata_is_not_reported_as_unsupported() {
             .map(|_| ())
     };
     let malformed: [(&str, Value); 3] = [
-        ("a fill value that is not a number", json!({"fill_value": "zero"})),
-        ("a 2-D chunk shape for a 1-D array", json!({"chunks": [64, 2]})),
-        ("a compressor without an id", json!({"compressor": {"level": 5}})),
+        (
+            "a fill value that is not a number",
+            json!({"fill_value": "zero"}),
+        ),
+        (
+            "a 2-D chunk shape for a 1-D array",
+            json!({"chunks": [64, 2]}),
+        ),
+        (
+            "a compressor without an id",
+            json!({"compressor": {"level": 5}}),
+        ),
     ];
     for (what, change) in malformed {
         let (_keep, path) = zarr_copy("tiny.v2.zarr", |v| {

@@ -287,14 +287,16 @@ impl ChunkCache {
             .get_or_init(|| {
                 // Unset (or not unicode) means the default; a value that does not parse is
                 // reported and the default used (the cache is a process-wide setting made once).
-                let capacity = std::env::var("ANNQL_CACHE_SIZE").ok().map_or(256 << 20, |v| {
-                    parse_bytes(&v).unwrap_or_else(|| {
+                let capacity = std::env::var("ANNQL_CACHE_SIZE")
+                    .ok()
+                    .map_or(256 << 20, |v| {
+                        parse_bytes(&v).unwrap_or_else(|| {
                         log::warn!(
                             "ANNQL_CACHE_SIZE='{v}' is not a size (e.g. 512MiB, 0): using 256MiB"
                         );
                         256 << 20
                     })
-                });
+                    });
                 Arc::new(ChunkCache::new(capacity))
             })
             .clone()

@@ -105,11 +105,11 @@ impl AnnDataStore {
         }
         let metadata: zarrs::array::ArrayMetadata = serde_json::from_value(meta.document.clone())
             .map_err(|e| {
-                self.malformed(
-                    path,
-                    &format!("array metadata does not follow the zarr spec: {e}"),
-                )
-            })?;
+            self.malformed(
+                path,
+                &format!("array metadata does not follow the zarr spec: {e}"),
+            )
+        })?;
         let storage: Arc<dyn ReadableStorageTraits> = self.storage().clone();
         let array = Array::new_with_metadata(storage, &format!("/{path}"), metadata)
             .map_err(|e| self.array_refused(path, &meta.dtype, &e))?;
@@ -133,6 +133,9 @@ impl AnnDataStore {
         use zarrs::plugin::PluginCreateError as P;
         let unsupported = match e {
             E::AdditionalFieldUnsupportedError(_) | E::UnsupportedZarrV2Array(_) => true,
+            // zarrs refuses names zarr v3 reserves (anndata 0.7's `__categories`), which are
+            // valid in the stores annql reads.
+            E::NodePathError(_) => true,
             // `Other` is how zarrs's codecs refuse a configuration variant they lack...
             E::DataTypeCreateError(p)
             | E::CodecsCreateError(p)

@@ -181,7 +181,8 @@ impl ZipStorage {
         start: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
-        let mut buf = vec![0u8; usize::try_from(len).map_err(|e| StorageError::Other(e.to_string()))?];
+        let mut buf =
+            vec![0u8; usize::try_from(len).map_err(|e| StorageError::Other(e.to_string()))?];
         self.file
             .read_exact_at(&mut buf, member.data_start + start)
             .map_err(|e| {

@@ -185,9 +185,12 @@ pub(crate) fn attribute_json(
         })
     };
     let values: Option<Vec<Value>> = match &attr.datatype {
-        Datatype::String { .. } | Datatype::VarLen { .. } => {
-            Some(attr.read_strings()?.into_iter().map(Value::String).collect())
-        }
+        Datatype::String { .. } | Datatype::VarLen { .. } => Some(
+            attr.read_strings()?
+                .into_iter()
+                .map(Value::String)
+                .collect(),
+        ),
         Datatype::FixedPoint {
             size,
             signed,
@@ -231,9 +234,7 @@ fn numbers(
 ) -> Result<Option<Vec<Value>>, String> {
     let needed = n.checked_mul(size).filter(|_| size > 0);
     match needed {
-        Some(needed) if raw.len() >= needed => {
-            Ok(raw.chunks_exact(size).take(n).map(f).collect())
-        }
+        Some(needed) if raw.len() >= needed => Ok(raw.chunks_exact(size).take(n).map(f).collect()),
         _ => Err(format!(
             "holds {} bytes, {n} values of {size} bytes expected",
             raw.len()

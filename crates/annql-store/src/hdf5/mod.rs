@@ -152,8 +152,8 @@ impl Hdf5Storage {
             };
             let mut json = Map::new();
             for a in &attrs {
-                if let Some(v) = attribute_json(a, &by_address, offset_size)
-                    .map_err(|e| fail(node, e))?
+                if let Some(v) =
+                    attribute_json(a, &by_address, offset_size).map_err(|e| fail(node, e))?
                 {
                     json.insert(a.name.clone(), v);
                 }
