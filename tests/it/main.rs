@@ -6,6 +6,7 @@ mod engine;
 mod examples;
 mod fused;
 mod h5ad;
+mod integrity;
 mod lang;
 mod remote;
 mod repl;

@@ -376,12 +376,14 @@ fn shape_and_dtype(
                 .or_else(|| node.attrs.get("h5sparse_shape"))
                 .and_then(Value::as_array)
                 .map(|s| s.iter().filter_map(Value::as_u64).collect())
+                // A missing or bad shape is not 2-D: `sparse_dims` refuses it when read.
                 .unwrap_or_default();
             (shape, sub("data").map(|a| a.dtype.clone()))
         }
         Encoding::Categorical => {
             let dtype = sub("categories").map(|a| a.dtype.clone());
             (
+                // Missing codes: the column reads as an error naming them.
                 sub("codes").map(|a| a.shape.clone()).unwrap_or_default(),
                 dtype,
             )
@@ -389,6 +391,7 @@ fn shape_and_dtype(
         Encoding::NullableInteger | Encoding::NullableBoolean | Encoding::NullableStringArray => {
             let values = sub("values");
             (
+                // Missing values: the column reads as an error naming them.
                 values.map(|a| a.shape.clone()).unwrap_or_default(),
                 values.map(|a| a.dtype.clone()),
             )

@@ -284,11 +284,12 @@ fn node_v3(store: &str, key: &str, doc: &Value) -> Result<Node> {
         key: key.into(),
         reason,
     };
-    let attrs = doc
-        .get("attributes")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let attrs = match doc.get("attributes") {
+        // Optional in zarr v3: a node without them has none.
+        None => Map::new(),
+        Some(Value::Object(attrs)) => attrs.clone(),
+        Some(other) => return Err(bad(format!("'attributes' is {other}, expected an object"))),
+    };
     match doc.get("node_type").and_then(Value::as_str) {
         Some("group") => Ok(Node { attrs, array: None }),
         Some("array") => {
@@ -362,7 +363,7 @@ fn nodes_from_v2_documents(
                 nodes.entry(dir.to_string()).or_insert_with(entry).array = Some(array);
             }
             ".zattrs" if exists(dir) => {
-                let attrs = doc.as_object().cloned().unwrap_or_default();
+                let attrs = attrs_v2(store, key, doc.clone())?;
                 nodes.entry(dir.to_string()).or_insert_with(entry).attrs = attrs;
             }
             _ => {}
@@ -372,6 +373,18 @@ fn nodes_from_v2_documents(
         }
     }
     Ok(nodes)
+}
+
+/// The attributes a `.zattrs` document holds: a JSON object, or the document is bad.
+fn attrs_v2(store: &str, key: &str, doc: Value) -> Result<Map<String, Value>> {
+    match doc {
+        Value::Object(attrs) => Ok(attrs),
+        other => Err(Error::Metadata {
+            store: store.into(),
+            key: key.into(),
+            reason: format!("the attributes are {other}, expected a JSON object"),
+        }),
+    }
 }
 
 fn too_many(store: &str) -> Error {
@@ -389,9 +402,11 @@ fn node_v2(storage: &Storage, store: &str, path: &str) -> Result<Option<Node>> {
             format!("{path}/{f}")
         }
     };
-    let attrs = get_json(storage, store, &key(".zattrs"))?
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
+    // A node without `.zattrs` has no attributes.
+    let attrs = match get_json(storage, store, &key(".zattrs"))? {
+        Some(doc) => attrs_v2(store, &key(".zattrs"), doc)?,
+        None => Map::new(),
+    };
     if let Some(doc) = get_json(storage, store, &key(".zarray"))? {
         let array = array_v2(store, &key(".zarray"), &doc)?;
         return Ok(Some(Node {

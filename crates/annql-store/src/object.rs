@@ -103,6 +103,7 @@ impl StorageOptions {
             reason: reason.to_string(),
         };
         let seconds = |v: &str| {
+            // The parse error becomes the option error, which says what was expected.
             v.trim_end_matches('s')
                 .parse::<f64>()
                 .ok()
@@ -284,10 +285,18 @@ impl ChunkCache {
         static SHARED: OnceLock<Arc<ChunkCache>> = OnceLock::new();
         SHARED
             .get_or_init(|| {
+                // Unset (or not unicode) means the default; a value that does not parse is
+                // reported and the default used (the cache is a process-wide setting made once).
                 let capacity = std::env::var("ANNQL_CACHE_SIZE")
                     .ok()
-                    .and_then(|v| parse_bytes(&v))
-                    .unwrap_or(256 << 20);
+                    .map_or(256 << 20, |v| {
+                        parse_bytes(&v).unwrap_or_else(|| {
+                        log::warn!(
+                            "ANNQL_CACHE_SIZE='{v}' is not a size (e.g. 512MiB, 0): using 256MiB"
+                        );
+                        256 << 20
+                    })
+                    });
                 Arc::new(ChunkCache::new(capacity))
             })
             .clone()
@@ -304,6 +313,8 @@ impl ChunkCache {
     }
 
     fn get(&self, key: &CacheKey) -> Option<Bytes> {
+        // A poisoned lock (a reader panicked holding it) makes every read a miss: the bytes are
+        // then fetched again, never made up.
         let mut state = self.state.lock().ok()?;
         state.tick += 1;
         let tick = state.tick;
@@ -371,6 +382,7 @@ fn block_on<T: Send + 'static>(
     let runtime = io_runtime().map_err(|e| StorageError::Other(e.to_string()))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {
+        // A failed send means the waiting thread is gone: there is no one left to answer.
         let _ = tx.send(future.await);
     });
     rx.recv()

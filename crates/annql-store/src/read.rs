@@ -89,6 +89,7 @@ pub struct DenseBlock {
 impl AnnDataStore {
     /// The zarrs array at `path` (cached), refusing absurd chunk shapes.
     pub(crate) fn zarray(&self, path: &str) -> Result<Arc<ZArray>> {
+        // A poisoned cache lock only costs a rebuild of the array (and it is then not cached).
         if let Some(a) = self
             .arrays_cache()
             .lock()
@@ -102,17 +103,56 @@ impl AnnDataStore {
         if chunk_elements.is_none_or(|n| n > MAX_CHUNK_ELEMENTS) {
             return Err(self.malformed(path, "declared chunk shape is missing, zero or too large"));
         }
-        let metadata: zarrs::array::ArrayMetadata =
-            serde_json::from_value(meta.document.clone())
-                .map_err(|e| self.unsupported(path, &meta.dtype.to_string(), &e.to_string()))?;
+        let metadata: zarrs::array::ArrayMetadata = serde_json::from_value(meta.document.clone())
+            .map_err(|e| {
+            self.malformed(
+                path,
+                &format!("array metadata does not follow the zarr spec: {e}"),
+            )
+        })?;
         let storage: Arc<dyn ReadableStorageTraits> = self.storage().clone();
         let array = Array::new_with_metadata(storage, &format!("/{path}"), metadata)
-            .map_err(|e| self.unsupported(path, &meta.dtype.to_string(), &e.to_string()))?;
+            .map_err(|e| self.array_refused(path, &meta.dtype, &e))?;
         let array = Arc::new(array);
         if let Ok(mut cache) = self.arrays_cache().lock() {
             cache.insert(path.to_string(), array.clone());
         }
         Ok(array)
+    }
+
+    /// zarrs's refusal of the array at `path`, sorted: unsupported for a data type, codec or
+    /// feature zarrs does not have; malformed for metadata the zarr spec does not allow (a bad
+    /// fill value, chunk grid or codec configuration).
+    fn array_refused(
+        &self,
+        path: &str,
+        dtype: &DType,
+        e: &zarrs::array::ArrayCreateError,
+    ) -> Error {
+        use zarrs::array::ArrayCreateError as E;
+        use zarrs::plugin::PluginCreateError as P;
+        let unsupported = match e {
+            E::AdditionalFieldUnsupportedError(_) | E::UnsupportedZarrV2Array(_) => true,
+            // zarrs refuses names zarr v3 reserves (anndata 0.7's `__categories`), which are
+            // valid in the stores annql reads.
+            E::NodePathError(_) => true,
+            // `Other` is how zarrs's codecs refuse a configuration variant they lack...
+            E::DataTypeCreateError(p)
+            | E::CodecsCreateError(p)
+            | E::StorageTransformersCreateError(p) => {
+                matches!(p, P::Unsupported(_) | P::Other(_))
+            }
+            // ...and how its chunk grids refuse a chunk shape that does not fit the array.
+            E::ChunkGridCreateError(p) | E::ChunkKeyEncodingCreateError(p) => {
+                matches!(p, P::Unsupported(_))
+            }
+            _ => false,
+        };
+        if unsupported {
+            self.unsupported(path, &dtype.to_string(), &e.to_string())
+        } else {
+            self.malformed(path, &format!("invalid array metadata: {e}"))
+        }
     }
 
     /// Retrieves `subset` of the array at `path` in zarrs's output type `T`, recording reads into
@@ -421,6 +461,7 @@ impl AnnDataStore {
     /// The chunk length shared by a sparse matrix's `indices` and `data`, if they are chunked
     /// alike (what reads aligned to chunks need).
     pub fn sparse_chunk_len(&self, path: &str) -> Option<u64> {
+        // A missing array gives `None`: the reads that follow then name it in their error.
         let chunk_of = |a: &str| {
             self.array_meta(&format!("{path}/{a}"))
                 .ok()
@@ -691,10 +732,9 @@ impl AnnDataStore {
             .get("categories")
             .and_then(|v| v.as_str())
             .ok_or_else(|| {
-                self.unsupported(
+                self.malformed(
                     &column.path,
-                    "categorical (0.1.0)",
-                    "'categories' is not a path string",
+                    "legacy categorical: the 'categories' attribute is not a path string",
                 )
             })?;
         let parent = column.path.rsplit_once('/').map_or("", |(p, _)| p);
@@ -706,6 +746,7 @@ impl AnnDataStore {
 
     /// The categories of a categorical (read whole, once, and cached: they are the dictionary).
     fn categories(&self, path: &str) -> Result<ArrayRef> {
+        // A poisoned cache lock only costs reading the categories again.
         if let Some(c) = self
             .categories_cache()
             .lock()
@@ -759,7 +800,9 @@ impl AnnDataStore {
         let codes = codes.ok_or_else(|| self.malformed(path, "codes have an unexpected type"))?;
         let mut valid = Vec::with_capacity(codes.len());
         for code in codes.values().iter() {
-            let c: i64 = (*code).try_into().unwrap_or(-1);
+            let Ok(c) = TryInto::<i64>::try_into(*code) else {
+                return Err(self.malformed(path, "categorical code does not fit in 64 bits"));
+            };
             if c >= n as i64 || c < -1 {
                 return Err(
                     self.malformed(path, &format!("code {c} out of range for {n} categories"))

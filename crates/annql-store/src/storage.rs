@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
@@ -61,13 +61,21 @@ fn has_hdf5_extension(path: &Path) -> bool {
 }
 
 /// One member of a zip archive, located once when the archive is opened.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ZipMember {
     index: usize,
     data_start: u64,
     size: u64,
     stored: bool,
+    /// The CRC-32 the central directory records for the member's bytes.
+    crc32: u32,
+    /// Whether a stored member's bytes have been checked against `crc32` (the zip crate checks
+    /// compressed members as it inflates them; stored ones are sliced from the file past it).
+    verified: AtomicBool,
 }
+
+/// Bytes hashed per positional read when a stored member is checked before a partial read.
+const CRC_BLOCK: u64 = 1 << 20;
 
 /// A zarr store inside a zip archive, as written by zarr's `ZipStore` or by zipping a directory.
 ///
@@ -107,6 +115,8 @@ impl ZipStorage {
                 data_start: member.data_start(),
                 size: member.size(),
                 stored: member.compression() == zip::CompressionMethod::Stored,
+                crc32: member.crc32(),
+                verified: AtomicBool::new(false),
             };
             all.insert(member.name().to_string(), entry);
         }
@@ -150,14 +160,71 @@ impl ZipStorage {
             .archive
             .lock()
             .map_err(|_| StorageError::Other("zip archive lock poisoned".into()))?;
-        let mut file = archive
-            .by_index(member.index)
-            .map_err(|e| StorageError::Other(e.to_string()))?;
+        let mut file = archive.by_index(member.index).map_err(|e| {
+            StorageError::Other(format!("{}: member '{key}': {e}", self.path.display()))
+        })?;
+        // A capacity hint only: members above 1 GiB grow the buffer as they inflate.
         let mut buf = Vec::with_capacity(usize::try_from(member.size.min(1 << 30)).unwrap_or(0));
+        // The zip crate checks the member's CRC-32 when the read reaches its end ("Invalid
+        // checksum" otherwise).
         file.read_to_end(&mut buf).map_err(|e| {
             StorageError::Other(format!("{}: member '{key}': {e}", self.path.display()))
         })?;
         Ok(buf)
+    }
+
+    /// Reads `len` bytes of a stored member from `start`, naming the member if the file fails.
+    fn read_stored(
+        &self,
+        key: &StoreKey,
+        member: &ZipMember,
+        start: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StorageError> {
+        let mut buf =
+            vec![0u8; usize::try_from(len).map_err(|e| StorageError::Other(e.to_string()))?];
+        self.file
+            .read_exact_at(&mut buf, member.data_start + start)
+            .map_err(|e| {
+                StorageError::Other(format!("{}: member '{key}': {e}", self.path.display()))
+            })?;
+        Ok(buf)
+    }
+
+    /// Checks a stored member's bytes against its CRC-32, once per member: `whole` is the member
+    /// when the caller has just read all of it; otherwise the member is hashed from the file.
+    fn verify_stored(
+        &self,
+        key: &StoreKey,
+        member: &ZipMember,
+        whole: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        if member.verified.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let crc = match whole {
+            Some(bytes) => crc32fast::hash(bytes),
+            None => {
+                let mut hasher = crc32fast::Hasher::new();
+                let mut at = 0;
+                while at < member.size {
+                    let n = CRC_BLOCK.min(member.size - at);
+                    hasher.update(&self.read_stored(key, member, at, n)?);
+                    at += n;
+                }
+                hasher.finalize()
+            }
+        };
+        if crc != member.crc32 {
+            return Err(StorageError::Other(format!(
+                "{}: member '{key}' is damaged: its bytes have CRC-32 {crc:08x}, the archive \
+                 records {:08x}",
+                self.path.display(),
+                member.crc32
+            )));
+        }
+        member.verified.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -177,26 +244,36 @@ impl ReadableStorageTraits for ZipStorage {
             Some(Bytes::from(self.read_member(key, member)?))
         };
         let len = member.size;
-        let out = byte_ranges
-            .map(|range| {
-                let (start, end) = (range.start(len), range.end(len));
-                if end > len || start > end {
-                    return Err(StorageError::Other(format!(
-                        "{}: byte range {start}..{end} is outside member '{key}' of {len} bytes",
-                        self.path.display()
-                    )));
-                }
-                match &inflated {
-                    Some(bytes) => Ok(bytes.slice(start as usize..end as usize)),
-                    None => {
-                        let mut buf = vec![0u8; (end - start) as usize];
-                        self.file
-                            .read_exact_at(&mut buf, member.data_start + start)?;
-                        Ok(Bytes::from(buf))
-                    }
-                }
-            })
-            .collect::<Vec<_>>();
+        let ranges: Vec<(u64, u64)> = byte_ranges.map(|r| (r.start(len), r.end(len))).collect();
+        if let Some(&(start, end)) = ranges.iter().find(|(s, e)| *e > len || s > e) {
+            return Err(StorageError::Other(format!(
+                "{}: byte range {start}..{end} is outside member '{key}' of {len} bytes",
+                self.path.display()
+            )));
+        }
+        let out: Vec<Result<Bytes, StorageError>> = match inflated {
+            Some(bytes) => ranges
+                .iter()
+                .map(|&(start, end)| Ok(bytes.slice(start as usize..end as usize)))
+                .collect(),
+            // A stored member read whole (an unsharded chunk) is checked on the bytes read;
+            // one read in part (a shard) is hashed once from the file first.
+            None if ranges == [(0, len)] => {
+                let bytes = self.read_stored(key, member, 0, len)?;
+                self.verify_stored(key, member, Some(&bytes))?;
+                vec![Ok(Bytes::from(bytes))]
+            }
+            None => {
+                self.verify_stored(key, member, None)?;
+                ranges
+                    .iter()
+                    .map(|&(start, end)| {
+                        self.read_stored(key, member, start, end - start)
+                            .map(Bytes::from)
+                    })
+                    .collect()
+            }
+        };
         Ok(Some(Box::new(out.into_iter())))
     }
 
@@ -263,7 +340,8 @@ impl ListableStorageTraits for ZipStorage {
 /// What reads cost: requests made, bytes fetched and the distinct keys (chunks, shards) touched.
 ///
 /// One `ReadStats` can be shared by many reads (a scan partition, a whole query); the store keeps
-/// its own running total too.
+/// its own running total too. The counts are accounting, never data: a lock poisoned by a
+/// panicking reader makes the per-key ones read as empty rather than fail the query.
 #[derive(Debug, Default)]
 pub struct ReadStats {
     requests: AtomicU64,

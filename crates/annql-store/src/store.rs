@@ -129,6 +129,7 @@ impl AnnDataStore {
                         .filter(|c| c.encoding == Encoding::AnnData)
                         .collect()
                 })
+                // A MuData store without `mod` holds no AnnData objects.
                 .unwrap_or_default(),
             _ => vec![&self.root],
         }

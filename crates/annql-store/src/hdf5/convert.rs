@@ -168,68 +168,78 @@ pub(crate) fn vlen_utf8<S: AsRef<str>>(strings: &[S]) -> Result<Vec<u8>, String>
 /// An attribute as JSON: strings, numbers, booleans (h5py's enum), object references (as the
 /// absolute path of the object, which is how anndata 0.7 pointed categoricals at their
 /// categories), scalars as values and arrays as (nested) lists. `None` for types JSON cannot
-/// hold (compound, opaque), which are left out of `.zattrs`.
+/// hold (compound, opaque, floats of other widths), which are left out of `.zattrs`; an attribute
+/// whose values cannot be read (damaged, truncated) is an error, never a missing attribute.
 pub(crate) fn attribute_json(
     attr: &Attribute,
     objects: &HashMap<u64, String>,
     offset_size: u8,
-) -> Option<Value> {
+) -> hdf5_reader::error::Result<Option<Value>> {
     let raw = &attr.raw_data;
-    let n = usize::try_from(attr.num_elements().ok()?).ok()?;
-    let values: Vec<Value> = match &attr.datatype {
-        Datatype::String { .. } | Datatype::VarLen { .. } => attr
-            .read_strings()
-            .ok()?
-            .into_iter()
-            .map(Value::String)
-            .collect(),
+    let n = usize::try_from(attr.num_elements()?).map_err(|_| {
+        hdf5_reader::error::Error::InvalidData(format!("attribute '{}' is too large", attr.name))
+    })?;
+    let numbers = |size: u8, f: &dyn Fn(&[u8]) -> Option<Value>| {
+        numbers(raw, n, usize::from(size), f).map_err(|reason| {
+            hdf5_reader::error::Error::InvalidData(format!("attribute '{}': {reason}", attr.name))
+        })
+    };
+    let values: Option<Vec<Value>> = match &attr.datatype {
+        Datatype::String { .. } | Datatype::VarLen { .. } => Some(
+            attr.read_strings()?
+                .into_iter()
+                .map(Value::String)
+                .collect(),
+        ),
         Datatype::FixedPoint {
             size,
             signed,
             byte_order,
-        } => numbers(raw, n, usize::from(*size), |b| {
-            int_json(b, *signed, *byte_order)
-        })?,
+        } => numbers(*size, &|b| int_json(b, *signed, *byte_order))?,
         Datatype::FloatingPoint { size, byte_order } => {
-            numbers(raw, n, usize::from(*size), |b| float_json(b, *byte_order))?
+            numbers(*size, &|b| float_json(b, *byte_order))?
         }
         Datatype::Enum { base, members } if is_bool_enum(base, members) => {
-            numbers(raw, n, 1, |b| Some(Value::Bool(b[0] != 0)))?
+            numbers(1, &|b| Some(Value::Bool(b[0] != 0)))?
         }
         Datatype::Enum { base, .. } => match base.as_ref() {
             Datatype::FixedPoint {
                 size,
                 signed,
                 byte_order,
-            } => numbers(raw, n, usize::from(*size), |b| {
-                int_json(b, *signed, *byte_order)
-            })?,
-            _ => return None,
+            } => numbers(*size, &|b| int_json(b, *signed, *byte_order))?,
+            _ => None,
         },
         Datatype::Reference {
             ref_type: ReferenceType::Object,
             ..
-        } => hdf5_reader::reference::read_object_references(raw, offset_size)
-            .ok()?
-            .into_iter()
-            .map(|addr| objects.get(&addr).map_or(Value::Null, |p| json!(p)))
-            .collect(),
-        _ => return None,
+        } => Some(
+            hdf5_reader::reference::read_object_references(raw, offset_size)?
+                .into_iter()
+                .map(|addr| objects.get(&addr).map_or(Value::Null, |p| json!(p)))
+                .collect(),
+        ),
+        _ => None,
     };
-    Some(shape_values(values, &attr.shape))
+    Ok(values.map(|values| shape_values(values, &attr.shape)))
 }
 
-/// `n` fixed-size values of `size` bytes each, decoded by `f`.
+/// `n` fixed-size values of `size` bytes each, decoded by `f` (`None` when `f` cannot represent
+/// one); an error when the attribute holds fewer bytes than that.
 fn numbers(
     raw: &[u8],
     n: usize,
     size: usize,
     f: impl Fn(&[u8]) -> Option<Value>,
-) -> Option<Vec<Value>> {
-    if size == 0 || raw.len() < n.checked_mul(size)? {
-        return None;
+) -> Result<Option<Vec<Value>>, String> {
+    let needed = n.checked_mul(size).filter(|_| size > 0);
+    match needed {
+        Some(needed) if raw.len() >= needed => Ok(raw.chunks_exact(size).take(n).map(f).collect()),
+        _ => Err(format!(
+            "holds {} bytes, {n} values of {size} bytes expected",
+            raw.len()
+        )),
     }
-    raw.chunks_exact(size).take(n).map(f).collect()
 }
 
 fn int_json(b: &[u8], signed: bool, order: ByteOrder) -> Option<Value> {
@@ -254,6 +264,7 @@ fn int_json(b: &[u8], signed: bool, order: ByteOrder) -> Option<Value> {
 
 fn float_json(b: &[u8], order: ByteOrder) -> Option<Value> {
     let v = match (b.len(), order) {
+        // The widths are matched, so the conversions to arrays cannot fail.
         (4, ByteOrder::LittleEndian) => f64::from(f32::from_le_bytes(b.try_into().ok()?)),
         (4, ByteOrder::BigEndian) => f64::from(f32::from_be_bytes(b.try_into().ok()?)),
         (8, ByteOrder::LittleEndian) => f64::from_le_bytes(b.try_into().ok()?),

@@ -6,8 +6,9 @@
 //! gathered in a synthesised `.zmetadata`. Chunk keys map to byte ranges of the file:
 //! - a chunked dataset has one zarr chunk per HDF5 chunk, located through the chunk index (read
 //!   once per dataset, on first use) and decoded here through the dataset's filter pipeline
-//!   (deflate, shuffle, fletcher32, szip, nbit, scale-offset from hdf5-reader, LZF from
-//!   [`lzf`]);
+//!   (shuffle, fletcher32, szip, nbit, scale-offset from hdf5-reader; deflate from [`deflate`],
+//!   which checks every stream's Adler-32; LZF from [`lzf`]). Checksums are never skipped: a
+//!   chunk whose Fletcher-32 or Adler-32 does not match fails the read;
 //! - a contiguous dataset (h5ad's default for dense arrays and dataframe columns) is cut into
 //!   virtual chunks of whole rows, read by positional reads of just their bytes;
 //! - strings (variable-length from the global heap, or fixed-length) are re-encoded per chunk as
@@ -19,6 +20,7 @@
 //! chunks on many threads at once.
 
 mod convert;
+mod deflate;
 mod lzf;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -55,7 +57,6 @@ const MAX_CHUNK_BYTES: u64 = 1 << 32;
 /// An HDF5 file presented as a read-only zarr v2 store (see the module documentation).
 pub struct Hdf5Storage {
     path: PathBuf,
-    registry: FilterRegistry,
     /// Metadata keys (`.zgroup`, `.zarray`, `.zattrs`, `.zmetadata`) and their JSON.
     meta: BTreeMap<String, Bytes>,
     /// Datasets by node path (`X/data`).
@@ -73,6 +74,8 @@ struct H5Array {
     elem_size: usize,
     values: Values,
     source: Source,
+    /// The filters that decode its chunks (deflate bounded by the chunk size).
+    registry: FilterRegistry,
 }
 
 /// Where a dataset's bytes are.
@@ -106,7 +109,7 @@ impl Hdf5Storage {
         let options = OpenOptions::default()
             // annql decodes chunks itself and caches nothing: keep the library's cache small.
             .with_chunk_cache_bytes(1 << 20)
-            .with_filter_registry(registry());
+            .with_filter_registry(registry(None));
         let file = Hdf5File::open_with_options(path, options).map_err(|e| fail("", e))?;
         guarded(path, "", || Self::from_file(path, file))?
     }
@@ -147,12 +150,15 @@ impl Hdf5Storage {
                 Object::Group(g) => g.attributes().map_err(|e| fail(node, e))?,
                 Object::Dataset(d) => d.attributes(),
             };
-            let attrs: Map<String, Value> = attrs
-                .iter()
-                .filter_map(|a| {
-                    attribute_json(a, &by_address, offset_size).map(|v| (a.name.clone(), v))
-                })
-                .collect();
+            let mut json = Map::new();
+            for a in &attrs {
+                if let Some(v) =
+                    attribute_json(a, &by_address, offset_size).map_err(|e| fail(node, e))?
+                {
+                    json.insert(a.name.clone(), v);
+                }
+            }
+            let attrs = json;
             match object {
                 Object::Group(_) => {
                     documents.insert(key(node, ".zgroup"), json!({"zarr_format": 2}));
@@ -176,7 +182,6 @@ impl Hdf5Storage {
         );
         Ok(Self {
             path: path.to_path_buf(),
-            registry: registry(),
             meta,
             arrays,
         })
@@ -191,7 +196,7 @@ impl Hdf5Storage {
             return Ok(None);
         };
         let (node, _) = key.rsplit_once('/').unwrap_or(("", key));
-        let out = catch_unwind(AssertUnwindSafe(|| array.chunk(&self.registry, &index)))
+        let out = catch_unwind(AssertUnwindSafe(|| array.chunk(&index)))
             .unwrap_or_else(|_| Err("the HDF5 reader panicked on this chunk".into()));
         out.map(|b| b.map(Bytes::from)).map_err(|e| {
             StorageError::Other(format!(
@@ -206,6 +211,7 @@ impl Hdf5Storage {
     fn chunk_of(&self, key: &str) -> Option<(&H5Array, Vec<u64>)> {
         let (node, chunk) = key.rsplit_once('/')?;
         let array = self.arrays.get(node)?;
+        // A key that does not parse as a chunk index names no chunk (as a key outside the grid).
         let index: Vec<u64> = if array.shape.is_empty() {
             (chunk == "0").then(Vec::new)?
         } else {
@@ -249,9 +255,15 @@ impl Hdf5Storage {
     }
 }
 
-/// The filters annql decodes: hdf5-reader's built-ins plus LZF.
-fn registry() -> FilterRegistry {
+/// The filters annql decodes: hdf5-reader's built-ins, deflate replaced by annql's (which checks
+/// the Adler-32; its output bounded by `deflate_limit` where known), plus LZF.
+fn registry(deflate_limit: Option<usize>) -> FilterRegistry {
+    let limit = deflate_limit.unwrap_or(usize::try_from(MAX_CHUNK_BYTES).unwrap_or(usize::MAX));
     let mut registry = FilterRegistry::new();
+    registry.register(
+        hdf5_reader::filters::FILTER_DEFLATE,
+        Box::new(move |_, data, _| deflate::inflate(data, limit)),
+    );
     registry.register(lzf::FILTER_LZF, Box::new(lzf::lzf_filter));
     registry
 }
@@ -397,6 +409,16 @@ impl H5Array {
         };
         // Zarr wants positive chunk lengths, also along empty axes.
         let chunks: Vec<u64> = chunks.into_iter().map(|c| c.max(1)).collect();
+        // A chunk beyond `MAX_CHUNK_BYTES` is refused when read; its limit here is moot.
+        let chunk_bytes = chunks
+            .iter()
+            .try_fold(elem_size as u64, |n, &c| n.checked_mul(c))
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX);
+        let registry = registry(match &source {
+            Source::Chunked { filters, .. } => deflate::output_limit(filters, chunk_bytes),
+            _ => None,
+        });
         let doc = json!({
             "zarr_format": 2,
             "shape": shape,
@@ -416,6 +438,7 @@ impl H5Array {
             elem_size,
             values,
             source,
+            registry,
         };
         Ok((array, doc))
     }
@@ -430,7 +453,7 @@ impl H5Array {
     }
 
     /// The zarr bytes of chunk `index`, or `None` when the file holds nothing for it.
-    fn chunk(&self, registry: &FilterRegistry, index: &[u64]) -> Result<Option<Vec<u8>>, String> {
+    fn chunk(&self, index: &[u64]) -> Result<Option<Vec<u8>>, String> {
         let elements: u64 = self.chunks.iter().product();
         let full_bytes = elements
             .checked_mul(self.elem_size as u64)
@@ -492,7 +515,7 @@ impl H5Array {
                         filters,
                         entry.filter_mask,
                         self.elem_size,
-                        Some(registry),
+                        Some(&self.registry),
                         Some(full_bytes),
                     )
                     .map_err(|e| e.to_string())?

@@ -1,0 +1,299 @@
+//! Damaged bytes never become numbers: every checksum a format carries (a zip member's CRC-32, the
+//! Adler-32 ending HDF5's gzip streams, HDF5's Fletcher-32 filter) fails the query that meets a bad
+//! one, with an error naming the file and the element; and metadata that breaks the zarr spec is
+//! told apart from an encoding annql does not read.
+//!
+//! Each damaged store is a copy of a fixture written by the real anndata/h5py; the same query on
+//! the undamaged copy answers as on the zarr directory fixture.
+
+use std::path::{Path, PathBuf};
+
+use annql::engine::AnnSession;
+use annql::store::{AnnDataStore, Error, ReadStats};
+use serde_json::{Value, json};
+
+use crate::common::{fixture, rows};
+
+/// A query that reads every stored value of X.
+const SUM_X: &str = "SELECT sum(value), count(*) FROM t.x";
+
+/// The answer to [`SUM_X`] on the store at `path`, or the error's text.
+async fn sum_x(path: &Path) -> Result<Vec<Value>, String> {
+    let session = AnnSession::builder()
+        .with_threads(2)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    session.attach("t", path).map_err(|e| e.to_string())?;
+    session
+        .collect(SUM_X)
+        .await
+        .map(|b| rows(&b))
+        .map_err(|e| e.to_string())
+}
+
+/// The answer on the zarr directory fixture, which the other tests pin to anndata's values.
+async fn reference() -> Vec<Value> {
+    sum_x(&fixture("tiny.v2.zarr"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A copy of the fixture file `name` in a temporary directory, with `damage` applied.
+fn damaged(name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join(name);
+    let mut bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    damage(&mut bytes);
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+    (dir, path)
+}
+
+/// `[byte offset, stored size]` of each chunk of `X/data` in `file`, as h5py reported them
+/// (`tests/fixtures/make_checksum_fixtures.py`).
+fn h5_chunks(file: &str) -> Vec<(usize, usize)> {
+    let text = std::fs::read_to_string(fixture("tiny.chunks.json")).unwrap_or_default();
+    let doc: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("tiny.chunks.json: {e}"));
+    doc[file]["X/data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("tiny.chunks.json has no X/data chunks for {file}"))
+        .iter()
+        .map(|c| {
+            let n = |i: usize| c[i].as_u64().unwrap_or_else(|| panic!("{c}")) as usize;
+            (n(0), n(1))
+        })
+        .collect()
+}
+
+/// The query on a damaged copy fails, naming the file and `needle` (the element or member).
+async fn assert_fails(what: &str, path: &Path, needle: &str) -> String {
+    match sum_x(path).await {
+        Ok(answer) => panic!("{what}: the damaged store answered {answer:?}"),
+        Err(e) => {
+            let shown = path.display().to_string();
+            assert!(e.contains(&shown) && e.contains(needle), "{what}: {e}");
+            e
+        }
+    }
+}
+
+/// A flipped byte in a gzip chunk of an `.h5ad`: in the Adler-32 that ends the zlib stream, or in
+/// the deflate data itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h5ad_gzip_chunk_with_flipped_bytes_is_an_error() {
+    let name = "tiny.gzip.h5ad";
+    let chunks = h5_chunks(name);
+    let want = reference().await;
+    let (_keep, clean) = damaged(name, |_| {});
+    assert_eq!(sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")), want);
+    let last = chunks.len() - 1;
+    let cases = [
+        ("adler-32 of chunk 0", chunks[0].0 + chunks[0].1 - 1),
+        (
+            "adler-32 of the last chunk",
+            chunks[last].0 + chunks[last].1 - 2,
+        ),
+        ("deflate data of chunk 1", chunks[1].0 + chunks[1].1 / 2),
+        (
+            "deflate data near the end of chunk 2",
+            chunks[2].0 + chunks[2].1 - 6,
+        ),
+    ];
+    for (what, at) in cases {
+        let (_keep, path) = damaged(name, |b| b[at] ^= 0x10);
+        let err = assert_fails(what, &path, "'/X/data'").await;
+        eprintln!("{what}: {err}");
+    }
+}
+
+/// A flipped byte in a chunk written with h5py's `fletcher32=True`: in the data or in the checksum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h5ad_fletcher32_chunk_with_flipped_bytes_is_an_error() {
+    let name = "tiny.fletcher32.h5ad";
+    let chunks = h5_chunks(name);
+    let want = reference().await;
+    let (_keep, clean) = damaged(name, |_| {});
+    assert_eq!(sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")), want);
+    let cases = [
+        ("data of chunk 0", chunks[0].0 + 9),
+        ("checksum of chunk 3", chunks[3].0 + chunks[3].1 - 1),
+    ];
+    for (what, at) in cases {
+        let (_keep, path) = damaged(name, |b| b[at] ^= 0x01);
+        let err = assert_fails(what, &path, "'/X/data'").await;
+        eprintln!("{what}: {err}");
+    }
+}
+
+/// Where member `name` (its last copy) sits in a zip archive: (local header, central directory
+/// header, data start, size).
+fn zip_member(bytes: &[u8], name: &str) -> (usize, usize, usize, usize) {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let index = (0..archive.len())
+        .rev()
+        .find(|&i| archive.name_for_index(i) == Some(name))
+        .unwrap_or_else(|| panic!("no member {name}"));
+    let member = archive
+        .by_index_raw(index)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = |n: u64| usize::try_from(n).unwrap_or_else(|e| panic!("{e}"));
+    (
+        at(member.header_start()),
+        at(member.central_header_start()),
+        at(member.data_start()),
+        at(member.compressed_size()),
+    )
+}
+
+/// Makes the CRC-32 recorded for member `name` wrong, in its local and central headers alike.
+fn wrong_crc(bytes: &mut [u8], name: &str) {
+    let (local, central, _, _) = zip_member(bytes, name);
+    // The CRC-32 field is 14 bytes into the local header, 16 into the central directory's.
+    bytes[local + 14] ^= 0xFF;
+    bytes[central + 16] ^= 0xFF;
+}
+
+/// Flips a bit of the last byte of member `name`'s data.
+fn flipped_data(bytes: &mut [u8], name: &str) {
+    let (_, _, data, size) = zip_member(bytes, name);
+    bytes[data + size - 1] ^= 0x01;
+}
+
+/// A zip member whose CRC-32 does not match its bytes: a stored (uncompressed) chunk with a wrong
+/// CRC or a flipped data byte, a stored shard (read in part) with a wrong CRC, and a deflated
+/// chunk with a wrong CRC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_member_with_a_bad_crc_is_an_error() {
+    let want = reference().await;
+    for name in [
+        "tiny.v2.zarr.zip",
+        "tiny.v3.zarr.zip",
+        "tiny.nested.zarr.zip",
+    ] {
+        let (_keep, clean) = damaged(name, |_| {});
+        assert_eq!(
+            sum_x(&clean)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+            want,
+            "{name}"
+        );
+    }
+    type Damage = fn(&mut [u8], &str);
+    let cases: [(&str, &str, &str, Damage); 4] = [
+        (
+            "stored chunk, wrong CRC",
+            "tiny.v2.zarr.zip",
+            "X/data/0",
+            wrong_crc,
+        ),
+        (
+            "stored chunk, flipped byte",
+            "tiny.v2.zarr.zip",
+            "X/data/0",
+            flipped_data,
+        ),
+        (
+            "stored shard, wrong CRC",
+            "tiny.v3.zarr.zip",
+            "X/data/c/0",
+            wrong_crc,
+        ),
+        (
+            "deflated chunk, wrong CRC",
+            "tiny.nested.zarr.zip",
+            "tiny.zarr/X/data/0",
+            wrong_crc,
+        ),
+    ];
+    for (what, name, member, damage) in cases {
+        let (_keep, path) = damaged(name, |b| damage(b, member));
+        let err = assert_fails(what, &path, "X/data/").await;
+        assert!(
+            err.contains(member.trim_start_matches("tiny.zarr/")),
+            "{what}: {err}"
+        );
+        eprintln!("{what}: {err}");
+    }
+}
+
+/// Copies a zarr directory fixture so a test can damage its consolidated metadata.
+fn zarr_copy(name: &str, edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, PathBuf) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
+        for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join(name);
+    copy(&fixture(name), &path);
+    let zmeta = path.join(".zmetadata");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&zmeta).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    edit(&mut doc);
+    std::fs::write(&zmeta, doc.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    (dir, path)
+}
+
+/// Array metadata that breaks the zarr spec is malformed; a codec annql does not have is
+/// unsupported. Both name the store and the element.
+#[test]
+fn malformed_array_metadata_is_not_reported_as_unsupported() {
+    let read = |path: &Path| {
+        let store = AnnDataStore::open(path).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .read_array("X/data", 0..10, &ReadStats::new_shared())
+            .map(|_| ())
+    };
+    let malformed: [(&str, Value); 3] = [
+        (
+            "a fill value that is not a number",
+            json!({"fill_value": "zero"}),
+        ),
+        (
+            "a 2-D chunk shape for a 1-D array",
+            json!({"chunks": [64, 2]}),
+        ),
+        (
+            "a compressor without an id",
+            json!({"compressor": {"level": 5}}),
+        ),
+    ];
+    for (what, change) in malformed {
+        let (_keep, path) = zarr_copy("tiny.v2.zarr", |v| {
+            let doc = &mut v["metadata"]["X/data/.zarray"];
+            for (k, x) in change.as_object().into_iter().flatten() {
+                doc[k] = x.clone();
+            }
+        });
+        match read(&path) {
+            Err(e @ Error::Malformed { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&path.display().to_string()) && text.contains("'/X/data'"),
+                    "{what}: {text}"
+                );
+                eprintln!("{what}: {text}");
+            }
+            other => panic!("{what}: expected a malformed-element error, got {other:?}"),
+        }
+    }
+    let (_keep, path) = zarr_copy("tiny.v2.zarr", |v| {
+        v["metadata"]["X/data/.zarray"]["compressor"] = json!({"id": "no-such-codec"});
+    });
+    match read(&path) {
+        Err(e @ Error::Unsupported { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("'/X/data'"), "{text}");
+            eprintln!("unknown codec: {text}");
+        }
+        other => panic!("unknown codec: expected an unsupported error, got {other:?}"),
+    }
+}
