@@ -2,11 +2,13 @@
 
 mod cli;
 mod common;
+mod corpus;
 mod engine;
 mod examples;
 mod fused;
 mod h5ad;
 mod lang;
+mod legacy;
 mod remote;
 mod repl;
 mod server;
