@@ -2,12 +2,14 @@
 
 mod cli;
 mod common;
+mod corpus;
 mod engine;
 mod examples;
 mod fused;
 mod h5ad;
 mod integrity;
 mod lang;
+mod legacy;
 mod remote;
 mod repl;
 mod server;

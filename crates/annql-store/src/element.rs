@@ -221,17 +221,12 @@ pub(crate) fn build_tree(store: &str, nodes: &BTreeMap<String, Node>) -> Result<
         n.array.is_none()
             && n.attrs.get("encoding-type").and_then(Value::as_str) == Some("dataframe")
     });
+    // (Stores written before anndata 0.7 reach here already mapped by `legacy::modernize`.)
     if encoding.is_none() && !obs_is_dataframe {
-        let legacy = nodes.get("obs").is_some_and(|n| n.array.is_some());
-        let reason = if legacy {
-            "pre-0.7 layout (obs/var stored as structured arrays, no encoding attributes): \
-             re-write it with a current anndata (`anndata.read_zarr(p).write_zarr(q)`)"
-        } else {
-            "not an AnnData store: the root group has no 'encoding-type' attribute"
-        };
         return Err(Error::NotAnnData {
             store: store.into(),
-            reason: reason.into(),
+            reason: "not an AnnData store: the root group has no 'encoding-type' attribute"
+                .into(),
         });
     }
     Ok(build_element("", nodes, &children, None))

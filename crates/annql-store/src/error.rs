@@ -67,12 +67,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// The store is not an AnnData store, or one written before the encoding spec.
+    /// The store is not an AnnData store.
     #[error("{store}: {reason}")]
     NotAnnData {
         /// The store.
         store: String,
-        /// Why (e.g. the pre-0.7 layout).
+        /// Why (e.g. no encoding attribute at the root).
         reason: String,
     },
     /// An element does not follow the AnnData on-disk spec.

@@ -14,6 +14,8 @@ pub mod element;
 pub mod error;
 /// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
 pub mod hdf5;
+/// Stores written before anndata 0.7, presented in the modern element tree.
+mod legacy;
 /// Reading the zarr hierarchy (consolidated or walked) and array data types.
 pub mod metadata;
 /// Stores in object storage (HTTP, S3, GCS, Azure), with the shared chunk cache.

@@ -82,13 +82,15 @@ impl AnnDataStore {
     pub fn from_storage(storage: Storage, name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         let hierarchy = read_hierarchy(&storage, &name)?;
-        let root = build_tree(&name, &hierarchy.nodes)?;
+        // A store written before anndata 0.7 is read through its modern reading.
+        let (storage, nodes) = crate::legacy::modernize(storage, &name, hierarchy.nodes)?;
+        let root = build_tree(&name, &nodes)?;
         Ok(Self {
             name,
             storage,
             format: hierarchy.format,
             consolidated: hierarchy.consolidated,
-            nodes: hierarchy.nodes,
+            nodes,
             root,
             totals: ReadStats::new_shared(),
             fetches: None,

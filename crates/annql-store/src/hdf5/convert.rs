@@ -24,7 +24,12 @@ pub(crate) enum Values {
         /// How the stored value is padded.
         padding: StringPadding,
     },
-    /// Anything else (compound, references, opaque): listed with its type, not readable.
+    /// A compound of fixed-size members (h5py's numpy structured arrays): each element's members
+    /// copied, in order, into numpy's packed record layout, `(offset, length)` per member. The
+    /// store's legacy reading cuts fields out of these records (see `crate::legacy`).
+    Record(Vec<(usize, usize)>),
+    /// Anything else (references, opaque, compounds of other members): listed with its type,
+    /// not readable.
     Unreadable,
 }
 
@@ -67,18 +72,44 @@ pub(crate) fn zarr_dtype(dt: &Datatype) -> (Value, Value, Value, Values) {
             len: *len as usize,
             padding: *padding,
         }),
-        Datatype::Compound { fields, .. } => {
+        Datatype::Compound { fields, size } => {
             // The shape of a numpy structured dtype, so the element tree sees a rec-array.
-            let fields: Vec<Value> = fields
+            let members: Option<Vec<(Value, (usize, usize))>> = fields
                 .iter()
-                .map(|f| json!([f.name, zarr_dtype(&f.datatype).0]))
+                .map(|f| {
+                    let (typestr, len) = member_typestr(&f.datatype)?;
+                    let offset = f.byte_offset as usize;
+                    (offset + len <= *size as usize).then(|| {
+                        let mut field = vec![json!(f.name)];
+                        field.extend(typestr);
+                        (Value::Array(field), (offset, len))
+                    })
+                })
                 .collect();
-            (
-                Value::Array(fields),
-                Value::Null,
-                Value::Null,
-                Values::Unreadable,
-            )
+            match members {
+                Some(members) => {
+                    let (dtype, layout): (Vec<Value>, Vec<(usize, usize)>) =
+                        members.into_iter().unzip();
+                    (
+                        Value::Array(dtype),
+                        Value::Null,
+                        Value::Null,
+                        Values::Record(layout),
+                    )
+                }
+                None => {
+                    let fields: Vec<Value> = fields
+                        .iter()
+                        .map(|f| json!([f.name, zarr_dtype(&f.datatype).0]))
+                        .collect();
+                    (
+                        Value::Array(fields),
+                        Value::Null,
+                        Value::Null,
+                        Values::Unreadable,
+                    )
+                }
+            }
         }
         other => (
             json!(format!("hdf5:{}", type_name(other))),
@@ -86,6 +117,41 @@ pub(crate) fn zarr_dtype(dt: &Datatype) -> (Value, Value, Value, Values) {
             Value::Null,
             Values::Unreadable,
         ),
+    }
+}
+
+/// A compound member as numpy describes a structured field (`["<f4"]`, `["|S16"]`, `["<f8",
+/// [50]]` for a sub-array) and its size in bytes; `None` for members that are not fixed-size
+/// numbers, booleans or byte strings.
+fn member_typestr(dt: &Datatype) -> Option<(Vec<Value>, usize)> {
+    match dt {
+        Datatype::String {
+            size: StringSize::Fixed(len),
+            ..
+        } if *len > 0 => Some((vec![json!(format!("|S{len}"))], *len as usize)),
+        Datatype::Array { base, dims } => {
+            let (typestr, len) = member_typestr(base)?;
+            let [typestr] = &typestr[..] else {
+                return None;
+            };
+            let n = dims.iter().try_fold(1usize, |acc, &d| {
+                acc.checked_mul(usize::try_from(d).ok()?)
+            })?;
+            Some((vec![typestr.clone(), json!(dims)], len.checked_mul(n)?))
+        }
+        Datatype::FixedPoint { size, .. } | Datatype::FloatingPoint { size, .. } => {
+            let (typestr, _, _, values) = zarr_dtype(dt);
+            (values == Values::Plain).then(|| (vec![typestr], usize::from(*size)))
+        }
+        Datatype::Enum { base, .. } => {
+            let (typestr, _, _, values) = zarr_dtype(dt);
+            let size = match base.as_ref() {
+                Datatype::FixedPoint { size, .. } => usize::from(*size),
+                _ => return None,
+            };
+            (values == Values::Plain).then(|| (vec![typestr], size))
+        }
+        _ => None,
     }
 }
 

@@ -43,7 +43,8 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
-use convert::{Values, attribute_json, fixed_string, vlen_utf8, zarr_dtype};
+pub(crate) use convert::vlen_utf8;
+use convert::{Values, attribute_json, fixed_string, zarr_dtype};
 
 /// Elements per virtual chunk of a contiguous numeric dataset (whole rows, at least one row).
 const CONTIGUOUS_CHUNK_ELEMENTS: u64 = 1 << 20;
@@ -572,6 +573,21 @@ impl H5Array {
                     })
                     .collect();
                 vlen_utf8(&strings).map(Some)
+            }
+            Values::Record(members) => {
+                let packed: usize = members.iter().map(|(_, len)| len).sum();
+                let mut out = vec![0u8; elements * packed];
+                for (i, record) in raw.chunks_exact(self.elem_size).take(stored).enumerate() {
+                    let mut at = i * packed;
+                    for &(offset, len) in members {
+                        let member = record
+                            .get(offset..offset + len)
+                            .ok_or("compound member outside its element")?;
+                        out[at..at + len].copy_from_slice(member);
+                        at += len;
+                    }
+                }
+                Ok(Some(out))
             }
             Values::Unreadable => Err("the data type is not readable".into()),
         }
