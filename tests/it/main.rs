@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod damaged;
 mod engine;
 mod examples;
 mod fused;
