@@ -425,12 +425,13 @@ pub(crate) fn embedding(
     let dt = match &e.encoding {
         Encoding::Array => {
             let meta = store.array_meta(&e.path)?;
-            if meta.shape.len() != 2 {
+            // 1-D arrays are allowed too (MuData's modality masks in obsm): one component.
+            if !matches!(meta.shape.len(), 1 | 2) {
                 return Err(malformed(
                     store,
                     &e.path,
                     format!(
-                        "an obsm/varm array must be 2-D; its shape is {}",
+                        "an obsm/varm array must be 1-D or 2-D; its shape is {}",
                         shape_text(&meta.shape)
                     ),
                 ));

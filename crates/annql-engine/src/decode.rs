@@ -239,11 +239,13 @@ impl AnnTable {
                     Ok(dt) => {
                         let prefix = crate::model::sql_name(element.name());
                         major_len = element.shape[0];
-                        for i in 0..element.shape[1] {
+                        // A 1-D array is one component.
+                        let components = element.shape.get(1).copied().unwrap_or(1);
+                        for i in 0..components {
                             fields.push(Field::new(format!("{prefix}_{i}"), dt.clone(), false));
                             sources.push(Source::Component(i as usize));
                         }
-                        block_rows = (TARGET_ENTRIES / element.shape[1].max(1)).max(1);
+                        block_rows = (TARGET_ENTRIES / components.max(1)).max(1);
                     }
                     Err(e) => unmapped = Some(Arc::new(e)),
                 }
