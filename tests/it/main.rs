@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod corpus;
+mod damaged;
 mod engine;
 mod examples;
 mod fused;

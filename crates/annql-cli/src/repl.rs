@@ -528,24 +528,38 @@ fn describe(state: &State, name: &str) -> Result<()> {
         .and_then(|p| p.provider(table).cloned())
         .ok_or_else(|| CliError::Usage(format!("no table {name}")))?;
     println!("{name}  (element /{})", provider.table().def().path);
+    let notes = provider.notes();
+    let note_of = |column: Option<&str>| {
+        notes
+            .iter()
+            .find(|(c, _)| c.as_deref() == column)
+            .map(|(_, note)| format!("cannot be read: {note}"))
+    };
+    if let Some(note) = note_of(None) {
+        println!("  {note}");
+    }
     for f in provider.table().schema().fields() {
+        if let Some(note) = note_of(Some(f.name())) {
+            println!("  {:<30} {note}", quote(f.name()));
+            continue;
+        }
         let extra = match f.data_type() {
-            arrow::datatypes::DataType::Dictionary(_, _) => provider
-                .category_count(f.name())
-                .map(|n| {
-                    format!(
-                        "  ({n} categories{})",
-                        if f.metadata()
-                            .get("annql.ordered")
-                            .is_some_and(|o| o == "true")
-                        {
-                            ", ordered"
-                        } else {
-                            ""
-                        }
-                    )
-                })
-                .unwrap_or_default(),
+            arrow::datatypes::DataType::Dictionary(_, _) => {
+                let ordered = if f
+                    .metadata()
+                    .get("annql.ordered")
+                    .is_some_and(|o| o == "true")
+                {
+                    ", ordered"
+                } else {
+                    ""
+                };
+                match provider.category_count(f.name()) {
+                    Ok(Some(n)) => format!("  ({n} categories{ordered})"),
+                    Ok(None) => String::new(),
+                    Err(e) => format!("  (categories cannot be read: {e})"),
+                }
+            }
             _ => String::new(),
         };
         println!(

@@ -589,14 +589,25 @@ pub fn print_schema(options: &Options, spec: &str) -> Result<()> {
             continue;
         };
         let schema = t.table().schema();
+        let notes = t.notes();
+        let note_of = |column: Option<&str>| {
+            notes
+                .iter()
+                .find(|(c, _)| c.as_deref() == column)
+                .map(|(_, note)| format!("cannot be read: {note}"))
+        };
         let cols: Vec<String> = schema
             .fields()
             .iter()
-            .map(|f| format!("{} {}", quote(f.name()), type_name(f.data_type())))
+            .map(|f| match note_of(Some(f.name())) {
+                Some(note) => format!("{} ({note})", quote(f.name())),
+                None => format!("{} {}", quote(f.name()), type_name(f.data_type())),
+            })
             .collect();
+        let table_note = note_of(None).map_or(String::new(), |n| format!("  {n}"));
         writeln!(
             out,
-            "{name}.{table}  (/{})\n    {}",
+            "{name}.{table}  (/{}){table_note}\n    {}",
             t.table().def().path,
             cols.join(",\n    ")
         )?;

@@ -1,7 +1,7 @@
 //! Stage `decode`: the Arrow schema of each table kind, and record batches built from range reads.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use annql_store::arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray, UInt32Array,
@@ -12,7 +12,8 @@ use annql_store::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use annql_store::{AnnDataStore, DType, Element, Encoding, ReadStats, SparseCarry};
 use datafusion::error::{DataFusionError, Result};
 
-use crate::error::store_err;
+use crate::check;
+use crate::error::{Error, store_err};
 use crate::model::{Axis, TableDef, TableKind};
 
 /// Where a table column comes from.
@@ -32,7 +33,12 @@ pub(crate) enum Source {
     MatrixValue,
     /// `uns` path, type, value.
     Uns,
+    /// A column annql cannot read: reading it raises this note (see [`crate::check`]).
+    Unmapped(Note),
 }
+
+/// Why a table or column cannot be read: the store's error naming the element and the reason.
+pub type Note = Arc<annql_store::Error>;
 
 /// A table bound to its store: schema, column sources and the major axis it is scanned along.
 #[derive(Debug)]
@@ -54,6 +60,11 @@ pub struct AnnTable {
     pub(crate) progress: Arc<crate::scan::Progress>,
     /// The same matrix stored CSC ([`TableDef::csc_copy`]), for gene-selective reads.
     pub(crate) csc_copy: Option<Arc<AnnTable>>,
+    /// Why the whole table cannot be read, if it cannot: its element failed a check of
+    /// [`crate::check`]. The table stays in the schema so that naming it gives this reason.
+    pub(crate) unmapped: Option<Note>,
+    /// The verdict of [`Self::check_first_read`], once the element has been read.
+    first_read: OnceLock<Option<Note>>,
 }
 
 /// The Arrow type a store element type maps to.
@@ -75,37 +86,44 @@ pub(crate) fn arrow_type(dtype: &DType) -> Option<DataType> {
     })
 }
 
-/// The Arrow field of a dataframe column element, from metadata alone (None: not representable).
-fn column_field(store: &AnnDataStore, name: &str, e: &Element) -> Option<Field> {
-    let sub = |n: &str| store.array_meta(&format!("{}/{n}", e.path)).ok();
-    let dt = match e.encoding {
-        Encoding::Array | Encoding::StringArray if e.shape.len() == 1 => {
-            arrow_type(e.dtype.as_ref()?)?
-        }
-        Encoding::Categorical => {
-            let key = arrow_type(&sub("codes")?.dtype)?;
-            DataType::Dictionary(
-                Box::new(key),
-                Box::new(arrow_type(&sub("categories")?.dtype)?),
-            )
-        }
-        Encoding::LegacyCategorical => {
-            let key = arrow_type(e.dtype.as_ref()?)?;
-            let rel = e.attrs.get("categories")?.as_str()?;
-            let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
-            let cats = store.array_meta(&format!("{parent}/{rel}")).ok()?;
-            DataType::Dictionary(Box::new(key), Box::new(arrow_type(&cats.dtype)?))
-        }
-        Encoding::NullableInteger | Encoding::NullableBoolean | Encoding::NullableStringArray => {
-            arrow_type(&sub("values")?.dtype)?
-        }
-        _ => return None,
+/// A dataframe's column names in table order: the index, then `column-order`, then any other
+/// stored column; each once.
+fn column_names(frame: &Element, index: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    std::iter::once(index.to_string())
+        .chain(frame.column_order())
+        .chain(frame.children.iter().map(|c| c.name().to_string()))
+        .filter(|n| seen.insert(n.clone()))
+        .collect()
+}
+
+/// The major-axis length, orientation (CSC: column-major) and rows per block of a matrix that
+/// passed [`check::matrix`].
+fn matrix_blocks(store: &AnnDataStore, element: &Element) -> Result<(u64, bool, u64)> {
+    let [n_rows, n_cols] = element.shape[..] else {
+        return Err(DataFusionError::Internal(format!(
+            "matrix /{} passed its checks without a 2-D shape",
+            element.path
+        )));
     };
-    let mut field = Field::new(name, dt, true);
-    if let Some(ordered) = e.attrs.get("ordered").and_then(|o| o.as_bool()) {
-        field = field.with_metadata([("annql.ordered".to_string(), ordered.to_string())].into());
-    }
-    Some(field)
+    let column_major = element.encoding == Encoding::CscMatrix;
+    let major_len = if column_major { n_cols } else { n_rows };
+    let minor_len = if column_major { n_rows } else { n_cols };
+    let (nnz, chunk) = match element.encoding {
+        Encoding::Array => (n_rows.saturating_mul(n_cols), 0),
+        _ => {
+            let data = store
+                .array_meta(&format!("{}/data", element.path))
+                .map_err(store_err)?;
+            // Without a declared chunk length, blocks are sized by entries alone.
+            (data.shape[0], data.chunk_len().unwrap_or(0))
+        }
+    };
+    let per_major = (nnz / major_len.max(1)).max(1).min(minor_len.max(1));
+    // Blocks span several data chunks, so a chunk shared by two blocks (and decoded by both) is
+    // the exception rather than the rule.
+    let block_rows = (TARGET_ENTRIES.max(4 * chunk) / per_major).max(1);
+    Ok((major_len, column_major, block_rows))
 }
 
 fn id_name(axis: Axis, suffix: &str) -> String {
@@ -121,7 +139,9 @@ const FRAME_ROWS: u64 = 1 << 16;
 const MAX_FRAME_ROWS: u64 = 1 << 22;
 
 impl AnnTable {
-    /// Binds a table definition to its store, working out its schema from metadata.
+    /// Binds a table definition to its store, working out its schema from metadata. An element
+    /// that fails the checks of [`crate::check`] still makes a table: the table (or the column)
+    /// carries the reason, which `annql schema` shows and a query reading it gets as its error.
     pub fn try_new(
         store: Arc<AnnDataStore>,
         def: TableDef,
@@ -130,100 +150,136 @@ impl AnnTable {
         let element = store.element(&def.path).map_err(store_err)?.clone();
         let mut fields = Vec::new();
         let mut sources = Vec::new();
-        let (major_len, mut column_major, mut block_rows);
-        column_major = false;
-        block_rows = FRAME_ROWS;
+        let mut unmapped = None;
+        let mut major_len = 0;
+        let mut column_major = false;
+        let mut block_rows = FRAME_ROWS;
         match &def.kind {
             TableKind::Frame { axis, with_names } => {
                 fields.push(Field::new(id_name(*axis, ""), DataType::Int64, false));
                 sources.push(Source::RowId);
-                let index = element.index_column().unwrap_or("_index").to_string();
-                major_len = element.shape.first().copied().unwrap_or(0);
-                for child in &element.children {
-                    let is_index = child.name() == index;
+                // A dataframe in obsm/varm must also be as long as its axis.
+                let axis_rows = check::axis_len(&store, def.axes[0].as_deref());
+                let frame = check::frame(&store, &element)
+                    .and_then(|(index, rows)| match axis_rows {
+                        Some((want, axis_index)) if want != rows => Err(check::malformed(
+                            &store,
+                            &element.path,
+                            format!("has {rows} rows but '/{axis_index}' has {want}"),
+                        )),
+                        _ => Ok((index, rows)),
+                    })
+                    .map_err(Arc::new);
+                let index = match &frame {
+                    Ok((index, _)) => index.clone(),
+                    // Only to list the columns of a dataframe that cannot be read.
+                    Err(_) => element.index_column().unwrap_or("_index").to_string(),
+                };
+                for name in column_names(&element, &index) {
+                    let is_index = name == index;
                     if is_index && !with_names {
                         continue;
                     }
-                    let name = if is_index {
+                    let sql = if is_index {
                         format!("{}_name", axis.name())
                     } else {
-                        child.name().to_string()
+                        name.clone()
                     };
-                    if let Some(f) = column_field(&store, &name, child) {
-                        fields.push(f);
-                        sources.push(Source::Column(Box::new(child.clone())));
+                    let path = format!("{}/{name}", element.path);
+                    let column = match (&frame, element.child(&name)) {
+                        (Err(note), _) => Err(note.clone()),
+                        (Ok(_), None) => Err(Arc::new(check::malformed(
+                            &store,
+                            &path,
+                            "listed in the dataframe's 'column-order' but not stored",
+                        ))),
+                        (Ok((index, rows)), Some(child)) => {
+                            let index_path = format!("{}/{index}", element.path);
+                            check::column(&store, &sql, child, *rows, &index_path)
+                                .map(|field| (field, child))
+                                .map_err(Arc::new)
+                        }
+                    };
+                    match column {
+                        Ok((field, child)) => {
+                            fields.push(field);
+                            sources.push(Source::Column(Box::new(child.clone())));
+                            // A string chunk decodes only whole: blocks span its chunks, or each
+                            // block would decode the chunks it touches again. (A categorical's
+                            // group has no chunks of its own: only block sizing is skipped.)
+                            if child.dtype == Some(DType::String)
+                                && let Ok(meta) = store.array_meta(&child.path)
+                                && let Some(chunk) = meta.chunk_len()
+                            {
+                                block_rows = block_rows.max(chunk.min(MAX_FRAME_ROWS));
+                            }
+                        }
+                        Err(note) => {
+                            // Its type where it has one (a column of the wrong length), so that
+                            // queries naming it plan and reach the scan, which refuses them.
+                            let dt = element
+                                .child(&name)
+                                .and_then(|c| check::column_type(&store, c).ok())
+                                .unwrap_or(DataType::Null);
+                            fields.push(Field::new(sql, dt, true));
+                            sources.push(Source::Unmapped(note));
+                        }
                     }
-                    // A string chunk decodes only whole: blocks span its chunks, or each block
-                    // would decode the chunks it touches again.
-                    if child.dtype == Some(DType::String)
-                        && let Some(chunk) = store
-                            .array_meta(&child.path)
-                            .ok()
-                            .and_then(|m| m.chunk_len())
-                    {
-                        block_rows = block_rows.max(chunk.min(MAX_FRAME_ROWS));
-                    }
+                }
+                match frame {
+                    Ok((_, rows)) => major_len = rows,
+                    Err(note) => unmapped = Some(note),
                 }
             }
             TableKind::Embedding { axis } => {
                 fields.push(Field::new(id_name(*axis, ""), DataType::Int64, false));
                 sources.push(Source::RowId);
-                let dt = element
-                    .dtype
-                    .as_ref()
-                    .and_then(arrow_type)
-                    .ok_or_else(|| unsupported(&store, &element))?;
-                let prefix = crate::model::sql_name(element.name());
-                major_len = element.shape[0];
-                for i in 0..element.shape[1] {
-                    fields.push(Field::new(format!("{prefix}_{i}"), dt.clone(), false));
-                    sources.push(Source::Component(i as usize));
+                let rows = check::axis_len(&store, def.axes[0].as_deref());
+                match check::embedding(&store, &element, rows) {
+                    Ok(dt) => {
+                        let prefix = crate::model::sql_name(element.name());
+                        major_len = element.shape[0];
+                        // A 1-D array is one component.
+                        let components = element.shape.get(1).copied().unwrap_or(1);
+                        for i in 0..components {
+                            fields.push(Field::new(format!("{prefix}_{i}"), dt.clone(), false));
+                            sources.push(Source::Component(i as usize));
+                        }
+                        block_rows = (TARGET_ENTRIES / components.max(1)).max(1);
+                    }
+                    Err(e) => unmapped = Some(Arc::new(e)),
                 }
-                block_rows = (TARGET_ENTRIES / element.shape[1].max(1)).max(1);
             }
             TableKind::Matrix { rows, cols, .. } => {
                 let (r, c) = if rows == cols { ("_1", "_2") } else { ("", "") };
                 fields.push(Field::new(id_name(*rows, r), DataType::Int64, false));
                 fields.push(Field::new(id_name(*cols, c), DataType::Int64, false));
-                let dt = element
-                    .dtype
-                    .as_ref()
-                    .and_then(arrow_type)
-                    .ok_or_else(|| unsupported(&store, &element))?;
-                fields.push(Field::new("value", dt, false));
                 sources.extend([Source::MatrixRow, Source::MatrixCol, Source::MatrixValue]);
-                let [n_rows, n_cols] = element.shape[..] else {
-                    return Err(unsupported(&store, &element));
-                };
-                column_major = element.encoding == Encoding::CscMatrix;
-                major_len = if column_major { n_cols } else { n_rows };
-                let minor_len = if column_major { n_rows } else { n_cols };
-                let nnz = match element.encoding {
-                    Encoding::Array => n_rows * n_cols,
-                    _ => {
-                        store
-                            .array_meta(&format!("{}/data", element.path))
-                            .map_err(store_err)?
-                            .shape[0]
+                let axes = [
+                    check::axis_len(&store, def.axes[0].as_deref()),
+                    check::axis_len(&store, def.axes[1].as_deref()),
+                ];
+                match check::matrix(&store, &element, axes) {
+                    Ok(dt) => {
+                        fields.push(Field::new("value", dt, false));
+                        (major_len, column_major, block_rows) = matrix_blocks(&store, &element)?;
                     }
-                };
-                let per_major = (nnz / major_len.max(1)).max(1).min(minor_len.max(1));
-                // Blocks span several data chunks, so a chunk shared by two blocks (and decoded by
-                // both) is the exception rather than the rule.
-                let chunk = match element.encoding {
-                    Encoding::Array => 0,
-                    _ => store
-                        .array_meta(&format!("{}/data", element.path))
-                        .ok()
-                        .and_then(|m| m.chunk_len())
-                        .unwrap_or(0),
-                };
-                block_rows = (TARGET_ENTRIES.max(4 * chunk) / per_major).max(1);
+                    Err(e) => {
+                        // The stored type where known, else a number: queries naming the
+                        // table plan and reach the scan, which refuses them with the reason.
+                        let dt = element.dtype.as_ref().and_then(arrow_type);
+                        fields.push(Field::new("value", dt.unwrap_or(DataType::Float64), true));
+                        unmapped = Some(Arc::new(e));
+                    }
+                }
             }
             TableKind::Uns => {
                 for (i, n) in ["path", "type", "value"].iter().enumerate() {
                     fields.push(Field::new(*n, DataType::Utf8, i == 2));
                     sources.push(Source::Uns);
+                }
+                if let Err(e) = check::encoding(&store, &element) {
+                    unmapped = Some(Arc::new(e));
                 }
                 major_len = 1;
                 block_rows = 1;
@@ -231,15 +287,17 @@ impl AnnTable {
         }
         let work_schema = Arc::new(nullable(&Schema::new(fields.clone())));
         let csc_copy = match &def.csc_copy {
-            Some(path) if matches!(def.kind, TableKind::Matrix { .. }) => {
+            Some(path) if matches!(def.kind, TableKind::Matrix { .. }) && unmapped.is_none() => {
                 let copy = TableDef {
                     path: path.clone(),
                     csc_copy: None,
                     ..def.clone()
                 };
                 let copy = AnnTable::try_new(store.clone(), copy, progress.clone())?;
-                // A copy whose schema differs (another value type) is not a copy.
-                (copy.schema.as_ref() == &Schema::new(fields.clone())).then(|| Arc::new(copy))
+                // A copy that cannot be read, or whose schema differs (another value type), is
+                // not a copy.
+                (copy.unmapped.is_none() && copy.schema.as_ref() == &Schema::new(fields.clone()))
+                    .then(|| Arc::new(copy))
             }
             _ => None,
         };
@@ -254,6 +312,93 @@ impl AnnTable {
             column_major,
             block_rows,
             progress,
+            unmapped,
+            first_read: OnceLock::new(),
+        })
+    }
+
+    /// What cannot be read in this table, with the reason: `(None, note)` for the whole table,
+    /// `(Some(column), note)` for each column that cannot be read in a table that can.
+    pub fn notes(&self) -> Vec<(Option<String>, Note)> {
+        if let Some(note) = &self.unmapped {
+            return vec![(None, note.clone())];
+        }
+        self.sources
+            .iter()
+            .zip(self.schema.fields())
+            .filter_map(|(s, f)| match s {
+                Source::Unmapped(note) => Some((Some(f.name().clone()), note.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The error for reading the table, if it cannot be read, or else for reading any of
+    /// `columns` that cannot.
+    pub(crate) fn refusal(&self, columns: impl IntoIterator<Item = usize>) -> Option<Error> {
+        if let Some(note) = &self.unmapped {
+            return Some(Error::Unmapped {
+                what: format!("table {}", self.def.name),
+                source: note.clone(),
+            });
+        }
+        columns.into_iter().find_map(|i| match self.sources.get(i) {
+            Some(Source::Unmapped(note)) => Some(Error::Unmapped {
+                what: format!("column {}.{}", self.def.name, self.schema.field(i).name()),
+                source: note.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// What only the data can tell, checked once, when the element is first read: a sparse
+    /// matrix's `indptr` starts at 0 (scipy and anndata require it; the entries before its first
+    /// value would belong to no row, and scans would silently skip them). A read error is
+    /// returned, not kept: only a verdict on data that was read is remembered.
+    pub(crate) fn check_first_read(&self) -> Result<()> {
+        let verdict = match self.first_read.get() {
+            Some(verdict) => verdict.clone(),
+            None => {
+                let verdict = self.first_read_verdict().map_err(store_err)?;
+                // Another partition may have stored the same verdict first: either is right.
+                let _ = self.first_read.set(verdict.clone());
+                verdict
+            }
+        };
+        match verdict {
+            Some(note) => Err(Error::Unmapped {
+                what: format!("table {}", self.def.name),
+                source: note,
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    fn first_read_verdict(&self) -> Result<Option<Note>, annql_store::Error> {
+        if !matches!(self.def.kind, TableKind::Matrix { .. }) || self.unmapped.is_some() {
+            return Ok(None);
+        }
+        let element = self.store.element(&self.def.path)?;
+        if !matches!(element.encoding, Encoding::CsrMatrix | Encoding::CscMatrix) {
+            return Ok(None);
+        }
+        let path = format!("{}/indptr", self.def.path);
+        let first = self
+            .store
+            .read_offsets(&path, 0..1, &ReadStats::new_shared())?;
+        Ok(match first.first() {
+            Some(0) => None,
+            Some(v) => Some(Arc::new(check::malformed(
+                &self.store,
+                &path,
+                format!("indptr starts at {v}, not 0"),
+            ))),
+            None => Some(Arc::new(check::malformed(
+                &self.store,
+                &path,
+                "indptr is empty",
+            ))),
         })
     }
 
@@ -296,34 +441,42 @@ impl AnnTable {
 
     /// Length of the minor axis of a matrix table.
     pub(crate) fn minor_len(&self) -> Option<u64> {
-        let e = self.store.element(&self.def.path).ok()?;
-        match self.def.kind {
-            TableKind::Matrix { .. } => e.shape.get(if self.column_major { 0 } else { 1 }).copied(),
-            _ => None,
+        if !matches!(self.def.kind, TableKind::Matrix { .. }) || self.unmapped.is_some() {
+            return None;
         }
+        // The element was found when the table was bound; the store's tree does not change.
+        let e = self.store.element(&self.def.path).ok()?;
+        e.shape.get(if self.column_major { 0 } else { 1 }).copied()
     }
 
     /// Exact row count when cheap to know: dataframe/embedding length, or a sparse matrix's
-    /// stored entries from its last `indptr` value (one small read).
-    pub(crate) fn exact_rows(&self) -> Option<u64> {
+    /// stored entries from its `indptr` (after [`Self::check_first_read`]). None for a table
+    /// that cannot be read (its scan reports why) and for dense matrices and `uns`.
+    pub(crate) fn exact_rows(&self) -> Result<Option<u64>> {
+        if self.unmapped.is_some() {
+            return Ok(None);
+        }
         match self.def.kind {
-            TableKind::Frame { .. } | TableKind::Embedding { .. } => Some(self.major_len),
+            TableKind::Frame { .. } | TableKind::Embedding { .. } => Ok(Some(self.major_len)),
             TableKind::Matrix { .. } => {
-                let element = self.store.element(&self.def.path).ok()?;
+                let element = self.store.element(&self.def.path).map_err(store_err)?;
                 if self.is_dense() {
                     let [r, c] = element.shape[..] else {
-                        return None;
+                        return Ok(None);
                     };
-                    return Some(r * c);
+                    return Ok(Some(r.saturating_mul(c)));
                 }
                 if element.encoding == Encoding::Array {
-                    return None;
+                    return Ok(None);
                 }
-                self.store
+                self.check_first_read()?;
+                let nnz = self
+                    .store
                     .sparse_nnz(&self.def.path, 0..self.major_len, &ReadStats::new_shared())
-                    .ok()
+                    .map_err(store_err)?;
+                Ok(Some(nnz))
             }
-            TableKind::Uns => None,
+            TableKind::Uns => Ok(None),
         }
     }
 
@@ -346,7 +499,7 @@ impl AnnTable {
             TableKind::Matrix { .. } => {
                 self.read_entries(major, needed, keep, minor_keep, carry, stats)
             }
-            TableKind::Uns => Ok(vec![self.read_uns()?]),
+            TableKind::Uns => Ok(vec![self.read_uns(needed)?]),
         }
     }
 
@@ -389,6 +542,13 @@ impl AnnTable {
                     let idx =
                         UInt32Array::from_iter_values((0..n as u32).map(|r| r * ncols + *c as u32));
                     take(&block.values, &idx, None)?
+                }
+                Source::Unmapped(note) => {
+                    return Err(Error::Unmapped {
+                        what: format!("column {}.{}", self.def.name, field.name()),
+                        source: note.clone(),
+                    }
+                    .into());
                 }
                 _ => {
                     return Err(DataFusionError::Internal(
@@ -542,12 +702,15 @@ impl AnnTable {
         )?)
     }
 
-    fn read_uns(&self) -> Result<RecordBatch> {
+    /// The leaves of `uns`; their values (read only when `needed`) as JSON text. A value that
+    /// cannot be read is an error naming the leaf, never a NULL.
+    fn read_uns(&self, needed: &[bool]) -> Result<RecordBatch> {
         let uns = self.store.element(&self.def.path).map_err(store_err)?;
         let (mut paths, mut types, mut values) = (Vec::new(), Vec::new(), Vec::new());
         // Leaves of the dict tree; a dataframe (or any encoded group) is one entry, not its parts.
         let mut leaves = Vec::new();
         collect_uns_leaves(uns, &mut leaves);
+        let with_values = needed.get(2).copied().unwrap_or(true);
         for e in leaves {
             let rel = e
                 .path
@@ -555,7 +718,11 @@ impl AnnTable {
                 .unwrap_or(&e.path);
             paths.push(rel.to_string());
             types.push(e.encoding.name().to_string());
-            values.push(uns_value(&self.store, e));
+            values.push(if with_values {
+                Some(uns_value(&self.store, e)?)
+            } else {
+                None
+            });
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(paths)),
@@ -576,35 +743,49 @@ fn collect_uns_leaves<'a>(e: &'a Element, out: &mut Vec<&'a Element>) {
     }
 }
 
+/// An array as a JSON array of its values.
+fn json_values(a: &ArrayRef) -> Result<serde_json::Value> {
+    let mut buf = Vec::new();
+    let batch = RecordBatch::try_from_iter([("v", a.clone())])?;
+    let mut writer = annql_store::arrow::json::ArrayWriter::new(&mut buf);
+    writer.write(&batch)?;
+    writer.finish()?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&buf).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(serde_json::Value::Array(
+        rows.into_iter()
+            // The JSON writer leaves out null values: a row without "v" is a null.
+            .map(|r| r.get("v").cloned().unwrap_or(serde_json::Value::Null))
+            .collect(),
+    ))
+}
+
 /// Small scalars and arrays of `uns` as JSON text; anything larger or nested is described instead.
-fn uns_value(store: &AnnDataStore, e: &Element) -> Option<String> {
+/// An element that cannot be read (a damaged chunk, an unknown encoding or version) is an error.
+fn uns_value(store: &AnnDataStore, e: &Element) -> Result<String> {
     const MAX_VALUES: u64 = 10_000;
-    let json_of = |a: &ArrayRef| -> Option<serde_json::Value> {
-        let mut buf = Vec::new();
-        let batch = RecordBatch::try_from_iter([("v", a.clone())]).ok()?;
-        let mut writer = annql_store::arrow::json::ArrayWriter::new(&mut buf);
-        writer.write(&batch).ok()?;
-        writer.finish().ok()?;
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&buf).ok()?;
-        Some(serde_json::Value::Array(
-            rows.into_iter()
-                .map(|r| r.get("v").cloned().unwrap_or(serde_json::Value::Null))
-                .collect(),
-        ))
-    };
+    check::encoding(store, e).map_err(store_err)?;
     let stats = ReadStats::new_shared();
-    match e.encoding {
+    Ok(match e.encoding {
         Encoding::String | Encoding::NumericScalar | Encoding::Array | Encoding::StringArray
             if e.shape.iter().product::<u64>() <= MAX_VALUES && e.shape.len() <= 1 =>
         {
             let len = e.shape.first().copied().unwrap_or(1);
-            let a = store.read_array(&e.path, 0..len, &stats).ok()?;
-            let v = json_of(&a)?;
-            Some(if e.shape.is_empty() {
-                v.get(0).cloned().unwrap_or_default().to_string()
+            let a = store
+                .read_array(&e.path, 0..len, &stats)
+                .map_err(store_err)?;
+            let v = json_values(&a)?;
+            if e.shape.is_empty() {
+                // A scalar: the one value of a 0-D read.
+                v.get(0)
+                    .cloned()
+                    .ok_or_else(|| {
+                        store_err(check::malformed(store, &e.path, "a scalar with no value"))
+                    })?
+                    .to_string()
             } else {
                 v.to_string()
-            })
+            }
         }
         Encoding::Categorical
         | Encoding::NullableInteger
@@ -612,12 +793,15 @@ fn uns_value(store: &AnnDataStore, e: &Element) -> Option<String> {
         | Encoding::NullableStringArray
             if e.shape.first().copied().unwrap_or(0) <= MAX_VALUES =>
         {
-            let a = store.read_column(e, 0..e.shape[0], &stats).ok()?;
+            let len = e.shape.first().copied().unwrap_or(0);
+            let a = store.read_column(e, 0..len, &stats).map_err(store_err)?;
+            // Categories as their labels; values of a type with no text form stay as they are
+            // (the JSON writer writes them in their own form).
             let a = annql_store::arrow::compute::cast(&a, &DataType::Utf8).unwrap_or(a);
-            json_of(&a).map(|v| v.to_string())
+            json_values(&a)?.to_string()
         }
-        Encoding::Null => Some("null".into()),
-        _ => Some(format!(
+        Encoding::Null => "null".into(),
+        _ => format!(
             "\"<{} {}>\"",
             e.encoding.name(),
             e.shape
@@ -625,8 +809,8 @@ fn uns_value(store: &AnnDataStore, e: &Element) -> Option<String> {
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join("x")
-        )),
-    }
+        ),
+    })
 }
 
 /// The same schema with every field nullable.
@@ -723,13 +907,4 @@ fn apply_keep(batch: RecordBatch, keep: Option<&[bool]>) -> Result<RecordBatch> 
             )?)
         }
     }
-}
-
-fn unsupported(store: &AnnDataStore, e: &Element) -> DataFusionError {
-    store_err(annql_store::Error::Unsupported {
-        store: store.name().into(),
-        path: e.path.clone(),
-        what: e.encoding.name().into(),
-        reason: format!("dtype {:?} has no SQL type", e.dtype),
-    })
 }

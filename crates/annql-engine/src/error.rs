@@ -23,6 +23,17 @@ pub enum Error {
     /// A statement annql handles itself was malformed.
     #[error("{0}")]
     Statement(String),
+    /// A table or column whose element annql cannot read: its encoding, parts, shape or length
+    /// are not what the AnnData spec (or annql) allows. The table model keeps such elements, with
+    /// the reason, so that `annql schema` lists them and only queries that read them fail.
+    #[error("{what} cannot be read: {source}")]
+    Unmapped {
+        /// `table x` or `column obs.n_counts`.
+        what: String,
+        /// The store's error naming the element and what is wrong.
+        #[source]
+        source: std::sync::Arc<annql_store::Error>,
+    },
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),

@@ -10,6 +10,8 @@
 //! Stages: `attach` ([`session`]) → `plan` ([`provider`], [`pushdown`]) → `scan` ([`scan`]) →
 //! `decode` ([`decode`]).
 
+/// Whether elements can be read as the tables and columns the model gives them.
+pub mod check;
 /// Joins yield to the runtime between output batches, so stopped queries stop.
 pub mod coop;
 /// Arrow schemas of the tables and batches built from store reads.
@@ -31,7 +33,7 @@ pub mod scan;
 /// The session: attach, detach, run SQL.
 pub mod session;
 
-pub use decode::AnnTable;
+pub use decode::{AnnTable, Note};
 pub use error::{Error, Result};
 pub use model::{Axis, TableDef, TableKind};
 pub use provider::{AnnDataSchemaProvider, AnnDataTableProvider};

@@ -80,24 +80,38 @@ pub struct TableDef {
     /// A CSC copy of this CSR matrix in the store (`layers/<name>_csc`, see [`csc_copy_of`]):
     /// scans that select few genes read their columns from it instead of every row.
     pub csc_copy: Option<String>,
+    /// The dataframes (`obs`, `var`, `raw/var`) whose lengths the table's rows and columns
+    /// must equal: a matrix or embedding that disagrees with them cannot be read.
+    pub axes: [Option<String>; 2],
 }
 
 /// The tables of one AnnData element (the root, or a MuData modality with `prefix` "rna_").
+///
+/// Every element in a place the spec gives a tabular reading becomes a table, whether or not
+/// annql can read it: one it cannot (an unknown encoding, an impossible shape) is kept, so that
+/// `annql schema` lists it with the reason and a query that names it gets that reason rather
+/// than "table not found" (see [`crate::decode::AnnTable::unmapped`]).
 pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
     let mut out = Vec::new();
-    let mut add = |name: String, path: &str, kind| {
+    let frame_path = |e: Option<&Element>| e.map(|e| e.path.clone());
+    let obs = frame_path(adata.child("obs"));
+    let var = frame_path(adata.child("var"));
+    let axis_frame = |axis: Axis| match axis {
+        Axis::Obs => obs.clone(),
+        Axis::Var => var.clone(),
+        Axis::Component => None,
+    };
+    let mut add = |name: String, path: &str, kind, axes| {
         out.push(TableDef {
             name: format!("{prefix}{name}"),
             path: path.to_string(),
             csc_copy: csc_copy_of(adata, path),
             kind,
+            axes,
         })
     };
     for axis in [Axis::Obs, Axis::Var] {
-        if let Some(df) = adata
-            .child(axis.name())
-            .filter(|e| e.encoding == Encoding::DataFrame)
-        {
+        if let Some(df) = adata.child(axis.name()) {
             add(
                 axis.name().into(),
                 &df.path,
@@ -105,52 +119,71 @@ pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
                     axis,
                     with_names: true,
                 },
+                [None, None],
             );
         }
     }
-    if let Some(x) = adata.child("X").filter(|e| is_matrix(e)) {
-        add("x".into(), &x.path, matrix(Axis::Obs, Axis::Var));
-        add("x_dense".into(), &x.path, dense(Axis::Obs, Axis::Var));
+    if let Some(x) = adata.child("X") {
+        let axes = [obs.clone(), var.clone()];
+        add(
+            "x".into(),
+            &x.path,
+            matrix(Axis::Obs, Axis::Var),
+            axes.clone(),
+        );
+        add("x_dense".into(), &x.path, dense(Axis::Obs, Axis::Var), axes);
     }
     for (group, rows, cols) in [
         ("layers", Axis::Obs, Axis::Var),
         ("obsp", Axis::Obs, Axis::Obs),
         ("varp", Axis::Var, Axis::Var),
     ] {
-        for e in children(adata, group).filter(|e| is_matrix(e)) {
+        for e in children(adata, group) {
             let name = format!("{group}_{}", sql_name(e.name()));
-            add(name.clone(), &e.path, matrix(rows, cols));
+            let axes = [axis_frame(rows), axis_frame(cols)];
+            add(name.clone(), &e.path, matrix(rows, cols), axes.clone());
             if group == "layers" {
-                add(format!("{name}_dense"), &e.path, dense(rows, cols));
+                add(format!("{name}_dense"), &e.path, dense(rows, cols), axes);
             }
         }
     }
     for (group, axis) in [("obsm", Axis::Obs), ("varm", Axis::Var)] {
         for e in children(adata, group) {
+            // Anything but a dataframe or a sparse matrix is read as a dense embedding; one that
+            // is not a 2-D array is an embedding that cannot be read, with the reason.
             let kind = match e.encoding {
-                Encoding::Array if e.shape.len() == 2 => TableKind::Embedding { axis },
                 Encoding::DataFrame => TableKind::Frame {
                     axis,
                     with_names: false,
                 },
                 Encoding::CsrMatrix | Encoding::CscMatrix => matrix(axis, Axis::Component),
-                _ => continue,
+                _ => TableKind::Embedding { axis },
             };
-            add(format!("{group}_{}", sql_name(e.name())), &e.path, kind);
+            let name = format!("{group}_{}", sql_name(e.name()));
+            add(name, &e.path, kind, [axis_frame(axis), None]);
         }
     }
     if let Some(uns) = adata.child("uns") {
-        add("uns".into(), &uns.path, TableKind::Uns);
+        add("uns".into(), &uns.path, TableKind::Uns, [None, None]);
     }
     if let Some(raw) = adata.child("raw").filter(|e| e.encoding == Encoding::Raw) {
-        if let Some(x) = raw.child("X").filter(|e| is_matrix(e)) {
-            add("raw_x".into(), &x.path, matrix(Axis::Obs, Axis::Var));
-            add("raw_x_dense".into(), &x.path, dense(Axis::Obs, Axis::Var));
+        let raw_var = frame_path(raw.child("var"));
+        if let Some(x) = raw.child("X") {
+            let axes = [obs.clone(), raw_var.clone()];
+            add(
+                "raw_x".into(),
+                &x.path,
+                matrix(Axis::Obs, Axis::Var),
+                axes.clone(),
+            );
+            add(
+                "raw_x_dense".into(),
+                &x.path,
+                dense(Axis::Obs, Axis::Var),
+                axes,
+            );
         }
-        if let Some(var) = raw
-            .child("var")
-            .filter(|e| e.encoding == Encoding::DataFrame)
-        {
+        if let Some(var) = raw.child("var") {
             add(
                 "raw_var".into(),
                 &var.path,
@@ -158,6 +191,7 @@ pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
                     axis: Axis::Var,
                     with_names: true,
                 },
+                [None, None],
             );
         }
     }
@@ -218,14 +252,6 @@ pub fn csc_copy_of(adata: &Element, path: &str) -> Option<String> {
                 && e.shape == element.shape
         })
         .map(|e| e.path.clone())
-}
-
-fn is_matrix(e: &Element) -> bool {
-    match e.encoding {
-        Encoding::CsrMatrix | Encoding::CscMatrix => true,
-        Encoding::Array => e.shape.len() == 2,
-        _ => false,
-    }
 }
 
 fn children<'a>(adata: &'a Element, group: &str) -> impl Iterator<Item = &'a Element> {

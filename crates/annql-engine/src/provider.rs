@@ -41,14 +41,26 @@ impl AnnDataTableProvider {
         &self.table
     }
 
-    /// Number of categories of a categorical column, by name.
-    pub fn category_count(&self, column: &str) -> Option<usize> {
-        let i = self.table.schema().index_of(column).ok()?;
-        self.categories(i).ok().map(|c| c.len())
+    /// Number of categories of a categorical column, by name (None: not a column of this
+    /// table).
+    pub fn category_count(&self, column: &str) -> Result<Option<usize>> {
+        let Ok(i) = self.table.schema().index_of(column) else {
+            return Ok(None);
+        };
+        Ok(Some(self.categories(i)?.len()))
+    }
+
+    /// What cannot be read in this table (see [`AnnTable::notes`]).
+    pub fn notes(&self) -> Vec<(Option<String>, crate::decode::Note)> {
+        self.table.notes()
     }
 
     fn exact_rows(&self) -> Option<u64> {
-        *self.rows.get_or_init(|| self.table.exact_rows())
+        // Statistics are optional: a table whose row count cannot be read has none, and its
+        // scan reports the error when it reads the same element.
+        *self
+            .rows
+            .get_or_init(|| self.table.exact_rows().ok().flatten())
     }
 
     /// The dictionary values of a categorical column (read once, cached by the store).
@@ -116,6 +128,18 @@ impl TableProvider for AnnDataTableProvider {
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..schema.fields().len()).collect());
+        // A table or column that cannot be read fails the query that reads it, with the reason.
+        let filter_columns = filters
+            .iter()
+            .flat_map(|f| f.column_refs())
+            // A name not in this table's schema is not one of its columns.
+            .filter_map(|c| schema.index_of(&c.name).ok());
+        if let Some(e) = self
+            .table
+            .refusal(projection.iter().copied().chain(filter_columns))
+        {
+            return Err(e.into());
+        }
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let physical = filters
             .iter()
@@ -151,7 +175,8 @@ pub struct AnnDataSchemaProvider {
 }
 
 impl AnnDataSchemaProvider {
-    /// Binds every table of `store`; tables whose element cannot be represented are left out.
+    /// Binds every table of `store`. Tables and columns whose element cannot be read are kept
+    /// with the reason ([`Self::notes`]); reading them is an error.
     pub fn try_new(store: Arc<AnnDataStore>) -> Result<Self> {
         Self::with_progress(store, Arc::default())
     }
@@ -164,9 +189,8 @@ impl AnnDataSchemaProvider {
         let mut tables = BTreeMap::new();
         for def in tables_of_store(&store) {
             let name = def.name.clone();
-            if let Ok(table) = AnnTable::try_new(store.clone(), def, progress.clone()) {
-                tables.insert(name, Arc::new(AnnDataTableProvider::new(table)));
-            }
+            let table = AnnTable::try_new(store.clone(), def, progress.clone())?;
+            tables.insert(name, Arc::new(AnnDataTableProvider::new(table)));
         }
         Ok(Self { store, tables })
     }
@@ -174,6 +198,19 @@ impl AnnDataSchemaProvider {
     /// The store behind this schema.
     pub fn store(&self) -> &Arc<AnnDataStore> {
         &self.store
+    }
+
+    /// What cannot be read in each table: (table, column or None for the whole table, reason),
+    /// for `annql schema` and `\d`.
+    pub fn notes(&self) -> Vec<(String, Option<String>, crate::decode::Note)> {
+        self.tables
+            .iter()
+            .flat_map(|(name, t)| {
+                t.notes()
+                    .into_iter()
+                    .map(move |(column, note)| (name.clone(), column, note))
+            })
+            .collect()
     }
 
     /// A table by name; an exact match first, then the folded name (so `"X"` finds `x`).

@@ -519,12 +519,14 @@ impl ScanState {
         block: Range<u64>,
         dynamic: &[Arc<dyn PhysicalExpr>],
     ) -> Result<Vec<RecordBatch>> {
+        self.table.check_first_read()?;
         if let Some(copy) = self.table.csc_copy() {
             match self.use_copy.get() {
                 Some(true) => return Ok(Vec::new()),
                 Some(false) => {}
                 None => {
                     let batches = self.scan_copy(copy, dynamic)?;
+                    // Blocks of a partition run one after another: nothing else sets it.
                     let _ = self.use_copy.set(batches.is_some());
                     if let Some(batches) = batches {
                         return Ok(batches);
@@ -554,6 +556,7 @@ impl ScanState {
         if !prefer_columns(kept_cells, n_cells as u64, kept_genes, genes.len() as u64) {
             return Ok(None);
         }
+        copy.check_first_read()?;
         self.metrics.copy_reads.add(1);
         // The copy's minor axis is cells: those of this partition that survive the filters.
         let mut cells = vec![false; n_cells];

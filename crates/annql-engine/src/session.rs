@@ -168,6 +168,7 @@ impl AnnSession {
 
     /// Names of the attached datasets.
     pub fn attached_names(&self) -> Vec<String> {
+        // A poisoned lock (a panic while attaching) leaves no list to give.
         self.attached
             .lock()
             .map(|a| a.keys().cloned().collect())
@@ -176,6 +177,7 @@ impl AnnSession {
 
     /// The store attached under `name`.
     pub fn store(&self, name: &str) -> Option<Arc<AnnDataStore>> {
+        // A poisoned lock (a panic while attaching): no store to give.
         self.attached.lock().ok()?.get(name).cloned()
     }
 

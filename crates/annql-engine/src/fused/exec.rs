@@ -393,6 +393,7 @@ impl Run {
             }
             _ => self.matrix.clone(),
         };
+        matrix.check_first_read()?;
         let major_sel = if matrix.column_major {
             &genes.of
         } else {

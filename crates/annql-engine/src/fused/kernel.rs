@@ -640,6 +640,8 @@ impl SharedTiles {
 
     /// Runs `f` on tile `t` if no other worker holds it; None if one does.
     pub fn try_with<R>(&self, t: usize, f: impl FnOnce(&mut Accumulators) -> R) -> Option<R> {
+        // Held by another worker (or poisoned, which `with` reports): the caller takes another
+        // tile and comes back to this one through `with`.
         let mut tile = self.tiles[t].try_lock().ok()?;
         Some(f(tile.get_or_insert_with(|| self.empty(t))))
     }

@@ -1,5 +1,9 @@
 //! Recognises `Aggregate(group by obs/var columns) over matrix ⋈ obs [⋈ var]` and replaces it
 //! with a [`FusedAggregateNode`].
+//!
+//! The matcher returns None wherever the plan is not of that shape, and an `.ok()?` in it means
+//! just that: "the rule does not apply". The plan is then left as it is and runs on DataFusion's
+//! operators, which report any error (a store error included) themselves.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -194,6 +198,10 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
         }
     }
     let (m_leaf, m_scan, m_table) = matrix?;
+    // A matrix that cannot be read is left to its scan, which fails with the reason.
+    if m_table.unmapped.is_some() {
+        return None;
+    }
     let TableKind::Matrix {
         rows: Axis::Obs,
         cols: Axis::Var,
@@ -202,6 +210,7 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
     else {
         return None;
     };
+    // Not found or not sparse: the rule does not apply; the scan reports any error.
     let element = m_table.store.element(&m_table.def.path).ok()?;
     if element.encoding == annql_store::Encoding::Array {
         return None;
@@ -401,6 +410,7 @@ fn see_through(e: &Expr, through: &Through) -> Option<Expr> {
             })
         })
         .map(|t| t.data)
+        // A rewrite that fails: the rule does not apply.
         .ok()
 }
 
@@ -537,6 +547,7 @@ fn scalar_f64(v: &ScalarValue) -> Option<f64> {
     if v.is_null() || !v.data_type().is_numeric() {
         return None;
     }
+    // A constant that is not a number: the filter is not one the kernel applies.
     match v
         .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
         .ok()?
@@ -556,5 +567,6 @@ fn unqualify(e: Expr) -> Option<Expr> {
         })
     })
     .map(|t| t.data)
+    // A rewrite that fails: the rule does not apply.
     .ok()
 }
