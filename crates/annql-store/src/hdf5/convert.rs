@@ -245,7 +245,7 @@ pub(crate) fn attribute_json(
     let n = usize::try_from(attr.num_elements()?).map_err(|_| {
         hdf5_reader::error::Error::InvalidData(format!("attribute '{}' is too large", attr.name))
     })?;
-    let numbers = |size: u8, f: &dyn Fn(&[u8]) -> Option<Value>| {
+    let fixed = |size: u8, f: &dyn Fn(&[u8]) -> Option<Value>| {
         numbers(raw, n, usize::from(size), f).map_err(|reason| {
             hdf5_reader::error::Error::InvalidData(format!("attribute '{}': {reason}", attr.name))
         })
@@ -261,19 +261,19 @@ pub(crate) fn attribute_json(
             size,
             signed,
             byte_order,
-        } => numbers(*size, &|b| int_json(b, *signed, *byte_order))?,
+        } => fixed(*size, &|b| int_json(b, *signed, *byte_order))?,
         Datatype::FloatingPoint { size, byte_order } => {
-            numbers(*size, &|b| float_json(b, *byte_order))?
+            fixed(*size, &|b| float_json(b, *byte_order))?
         }
         Datatype::Enum { base, members } if is_bool_enum(base, members) => {
-            numbers(1, &|b| Some(Value::Bool(b[0] != 0)))?
+            fixed(1, &|b| Some(Value::Bool(b[0] != 0)))?
         }
         Datatype::Enum { base, .. } => match base.as_ref() {
             Datatype::FixedPoint {
                 size,
                 signed,
                 byte_order,
-            } => numbers(*size, &|b| int_json(b, *signed, *byte_order))?,
+            } => fixed(*size, &|b| int_json(b, *signed, *byte_order))?,
             _ => None,
         },
         Datatype::Reference {
