@@ -808,3 +808,75 @@ fn item(e: sql::Expr, name: &str) -> SelectItem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bind::{Block, Named};
+
+    /// A gene predicate (`X[pred]`) lowering cannot express: `in` as a plain operator.
+    fn unlowerable_selection() -> MatrixRef {
+        let pred = BExpr::Binary(
+            BinaryOp::In,
+            Box::new(BExpr::Col(ColRef::Var("var_name".into()))),
+            Box::new(BExpr::Lit(Literal::Str("CD3E".into()))),
+        );
+        MatrixRef {
+            table: "x".into(),
+            var_table: "var".into(),
+            genes: Genes::Where(Box::new(pred)),
+        }
+    }
+
+    fn one_block(layout: Layout, column: BExpr) -> Bound {
+        let agg = Named {
+            name: "s".into(),
+            expr: column,
+        };
+        Bound {
+            dataset: "t".into(),
+            table: "obs".into(),
+            cells: true,
+            blocks: vec![Block {
+                layout,
+                filters: Vec::new(),
+                group: Some(Vec::new()),
+                aggs: vec![agg.clone()],
+                columns: Columns::Exactly(vec![agg]),
+                order: Vec::new(),
+                limit: None,
+                combine: None,
+            }],
+        }
+    }
+
+    /// A gene predicate that fails to lower is an error naming the matrix, never a query over
+    /// every gene: as the block's gene axis, and inside a per-cell reduction.
+    #[test]
+    fn gene_predicate_that_cannot_lower_is_an_error() {
+        let m = unlowerable_selection();
+        let axis = one_block(
+            Layout::Genes {
+                matrix: m.clone(),
+                join: GeneJoin::Stored,
+            },
+            BExpr::Agg(AggFn::Sum, Some(Box::new(BExpr::Value(m.clone())))),
+        );
+        let per_cell = one_block(
+            Layout::Rows,
+            BExpr::Agg(AggFn::Mean, Some(Box::new(BExpr::Reduce(CellFn::Sum, m)))),
+        );
+        for bound in [axis, per_cell] {
+            match lower(&bound) {
+                Ok(sql) => panic!("lowered without its gene predicate: {sql}"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("gene predicate of `x`") && e.contains("`in`"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+}
