@@ -310,7 +310,7 @@ fn errors_exit_nonzero_with_file_line_column() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("{path}:3:1:")) && err.contains("tiny.obz"),
+        err.contains(&format!("{path}:4:8:")) && err.contains("tiny.obz"),
         "{err}"
     );
     // The first statement's result was printed; the third never ran.
@@ -332,6 +332,27 @@ fn errors_exit_nonzero_with_file_line_column() {
         text(&out.stderr).contains("/nonexistent/store.zarr"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// An error is reported at its own line and column in the file, not at its statement's start:
+/// an unknown column in a statement indented on line 3, and (above) a missing table on the
+/// second line of a statement.
+#[test]
+fn script_errors_point_at_the_error_inside_the_statement() {
+    let mut f = tempfile::Builder::new()
+        .suffix(".sql")
+        .tempfile()
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(b"SELECT 1;\nSELECT 2;\n  SELECT cel_type FROM tiny.obs;\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = f.path().display().to_string();
+    let out = annql(&["run", "-d", &tiny(), "--format", "csv", &path], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{path}:3:10:")) && err.contains("cel_type"),
+        "{err}"
     );
 }
 
@@ -382,6 +403,26 @@ fn schema_and_explain_subcommands() {
         text(&out.stdout).contains("AnnDataScanExec"),
         "{}",
         text(&out.stdout)
+    );
+}
+
+/// `annql explain` of SQL that calls `aql('…')` shows the plan of the pipeline inside it.
+#[test]
+fn explain_subcommand_of_aql_table_function() {
+    let out = annql(
+        &[
+            "explain",
+            "-d",
+            &tiny(),
+            "SELECT * FROM aql('from tiny | group cell_type | agg n = count()') WHERE n > 1",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("AnnDataScanExec") && plan.contains("cell_type"),
+        "{plan}"
     );
 }
 

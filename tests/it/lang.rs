@@ -267,3 +267,122 @@ async fn joins_and_unions_across_datasets() {
     let cells: f64 = base.iter().filter_map(|r| r[1].as_f64()).sum();
     assert_eq!(got, vec![serde_json::json!([cells, cells])]);
 }
+
+/// The demo dataset (scanpy's PBMC 700 cells) attached as `pbmc`, as the CLI attaches it.
+fn demo() -> AnnSession {
+    let s = session();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/pbmc68k_reduced.zarr");
+    s.attach("pbmc", path).unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+/// Rows of a pipeline and of its SQL, in the order each returns them.
+async fn ordered_rows(s: &AnnSession, aql: &str, sql: &str) -> (Vec<Value>, Vec<Value>) {
+    let lowered = annql_lang::to_sql(s, aql)
+        .await
+        .unwrap_or_else(|e| panic!("{aql}\n{e}"));
+    let lang = annql_lang::query(s, aql)
+        .await
+        .unwrap_or_else(|e| panic!("{aql}\n{lowered}\n{e}"));
+    let sql_df = s.sql(sql).await.unwrap_or_else(|e| panic!("{sql}\n{e}"));
+    let (_, lang_rows) = run(s, lang, aql).await;
+    let (_, sql_rows) = run(s, sql_df, sql).await;
+    assert_eq!(
+        lang_rows, sql_rows,
+        "rows differ (in order)\npipeline: {aql}\nlowered:  {lowered}\nSQL:      {sql}"
+    );
+    (lang_rows, sql_rows)
+}
+
+/// A `sort` stays in effect through `where`, `derive`, `select` and `take` until a `group`,
+/// `agg`, `join` or `union` (as in PRQL), and a later `sort` replaces it: each pipeline returns
+/// the rows of its SQL `ORDER BY`, in that order. The first is the demo query of issue #24.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sort_stays_in_effect_through_later_stages() {
+    let s = demo();
+    let (got, _) = ordered_rows(
+        &s,
+        "from pbmc | group bulk_labels | agg n = count() | sort -n | where n > 10 | take 3",
+        "SELECT bulk_labels, count(*) AS n FROM pbmc.obs GROUP BY bulk_labels \
+         HAVING count(*) > 10 ORDER BY n DESC LIMIT 3",
+    )
+    .await;
+    // What pandas' value_counts() gives for obs.bulk_labels.
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!(["Dendritic", 240.0]),
+            serde_json::json!(["CD14+ Monocyte", 129.0]),
+            serde_json::json!(["CD19+ B", 95.0]),
+        ]
+    );
+    let cases = [
+        (
+            "from pbmc | group bulk_labels | agg n = count() | sort n | derive half = n / 2 | take 4",
+            "SELECT bulk_labels, n, n / 2 AS half FROM (SELECT bulk_labels, count(*) AS n \
+             FROM pbmc.obs GROUP BY bulk_labels) ORDER BY n LIMIT 4",
+        ),
+        // The sort key is no longer a column after `select`.
+        (
+            r#"from pbmc | sort -n_counts | select obs_name, louvain | where louvain != "8" | take 5"#,
+            "SELECT obs_name, louvain FROM pbmc.obs WHERE louvain <> '8' ORDER BY n_counts DESC LIMIT 5",
+        ),
+        // Sorted, cut, then filtered: still sorted.
+        (
+            r#"from pbmc | sort -n_counts | take 12 | where louvain != "8" | select obs_name, n_counts"#,
+            "SELECT obs_name, n_counts FROM (SELECT * FROM pbmc.obs ORDER BY n_counts DESC LIMIT 12) \
+             WHERE louvain <> '8' ORDER BY n_counts DESC",
+        ),
+        // A later sort replaces an earlier one.
+        (
+            "from pbmc | group bulk_labels | agg n = count() | sort bulk_labels | sort -n | take 4",
+            "SELECT bulk_labels, count(*) AS n FROM pbmc.obs GROUP BY bulk_labels ORDER BY n DESC LIMIT 4",
+        ),
+    ];
+    for (aql, sql) in cases {
+        let (got, _) = ordered_rows(&s, aql, sql).await;
+        assert!(!got.is_empty(), "{aql}");
+    }
+}
+
+/// `left join … on key` keeps the left rows' keys where the right side has no match (as SQL
+/// `USING` and PRQL do); only the right side's other columns are null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_join_keeps_the_keys_of_unmatched_rows() {
+    let s = session();
+    let aql = r#"from t | group cell_type | agg n = count()
+        | left join (from t | where cell_type == "B cell" | group cell_type | agg n2 = count()) on cell_type"#;
+    let df = annql_lang::query(&s, aql)
+        .await
+        .unwrap_or_else(|e| panic!("{aql}\n{e}"));
+    let (_, mut got) = run(&s, df, aql).await;
+    got.sort_by_key(|r| r.to_string());
+    // pandas: obs.cell_type.value_counts() of tiny; only B cells are on the right.
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!(["B cell", 28.0, 28.0]),
+            serde_json::json!(["NK cell", 29.0, "NULL"]),
+            serde_json::json!(["T cell", 29.0, "NULL"]),
+            serde_json::json!(["monocyte", 34.0, "NULL"]),
+        ]
+    );
+}
+
+/// `EXPLAIN` and `EXPLAIN ANALYZE` of SQL that calls `aql('…')` plan the pipeline's subquery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_of_aql_table_function() {
+    let s = session();
+    for explain in ["EXPLAIN", "EXPLAIN ANALYZE", "EXPLAIN VERBOSE"] {
+        let sql = format!(
+            "{explain} SELECT * FROM aql('from t | group cell_type | agg n = count()') WHERE n > 1"
+        );
+        let batches = s
+            .collect(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let text: String = rows(&batches).iter().map(|r| format!("{r}\n")).collect();
+        assert!(text.contains("AnnDataScanExec"), "{sql}\n{text}");
+    }
+}

@@ -172,6 +172,34 @@ pub fn error_position(message: &str) -> Option<(usize, usize)> {
     Some((line, column))
 }
 
+/// Where inside its statement (1-based line, column) an error points, if it says: the span of
+/// DataFusion's diagnostic (the table or column it could not resolve), else the `Line: L,
+/// Column: C` of a parser error or of a pipeline's diagnostic.
+pub fn error_location(e: &CliError, lang: Language) -> Option<(usize, usize)> {
+    let planner = match e {
+        CliError::DataFusion(d)
+        | CliError::Engine(annql_engine::Error::DataFusion(d))
+        | CliError::Lang(annql_lang::Error::DataFusion(d))
+        | CliError::Lang(annql_lang::Error::Engine(annql_engine::Error::DataFusion(d))) => Some(d),
+        _ => None,
+    };
+    if let Some(d) = planner {
+        // A pipeline's lowered SQL is not in the file: its spans point nowhere there.
+        if lang == Language::Sql
+            && let Some(span) = d.diagnostic().and_then(|diag| diag.span)
+        {
+            return Some((span.start.line as usize, span.start.column as usize));
+        }
+        // The diagnostics of a pipeline inside `aql('…')` count from the pipeline's string,
+        // not from the statement: no position rather than a wrong one.
+        let embedded = |d: &datafusion::error::DataFusionError| matches!(d, datafusion::error::DataFusionError::External(x) if x.is::<annql_lang::Error>());
+        if embedded(d) || embedded(d.find_root()) {
+            return None;
+        }
+    }
+    error_position(&e.to_string())
+}
+
 /// The result of one statement: its schema and batches (no schema columns: no result to print).
 pub struct Outcome {
     /// Result schema.
@@ -425,7 +453,7 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
             let before = read_totals(&session);
             let located = |e: CliError| {
                 let message = e.to_string();
-                let (line, column) = match error_position(&message) {
+                let (line, column) = match error_location(&e, *lang) {
                     Some((1, c)) => (st.line, st.column + c - 1),
                     Some((l, c)) => (st.line + l - 1, c),
                     None => (st.line, st.column),

@@ -94,7 +94,9 @@ impl SessionBuilder {
             .with_target_partitions(self.target_partitions)
             .with_batch_size(self.batch_size)
             .with_information_schema(self.information_schema)
-            .with_default_catalog_and_schema("annql", "public");
+            .with_default_catalog_and_schema("annql", "public")
+            // Spans on columns, so "column not found" errors say where the column is.
+            .set_bool("datafusion.sql_parser.collect_spans", true);
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(limit) = self.memory_limit {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));

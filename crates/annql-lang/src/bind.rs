@@ -13,6 +13,9 @@ use crate::ast::{
 use crate::catalog::{Catalog, Column, Dataset, Ty};
 use crate::error::{Diagnostic, Diagnostics, did_you_mean};
 
+/// A sort in effect carried from one block to the next.
+mod order;
+
 /// A pipeline resolved against a dataset: SQL-shaped blocks, each reading the one before.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bound {
@@ -228,6 +231,7 @@ pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Boun
         errors: Vec::new(),
         lets: BTreeMap::new(),
         dataset: &EMPTY,
+        hidden_keys: 0,
     };
     for l in &pipeline.lets {
         b.lets.insert(l.name.text.clone(), l.value.clone());
@@ -297,7 +301,15 @@ fn bind_stages<'c>(
             }
         }
     };
-    let input = ds.tables.get(&table).cloned().unwrap_or_default();
+    let Some(input) = ds.tables.get(&table).cloned() else {
+        // `from dataset` of a store without `obs` (a named table was checked above).
+        let d = Diagnostic::new(
+            format!("`{}` has no table `{table}`", ds_name.text),
+            pipeline.source.span,
+        );
+        b.errors.push(d);
+        return None;
+    };
     let mut state = BlockState::new(input, cells);
     state.label = table.clone();
     let mut blocks = Vec::new();
@@ -306,7 +318,7 @@ fn bind_stages<'c>(
         match &stage.kind {
             StageKind::Where(e) => {
                 if state.limit.is_some() || state.group.is_some() || state.projected {
-                    state = state.wrap(&mut blocks, b);
+                    state = state.wrap_sorted(&mut blocks, b);
                 }
                 let (x, ty) = b.bind_expr(e, &state, Ctx::Row);
                 b.check(ty, Ty::Bool, e.span, "`where` needs a condition");
@@ -314,7 +326,7 @@ fn bind_stages<'c>(
             }
             StageKind::Derive(items) => {
                 if state.limit.is_some() || state.group.is_some() || state.projected {
-                    state = state.wrap(&mut blocks, b);
+                    state = state.wrap_sorted(&mut blocks, b);
                 }
                 for item in items {
                     let (name, e) = b.bind_item(item, &state, Ctx::Row);
@@ -323,7 +335,7 @@ fn bind_stages<'c>(
             }
             StageKind::Select(items) => {
                 if state.limit.is_some() || state.group.is_some() || state.projected {
-                    state = state.wrap(&mut blocks, b);
+                    state = state.wrap_sorted(&mut blocks, b);
                 }
                 let mut out = Vec::new();
                 for item in items {
@@ -332,13 +344,11 @@ fn bind_stages<'c>(
                 state.select(out);
             }
             StageKind::Group(items) => {
-                if state.limit.is_some()
-                    || state.group.is_some()
-                    || state.projected
-                    || !state.order.is_empty()
-                {
+                if state.limit.is_some() || state.group.is_some() || state.projected {
                     state = state.wrap(&mut blocks, b);
                 }
+                // Grouping ends the sort in effect: groups come out in no order.
+                state.order.clear();
                 let keys: Vec<_> = items
                     .iter()
                     .map(|i| b.bind_item(i, &state, Ctx::Row))
@@ -354,13 +364,11 @@ fn bind_stages<'c>(
                 state.aggregate(keys, aggs);
             }
             StageKind::Agg(items) => {
-                if state.limit.is_some()
-                    || state.group.is_some()
-                    || state.projected
-                    || !state.order.is_empty()
-                {
+                if state.limit.is_some() || state.group.is_some() || state.projected {
                     state = state.wrap(&mut blocks, b);
                 }
+                // Grouping ends the sort in effect: groups come out in no order.
+                state.order.clear();
                 let aggs = b.bind_aggs(items, &state, &[]);
                 state.aggregate(Vec::new(), aggs);
             }
@@ -368,9 +376,11 @@ fn bind_stages<'c>(
                 if state.limit.is_some() {
                     state = state.wrap(&mut blocks, b);
                 }
+                // A sort replaces the one in effect.
+                state.order.clear();
                 for k in keys {
                     let e = b.bind_expr(&k.expr, &state, Ctx::Row);
-                    state.order.push((e.0, k.descending));
+                    state.order.push((e.0, k.descending, k.expr.span));
                 }
             }
             StageKind::Take(n) => {
@@ -380,7 +390,7 @@ fn bind_stages<'c>(
                 let Some((right, right_cols)) = bind_pipeline(b, right, catalog) else {
                     continue;
                 };
-                let left_cols = state.output_columns();
+                let left_cols = state.visible_columns();
                 let keys = b.join_keys(on, &left_cols, &right_cols, stage.span);
                 let mut cols = left_cols.clone();
                 for c in right_cols.iter().filter(|c| !keys.contains(&c.name)) {
@@ -409,7 +419,7 @@ fn bind_stages<'c>(
                 let Some((right, right_cols)) = bind_pipeline(b, right, catalog) else {
                     continue;
                 };
-                let mut cols = state.output_columns();
+                let mut cols = state.visible_columns();
                 for c in right_cols {
                     match cols.iter().find(|l| l.name == c.name) {
                         Some(l) if !compatible(l.ty, c.ty) => b.errors.push(Diagnostic::new(
@@ -429,8 +439,8 @@ fn bind_stages<'c>(
             }
         }
     }
-    let columns = state.output_columns();
-    blocks.push(state.finish(b));
+    let columns = state.visible_columns();
+    blocks.push(state.finish(b, true));
     Some((
         Bound {
             dataset: ds_name.text.clone(),
@@ -475,8 +485,11 @@ struct BlockState {
     /// `select` ran: output is exactly `outputs`.
     projected: bool,
     outputs: Vec<(String, (BExpr, Ty))>,
-    order: Vec<(BExpr, bool)>,
+    /// The sort in effect: keys, descending, where written.
+    order: Vec<(BExpr, bool, Span)>,
     limit: Option<u64>,
+    /// Columns of `input` that carry an earlier block's sort keys: not the user's to see.
+    hidden: Vec<String>,
 }
 
 impl BlockState {
@@ -498,6 +511,7 @@ impl BlockState {
             outputs: Vec::new(),
             order: Vec::new(),
             limit: None,
+            hidden: Vec::new(),
         }
     }
 
@@ -513,7 +527,14 @@ impl BlockState {
         self.projected = true;
     }
 
-    /// The output columns, for the next block.
+    /// The output columns users see (hidden sort keys left out).
+    fn visible_columns(&self) -> Vec<Column> {
+        let mut cols = self.output_columns();
+        cols.retain(|c| !self.hidden.contains(&c.name));
+        cols
+    }
+
+    /// The output columns, for the next block (hidden sort keys included).
     fn output_columns(&self) -> Vec<Column> {
         if self.projected {
             self.outputs
@@ -530,11 +551,29 @@ impl BlockState {
         }
     }
 
-    /// Ends this block; the next reads its output.
-    fn wrap(self, blocks: &mut Vec<Block>, b: &mut Binder<'_>) -> BlockState {
+    /// Ends this block; the next reads its output, in no order.
+    fn wrap(mut self, blocks: &mut Vec<Block>, b: &mut Binder<'_>) -> BlockState {
+        // Without a limit, the order of a subquery means nothing to SQL.
+        if self.limit.is_none() {
+            self.order.clear();
+        }
         let cols = self.output_columns();
-        blocks.push(self.finish(b));
+        blocks.push(self.finish(b, false));
         BlockState::new(cols, false)
+    }
+
+    /// Ends this block; the next reads its output with the sort in effect carried over
+    /// (`sort` holds until `group`, `agg`, `join` or `union`).
+    fn wrap_sorted(mut self, blocks: &mut Vec<Block>, b: &mut Binder<'_>) -> BlockState {
+        let order = self.carry_order(b);
+        let hidden = self.hidden.clone();
+        let mut next = self.wrap(blocks, b);
+        next.hidden = hidden
+            .into_iter()
+            .filter(|h| next.input.iter().any(|c| &c.name == h))
+            .collect();
+        next.order = order;
+        next
     }
 
     /// Like [`BlockState::wrap`], with the closed block's output joined or unioned `with` another
@@ -546,13 +585,29 @@ impl BlockState {
         blocks: &mut Vec<Block>,
         b: &mut Binder<'_>,
     ) -> BlockState {
-        let mut block = self.finish(b);
+        let mut block = self.finish(b, true);
         block.combine = Some(with);
         blocks.push(block);
         BlockState::new(cols, false)
     }
 
-    fn finish(self, b: &mut Binder<'_>) -> Block {
+    /// The block, with hidden sort keys projected away when `drop_hidden` (its output is the
+    /// pipeline's, or joined or unioned).
+    fn finish(mut self, b: &mut Binder<'_>, drop_hidden: bool) -> Block {
+        if drop_hidden && !self.projected && !self.hidden.is_empty() {
+            let outputs = self
+                .visible_columns()
+                .into_iter()
+                .map(|c| {
+                    let e = match self.derived.iter().rev().find(|(n, _)| *n == c.name) {
+                        Some((_, e)) => e.clone(),
+                        None => (BExpr::Col(ColRef::Input(c.name.clone())), c.ty),
+                    };
+                    (c.name, e)
+                })
+                .collect();
+            self.select(outputs);
+        }
         let named = |v: Vec<(String, (BExpr, Ty))>| -> Vec<Named> {
             v.into_iter()
                 .map(|(name, (expr, _))| Named { name, expr })
@@ -571,7 +626,11 @@ impl BlockState {
             group,
             aggs,
             columns,
-            order: self.order,
+            order: self
+                .order
+                .into_iter()
+                .map(|(e, desc, _)| (e, desc))
+                .collect(),
             limit: self.limit,
             combine: None,
         };
@@ -710,6 +769,8 @@ struct Binder<'a> {
     errors: Vec<Diagnostic>,
     lets: BTreeMap<String, Expr>,
     dataset: &'a Dataset,
+    /// Hidden sort-key columns made so far (for unique names).
+    hidden_keys: usize,
 }
 
 /// Scalar functions: name in the language, SQL name, argument types, result type.
@@ -1101,6 +1162,7 @@ impl Binder<'_> {
             bound.push(x);
         }
         if fname == "log1p" {
+            // A missing argument was reported above; null stands in for it.
             let x = bound.pop().unwrap_or(BExpr::Lit(Literal::Null));
             let one_plus = BExpr::Binary(
                 BinaryOp::Add,
@@ -1216,12 +1278,7 @@ impl Binder<'_> {
                         }
                     }
                     _ => {
-                        let var_cols = self
-                            .dataset
-                            .tables
-                            .get(&var_table)
-                            .cloned()
-                            .unwrap_or_default();
+                        let var_cols = self.gene_table(&var_table, s.span)?;
                         let mut vs = BlockState::new(var_cols, false);
                         vs.label = var_table.clone();
                         let (pred, ty) = self.bind_var_pred(&s, &vs);
@@ -1263,6 +1320,18 @@ impl Binder<'_> {
             }
         }
         (to_var(x), t)
+    }
+
+    /// The columns of the gene table `var_table`; an error at `span` when the dataset has none.
+    fn gene_table(&mut self, var_table: &str, span: Span) -> Option<Vec<Column>> {
+        let cols = self.dataset.tables.get(var_table).cloned();
+        if cols.is_none() {
+            self.errors.push(Diagnostic::new(
+                format!("no gene table `{var_table}` in this dataset"),
+                span,
+            ));
+        }
+        cols
     }
 
     fn check_gene(&mut self, var_table: &str, gene: &str, span: Span) -> bool {
@@ -1332,7 +1401,9 @@ impl Binder<'_> {
                     return (BExpr::Col(ColRef::Var("var_name".into())), Ty::Str);
                 }
                 ["var", col] if sel.is_none() => {
-                    let cols = self.dataset.tables.get("var").cloned().unwrap_or_default();
+                    let Some(cols) = self.gene_table("var", span) else {
+                        return (BExpr::Lit(Literal::Null), Ty::Unknown);
+                    };
                     return match cols.iter().find(|c| c.name == *col) {
                         Some(c) => (BExpr::Col(ColRef::Var(c.name.clone())), c.ty),
                         None => self.unknown(col, path[1].span, &cols, "var"),
@@ -1421,7 +1492,11 @@ impl Binder<'_> {
     }
 
     fn column(&mut self, col: &str, span: Span, st: &BlockState) -> (BExpr, Ty) {
-        match st.input.iter().find(|c| c.name == col) {
+        match st
+            .input
+            .iter()
+            .find(|c| c.name == col && !st.hidden.contains(&c.name))
+        {
             Some(c) => (BExpr::Col(ColRef::Input(c.name.clone())), c.ty),
             None => {
                 let mut cols = st.input.clone();
@@ -1448,6 +1523,7 @@ impl Binder<'_> {
 /// The output name of an item: given, a column's own name, or the item's source text.
 fn item_name(source: &str, item: &Item) -> String {
     let text = || {
+        // Spans come from parsing this source, so they are in it.
         source
             .get(item.expr.span.start..item.expr.span.end)
             .unwrap_or_default()
@@ -1458,6 +1534,7 @@ fn item_name(source: &str, item: &Item) -> String {
     if let Some(n) = &item.name {
         return n.text.clone();
     }
+    // The grammar gives a path at least one name.
     match &item.expr.kind {
         ExprKind::Path(p) => p.last().map(|n| n.text.clone()).unwrap_or_default(),
         ExprKind::Index(b, s) => match (&b.kind, &s.kind) {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use annql_engine::datafusion::error::DataFusionError;
 use annql_engine::datafusion::prelude::SessionContext;
-use annql_engine::datafusion::sql::parser::Statement as DFStatement;
+use annql_engine::datafusion::sql::parser::{
+    CopyToSource, ExplainStatement, Statement as DFStatement,
+};
 use annql_engine::datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, Ident, ObjectName, Statement, TableAlias,
     TableFactor, TableFunctionArgs, Value as SqlValue, VisitMut, VisitorMut,
@@ -39,33 +41,65 @@ impl StatementRewriter for AqlTableFunction {
         ctx: &SessionContext,
         statement: DFStatement,
     ) -> annql_engine::Result<DFStatement> {
-        let DFStatement::Statement(mut statement) = statement else {
-            return Ok(statement);
-        };
-        // Collect the pipelines first (visitors are synchronous, planning is not), lower each,
-        // then put the subqueries in their places.
-        let mut calls = Vec::new();
-        let found = statement.visit(&mut Calls {
-            mode: Mode::Collect(&mut calls),
-        });
-        if let ControlFlow::Break(e) = found {
-            return Err(engine_error(e));
+        match statement {
+            DFStatement::Statement(statement) => {
+                let statement = rewrite_sql(ctx, *statement).await?;
+                Ok(DFStatement::Statement(Box::new(statement)))
+            }
+            // `EXPLAIN [ANALYZE] …` wraps the statement it plans: rewrite that one.
+            DFStatement::Explain(ExplainStatement { options, statement }) => {
+                let statement = Box::new(self.rewrite(ctx, *statement).await?);
+                Ok(DFStatement::Explain(ExplainStatement {
+                    options,
+                    statement,
+                }))
+            }
+            // `COPY (query) TO …`
+            DFStatement::CopyTo(mut copy) => {
+                if let CopyToSource::Query(query) = copy.source {
+                    let rewritten = rewrite_sql(ctx, Statement::Query(query)).await?;
+                    let Statement::Query(query) = rewritten else {
+                        return Err(engine_error(Error::Internal(
+                            "aql(): COPY's query stopped being a query".into(),
+                        )));
+                    };
+                    copy.source = CopyToSource::Query(query);
+                }
+                Ok(DFStatement::CopyTo(copy))
+            }
+            other => Ok(other),
         }
-        if calls.is_empty() {
-            return Ok(DFStatement::Statement(statement));
-        }
-        let mut lowered = Vec::with_capacity(calls.len());
-        for source in &calls {
-            lowered.push(crate::run::plan(ctx, source).await.map_err(engine_error)?);
-        }
-        let replaced = statement.visit(&mut Calls {
-            mode: Mode::Replace(lowered.into_iter()),
-        });
-        if let ControlFlow::Break(e) = replaced {
-            return Err(engine_error(e));
-        }
-        Ok(DFStatement::Statement(statement))
     }
+}
+
+/// Replaces every `aql('…')` of a SQL statement by the subquery its pipeline lowers to.
+async fn rewrite_sql(
+    ctx: &SessionContext,
+    mut statement: Statement,
+) -> annql_engine::Result<Statement> {
+    // Collect the pipelines first (visitors are synchronous, planning is not), lower each,
+    // then put the subqueries in their places.
+    let mut calls = Vec::new();
+    let found = statement.visit(&mut Calls {
+        mode: Mode::Collect(&mut calls),
+    });
+    if let ControlFlow::Break(e) = found {
+        return Err(engine_error(e));
+    }
+    if calls.is_empty() {
+        return Ok(statement);
+    }
+    let mut lowered = Vec::with_capacity(calls.len());
+    for source in &calls {
+        lowered.push(crate::run::plan(ctx, source).await.map_err(engine_error)?);
+    }
+    let replaced = statement.visit(&mut Calls {
+        mode: Mode::Replace(lowered.into_iter()),
+    });
+    if let ControlFlow::Break(e) = replaced {
+        return Err(engine_error(e));
+    }
+    Ok(statement)
 }
 
 fn engine_error(e: Error) -> annql_engine::Error {

@@ -20,6 +20,18 @@ pub enum Error {
     /// DataFusion rejected or failed the lowered query.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+    /// A gene selection's predicate (`X[var.highly_variable]`) could not be lowered; the query
+    /// is refused rather than run over every gene.
+    #[error("the gene predicate of `{matrix}` (over `{var_table}`) cannot be lowered: {source}")]
+    GenePredicate {
+        /// The entries table (`x`, `layers_counts`).
+        matrix: String,
+        /// The gene table the predicate reads.
+        var_table: String,
+        /// Why it could not be lowered.
+        #[source]
+        source: Box<Error>,
+    },
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),

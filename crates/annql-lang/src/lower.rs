@@ -6,11 +6,11 @@
 
 use annql_engine::datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use annql_engine::datafusion::sql::sqlparser::ast::{
-    self as sql, BinaryOperator, CaseWhen, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, Join, JoinConstraint,
-    JoinOperator, ObjectName, OrderByExpr, OrderByKind, OrderByOptions, Query, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, UnaryOperator,
-    Value, WildcardAdditionalOptions,
+    self as sql, BinaryOperator, CaseWhen, ExcludeSelectItem, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, Join,
+    JoinConstraint, JoinOperator, ObjectName, OrderByExpr, OrderByKind, OrderByOptions, Query,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor,
+    UnaryOperator, Value, WildcardAdditionalOptions,
 };
 use annql_engine::datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
 use annql_engine::datafusion::sql::unparser::ast::{
@@ -78,11 +78,29 @@ fn combine(q: Query, with: &Combine, i: usize) -> Result<Query> {
                 .alias(Some(table_alias(&format!("l{i}"))));
             rel.derived(d);
             from.relation(rel).joins(vec![join]);
+            // `l.*, j.* EXCLUDE (keys)`: the keys come from the left side, as `USING` means, so
+            // a left join's unmatched rows keep theirs (a bare `*` took them from the right).
+            let qualified = |alias: String, exclude: Option<ExcludeSelectItem>| {
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(ObjectName::from(vec![
+                        Ident::new(alias),
+                    ])),
+                    WildcardAdditionalOptions {
+                        opt_exclude: exclude,
+                        ..Default::default()
+                    },
+                )
+            };
+            let keys = on
+                .iter()
+                .map(|k| ObjectName::from(vec![ident(k)]))
+                .collect();
             let mut select = SelectBuilder::default();
             select
-                .projection(vec![SelectItem::Wildcard(
-                    WildcardAdditionalOptions::default(),
-                )])
+                .projection(vec![
+                    qualified(format!("l{i}"), None),
+                    qualified(format!("j{i}"), Some(ExcludeSelectItem::Multiple(keys))),
+                ])
                 .from(vec![from]);
             SetExpr::Select(Box::new(select.build().map_err(internal)?))
         }
@@ -139,7 +157,7 @@ impl<'a> Lowerer<'a> {
         // Expressions first: they decide which joins the FROM clause needs.
         let mut filters = Vec::new();
         if let Layout::Genes { matrix, join } = self.layout
-            && let Some(f) = self.gene_filter(matrix, join)
+            && let Some(f) = self.gene_filter(matrix, join)?
         {
             filters.push(f);
         }
@@ -312,14 +330,15 @@ impl<'a> Lowerer<'a> {
         Ok(from)
     }
 
-    /// The layout's gene selection as a WHERE conjunct.
-    fn gene_filter(&mut self, m: &MatrixRef, join: &GeneJoin) -> Option<sql::Expr> {
+    /// The layout's gene selection as a WHERE conjunct. A predicate that cannot be lowered is
+    /// an error: without it the query would cover every gene.
+    fn gene_filter(&mut self, m: &MatrixRef, join: &GeneJoin) -> Result<Option<sql::Expr>> {
         let by_id_on = if matches!(join, GeneJoin::Filled) {
             "v"
         } else {
             "m"
         };
-        match &m.genes {
+        Ok(match &m.genes {
             Genes::All => None,
             Genes::Names(names) => Some(in_or_eq(
                 qcol("v", "var_name"),
@@ -329,13 +348,17 @@ impl<'a> Lowerer<'a> {
                 qcol(by_id_on, "var_id"),
                 ids.iter().map(|i| int(*i)).collect(),
             )),
-            Genes::Where(p) => self.expr(p).ok(),
-        }
+            Genes::Where(p) => Some(self.expr(p).map_err(|e| Error::GenePredicate {
+                matrix: m.table.clone(),
+                var_table: m.var_table.clone(),
+                source: Box::new(e),
+            })?),
+        })
     }
 
     /// `SELECT m.obs_id, m.value FROM matrix m [JOIN var v USING (var_id)] WHERE <gene>`.
     fn gene_subquery(&mut self, m: &MatrixRef) -> Result<Query> {
-        let filter = self.gene_filter(m, &GeneJoin::Stored);
+        let filter = self.gene_filter(m, &GeneJoin::Stored)?;
         let proj = vec![
             SelectItem::UnnamedExpr(qcol("m", "obs_id")),
             SelectItem::UnnamedExpr(qcol("m", "value")),
@@ -345,7 +368,7 @@ impl<'a> Lowerer<'a> {
 
     /// Per-cell reductions over the selected genes, grouped by cell.
     fn reduction_subquery(&mut self, m: &MatrixRef, fns: &[CellFn]) -> Result<Query> {
-        let filter = self.gene_filter(m, &GeneJoin::Stored);
+        let filter = self.gene_filter(m, &GeneJoin::Stored)?;
         let mut proj = vec![SelectItem::UnnamedExpr(qcol("m", "obs_id"))];
         for f in fns {
             let e = match f {
@@ -805,6 +828,78 @@ fn item(e: sql::Expr, name: &str) -> SelectItem {
         SelectItem::ExprWithAlias {
             expr: e,
             alias: ident(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bind::{Block, Named};
+
+    /// A gene predicate (`X[pred]`) lowering cannot express: `in` as a plain operator.
+    fn unlowerable_selection() -> MatrixRef {
+        let pred = BExpr::Binary(
+            BinaryOp::In,
+            Box::new(BExpr::Col(ColRef::Var("var_name".into()))),
+            Box::new(BExpr::Lit(Literal::Str("CD3E".into()))),
+        );
+        MatrixRef {
+            table: "x".into(),
+            var_table: "var".into(),
+            genes: Genes::Where(Box::new(pred)),
+        }
+    }
+
+    fn one_block(layout: Layout, column: BExpr) -> Bound {
+        let agg = Named {
+            name: "s".into(),
+            expr: column,
+        };
+        Bound {
+            dataset: "t".into(),
+            table: "obs".into(),
+            cells: true,
+            blocks: vec![Block {
+                layout,
+                filters: Vec::new(),
+                group: Some(Vec::new()),
+                aggs: vec![agg.clone()],
+                columns: Columns::Exactly(vec![agg]),
+                order: Vec::new(),
+                limit: None,
+                combine: None,
+            }],
+        }
+    }
+
+    /// A gene predicate that fails to lower is an error naming the matrix, never a query over
+    /// every gene: as the block's gene axis, and inside a per-cell reduction.
+    #[test]
+    fn gene_predicate_that_cannot_lower_is_an_error() {
+        let m = unlowerable_selection();
+        let axis = one_block(
+            Layout::Genes {
+                matrix: m.clone(),
+                join: GeneJoin::Stored,
+            },
+            BExpr::Agg(AggFn::Sum, Some(Box::new(BExpr::Value(m.clone())))),
+        );
+        let per_cell = one_block(
+            Layout::Rows,
+            BExpr::Agg(AggFn::Mean, Some(Box::new(BExpr::Reduce(CellFn::Sum, m)))),
+        );
+        for bound in [axis, per_cell] {
+            match lower(&bound) {
+                Ok(sql) => panic!("lowered without its gene predicate: {sql}"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("gene predicate of `x`") && e.contains("`in`"),
+                        "{e}"
+                    );
+                }
+            }
         }
     }
 }

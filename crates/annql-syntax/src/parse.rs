@@ -330,6 +330,8 @@ fn build_pipeline(p: Pair<'_, Rule>, errors: &mut Vec<Diagnostic>) -> (Source, V
                 .map(|n| build_name(&n))
                 .collect();
             let mut names = names.into_iter();
+            // The grammar requires the dataset name; an empty one would fail binding as an
+            // unknown dataset.
             Source {
                 dataset: names.next().unwrap_or(Name {
                     text: String::new(),
@@ -399,6 +401,7 @@ fn build_stage(p: Pair<'_, Rule>, errors: &mut Vec<Diagnostic>) -> Stage {
         ),
         Rule::take_stage => {
             let n = a.next();
+            // A number that does not parse is reported just below.
             let value = n.as_ref().and_then(|n| n.as_str().parse::<u64>().ok());
             if value.is_none() {
                 errors.push(Diagnostic::new(
