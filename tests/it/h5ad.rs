@@ -2,10 +2,8 @@
 //! range reads and damaged files. (Values of the h5ad fixtures against anndata are checked with
 //! the other layouts in `store.rs`.)
 
-use std::path::{Path, PathBuf};
-
 use annql::store::storage::{Storage, open_local};
-use annql::store::{AnnDataStore, Element, Encoding, Error, ReadStats};
+use annql::store::{AnnDataStore, Encoding, Error, ReadStats};
 use zarrs::storage::byte_range::ByteRange;
 use zarrs::storage::{StoreKey, StorePrefix};
 

@@ -1,6 +1,6 @@
 //! The store reader against files written by the real anndata (fixtures) and by many tools (corpus).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use annql::store::arrow::array::{Array, ArrayRef, AsArray};
@@ -8,7 +8,7 @@ use annql::store::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Ty
 use annql::store::{AnnDataStore, Encoding, Error, ReadStats};
 use serde_json::{Value, json};
 
-use crate::common::{assert_close, corpus_dir, expected, fixture};
+use crate::common::{assert_close, expected, fixture};
 
 /// Every physical layout of the `tiny` fixture: zarr v2/v3 directories, zips and HDF5 files.
 const TINY_LAYOUTS: [&str; 9] = [

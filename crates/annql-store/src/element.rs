@@ -225,8 +225,7 @@ pub(crate) fn build_tree(store: &str, nodes: &BTreeMap<String, Node>) -> Result<
     if encoding.is_none() && !obs_is_dataframe {
         return Err(Error::NotAnnData {
             store: store.into(),
-            reason: "not an AnnData store: the root group has no 'encoding-type' attribute"
-                .into(),
+            reason: "not an AnnData store: the root group has no 'encoding-type' attribute".into(),
         });
     }
     Ok(build_element("", nodes, &children, None))

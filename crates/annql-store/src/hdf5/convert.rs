@@ -134,9 +134,9 @@ fn member_typestr(dt: &Datatype) -> Option<(Vec<Value>, usize)> {
             let [typestr] = &typestr[..] else {
                 return None;
             };
-            let n = dims.iter().try_fold(1usize, |acc, &d| {
-                acc.checked_mul(usize::try_from(d).ok()?)
-            })?;
+            let n = dims
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))?;
             Some((vec![typestr.clone(), json!(dims)], len.checked_mul(n)?))
         }
         Datatype::FixedPoint { size, .. } | Datatype::FloatingPoint { size, .. } => {

@@ -163,7 +163,8 @@ impl Plan<'_> {
 
     /// A group node with `attrs`.
     fn group(&mut self, path: &str, attrs: Map<String, Value>) {
-        self.nodes.insert(path.to_string(), Node { attrs, array: None });
+        self.nodes
+            .insert(path.to_string(), Node { attrs, array: None });
     }
 
     /// Registers a virtual array (its node and its chunks) at `path`.
@@ -173,7 +174,11 @@ impl Plan<'_> {
             .as_array()
             .map(|s| s.iter().filter_map(Value::as_u64).collect())
             .unwrap_or_default();
-        let dtype = if v.widen { DType::Int64 } else { v.kind.dtype() };
+        let dtype = if v.widen {
+            DType::Int64
+        } else {
+            v.kind.dtype()
+        };
         let meta = ArrayMeta {
             shape,
             dtype,
@@ -305,10 +310,7 @@ impl Plan<'_> {
             let n_categories = cats.shape.first().copied().unwrap_or(1) as f64;
             let column = key.replace("_categories", "");
             for frame in ["obs", "var"] {
-                let is_column = self
-                    .frames
-                    .get(frame)
-                    .is_some_and(|index| *index != column);
+                let is_column = self.frames.get(frame).is_some_and(|index| *index != column);
                 let col_path = format!("{frame}/{column}");
                 let Some(v) = self.virtuals.get(&col_path).filter(|_| is_column) else {
                     continue;
@@ -393,9 +395,7 @@ impl Plan<'_> {
                 };
                 self.add_virtual(path, v, &[]);
                 if meta.shape.is_empty()
-                    && let Some(Node {
-                        array: Some(a), ..
-                    }) = self.nodes.get_mut(path)
+                    && let Some(Node { array: Some(a), .. }) = self.nodes.get_mut(path)
                 {
                     a.shape = vec![1];
                     one(&mut a.document);

@@ -143,7 +143,11 @@ pub(crate) fn parse_record(dtype: &Value) -> Result<(Vec<Field>, usize), String>
                 let shape = shape.ok_or_else(|| format!("field {item}: bad sub-array shape"))?;
                 (n, t, shape)
             }
-            _ => return Err(format!("field {item} is not [name, type] or [name, type, shape]")),
+            _ => {
+                return Err(format!(
+                    "field {item} is not [name, type] or [name, type, shape]"
+                ));
+            }
         };
         if let Some(pad) = typestr.strip_prefix("|V").filter(|_| name.is_empty()) {
             let pad: usize = pad

@@ -62,7 +62,10 @@ impl Source {
         // The fill value, where the stored one is the bytes of one record; zeros otherwise.
         let fill = doc
             .get("fill_value")
-            .filter(|f| f.as_str().is_some_and(|s| s.len() == itemsize.div_ceil(3) * 4))
+            .filter(|f| {
+                f.as_str()
+                    .is_some_and(|s| s.len() == itemsize.div_ceil(3) * 4)
+            })
             .cloned()
             .unwrap_or_else(|| json!(vec![0u8; itemsize]));
         let mut view = doc.clone();
@@ -169,12 +172,16 @@ impl Virtual {
         let records = self.source.records(k)?;
         let size = self.kind.size();
         let width = size * self.count;
-        let fields = records
-            .chunks_exact(self.source.itemsize)
-            .map(|r| r.get(self.offset..self.offset + width).ok_or("field outside its record"));
+        let fields = records.chunks_exact(self.source.itemsize).map(|r| {
+            r.get(self.offset..self.offset + width)
+                .ok_or("field outside its record")
+        });
         if self.kind.is_string() {
             let strings = fields
-                .map(|f| f.map_err(String::from).and_then(|b| decode_string(b, &self.kind)))
+                .map(|f| {
+                    f.map_err(String::from)
+                        .and_then(|b| decode_string(b, &self.kind))
+                })
                 .collect::<Result<Vec<String>, String>>()?;
             return vlen_utf8(&strings);
         }
