@@ -264,15 +264,37 @@ fn build_element(
         }
     }
     let (shape, dtype) = shape_and_dtype(path, &encoding, node, nodes, &kids);
+    let mut attrs = attrs.clone();
+    if encoding == Encoding::LegacyCategorical {
+        // anndata 0.7 kept `ordered` on the categories array, and its reader takes a missing one
+        // as false; the column carries it, as a 0.2.0 categorical does.
+        let ordered = legacy_categories_node(path, &attrs)
+            .and_then(|c| nodes.get(&c))
+            .and_then(|n| n.attrs.get("ordered").cloned())
+            .unwrap_or(Value::Bool(false));
+        attrs.entry("ordered").or_insert(ordered);
+    }
     Element {
         path: path.to_string(),
         encoding,
         version,
         shape,
         dtype,
-        attrs: attrs.clone(),
+        attrs,
         children: kids,
     }
+}
+
+/// The node path of a 0.1.0 categorical's categories: its `categories` attribute, absolute or
+/// relative to the dataframe.
+fn legacy_categories_node(path: &str, attrs: &Map<String, Value>) -> Option<String> {
+    let rel = attrs.get("categories")?.as_str()?;
+    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+    Some(match rel.strip_prefix('/') {
+        Some(abs) => abs.to_string(),
+        None if parent.is_empty() => rel.to_string(),
+        None => format!("{parent}/{rel}"),
+    })
 }
 
 /// The `_index` column first, then `column-order`, then anything else stored.

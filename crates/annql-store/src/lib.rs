@@ -22,6 +22,8 @@ pub mod metadata;
 pub mod object;
 /// Range reads into Arrow.
 pub mod read;
+/// A view of a store rooted at one node (arrays at paths zarrs refuses).
+mod rooted;
 /// Where bytes come from: directories, zip archives, and read accounting.
 pub mod storage;
 /// The opened store.

@@ -19,6 +19,7 @@ use zarrs::storage::ReadableStorageTraits;
 
 use crate::error::{Error, Result};
 use crate::metadata::DType;
+use crate::rooted::RootedStorage;
 use crate::storage::{CountingStorage, ReadStats};
 use crate::store::AnnDataStore;
 
@@ -110,8 +111,15 @@ impl AnnDataStore {
                 &format!("array metadata does not follow the zarr spec: {e}"),
             )
         })?;
-        let storage: Arc<dyn ReadableStorageTraits> = self.storage().clone();
-        let array = Array::new_with_metadata(storage, &format!("/{path}"), metadata)
+        let mut storage: Arc<dyn ReadableStorageTraits> = self.storage().clone();
+        let mut node = format!("/{path}");
+        if !zarrs::node::NodePath::validate(&node) {
+            // A name zarr v3 reserves (anndata 0.7's `__categories`): open it at the root of a
+            // view rooted at its node, which zarrs accepts.
+            storage = Arc::new(RootedStorage::new(storage, path));
+            node = "/".to_string();
+        }
+        let array = Array::new_with_metadata(storage, &node, metadata)
             .map_err(|e| self.array_refused(path, &meta.dtype, &e))?;
         let array = Arc::new(array);
         if let Ok(mut cache) = self.arrays_cache().lock() {
@@ -164,10 +172,15 @@ impl AnnDataStore {
         stats: &Arc<ReadStats>,
     ) -> Result<T> {
         let array = self.zarray(path)?;
-        let counted = array.with_storage(Arc::new(CountingStorage::new(
+        let mut storage: Arc<dyn ReadableStorageTraits> = Arc::new(CountingStorage::new(
             self.storage().clone(),
             vec![stats.clone(), self.totals().clone()],
-        )));
+        ));
+        if array.path().as_str() == "/" && !path.trim_matches('/').is_empty() {
+            // Opened at the root of a view rooted at its node (see `zarray`): read it there too.
+            storage = Arc::new(RootedStorage::new(storage, path));
+        }
+        let counted = array.with_storage(storage);
         counted
             .retrieve_array_subset::<T>(subset)
             .map_err(|e| self.decode_error(path, Box::new(e)))
