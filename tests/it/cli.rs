@@ -565,22 +565,26 @@ const DATASET_FORMS: [&str; 9] = [
 /// `--help` and the error for a path that is not a store name every form a dataset may take.
 #[test]
 fn help_and_bad_paths_name_every_dataset_form() {
-    for args in [vec!["--help"], vec!["run", "--help"], vec!["serve", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["serve", "--help"],
+    ] {
         let out = annql(&args, None);
         assert!(out.status.success(), "{args:?}");
         let help = text(&out.stdout);
         for form in DATASET_FORMS {
-            assert!(help.contains(form), "{args:?} does not mention {form}:\n{help}");
+            assert!(
+                help.contains(form),
+                "{args:?} does not mention {form}:\n{help}"
+            );
         }
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let not_a_store = dir.path().join("notes.txt");
     std::fs::write(&not_a_store, "plain text, not a store\n").unwrap_or_else(|e| panic!("{e}"));
     let missing = dir.path().join("missing.zarr");
-    for (path, says) in [
-        (&not_a_store, "notes.txt"),
-        (&missing, "cannot open"),
-    ] {
+    for (path, says) in [(&not_a_store, "notes.txt"), (&missing, "cannot open")] {
         let path = path.display().to_string();
         for args in [
             vec!["run", "-d", &path, "-c", "SELECT 1"],
@@ -589,7 +593,10 @@ fn help_and_bad_paths_name_every_dataset_form() {
             let out = annql(&args, None);
             let stderr = text(&out.stderr);
             assert!(!out.status.success(), "{args:?}");
-            assert!(stderr.contains(&path) && stderr.contains(says), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&path) && stderr.contains(says),
+                "{args:?}: {stderr}"
+            );
             for form in DATASET_FORMS {
                 assert!(stderr.contains(form), "{args:?}: no {form} in:\n{stderr}");
             }

@@ -533,7 +533,17 @@ async fn wrong_password_names_the_user() {
     let port = addr.port().to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("psql")
-            .args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "alice", "-d", "annql"])
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "alice",
+                "-d",
+                "annql",
+            ])
             .args(["-c", "SELECT 1"])
             .env("PGPASSWORD", "wrong")
             .output()
