@@ -51,7 +51,7 @@ impl CliError {
     pub fn is_not_a_store(&self) -> bool {
         let store = match self {
             CliError::Engine(annql_engine::Error::Store(e)) => e,
-            CliError::Server(annql_server::ServerError::Dataset { source, .. }) => source,
+            CliError::Server(annql_server::ServerError::Dataset { source, .. }) => source.as_ref(),
             _ => return false,
         };
         matches!(

@@ -18,9 +18,9 @@ pub enum ServerError {
         name: String,
         /// Its path.
         path: String,
-        /// What the store reader said.
+        /// What the store reader said (boxed: it is large, and every Result carries it).
         #[source]
-        source: annql_store::Error,
+        source: Box<annql_store::Error>,
     },
     /// Options that do not go together, or a session that cannot be set up.
     #[error("{0}")]

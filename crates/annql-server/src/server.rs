@@ -128,7 +128,7 @@ impl Server {
                 ServerError::Dataset {
                     name: d.name.clone(),
                     path: d.location.display().to_string(),
-                    source: e,
+                    source: Box::new(e),
                 }
             })?;
             stores.push((d.name.clone(), Arc::new(store)));
