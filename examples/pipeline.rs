@@ -12,7 +12,7 @@ const DEMO: &str = concat!(
 
 const PIPELINE: &str = r#"from pbmc
 | group bulk_labels
-| agg cells = count(), mean_cd3e = mean(X["CD3E"]), expressing = frac(X["CD3E"] > 0)
+| agg cells = count(), mean_cd3e = mean(raw.X["CD3E"]), expressing = frac(raw.X["CD3E"] > 0)
 | sort -mean_cd3e
 | take 3"#;
 

@@ -548,3 +548,99 @@ fn csv_of_many_batches_keeps_order() {
     assert!(rows.len() > 100, "{} rows", rows.len());
     assert!(rows.windows(2).all(|w| w[0] < w[1]), "out of order");
 }
+
+/// Options shared by every mode are accepted before the subcommand (as the docs write them) and
+/// after it, with the same effect.
+#[test]
+fn global_options_before_or_after_the_subcommand() {
+    let sql = "SELECT count(*) AS n FROM tiny.obs";
+    let tiny = tiny();
+    let orders: [Vec<&str>; 4] = [
+        vec!["--stats", "--threads", "1", "run", "-d", &tiny, "-c", sql],
+        vec!["run", "--stats", "--threads", "1", "-d", &tiny, "-c", sql],
+        vec![
+            "--memory-limit",
+            "1GB",
+            "--storage-option",
+            "cache=off",
+            "--stats",
+            "run",
+            "-d",
+            &tiny,
+            "-c",
+            sql,
+        ],
+        vec!["--threads", "1", "run", "-d", &tiny, "--stats", "-c", sql],
+    ];
+    for args in orders {
+        let out = annql(&args, None);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(text(&out.stdout).contains("| 120 |"), "{args:?}");
+        // --stats took effect wherever it stood.
+        assert!(stderr.contains("-- -c:1:"), "{args:?}: {stderr}");
+    }
+    for args in [
+        vec!["--threads", "1", "schema", &tiny],
+        vec!["schema", "--threads", "1", &tiny],
+    ] {
+        let out = annql(&args, None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("tiny.obs"), "{args:?}");
+    }
+}
+
+/// The forms a dataset may take, as the store reader opens them.
+const DATASET_FORMS: [&str; 9] = [
+    "zarr directory",
+    ".zarr.zip",
+    ".h5ad",
+    ".h5mu",
+    "http://",
+    "https://",
+    "s3://",
+    "gs://",
+    "az://",
+];
+
+/// `--help` and the error for a path that is not a store name every form a dataset may take.
+#[test]
+fn help_and_bad_paths_name_every_dataset_form() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["serve", "--help"],
+    ] {
+        let out = annql(&args, None);
+        assert!(out.status.success(), "{args:?}");
+        let help = text(&out.stdout);
+        for form in DATASET_FORMS {
+            assert!(
+                help.contains(form),
+                "{args:?} does not mention {form}:\n{help}"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let not_a_store = dir.path().join("notes.txt");
+    std::fs::write(&not_a_store, "plain text, not a store\n").unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("missing.zarr");
+    for (path, says) in [(&not_a_store, "notes.txt"), (&missing, "cannot open")] {
+        let path = path.display().to_string();
+        for args in [
+            vec!["run", "-d", &path, "-c", "SELECT 1"],
+            vec!["schema", &path],
+        ] {
+            let out = annql(&args, None);
+            let stderr = text(&out.stderr);
+            assert!(!out.status.success(), "{args:?}");
+            assert!(
+                stderr.contains(&path) && stderr.contains(says),
+                "{args:?}: {stderr}"
+            );
+            for form in DATASET_FORMS {
+                assert!(stderr.contains(form), "{args:?}: no {form} in:\n{stderr}");
+            }
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! The REPL through a pseudo-terminal: completion, a meta-command, multi-line input, Ctrl-C.
+//! The REPL through a pseudo-terminal: completion, a meta-command, multi-line input, Ctrl-C
+//! during a query and during the printing of its result.
 
 use std::process::Command;
 
@@ -24,6 +25,9 @@ fn repl_in_a_terminal() {
         "multi-line statement result",
         "Ctrl-C cancels",
         "still answers",
+        "a large result prints whole",
+        "Ctrl-C stops printing a large result",
+        "answers after output was stopped",
         "quit",
     ] {
         assert!(stdout.contains(&format!("ok: {step}")), "{stdout}");

@@ -2,7 +2,8 @@
 """Drive the annql REPL through a real pseudo-terminal (used by tests/it/repl.rs).
 
 Usage: repl_pty.py ANNQL_BINARY DATASET
-Checks tab completion, a meta-command, a multi-line statement and Ctrl-C cancelling a long query.
+Checks tab completion, a meta-command, a multi-line statement, Ctrl-C cancelling a long query and
+Ctrl-C stopping the printing of a large result.
 Prints 'ok: <step>' per step; exits non-zero with the screen so far on the first failure.
 """
 import os
@@ -66,6 +67,63 @@ expect(b"annql> ", 10, "back at the prompt")
 send(b"SELECT 7 AS seven;\r")
 expect(b"seven", 10, "still answers after a cancel")
 expect(b"(1 row)", 10, "result complete")
+
+
+def drain_until(pattern: bytes, timeout: float, step: str, stop_after: int = 0) -> tuple[float, bytes, int]:
+    """Read output until `pattern` appears (or, with `stop_after`, until that many bytes came).
+
+    A large result streams through here, so only the last 64 KiB are kept. Returns the seconds
+    it took, the tail and the bytes read.
+    """
+    started = time.time()
+    tail, total = b"", 0
+    while True:
+        if (pattern and pattern in tail) or (stop_after and total >= stop_after):
+            return time.time() - started, tail, total
+        left = started + timeout - time.time()
+        if left <= 0:
+            print(f"FAIL: {step}: did not see {pattern!r} in {timeout} s\n--- last output ---\n{tail[-2000:].decode(errors='replace')}")
+            os.kill(pid, 9)
+            sys.exit(1)
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            total += len(chunk)
+            tail = (tail + chunk)[-65536:]
+
+
+# Ctrl-C while a large result is being formatted and printed: first the whole result, to know
+# how long printing takes here, then the same result again, interrupted once it is printing.
+ROWS = 2_000_000
+big = f"SELECT value, value * 2 AS twice FROM range({ROWS}) ORDER BY value;\r".encode()
+send(b".mode csv\r")
+expect(b"annql> ", 10, "csv output mode")
+send(big)
+full, tail, printed = drain_until(b"annql> ", 300, "a large result prints whole")
+if f"{ROWS - 1},{2 * (ROWS - 1)}".encode() not in tail:
+    print(f"FAIL: the large result's last row is missing\n{tail[-500:].decode(errors='replace')}")
+    sys.exit(1)
+print(f"ok: a large result prints whole ({printed} bytes in {full:.1f} s)", flush=True)
+send(big)
+drain_until(b"", 60, "the large result starts printing", stop_after=printed // 20)
+print("ok: the large result starts printing", flush=True)
+os.write(fd, b"\x03")
+took, tail, _ = drain_until(b"annql> ", 300, "Ctrl-C stops the printing")
+if b"Cancelled" not in tail or f"{ROWS - 1},".encode() in tail:
+    print(f"FAIL: Ctrl-C while printing: no 'Cancelled', or the output went on to the end\n{tail[-500:].decode(errors='replace')}")
+    sys.exit(1)
+# Relative: stopping must take a small part of what printing the whole result took.
+if took > full / 4:
+    print(f"FAIL: Ctrl-C while printing: the prompt came back after {took:.1f} s; printing everything took {full:.1f} s")
+    sys.exit(1)
+print(f"ok: Ctrl-C stops printing a large result ({took:.2f} s after Ctrl-C, {full:.1f} s for all of it)", flush=True)
+send(b".mode table\r")
+expect(b"annql> ", 10, "table output mode")
+send(b"SELECT 8 AS eight;\r")
+expect(b"(1 row)", 10, "answers after output was stopped")
 send(b"\\q\r")
 deadline = time.time() + 20
 while time.time() < deadline:

@@ -20,7 +20,13 @@ use crate::common::{fixture, python};
 
 /// Starts a server over the fixtures (`tiny`, `chunky`) on a free loopback port, without auth.
 async fn start(tiny: &str, chunky: &str) -> SocketAddr {
+    start_with(tiny, chunky, None).await
+}
+
+/// [`start`], with SCRAM-SHA-256 for `credentials` (user, password) when given.
+async fn start_with(tiny: &str, chunky: &str, credentials: Option<(&str, &str)>) -> SocketAddr {
     let config = ServerConfig {
+        credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         datasets: [("tiny", tiny), ("chunky", chunky)]
             .into_iter()
@@ -332,6 +338,252 @@ async fn parameters_and_types() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(types, vec!["bigint".to_string()]);
+}
+
+/// The number of `tiny` cells with `n_counts < bound`, from what anndata read back.
+fn tiny_cells_below(bound: i64) -> i64 {
+    let want = crate::common::expected("tiny");
+    want["obs"]["columns"]["n_counts"]["values"]
+        .as_array()
+        .expect("n_counts values")
+        .iter()
+        .filter(|v| v.as_i64().is_some_and(|v| v < bound))
+        .count() as i64
+}
+
+/// The SQLSTATE of a failed statement (None when it did not fail).
+fn sqlstate_of<T>(r: &Result<T, tokio_postgres::Error>) -> Option<String> {
+    r.as_ref()
+        .err()
+        .and_then(|e| e.code())
+        .map(|c| c.code().to_string())
+}
+
+/// The rows of a simple-protocol answer, as text.
+fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `PREPARE … AS …; EXECUTE …(…)` runs the statement, as PostgreSQL does: parameter types come
+/// from the declaration or from where `$n` is used, arguments are converted to them, and unknown
+/// names, wrong argument counts and unconvertible arguments are errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_and_execute() {
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let client = connect(addr).await.expect("connect");
+    let below = |n: i64| Some(tiny_cells_below(n).to_string());
+
+    // The simple protocol, one statement per query string.
+    client
+        .simple_query("PREPARE below AS SELECT count(*) FROM tiny.obs WHERE n_counts < $1")
+        .await
+        .expect("PREPARE");
+    let got = client
+        .simple_query("EXECUTE below(2000)")
+        .await
+        .expect("EXECUTE");
+    assert_eq!(simple_rows(&got), vec![vec![below(2000)]]);
+    assert!(
+        got.iter()
+            .any(|m| matches!(m, SimpleQueryMessage::CommandComplete(1))),
+        "EXECUTE of a query answers with its rows: {got:?}"
+    );
+    // An untyped literal takes the parameter's type (bigint), as in PostgreSQL.
+    let got = client
+        .simple_query("EXECUTE below('3000')")
+        .await
+        .expect("EXECUTE with a quoted argument");
+    assert_eq!(simple_rows(&got), vec![vec![below(3000)]]);
+    // Several statements in one query string; declared parameter types.
+    let got = client
+        .simple_query(
+            "PREPARE plus(int, text) AS SELECT $1 + 1 AS n, $2 || '!' AS s; EXECUTE plus(41, 'hi')",
+        )
+        .await
+        .expect("PREPARE; EXECUTE");
+    assert_eq!(
+        simple_rows(&got),
+        vec![vec![Some("42".to_string()), Some("hi!".to_string())]]
+    );
+    // The extended protocol: Describe names the prepared statement's columns.
+    let rows = client
+        .query("EXECUTE below(1000)", &[])
+        .await
+        .expect("EXECUTE over the extended protocol");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), tiny_cells_below(1000));
+
+    // Errors, with PostgreSQL's SQLSTATEs; the connection survives each.
+    for (sql, code) in [
+        ("EXECUTE nosuch(1)", "26000"),
+        ("EXECUTE below", "42601"),
+        ("EXECUTE below(1, 2)", "42601"),
+        ("EXECUTE below('many')", "22P02"),
+        ("EXECUTE below(2.5)", "42804"),
+        (
+            "PREPARE below AS SELECT count(*) FROM tiny.obs WHERE n_counts > $1",
+            "42P05",
+        ),
+        ("PREPARE untyped AS SELECT $1", "42P18"),
+        ("PREPARE w AS INSERT INTO tiny.obs VALUES (1)", "25006"),
+        ("DEALLOCATE nosuch", "26000"),
+    ] {
+        let r = client.simple_query(sql).await;
+        assert_eq!(sqlstate_of(&r).as_deref(), Some(code), "{sql}: {r:?}");
+    }
+    // DEALLOCATE removes it; DEALLOCATE ALL removes the rest.
+    client
+        .simple_query("DEALLOCATE below")
+        .await
+        .expect("DEALLOCATE");
+    let r = client.simple_query("EXECUTE below(2000)").await;
+    assert_eq!(sqlstate_of(&r).as_deref(), Some("26000"), "{r:?}");
+    client
+        .simple_query("DEALLOCATE ALL")
+        .await
+        .expect("DEALLOCATE ALL");
+    let r = client.simple_query("EXECUTE plus(1, 'x')").await;
+    assert_eq!(sqlstate_of(&r).as_deref(), Some("26000"), "{r:?}");
+    // Prepared statements belong to their connection.
+    client
+        .simple_query("PREPARE mine AS SELECT 1")
+        .await
+        .expect("PREPARE");
+    let other = connect(addr).await.expect("connect");
+    let r = other.simple_query("EXECUTE mine").await;
+    assert_eq!(sqlstate_of(&r).as_deref(), Some("26000"), "{r:?}");
+}
+
+/// psql sends `PREPARE …; EXECUTE …` over the simple protocol and prints the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_prepare_and_execute() {
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let port = addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port, "-U", "annql"])
+            .args(["-d", "annql", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-c",
+                "PREPARE below AS SELECT count(*) FROM tiny.obs WHERE n_counts < $1",
+            ])
+            .args(["-c", "EXECUTE below(2000)"])
+            .args(["-c", "EXECUTE below(4000)"])
+            .args(["-c", "EXECUTE nosuch(1)"])
+            .output()
+            .expect("psql runs")
+    })
+    .await
+    .expect("psql task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "PREPARE".to_string(),
+            tiny_cells_below(2000).to_string(),
+            tiny_cells_below(4000).to_string()
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("prepared statement \"nosuch\" does not exist"),
+        "{stderr}"
+    );
+}
+
+/// A wrong password is refused with PostgreSQL's message, naming the user of the startup packet
+/// (SCRAM clients leave the user out of their first SASL message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_names_the_user() {
+    let addr = start_with("tiny.v2.zarr", "chunky.v2.zarr", Some(("alice", "s3cret"))).await;
+    let dsn = |password: &str| {
+        format!(
+            "host={} port={} user=alice password={password} dbname=annql",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    let err = tokio_postgres::connect(&dsn("wrong"), NoTls)
+        .await
+        .err()
+        .expect("a wrong password is refused");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "28P01");
+    assert_eq!(
+        db.message(),
+        "password authentication failed for user \"alice\""
+    );
+    // The right one is accepted.
+    let (client, connection) = tokio_postgres::connect(&dsn("s3cret"), NoTls)
+        .await
+        .expect("the right password is accepted");
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.expect("query");
+    // psql prints the server's message.
+    let port = addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "alice",
+                "-d",
+                "annql",
+            ])
+            .args(["-c", "SELECT 1"])
+            .env("PGPASSWORD", "wrong")
+            .output()
+            .expect("psql runs")
+    })
+    .await
+    .expect("psql task");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("password authentication failed for user \"alice\""),
+        "{stderr}"
+    );
+}
+
+/// A startup packet without a user is refused as PostgreSQL refuses it, also without a password
+/// (`--no-auth`), instead of opening a session for the user "".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_without_a_user_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut body = 196_608i32.to_be_bytes().to_vec(); // protocol 3.0
+    body.extend_from_slice(b"database\0annql\0\0");
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    socket.write_all(&packet).await.expect("send startup");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server keeps the connection open");
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.first(), Some(&b'E'), "{text:?}");
+    assert!(
+        text.contains("28000") && text.contains("no PostgreSQL user name specified"),
+        "{text:?}"
+    );
 }
 
 #[test]

@@ -4,12 +4,28 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// annql: SQL over AnnData stores (zarr directories and .zarr.zip), lazily and out of core.
+/// What a DATASET may be, as the store reader opens it (`annql_store::AnnDataStore::open_with`):
+/// shown by `--help` and by errors about a path that is not a store.
+pub const DATASET_FORMS: &str = "\
+A DATASET is PATH or NAME=PATH (PATH alone is attached under its file stem). PATH may be:
+  a zarr directory (zarr format 2 or 3, sharded or not)   atlas.zarr
+  a zip archive of one (zarr's ZipStore, a zipped folder)  atlas.zarr.zip
+  an HDF5 file (AnnData or MuData)                         atlas.h5ad, atlas.h5mu
+  the URL of a zarr store (not of a .zip or HDF5 file)     https://host/atlas.zarr, http://…,
+      s3://bucket/atlas.zarr (s3a://), gs://…, az://… (azure://, abfs://, abfss://)
+  a file:// URL of a local path";
+
+/// annql: SQL and pipelines over AnnData stores (zarr directories, .zarr.zip archives, .h5ad and
+/// .h5mu files, zarr stores at http(s)://, s3://, gs://, az:// URLs), lazily and out of core.
+///
+/// Options before or after the subcommand apply alike (`annql --threads 2 run …` and
+/// `annql run --threads 2 …`).
 #[derive(Debug, Parser)]
-#[command(name = "annql", version, args_conflicts_with_subcommands = true)]
+#[command(name = "annql", version, after_help = DATASET_FORMS)]
 pub struct Cli {
-    /// Datasets to attach, as PATH (attached under its file stem) or NAME=PATH. Without any, the
-    /// bundled demo dataset is attached as `pbmc`.
+    /// Datasets to attach (zarr directory, .zarr.zip, .h5ad, .h5mu, or a zarr store's URL; see
+    /// below), as PATH (attached under its file stem) or NAME=PATH. Without any, the bundled
+    /// demo dataset is attached as `pbmc`.
     #[arg(value_name = "DATASET")]
     pub datasets: Vec<String>,
     /// Options shared by every mode.
@@ -43,15 +59,19 @@ pub struct Options {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run SQL files (or -c, or - for stdin) non-interactively.
+    #[command(after_help = DATASET_FORMS)]
     Run(RunArgs),
     /// Print the table model of a dataset: its tables, columns and types, and its elements.
+    #[command(after_help = DATASET_FORMS)]
     Schema {
         /// PATH or NAME=PATH.
         dataset: String,
     },
     /// Serve datasets over the PostgreSQL wire protocol (psql, JDBC, ODBC, BI tools).
+    #[command(after_help = DATASET_FORMS)]
     Serve(ServeArgs),
     /// Show the plan of a statement, with what is pushed into the scans.
+    #[command(after_help = DATASET_FORMS)]
     Explain {
         /// Datasets to attach (PATH or NAME=PATH); default: the demo.
         #[arg(short = 'd', long = "dataset")]

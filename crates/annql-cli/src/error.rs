@@ -43,3 +43,20 @@ pub enum CliError {
     #[error("query cancelled")]
     Cancelled,
 }
+
+impl CliError {
+    /// Whether this says a dataset's PATH is not a store annql opens (missing, or neither a
+    /// directory, a zip archive nor an HDF5 file): then the forms a DATASET may take are worth
+    /// showing ([`crate::args::DATASET_FORMS`]).
+    pub fn is_not_a_store(&self) -> bool {
+        let store = match self {
+            CliError::Engine(annql_engine::Error::Store(e)) => e,
+            CliError::Server(annql_server::ServerError::Dataset { source, .. }) => source.as_ref(),
+            _ => return false,
+        };
+        matches!(
+            store,
+            annql_store::Error::Open { .. } | annql_store::Error::UnsupportedSource { .. }
+        )
+    }
+}

@@ -8,6 +8,8 @@
 pub mod args;
 /// The CLI's error type.
 pub mod error;
+/// Ctrl-C: stops a running query or the printing of its result.
+pub mod interrupt;
 /// Result rendering: aligned tables, CSV, JSON, NDJSON, Parquet, Arrow IPC.
 pub mod output;
 /// The interactive REPL with meta-commands and completion.
@@ -54,6 +56,9 @@ pub fn main() -> ExitCode {
 #[allow(clippy::print_stderr)]
 fn report(e: &CliError) {
     eprintln!("annql: {e}");
+    if e.is_not_a_store() {
+        eprintln!("{}", args::DATASET_FORMS);
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -62,6 +67,7 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Serve(_)) => "warn,annql_server=info",
         _ => "warn",
     };
+    // Fails only when a logger is installed already (by a program embedding this one): keep it.
     let _ =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log))
             .try_init();

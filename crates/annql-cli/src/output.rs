@@ -12,6 +12,32 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::args::Format;
 use crate::error::{CliError, Result};
+use crate::interrupt::Since;
+
+/// When a long write stops early: never (files, batch runs), or at a Ctrl-C pressed since it
+/// began (the REPL), with [`CliError::Cancelled`]. Checked between rows and between batches.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// Write everything.
+    Never,
+    /// Stop at a Ctrl-C pressed after this moment.
+    OnCtrlC(Since),
+}
+
+impl Stop {
+    /// Stop at a Ctrl-C pressed from now on.
+    pub fn on_ctrl_c() -> Stop {
+        Stop::OnCtrlC(Since::now())
+    }
+
+    /// `Err(Cancelled)` once the write is to stop.
+    fn check(self) -> Result<()> {
+        match self {
+            Stop::OnCtrlC(since) if since.pressed() => Err(CliError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// How tables are shown to people.
 #[derive(Debug, Clone)]
@@ -37,9 +63,16 @@ impl Default for TableStyle {
     }
 }
 
-fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
+/// Formats the rows of `batches` that `wanted` picks (by their index in the whole result) as
+/// text cells and hands each to `each`, in order; only those rows are formatted.
+fn each_row(
+    batches: &[RecordBatch],
+    wanted: impl Fn(usize) -> bool,
+    stop: Stop,
+    mut each: impl FnMut(Vec<String>) -> Result<()>,
+) -> Result<()> {
     let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
+    let mut index = 0;
     for batch in batches {
         let fmts = batch
             .columns()
@@ -47,10 +80,14 @@ fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
         for r in 0..batch.num_rows() {
-            rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
+            if wanted(index + r) {
+                stop.check()?;
+                each(fmts.iter().map(|f| f.value(r).to_string()).collect())?;
+            }
         }
+        index += batch.num_rows();
     }
-    Ok(rows)
+    Ok(())
 }
 
 fn cut(s: &str, width: usize) -> String {
@@ -70,19 +107,37 @@ pub fn render_table(
     batches: &[RecordBatch],
     style: &TableStyle,
 ) -> Result<String> {
-    let rows = cells(batches)?;
-    let n = rows.len();
+    render_table_until(schema, batches, style, Stop::Never)
+}
+
+/// [`render_table`], stopping at `stop`. Only the rows shown are formatted.
+fn render_table_until(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    style: &TableStyle,
+    stop: Stop,
+) -> Result<String> {
+    let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if style.expanded {
-        return Ok(render_expanded(&names, &rows, n));
+        let mut out = Vec::new();
+        write_expanded(schema, batches, stop, &mut out)?;
+        let text = String::from_utf8_lossy(&out);
+        return Ok(text.strip_suffix('\n').unwrap_or(&text).to_string());
     }
     // Rows shown: the first and last halves when there are too many.
     let half = style.max_rows / 2;
-    let (shown, elided): (Vec<&Vec<String>>, bool) = if n > style.max_rows {
-        (rows[..half].iter().chain(&rows[n - half..]).collect(), true)
-    } else {
-        (rows.iter().collect(), false)
-    };
+    let elided = n > style.max_rows;
+    let mut shown: Vec<Vec<String>> = Vec::with_capacity(n.min(style.max_rows));
+    each_row(
+        batches,
+        |i| !elided || i < half || i >= n - half,
+        stop,
+        |r| {
+            shown.push(r);
+            Ok(())
+        },
+    )?;
     let width_of = |i: usize| {
         shown
             .iter()
@@ -145,46 +200,74 @@ pub fn render_table(
     Ok(out.join("\n"))
 }
 
-fn render_expanded(names: &[String], rows: &[Vec<String>], n: usize) -> String {
+/// psql's `\\x` display: one `column | value` block per row, written row by row.
+fn write_expanded(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    stop: Stop,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
     let w = names.iter().map(|s| s.chars().count()).max().unwrap_or(0);
-    let mut out = Vec::new();
-    for (k, row) in rows.iter().enumerate() {
-        out.push(format!(
-            "-[ RECORD {} ]{}",
-            k + 1,
-            "-".repeat(w.saturating_sub(8))
-        ));
-        for (name, v) in names.iter().zip(row) {
-            out.push(format!("{name:<w$} | {v}"));
-        }
-    }
-    out.push(format!("({n} row{})", if n == 1 { "" } else { "s" }));
-    out.join("\n")
+    let mut k = 0;
+    each_row(
+        batches,
+        |_| true,
+        stop,
+        |row| {
+            k += 1;
+            writeln!(out, "-[ RECORD {k} ]{}", "-".repeat(w.saturating_sub(8)))?;
+            for (name, v) in names.iter().zip(&row) {
+                writeln!(out, "{name:<w$} | {v}")?;
+            }
+            Ok(())
+        },
+    )?;
+    writeln!(out, "({k} row{})", if k == 1 { "" } else { "s" })?;
+    Ok(())
 }
 
 /// A Markdown table (all rows).
 pub fn render_markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
-    let rows = cells(batches)?;
+    let mut out = Vec::new();
+    write_markdown(schema, batches, Stop::Never, &mut out)?;
+    // Every cell was a Rust string, so the table is UTF-8; drop the final newline.
+    let text = String::from_utf8_lossy(&out);
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+/// A Markdown table (all rows), written row by row.
+fn write_markdown(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    stop: Stop,
+    out: &mut dyn Write,
+) -> Result<()> {
     let esc = |s: &str| s.replace('|', "\\|");
-    let mut out = vec![
-        format!(
-            "| {} |",
-            schema
-                .fields()
-                .iter()
-                .map(|f| esc(f.name()))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ),
-        format!("|{}|", vec!["---"; schema.fields().len()].join("|")),
-    ];
-    out.extend(rows.iter().map(|r| {
-        format!(
-            "| {} |",
-            r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
-        )
-    }));
-    Ok(out.join("\n"))
+    writeln!(
+        out,
+        "| {} |",
+        schema
+            .fields()
+            .iter()
+            .map(|f| esc(f.name()))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    )?;
+    writeln!(out, "|{}|", vec!["---"; schema.fields().len()].join("|"))?;
+    each_row(
+        batches,
+        |_| true,
+        stop,
+        |r| {
+            writeln!(
+                out,
+                "| {} |",
+                r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+            )?;
+            Ok(())
+        },
+    )
 }
 
 /// Categorical (dictionary) columns as their plain values, for formats without dictionaries.
@@ -230,15 +313,32 @@ pub fn write_text(
     style: &TableStyle,
     out: &mut dyn Write,
 ) -> Result<()> {
+    write_text_until(format, schema, batches, style, out, Stop::Never)
+}
+
+/// [`write_text`], stopping with [`CliError::Cancelled`] at `stop` (between rows and batches):
+/// formatting and printing a large result takes long, and Ctrl-C must end it.
+pub fn write_text_until(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    style: &TableStyle,
+    out: &mut dyn Write,
+    stop: Stop,
+) -> Result<()> {
     match format {
-        Format::Table => writeln!(out, "{}", render_table(schema, batches, style)?)?,
-        Format::Markdown => writeln!(out, "{}", render_markdown(schema, batches)?)?,
+        Format::Table if style.expanded => write_expanded(schema, batches, stop, out)?,
+        Format::Table => writeln!(out, "{}", render_table_until(schema, batches, style, stop)?)?,
+        Format::Markdown => write_markdown(schema, batches, stop, out)?,
         // One window: the writing of a streamed result, all at once.
-        Format::Csv | Format::Ndjson => write_window(format, schema, batches, true, out)?,
+        Format::Csv | Format::Ndjson => {
+            write_window_until(format, schema, batches, true, out, stop)?
+        }
         Format::Json => {
             let (_, batches) = flatten_dictionaries(schema, batches)?;
             let mut w = arrow::json::ArrayWriter::new(&mut *out);
             for b in &batches {
+                stop.check()?;
                 w.write(b)?;
             }
             w.finish()?;
@@ -257,7 +357,7 @@ pub fn write_text(
 /// CSV of `batches` (with the header first when `header`), formatted on every core a window of
 /// batches at a time and written in order: formatting numbers is most of the cost of a large
 /// result.
-fn write_csv(batches: &[RecordBatch], header: bool, out: &mut dyn Write) -> Result<()> {
+fn write_csv(batches: &[RecordBatch], header: bool, out: &mut dyn Write, stop: Stop) -> Result<()> {
     let rows: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let format = |b: &RecordBatch, header: bool| -> Result<Vec<u8>> {
@@ -271,6 +371,7 @@ fn write_csv(batches: &[RecordBatch], header: bool, out: &mut dyn Write) -> Resu
         Ok(buf)
     };
     for (w, window) in rows.chunks(threads * 2).enumerate() {
+        stop.check()?;
         let parts: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
             let handles: Vec<_> = window
                 .iter()
@@ -287,6 +388,7 @@ fn write_csv(batches: &[RecordBatch], header: bool, out: &mut dyn Write) -> Resu
                 .collect()
         });
         for part in parts {
+            stop.check()?;
             out.write_all(&part?)?;
         }
     }
@@ -302,6 +404,18 @@ pub fn write_window(
     first: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
+    write_window_until(format, schema, batches, first, out, Stop::Never)
+}
+
+/// [`write_window`], stopping at `stop` between batches.
+fn write_window_until(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    first: bool,
+    out: &mut dyn Write,
+    stop: Stop,
+) -> Result<()> {
     let (_, batches) = flatten_dictionaries(schema, batches)?;
     match format {
         Format::Csv if batches.iter().all(|b| b.num_rows() == 0) => {
@@ -309,10 +423,11 @@ pub fn write_window(
                 writeln!(out, "{}", header_line(schema))?;
             }
         }
-        Format::Csv => write_csv(&batches, first, out)?,
+        Format::Csv => write_csv(&batches, first, out, stop)?,
         Format::Ndjson => {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
             for b in &batches {
+                stop.check()?;
                 w.write(b)?;
             }
             w.finish()?;
@@ -466,18 +581,22 @@ impl Written {
         let mapping: Int64Array = values
             .as_string::<i32>()
             .iter()
+            // A null among the values stays null (its keys become null keys): it is not the
+            // category "".
             .map(|v| {
-                let v = v.unwrap_or_default();
-                Some(*self.position.entry(v.to_string()).or_insert_with(|| {
-                    self.values.push(v.to_string());
-                    self.values.len() as i64 - 1
-                }))
+                v.map(|v| {
+                    *self.position.entry(v.to_string()).or_insert_with(|| {
+                        self.values.push(v.to_string());
+                        self.values.len() as i64 - 1
+                    })
+                })
             })
             .collect();
         if self.values.len() > before || self.dictionary.is_none() {
             self.dictionary = Some(Arc::new(StringArray::from_iter_values(&self.values)));
         }
         let identity = mapping.len() == self.values.len()
+            && mapping.null_count() == 0
             && mapping
                 .values()
                 .iter()

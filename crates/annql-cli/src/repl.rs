@@ -19,7 +19,7 @@ use rustyline::{Context, Editor, Helper};
 
 use crate::args::{Format, Language, Options};
 use crate::error::{CliError, Result};
-use crate::output::{TableStyle, write_text};
+use crate::output::{Stop, TableStyle, write_text_until};
 use crate::script::{error_position, execute, open_session, quote, read_totals, split, type_name};
 
 /// The help shown by `\?`.
@@ -167,7 +167,6 @@ struct State {
     session: AnnSession,
     lang: Language,
     aql: Arc<std::sync::atomic::AtomicBool>,
-    options: Options,
     style: TableStyle,
     format: Format,
     timing: bool,
@@ -185,7 +184,6 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
         session,
         lang: Language::Sql,
         aql: aql.clone(),
-        options: options.clone(),
         style: TableStyle::default(),
         format: Format::Table,
         timing: false,
@@ -201,6 +199,7 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
     }));
     let history = history_path();
     if let Some(h) = &history {
+        // No history yet (the first run) or none readable: the REPL starts without one.
         let _ = editor.load_history(h);
     }
     println!(
@@ -219,6 +218,7 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
                 if input.is_empty() {
                     continue;
                 }
+                // Fails only for an entry the history ignores (a repeat): nothing lost.
                 let _ = editor.add_history_entry(input);
                 if input.starts_with('\\') || input.starts_with('.') {
                     match meta(&mut state, input).await {
@@ -236,8 +236,11 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
             Err(e) => return Err(CliError::Usage(format!("line editor: {e}"))),
         }
     }
-    if let Some(h) = &history {
-        let _ = editor.save_history(h);
+    if let Some(h) = &history
+        && let Err(e) = editor.save_history(h)
+    {
+        // The session's work is done; say that its history was not kept, but do not fail.
+        eprintln!("annql: history not saved to {}: {e}", h.display());
     }
     Ok(())
 }
@@ -264,10 +267,16 @@ async fn run_text(state: &mut State, text: &str) {
         let before = read_totals(&state.session);
         match execute(&state.session, state.lang, &st.text).await {
             Ok(outcome) => {
-                if !outcome.schema.fields().is_empty()
-                    && let Err(e) = emit(state, &outcome)
-                {
-                    eprintln!("Error: {e}");
+                if !outcome.schema.fields().is_empty() {
+                    match emit(state, &outcome) {
+                        Ok(()) => {}
+                        Err(CliError::Cancelled) => {
+                            // The output may stop mid-line.
+                            eprintln!("\nCancelled: output stopped.");
+                            return;
+                        }
+                        Err(e) => eprintln!("Error: {e}"),
+                    }
                 }
                 if state.timing {
                     println!("Time: {:.3} s", started.elapsed().as_secs_f64());
@@ -300,33 +309,38 @@ async fn run_text(state: &mut State, text: &str) {
     }
 }
 
+/// Prints a result (to the screen or the `\o` file); Ctrl-C stops it.
 fn emit(state: &State, outcome: &crate::script::Outcome) -> Result<()> {
+    let stop = Stop::on_ctrl_c();
     match &state.output {
         Some(path) => {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)?;
-            write_text(
+            write_text_until(
                 state.format,
                 &outcome.schema,
                 &outcome.batches,
                 &state.style,
                 &mut f,
+                stop,
             )
         }
         None => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            write_text(
+            let written = write_text_until(
                 state.format,
                 &outcome.schema,
                 &outcome.batches,
                 &state.style,
                 &mut lock,
-            )?;
+                stop,
+            );
+            // What was written before a Ctrl-C still reaches the screen.
             lock.flush()?;
-            Ok(())
+            written
         }
     }
 }
@@ -415,6 +429,7 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
         "\\d" | ".tables" | ".schema" if arg.is_empty() => {
             for name in state.session.attached_names() {
                 let store = state.session.store(&name);
+                // A name just listed is attached; a store detached meanwhile shows no path.
                 let path = store
                     .as_ref()
                     .map(|s| s.name().to_string())
@@ -507,7 +522,6 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
             )));
         }
     }
-    let _ = &state.options;
     Ok(false)
 }
 

@@ -208,16 +208,10 @@ pub struct Outcome {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Ctrl-C, turned into a wake-up for the running query (installed once per process).
+/// Ctrl-C, turned into a wake-up for the running query (see [`crate::interrupt`], which also
+/// stops the printing of a result).
 fn interrupts() -> &'static Arc<tokio::sync::Notify> {
-    static NOTIFY: std::sync::OnceLock<Arc<tokio::sync::Notify>> = std::sync::OnceLock::new();
-    NOTIFY.get_or_init(|| {
-        let notify = Arc::new(tokio::sync::Notify::new());
-        let n = notify.clone();
-        // If a handler cannot be installed, Ctrl-C keeps its default meaning (stop the process).
-        let _ = ctrlc::set_handler(move || n.notify_waiters());
-        notify
-    })
+    crate::interrupt::wakeup()
 }
 
 /// Runs one statement (or pipeline); Ctrl-C cancels it (dropping the stream stops the scans).
@@ -317,11 +311,14 @@ impl ProgressBar {
                     }
                     let filled = (done.min(total) * 30 / total) as usize;
                     let bar = format!("{}{}", "=".repeat(filled), " ".repeat(30 - filled));
+                    // Drawing the bar is best effort: a terminal that cannot take it loses
+                    // nothing of the result, and there is nowhere else to report to.
                     let _ = write!(std::io::stderr(), "\r[{bar}] {done}/{total} blocks scanned");
                     let _ = std::io::stderr().flush();
                     drawn = true;
                 }
                 if drawn {
+                    // Best effort, as above: clears the bar's line.
                     let _ = write!(std::io::stderr(), "\r\x1b[K");
                 }
             })
@@ -332,6 +329,7 @@ impl ProgressBar {
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread {
+            // Err only if the drawing thread panicked: the bar is gone, the query unaffected.
             let _ = t.join();
         }
     }
@@ -359,6 +357,7 @@ impl ReadTotals {
             chunks: self.chunks - earlier.chunks,
             remote: self
                 .remote
+                // A remote store attached since `earlier`: all its reads are new.
                 .map(|r| r.since(&earlier.remote.unwrap_or_default())),
         }
     }

@@ -178,11 +178,13 @@ impl StartupHandler for Startup {
                     "this server accepts only encrypted connections (use sslmode=require)",
                 ));
             }
-            let user = startup
-                .parameters
-                .get(METADATA_USER)
-                .cloned()
-                .unwrap_or_default();
+            // PostgreSQL refuses a startup packet without a user, with or without a password.
+            let Some(user) = startup.parameters.get(METADATA_USER) else {
+                return Err(sqlstate::fatal(
+                    "28000",
+                    "no PostgreSQL user name specified in startup packet",
+                ));
+            };
             if user.contains('\u{FFFD}') {
                 return Err(sqlstate::fatal(
                     "22021",
@@ -191,7 +193,27 @@ impl StartupHandler for Startup {
             }
         }
         match &self.scram {
-            Some(scram) => scram.on_startup(client, message).await?,
+            Some(scram) => {
+                scram
+                    .on_startup(client, message)
+                    .await
+                    .map_err(|e| match e {
+                        // pgwire names the user of the client's first SCRAM message, which libpq
+                        // and most drivers leave empty (the server is to use the startup
+                        // packet's); name that one, in PostgreSQL's words.
+                        PgWireError::InvalidPassword(_) => sqlstate::fatal(
+                            "28P01",
+                            format!(
+                                "password authentication failed for user \"{}\"",
+                                client
+                                    .metadata()
+                                    .get(METADATA_USER)
+                                    .map_or("", String::as_str)
+                            ),
+                        ),
+                        other => other,
+                    })?
+            }
             None => {
                 // Trust (`--no-auth`, loopback only): start the session at once.
                 if let PgWireFrontendMessage::Startup(startup) = &message {

@@ -16,13 +16,14 @@ use annql_engine::AnnSession;
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::expr::{Cast, Placeholder, TryCast};
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, LogicalPlan, Statement as PlanStatement};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::Statement;
-use futures::{Sink, StreamExt, stream};
+use datafusion::sql::sqlparser::ast::{DataType as SqlDataType, Expr as SqlExpr, Ident, Statement};
+use futures::{Sink, StreamExt, TryStreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Startup;
 use crate::catalog::Identity;
 use crate::compat;
+use crate::prepared::{self, PreparedStatements, SqlPrepared};
 use crate::server::Shared;
 use crate::settings::Settings;
 use crate::sqlstate::{self, QUERY_CANCELED};
@@ -99,7 +101,12 @@ impl Activity {
 
     /// Time since the last statement finished or the connection opened.
     pub fn idle_for(&self, opened: Instant) -> std::time::Duration {
-        let last = self.last.lock().ok().and_then(|l| *l).unwrap_or(opened);
+        // A poisoned lock still holds the last time written (every write is one assignment).
+        let last = self
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(opened);
         last.elapsed()
     }
 
@@ -135,6 +142,8 @@ pub struct Connection {
     settings: Mutex<Settings>,
     /// Cursors (portals made by DECLARE) by name.
     cursors: Mutex<HashMap<String, Cursor>>,
+    /// Statements kept by SQL `PREPARE`.
+    prepared: PreparedStatements,
     tls: bool,
     startup: Arc<Startup>,
     parser: Arc<Parser>,
@@ -152,6 +161,7 @@ impl Connection {
             session: tokio::sync::OnceCell::new(),
             settings: Mutex::default(),
             cursors: Mutex::default(),
+            prepared: PreparedStatements::default(),
             tls,
         })
     }
@@ -164,6 +174,7 @@ impl Connection {
                 self.shared
                     .register_cancel(pid, secret.to_bytes().to_vec(), self.activity.clone());
                 let who = Identity {
+                    // Startup refuses a packet without a user, so there is one.
                     user: client
                         .metadata()
                         .get(pgwire::api::METADATA_USER)
@@ -381,6 +392,7 @@ impl Connection {
                         .entries()
                         .into_iter()
                         .find(|e| e.key.eq_ignore_ascii_case(&name))
+                        // An option without a value shows as empty, as PostgreSQL shows one.
                         .map(|e| e.value.unwrap_or_default())
                 } else {
                     self.settings().get(&name)
@@ -417,13 +429,41 @@ impl Connection {
             Command::Discard => {
                 self.settings().reset_all();
                 self.close_cursors(client, true)?;
+                self.prepared.clear();
                 Ok(Response::Execution(Tag::new(tag)))
             }
             Command::Deallocate(name) => {
-                if let Some(n) = name {
-                    portals(client)?.rm_statement(&n);
+                match name {
+                    Some(n) => {
+                        // A statement of SQL `PREPARE`, or one a driver named in a Parse message
+                        // (psycopg deallocates those with SQL too).
+                        let store = portals(client)?;
+                        let protocol = store.get_statement(&n).is_some();
+                        if !self.prepared.remove(&n) && !protocol {
+                            return Err(prepared::not_found(&n));
+                        }
+                        store.rm_statement(&n);
+                    }
+                    // Statements of Parse messages are not listed by pgwire's store, so they stay
+                    // until the client closes them (drivers do, with Close messages).
+                    None => self.prepared.clear(),
                 }
                 Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::Prepare {
+                name,
+                types,
+                statement,
+            } => {
+                let prepared = self.prepare(session, name, types, *statement).await?;
+                self.prepared.insert(prepared)?;
+                Ok(Response::Execution(Tag::new(tag)))
+            }
+            Command::Execute { name, arguments } => {
+                let prepared = self.prepared.get(&name)?;
+                let arguments = self.evaluate(session, arguments).await?;
+                let plan = prepared.bind(arguments)?;
+                self.run(session, plan, format).await
             }
             Command::Declare { name, hold, query } => {
                 let plan = self.plan(session, Statement::Query(query)).await?;
@@ -510,6 +550,115 @@ impl Connection {
         }
     }
 
+    /// Plans the statement of `PREPARE name (types) AS statement`, parameters left unbound.
+    async fn prepare(
+        &self,
+        session: &AnnSession,
+        name: String,
+        types: Vec<SqlDataType>,
+        statement: Statement,
+    ) -> PgWireResult<SqlPrepared> {
+        let query = match statement::classify(statement)
+            .map_err(|e| sqlstate::error(sqlstate::FEATURE_NOT_SUPPORTED, e))?
+        {
+            Classified::Query(query) => query,
+            Classified::Command(Command::ReadOnly(kind)) => {
+                return Err(sqlstate::error(
+                    sqlstate::READ_ONLY,
+                    format!("cannot prepare {kind}: annql serves datasets read-only"),
+                ));
+            }
+            Classified::Command(_) => {
+                return Err(sqlstate::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "PREPARE takes a query (SELECT, VALUES, WITH, …), not a session statement",
+                ));
+            }
+        };
+        let declared = !types.is_empty();
+        let wrapped = Statement::Prepare {
+            name: Ident::new(name.clone()),
+            data_types: types,
+            statement: query,
+        };
+        let (fields, input) = match self.plan(session, wrapped).await? {
+            LogicalPlan::Statement(PlanStatement::Prepare(p)) => (p.fields, p.input),
+            other => {
+                return Err(sqlstate::error(
+                    "XX000",
+                    format!("internal: PREPARE planned as {}", other.display()),
+                ));
+            }
+        };
+        let input = Arc::unwrap_or_clone(input);
+        if matches!(
+            input,
+            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_)
+        ) {
+            return Err(sqlstate::error(
+                sqlstate::READ_ONLY,
+                "cannot prepare this statement: annql serves datasets read-only",
+            ));
+        }
+        // Without a declaration DataFusion fills `fields` with the types it could infer, skipping
+        // the others, so they are not positional: infer again, position by position.
+        let declared = if declared {
+            fields.iter().map(|f| f.data_type().clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let inferred = parameter_types(&input)?;
+        SqlPrepared::try_new(name, input, declared, inferred)
+    }
+
+    /// The values of `EXECUTE`'s arguments, `$1` first.
+    async fn evaluate(
+        &self,
+        session: &AnnSession,
+        arguments: Vec<SqlExpr>,
+    ) -> PgWireResult<Vec<ScalarValue>> {
+        if arguments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {}",
+            arguments
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut parsed = self.parse(&sql)?;
+        if parsed.len() != 1 {
+            return Err(sqlstate::error(
+                sqlstate::SYNTAX_ERROR,
+                format!("EXECUTE arguments do not read as values: {sql}"),
+            ));
+        }
+        let plan = self.plan(session, parsed.remove(0)).await?;
+        let batches: Vec<RecordBatch> = self
+            .shared
+            .queries
+            .execute(session.context().clone(), plan)
+            .await
+            .map_err(|e| sqlstate::from_datafusion(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| sqlstate::from_datafusion(&e))?;
+        let row: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+        let [batch] = row.as_slice() else {
+            return Err(sqlstate::error(
+                "XX000",
+                "internal: EXECUTE arguments gave no row",
+            ));
+        };
+        batch
+            .columns()
+            .iter()
+            .map(|c| ScalarValue::try_from_array(c, 0).map_err(|e| sqlstate::from_datafusion(&e)))
+            .collect()
+    }
+
     /// Closes the cursors a transaction end closes (all of them with `all`).
     fn close_cursors<C>(&self, client: &C, all: bool) -> PgWireResult<()>
     where
@@ -535,6 +684,8 @@ impl Connection {
             .cursors
             .lock()
             .map_err(|_| sqlstate::error("XX000", "cursor registry lock poisoned"))?;
+        // A portal made by Bind rather than DECLARE has no columns recorded here: described as
+        // none, while its rows still arrive with their own description.
         Ok(cursors
             .get(name)
             .map(|(_, f)| f.clone())
@@ -782,6 +933,8 @@ impl QueryParser for Parser {
             Prepared::Query(plan) => Ok(parameter_types(plan)?
                 .into_iter()
                 .map(|t| {
+                    // A type without a PostgreSQL counterpart is described as unknown; binding
+                    // the parameter then fails with the conversion's own message.
                     t.and_then(|t| arrow_pg::datatypes::into_pg_type(&t).ok())
                         .unwrap_or(Type::UNKNOWN)
                 })
@@ -816,6 +969,18 @@ impl QueryParser for Parser {
                 Ok(conn.cursor_fields(name)?.as_ref().clone())
             }
             Prepared::Command(Command::ShowAll) => text_fields(&SHOW_ALL_COLUMNS, format),
+            Prepared::Command(Command::Execute { name, .. }) => {
+                let conn = self
+                    .conn
+                    .upgrade()
+                    .ok_or_else(|| sqlstate::error("08006", "connection closed"))?;
+                let prepared = conn.prepared.get(name)?;
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                    prepared.plan().schema().as_arrow(),
+                    format,
+                    None,
+                )
+            }
             Prepared::Command(_) => Ok(vec![]),
         }
     }
@@ -834,6 +999,8 @@ fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
     }
     let mut numbered: Vec<(usize, Option<DataType>)> = types
         .into_iter()
+        // Named placeholders (`$name`) are not positional: binding a list to them fails with
+        // DataFusion's error.
         .filter_map(|(k, v)| {
             k.trim_start_matches('$')
                 .parse::<usize>()

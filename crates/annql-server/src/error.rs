@@ -12,14 +12,15 @@ pub enum ServerError {
     #[error("TLS configuration: {0}")]
     Tls(String),
     /// A dataset to serve did not open.
-    #[error("dataset {name} ({path}): {reason}")]
+    #[error("dataset {name} ({path}): {source}")]
     Dataset {
         /// The schema name it was to be served under.
         name: String,
         /// Its path.
         path: String,
-        /// What the store reader said.
-        reason: String,
+        /// What the store reader said (boxed: it is large, and every Result carries it).
+        #[source]
+        source: Box<annql_store::Error>,
     },
     /// Options that do not go together, or a session that cannot be set up.
     #[error("{0}")]

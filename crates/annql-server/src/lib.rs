@@ -11,6 +11,7 @@
 //! - [`connection`]: one client's session and the simple/extended protocol handlers.
 //! - [`queries`]: the runtime statements execute on, apart from the connections'.
 //! - [`statement`]: sorting statements into queries and session statements.
+//! - [`prepared`]: SQL `PREPARE`/`EXECUTE`: statements kept by name, arguments bound.
 //! - [`settings`]: per-session `SET`/`SHOW` state.
 //! - [`catalog`]: `information_schema`, `pg_catalog` and connection functions.
 //! - [`compat`]: rewrites of what drivers send that DataFusion would not plan as PostgreSQL does.
@@ -22,6 +23,7 @@ pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod prepared;
 pub mod queries;
 pub mod server;
 pub mod settings;

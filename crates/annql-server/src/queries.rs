@@ -68,6 +68,8 @@ impl QueryRuntime {
         let task = self.runtime().spawn(async move {
             let started = async { ctx.execute_logical_plan(plan).await?.execute_stream().await };
             let mut batches = match started.await {
+                // A send fails only when the caller stopped waiting (cancelled, client gone):
+                // then nobody is left to tell, and the batches below stop at the same point.
                 Ok(s) => {
                     let _ = started_tx.send(Ok(s.schema()));
                     s

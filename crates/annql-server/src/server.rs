@@ -61,11 +61,14 @@ impl Shared {
 
     /// Cancels the statement running on the connection with this key, if any.
     pub(crate) fn cancel(&self, pid: i32, key: &[u8]) {
+        // A panic elsewhere while holding the lock leaves the map whole (every change is one
+        // call), so a cancel still finds its connection.
         let target = self
             .cancels
             .lock()
-            .ok()
-            .and_then(|c| c.get(&(pid, key.to_vec())).and_then(Weak::upgrade));
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(pid, key.to_vec()))
+            .and_then(Weak::upgrade);
         if let Some(activity) = target {
             activity.cancel();
         }
@@ -125,7 +128,7 @@ impl Server {
                 ServerError::Dataset {
                     name: d.name.clone(),
                     path: d.location.display().to_string(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 }
             })?;
             stores.push((d.name.clone(), Arc::new(store)));
@@ -181,6 +184,7 @@ impl Server {
                     continue;
                 }
             };
+            // Only latency: a socket that refuses TCP_NODELAY still serves.
             let _ = socket.set_nodelay(true);
             let shared = self.shared.clone();
             let tls = self.tls.clone();
@@ -240,6 +244,7 @@ async fn serve_connection(
     match startup_length(&socket, shared.config.startup_timeout).await {
         Some(len) if !(8..=10_000).contains(&len) => {
             let mut socket = socket;
+            // The connection is closed either way; a client that cannot be told is gone.
             let _ = write_error(&mut socket, "08P01", "invalid length of startup packet").await;
             let _ = socket.shutdown().await;
             return;
@@ -374,6 +379,7 @@ async fn startup_length(socket: &TcpStream, timeout: Duration) -> Option<u32> {
             socket.peek(&mut head),
         )
         .await
+        // Timed out, or the socket failed: the client sent nothing usable (see the doc).
         .ok()?
         .ok()?;
         if n == 0 {

@@ -240,6 +240,7 @@ impl Settings {
             .map(|k| {
                 (
                     k.name.to_string(),
+                    // A setting without a value shows as empty, as PostgreSQL shows one.
                     self.get(k.name).unwrap_or_default(),
                     k.description.to_string(),
                 )
@@ -255,6 +256,7 @@ impl Settings {
 
     /// `statement_timeout`, when one is set.
     pub fn statement_timeout(&self) -> Option<Duration> {
+        // `set` stores whole milliseconds it parsed itself, so this parse cannot fail.
         let ms: u64 = self.values.get("statement_timeout")?.parse().ok()?;
         (ms > 0).then(|| Duration::from_millis(ms))
     }
@@ -277,6 +279,7 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
+    // Not a number: None, which `set` turns into PostgreSQL's "invalid value" error.
     let n: f64 = num.parse().ok()?;
     let ms = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "ms" => n,

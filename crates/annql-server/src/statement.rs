@@ -1,12 +1,13 @@
 //! What a client statement is: a query DataFusion plans, or a session statement the server
-//! answers itself (`SET`, `SHOW`, transactions, cursors, `DISCARD`, `DEALLOCATE`).
+//! answers itself (`SET`, `SHOW`, transactions, cursors, `DISCARD`, `PREPARE`/`EXECUTE`/
+//! `DEALLOCATE`).
 //!
 //! Statements arrive parsed by sqlparser's PostgreSQL dialect (through
 //! `datafusion-pg-catalog`'s compatibility rewrites); this module only sorts the AST.
 
 use datafusion::sql::sqlparser::ast::{
-    CloseCursor, DiscardObject, Expr, FetchDirection, ObjectName, Query, Reset, Set, Statement,
-    Value,
+    CloseCursor, DataType as SqlDataType, DiscardObject, Expr, FetchDirection, Ident, ObjectName,
+    Query, Reset, Set, Statement, Value,
 };
 
 /// How many rows a `FETCH` asks for.
@@ -52,6 +53,23 @@ pub enum Command {
     Discard,
     /// `DEALLOCATE name` / `DEALLOCATE ALL` (None).
     Deallocate(Option<String>),
+    /// `PREPARE name [(types)] AS statement`: a statement kept under a name, with `$n`
+    /// parameters.
+    Prepare {
+        /// The statement's name (folded to lower case unless quoted, as PostgreSQL does).
+        name: String,
+        /// Declared parameter types, `$1` first (may be fewer than the parameters used).
+        types: Vec<SqlDataType>,
+        /// The statement prepared.
+        statement: Box<Statement>,
+    },
+    /// `EXECUTE name [(arguments)]`: runs a statement kept by `PREPARE`.
+    Execute {
+        /// The statement's name.
+        name: String,
+        /// The arguments, `$1` first.
+        arguments: Vec<Expr>,
+    },
     /// `DECLARE name CURSOR [WITH HOLD] FOR query`.
     Declare {
         /// The cursor (and portal) name.
@@ -81,6 +99,14 @@ pub enum Classified {
     Query(Box<Statement>),
     /// Answered by the server.
     Command(Command),
+}
+
+/// An identifier as PostgreSQL resolves it: unquoted names fold to lower case.
+fn folded(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
 }
 
 fn object_name(name: &ObjectName) -> String {
@@ -210,8 +236,42 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
             object_type: DiscardObject::SEQUENCES,
         } => C(Command::Discard),
         Statement::Deallocate { name, .. } => C(Command::Deallocate(
-            (!name.value.eq_ignore_ascii_case("all")).then_some(name.value),
+            (name.quote_style.is_some() || !name.value.eq_ignore_ascii_case("all"))
+                .then(|| folded(&name)),
         )),
+        Statement::Prepare {
+            name,
+            data_types,
+            statement,
+        } => C(Command::Prepare {
+            name: folded(&name),
+            types: data_types,
+            statement,
+        }),
+        Statement::Execute {
+            name,
+            parameters,
+            using,
+            immediate,
+            into,
+            output,
+            default,
+            has_parentheses: _,
+        } => {
+            if immediate || output || default || !using.is_empty() || !into.is_empty() {
+                return Err("only EXECUTE name [(arguments)] is supported".to_string());
+            }
+            let name = name
+                .as_ref()
+                .and_then(|n| n.0.last())
+                .and_then(|p| p.as_ident())
+                .map(folded)
+                .ok_or("EXECUTE needs the name of a prepared statement")?;
+            C(Command::Execute {
+                name,
+                arguments: parameters,
+            })
+        }
         Statement::Declare { stmts } => {
             let [decl] = <[_; 1]>::try_from(stmts)
                 .map_err(|_| "DECLARE one cursor at a time".to_string())?;
@@ -289,6 +349,9 @@ pub fn tag(command: &Command) -> &'static str {
         Command::Discard => "DISCARD ALL",
         Command::Deallocate(None) => "DEALLOCATE ALL",
         Command::Deallocate(Some(_)) => "DEALLOCATE",
+        Command::Prepare { .. } => "PREPARE",
+        // The answer is the prepared query's (`SELECT n`).
+        Command::Execute { .. } => "EXECUTE",
         Command::Declare { .. } => "DECLARE CURSOR",
         Command::Fetch { .. } => "FETCH",
         Command::Close(None) => "CLOSE ALL",
@@ -373,6 +436,26 @@ mod tests {
             matches!(command("INSERT INTO t VALUES (1)"), Some(Command::ReadOnly(k)) if k == "INSERT")
         );
         assert!(command("SELECT 1").is_none());
+    }
+
+    #[test]
+    fn prepared_statements() {
+        assert!(matches!(
+            command("PREPARE Q(int, text) AS SELECT $1, $2"),
+            Some(Command::Prepare { name, types, .. }) if name == "q" && types.len() == 2
+        ));
+        assert!(matches!(
+            command("EXECUTE q(1, 'a')"),
+            Some(Command::Execute { name, arguments }) if name == "q" && arguments.len() == 2
+        ));
+        assert!(matches!(
+            command("EXECUTE \"Q\""),
+            Some(Command::Execute { name, arguments }) if name == "Q" && arguments.is_empty()
+        ));
+        assert!(matches!(
+            command("DEALLOCATE PREPARE Q"),
+            Some(Command::Deallocate(Some(n))) if n == "q"
+        ));
     }
 
     #[test]
