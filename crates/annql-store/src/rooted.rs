@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn keys_are_read_below_the_node() -> Result<(), StorageError> {
         let store = Arc::new(MemoryStore::new());
-        store.set(&StoreKey::new("obs/__categories/c/0")?, Bytes::from_static(b"abc"))?;
+        store.set(
+            &StoreKey::new("obs/__categories/c/0")?,
+            Bytes::from_static(b"abc"),
+        )?;
         let rooted = RootedStorage::new(store, "/obs/__categories/c/");
         let got = rooted.get(&StoreKey::new("0")?)?;
         assert_eq!(got.as_deref(), Some(&b"abc"[..]));
