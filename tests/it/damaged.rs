@@ -509,3 +509,36 @@ fn collect_corpus(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
     out.sort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dangling_hdf5_links_are_errors() {
+    // h5py replaces a column of a copy of tiny.h5ad with a soft link to nowhere.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("s.h5ad");
+    std::fs::copy(fixture("tiny.h5ad"), &file).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(crate::common::python())
+        .arg("-c")
+        .arg(
+            "import h5py, sys\n\
+             with h5py.File(sys.argv[1], 'a') as f:\n\
+             \x20   del f['obs/n_counts']\n\
+             \x20   f['obs/n_counts'] = h5py.SoftLink('/nowhere/n_counts')\n",
+        )
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    assert!(
+        out.status.success(),
+        "h5py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = AnnSession::builder()
+        .with_threads(2)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.attach("t", &file)
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    let err = fails(&s, "SELECT n_counts FROM t.obs").await;
+    names(&err, &["/obs/n_counts"], "dangling link");
+    answers_as_before(&s, "SELECT count(*), sum(n_genes) FROM t.obs").await;
+}
