@@ -87,3 +87,41 @@ pub fn python() -> PathBuf {
     );
     path
 }
+
+/// Copies a directory store so a test can damage the copy (sources are never modified).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
+    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// Every store of the corpus below `dir`, sorted: `.h5ad`, `.h5mu`, `.zarr.zip` files and `.zarr`
+/// directories (as `tests/fixtures/make_corpus_expected.py` walks it).
+pub fn corpus_stores(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if p.is_dir() && name.ends_with(".zarr") {
+                out.push(p);
+            } else if p.is_dir() {
+                walk(&p, out);
+            } else if [".h5ad", ".h5mu", ".zarr.zip"]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}

@@ -7,7 +7,7 @@
 //! the JSON disagree on the list of files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use annql::engine::AnnSession;
 use annql::engine::datafusion::arrow::array::{Array, RecordBatch};
@@ -17,7 +17,7 @@ use annql::engine::model::{sql_name, tables_of_store};
 use annql::store::{AnnDataStore, Element, Encoding, Error as StoreError, ReadStats};
 use serde_json::Value;
 
-use crate::common::corpus_dir;
+use crate::common::{corpus_dir, corpus_stores};
 
 /// Files anndata cannot read, and the element annql must refuse in each (with anndata's reason).
 /// Opening may succeed (annql opens lazily); reading the element must fail.
@@ -50,24 +50,6 @@ fn expected() -> BTreeMap<String, Value> {
     }
 }
 
-/// Every `.h5ad`, `.h5mu`, `.zarr` directory and `.zarr.zip` below `dir`, as the script walks.
-fn corpus_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if p.is_dir() && name.ends_with(".zarr") {
-            out.push(p);
-        } else if p.is_dir() {
-            corpus_files(&p, out);
-        } else if [".h5ad", ".h5mu", ".zarr.zip"]
-            .iter()
-            .any(|s| name.ends_with(s))
-        {
-            out.push(p);
-        }
-    }
-}
-
 /// For every corpus file anndata reads, annql's values equal anndata's; every file it cannot read
 /// is refused. All mismatches are reported together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,8 +57,7 @@ async fn corpus_files_match_anndata() {
     let root = corpus_dir();
     assert!(root.exists(), "corpus not found at {}", root.display());
     let want = expected();
-    let mut files = Vec::new();
-    corpus_files(&root, &mut files);
+    let files = corpus_stores(&root);
     let found: BTreeSet<String> = files
         .iter()
         .map(|p| p.strip_prefix(&root).unwrap_or(p).display().to_string())

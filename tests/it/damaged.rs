@@ -5,14 +5,13 @@
 //! Each case copies `tiny.v2.zarr` (written by the real anndata) and damages its consolidated
 //! metadata, or rewrites a chunk.
 
-use std::path::Path;
 use std::process::Command;
 
 use annql::engine::AnnSession;
 use annql::store::{AnnDataStore, ReadStats};
 use serde_json::{Value, json};
 
-use crate::common::{fixture, rows};
+use crate::common::{copy_dir, corpus_stores, fixture, rows};
 
 /// A copy of `tiny.v2.zarr` at `<dir>/s.zarr`, its `.zmetadata` edited by `edit`.
 fn damaged(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
@@ -27,18 +26,6 @@ fn damaged(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::
     }
     std::fs::write(&path, v.to_string()).unwrap_or_else(|e| panic!("{e}"));
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
-    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
 }
 
 /// Sets `key` of the metadata document `doc` (e.g. `X/.zattrs`).
@@ -409,8 +396,7 @@ async fn corpus_stores_have_no_false_notes() {
     use annql::engine::AnnDataSchemaProvider;
     let root = crate::common::corpus_dir();
     assert!(root.exists(), "corpus not found at {}", root.display());
-    let mut stores = Vec::new();
-    collect_corpus(&root, &mut stores);
+    let stores = corpus_stores(&root);
     assert!(stores.len() >= 20, "found only {} stores", stores.len());
     let mut attached = 0;
     for path in &stores {
@@ -490,24 +476,6 @@ async fn corpus_stores_have_no_false_notes() {
         }
     }
     assert!(attached >= 20, "attached only {attached}");
-}
-
-fn collect_corpus(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if p.is_dir() && name.ends_with(".zarr") {
-            out.push(p);
-        } else if p.is_dir() {
-            collect_corpus(&p, out);
-        } else if [".zarr.zip", ".h5ad", ".h5mu"]
-            .iter()
-            .any(|x| name.ends_with(x))
-        {
-            out.push(p);
-        }
-    }
-    out.sort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

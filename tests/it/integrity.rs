@@ -12,7 +12,7 @@ use annql::engine::AnnSession;
 use annql::store::{AnnDataStore, Error, ReadStats};
 use serde_json::{Value, json};
 
-use crate::common::{fixture, rows};
+use crate::common::{copy_dir, fixture, rows};
 
 /// A query that reads every stored value of X.
 const SUM_X: &str = "SELECT sum(value), count(*) FROM t.x";
@@ -220,20 +220,9 @@ async fn zip_member_with_a_bad_crc_is_an_error() {
 
 /// Copies a zarr directory fixture so a test can damage its consolidated metadata.
 fn zarr_copy(name: &str, edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, PathBuf) {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
-        for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
-            let target = to.join(entry.file_name());
-            if entry.path().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-    }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join(name);
-    copy(&fixture(name), &path);
+    copy_dir(&fixture(name), &path);
     let zmeta = path.join(".zmetadata");
     let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&zmeta).unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}"));

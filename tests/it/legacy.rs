@@ -8,7 +8,7 @@ use annql::engine::datafusion::arrow::array::RecordBatch;
 use annql::engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use annql::store::{AnnDataStore, Encoding, Error, ReadStats};
 
-use crate::common::corpus_dir;
+use crate::common::{copy_dir, corpus_dir};
 
 /// anndata 0.5's h5ad of pbmc68k_reduced (compound obs/var/obsm/varm, categories in uns, raw.X,
 /// graphs in uns/neighbors) and scanpy's modern rewrite of the same object, which anndata reads
@@ -105,18 +105,6 @@ fn legacy_zarr_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     copy_dir(&corpus_dir().join(LEGACY_ZARR), &dir.path().join("s.zarr"));
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
-    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
 }
 
 fn edit(path: &Path, from: &str, to: &str) {

@@ -8,7 +8,7 @@ use annql::store::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Ty
 use annql::store::{AnnDataStore, Encoding, Error, ReadStats};
 use serde_json::{Value, json};
 
-use crate::common::{assert_close, expected, fixture};
+use crate::common::{assert_close, copy_dir, expected, fixture};
 
 /// Every physical layout of the `tiny` fixture: zarr v2/v3 directories, zips and HDF5 files.
 const TINY_LAYOUTS: [&str; 9] = [
@@ -462,18 +462,6 @@ fn damaged_copy(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     copy_dir(&fixture(name), &dir.path().join("s.zarr"));
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
-    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
 }
 
 fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
