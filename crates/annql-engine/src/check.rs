@@ -264,16 +264,9 @@ pub(crate) fn column_type(store: &AnnDataStore, e: &Element) -> Result<DataType,
         Encoding::LegacyCategorical => {
             let meta = store.array_meta(&e.path)?;
             one_d(&meta.shape)?;
-            let rel = e
-                .attrs
-                .get("categories")
-                .and_then(Value::as_str)
+            let path = e
+                .legacy_categories_path()
                 .ok_or_else(|| malformed(store, &e.path, "'categories' is not a path string"))?;
-            let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
-            let path = match rel.strip_prefix('/') {
-                Some(abs) => abs.to_string(),
-                None => format!("{parent}/{rel}"),
-            };
             let cats = store.array_meta(&path)?;
             DataType::Dictionary(
                 Box::new(codes_type(store, &e.path, &meta.dtype)?),

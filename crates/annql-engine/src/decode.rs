@@ -216,7 +216,9 @@ impl AnnTable {
                         }
                         Err(note) => {
                             // Its type where it has one (a column of the wrong length), so that
-                            // queries naming it plan and reach the scan, which refuses them.
+                            // queries naming it plan and reach the scan, which refuses them. A
+                            // type that cannot be read is a Null placeholder: the error itself is
+                            // `note`, kept in `Source::Unmapped` and raised by any read of it.
                             let dt = element
                                 .child(&name)
                                 .and_then(|c| check::column_type(&store, c).ok())

@@ -198,6 +198,12 @@ impl Element {
         }
     }
 
+    /// For a 0.1.0 categorical: the node path of its categories, from its `categories`
+    /// attribute (absolute, or relative to the dataframe); None when that is not a path string.
+    pub fn legacy_categories_path(&self) -> Option<String> {
+        legacy_categories_node(&self.path, &self.attrs)
+    }
+
     /// For dataframes: the name of the index column (`_index` attribute).
     pub fn index_column(&self) -> Option<&str> {
         self.attrs.get("_index").and_then(Value::as_str)

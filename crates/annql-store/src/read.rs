@@ -740,20 +740,11 @@ impl AnnDataStore {
     }
 
     fn legacy_categories_path(&self, column: &crate::Element) -> Result<String> {
-        let rel = column
-            .attrs
-            .get("categories")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                self.malformed(
-                    &column.path,
-                    "legacy categorical: the 'categories' attribute is not a path string",
-                )
-            })?;
-        let parent = column.path.rsplit_once('/').map_or("", |(p, _)| p);
-        Ok(match rel.strip_prefix('/') {
-            Some(abs) => abs.to_string(),
-            None => format!("{parent}/{rel}"),
+        column.legacy_categories_path().ok_or_else(|| {
+            self.malformed(
+                &column.path,
+                "legacy categorical: the 'categories' attribute is not a path string",
+            )
         })
     }
 
