@@ -30,6 +30,8 @@ pub mod provider;
 pub mod pushdown;
 /// The scan operator.
 pub mod scan;
+/// Predicates over obs/var turned into the row ids they keep.
+pub mod select;
 /// The session: attach, detach, run SQL.
 pub mod session;
 
