@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::emit::{Emitter, encoding};
 use super::plan::{Blocks, Remap, take, take_rows, value_bytes};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::select::Rows;
 use crate::sink::{ArraySpec, Attrs};
 
@@ -26,6 +26,15 @@ pub(crate) fn cut_dense(
 ) -> Result<()> {
     let meta = store.array_meta(src)?;
     let (dtype, shape) = (meta.dtype.clone(), meta.shape.clone());
+    if let DType::Other(name) = &dtype {
+        return Err(Error::Refused {
+            element: src.to_string(),
+            reason: format!(
+                "values of type {name}: annql copies bool, integer, float and string arrays; \
+                 leave it out with exclude"
+            ),
+        });
+    }
     if shape.is_empty() {
         let spec = ArraySpec {
             dtype,

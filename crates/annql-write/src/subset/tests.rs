@@ -382,3 +382,41 @@ fn string_columns_keep_rows_in_order() {
     let names: Vec<String> = rows.iter().map(|r| format!("cell_{r:04}")).collect();
     assert_eq!(rec.strings("obs/_index"), names);
 }
+
+#[test]
+#[ignore]
+fn probe_corpus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/anndata-files");
+    let mut stack = vec![root.clone()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() && n.ends_with(".zarr") { files.push(p) } else if p.is_dir() { stack.push(p) } else if n.ends_with(".h5ad") || n.ends_with(".h5mu") || n.ends_with(".zarr.zip") { files.push(p) }
+        }
+    }
+    files.sort();
+    for f in files {
+        let store = match AnnDataStore::open(&f) { Ok(s) => s, Err(e) => { eprintln!("OPENFAIL {}: {e}", f.display()); continue } };
+        for ad in store.anndatas() {
+            let mut exclude = Vec::new();
+            loop {
+                let into = Arc::new(Mutex::new(Recorded::default()));
+                let sink = Box::new(Recorder { into: into.clone(), paths: Vec::new() });
+                let options = ExportOptions { exclude: exclude.clone(), ..ExportOptions::default() };
+                let r = export_into(&store, ad, &Selection::all(), sink, &options, Path::new("x"));
+                match r {
+                    Err(Error::Refused { element, reason }) => {
+                        eprintln!("REFUSED {} [{}] {element}: {reason}", f.strip_prefix(&root).unwrap().display(), ad.path);
+                        let rel = element.strip_prefix(&format!("{}/", ad.path)).unwrap_or(&element).to_string();
+                        if exclude.contains(&rel) { break }
+                        exclude.push(rel);
+                    }
+                    Err(e) => { eprintln!("ERROR {} [{}]: {e}", f.strip_prefix(&root).unwrap().display(), ad.path); break }
+                    Ok(s) => { eprintln!("OK {} [{}] {s:?}", f.strip_prefix(&root).unwrap().display(), ad.path); break }
+                }
+            }
+        }
+    }
+}
