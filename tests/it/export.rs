@@ -68,8 +68,11 @@ struct Job {
     block_bytes: usize,
 }
 
+/// A named selection: obs ids and var ids (`None`: every row).
+type Cut = (&'static str, Option<Vec<u64>>, Option<Vec<u64>>);
+
 /// The five selections of an AnnData: obs only, var only, both, empty, everything.
-fn selections(obs: &[u64], var: &[u64]) -> Vec<(&'static str, Option<Vec<u64>>, Option<Vec<u64>>)> {
+fn selections(obs: &[u64], var: &[u64]) -> Vec<Cut> {
     vec![
         ("obs", Some(obs.to_vec()), None),
         ("var", None, Some(var.to_vec())),
