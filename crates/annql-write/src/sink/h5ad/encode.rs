@@ -187,8 +187,7 @@ pub(super) fn attr(element: &str, name: &str, value: &Value) -> Result<Attr> {
                 .collect::<Option<Vec<_>>>()
             {
                 AttrValue::VarLenStringArray(strings)
-            } else if let Some(ints) = items.iter().map(Value::as_i64).collect::<Option<Vec<_>>>()
-            {
+            } else if let Some(ints) = items.iter().map(Value::as_i64).collect::<Option<Vec<_>>>() {
                 AttrValue::I64Array(ints)
             } else if let Some(floats) = items.iter().map(Value::as_f64).collect::<Option<Vec<_>>>()
             {
@@ -223,7 +222,10 @@ mod tests {
             Attr::Value(AttrValue::VarLenStringArray(vec!["a".into(), "b".into()]))
         );
         assert_eq!(a(json!([])), Attr::Value(AttrValue::F64Array(vec![])));
-        assert_eq!(a(json!([3, 4])), Attr::Value(AttrValue::I64Array(vec![3, 4])));
+        assert_eq!(
+            a(json!([3, 4])),
+            Attr::Value(AttrValue::I64Array(vec![3, 4]))
+        );
         assert_eq!(a(json!(1.5)), Attr::Value(AttrValue::F64(1.5)));
         assert_eq!(a(json!(true)), Attr::Bool(true));
         for bad in [json!(null), json!({"a": 1}), json!(["a", 1])] {
@@ -255,7 +257,10 @@ mod tests {
         // Nulls are refused by name.
         let n: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None]));
         let err = push_bytes("obs/n", &DType::Int32, &n, &mut out).unwrap_err();
-        assert!(matches!(&err, Error::Refused { element, .. } if element == "obs/n"), "{err}");
+        assert!(
+            matches!(&err, Error::Refused { element, .. } if element == "obs/n"),
+            "{err}"
+        );
         let s: ArrayRef = Arc::new(StringArray::from(vec!["a", "ÿ"]));
         let mut strings = Vec::new();
         push_strings("obs/_index", &s, &mut strings).unwrap();

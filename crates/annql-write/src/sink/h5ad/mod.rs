@@ -40,6 +40,11 @@ use super::{ArrayId, ArraySpec, Attrs, Chunking, Sink};
 use crate::error::{Error, Result};
 use encode::Attr;
 
+/// The longest chunk (in elements) a streamed dataset gets. hdf5-pure 0.47 stores a chunk
+/// dimension of 65536 or more in 4 bytes where libhdf5 computes (and requires) 3, so h5py
+/// refuses to open such a dataset ("stored chunk dimension encoding length does not match").
+const MAX_CHUNK_LEN: u64 = 0xFFFF;
+
 /// Two groups, `false` and `true`, each with only a numpy-bool `ordered` attribute.
 const BOOL_ATTR_TEMPLATE: &[u8] = include_bytes!("bool_attr.h5");
 
@@ -94,6 +99,9 @@ enum Body {
 impl H5adSink {
     /// Creates the file at `path`, which must not exist.
     pub fn create(path: &Path, chunking: &Chunking) -> Result<Self> {
+        if chunking.chunk_len == 0 {
+            return Err(Error::Internal("h5ad sink: chunk_len is 0".into()));
+        }
         let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -114,13 +122,9 @@ impl H5adSink {
             // (it is a temporary sibling until renamed into place).
             .with_sync_policy(SyncPolicy::OnClose)
             .with_memory_strategy(MemoryStrategy::Bounded);
-        let file =
-            File::open_rw_with_options(path, access).map_err(|e| hdf5_error(path, "", e))?;
-        let bool_template = File::from_bytes(BOOL_ATTR_TEMPLATE.to_vec())
-            .map_err(|e| hdf5_error(path, "", e))?;
-        if chunking.chunk_len == 0 {
-            return Err(Error::Internal("h5ad sink: chunk_len is 0".into()));
-        }
+        let file = File::open_rw_with_options(path, access).map_err(|e| hdf5_error(path, "", e))?;
+        let bool_template =
+            File::from_bytes(BOOL_ATTR_TEMPLATE.to_vec()).map_err(|e| hdf5_error(path, "", e))?;
         Ok(H5adSink {
             out: Output {
                 path: path.to_path_buf(),
@@ -212,10 +216,7 @@ fn split_attrs(element: &str, attrs: &Attrs) -> Result<(Vec<(String, AttrValue)>
 fn streams(spec: &ArraySpec) -> bool {
     !spec.scalar
         && spec.inner.is_empty()
-        && !matches!(
-            spec.dtype,
-            DType::Bool | DType::String | DType::Other(_)
-        )
+        && !matches!(spec.dtype, DType::Bool | DType::String | DType::Other(_))
 }
 
 impl Sink for H5adSink {
@@ -306,7 +307,7 @@ impl Sink for H5adSink {
     }
 
     fn append(&mut self, array: ArrayId, values: &ArrayRef) -> Result<()> {
-        let chunk_len = self.chunking.chunk_len;
+        let chunk_len = self.chunking.chunk_len.min(MAX_CHUNK_LEN);
         let arr = self.open(array)?;
         let n = values.len();
         // Rows of no values (an inner axis of length 0) carry no count: the length hint gives it.
@@ -442,7 +443,9 @@ fn write_closed(out: &mut Output, arr: OpenArray) -> Result<()> {
     let shape: Vec<u64> = if spec.scalar {
         Vec::new()
     } else {
-        std::iter::once(rows).chain(spec.inner.iter().copied()).collect()
+        std::iter::once(rows)
+            .chain(spec.inner.iter().copied())
+            .collect()
     };
     let elements: u64 = shape.iter().product();
     let set_attrs = |b: &mut hdf5_pure::DatasetBuilder, attrs: Vec<(String, AttrValue)>| {
