@@ -1,0 +1,577 @@
+//! The sink writes an AnnData-shaped tree; annql's reader and the real anndata (with h5py for
+//! attribute types) read it back equal.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use annql_store::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int8Array, Int32Array,
+    Int64Array, StringArray,
+};
+use annql_store::arrow::datatypes::{Float32Type, Float64Type, Int64Type};
+use annql_store::{AnnDataStore, DType, Encoding};
+use serde_json::{Value, json};
+
+use super::*;
+
+const N_OBS: usize = 10;
+const N_VARS: usize = 6;
+
+fn attrs(v: Value) -> Attrs {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn enc(t: &str, v: &str) -> Value {
+    json!({"encoding-type": t, "encoding-version": v})
+}
+
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    base
+}
+
+fn spec(dtype: DType, inner: &[u64], scalar: bool) -> ArraySpec {
+    ArraySpec {
+        dtype,
+        inner: inner.to_vec(),
+        scalar,
+        len_hint: None,
+    }
+}
+
+/// Writes a whole array in blocks of `block` rows.
+fn array(
+    sink: &mut dyn Sink,
+    path: &str,
+    spec: &ArraySpec,
+    attrs_: Value,
+    values: ArrayRef,
+    block: usize,
+) {
+    let id = sink.open_array(path, spec, &attrs(attrs_)).unwrap();
+    let row_len: usize = spec.inner.iter().map(|&d| d as usize).product();
+    let step = block * row_len.max(1);
+    let mut start = 0;
+    while start < values.len() {
+        let len = step.min(values.len() - start);
+        sink.append(id, &values.slice(start, len)).unwrap();
+        start += len;
+    }
+    sink.close_array(id).unwrap();
+}
+
+fn strings(v: &[String]) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v))
+}
+
+/// The sparse matrix X: entry (r, c) is present when (r + 2c) % 3 == 0, valued r·10 + c.
+fn x_dense() -> Vec<Vec<f32>> {
+    (0..N_OBS)
+        .map(|r| {
+            (0..N_VARS)
+                .map(|c| {
+                    if (r + 2 * c) % 3 == 0 {
+                        (r * 10 + c) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// CSR (or, transposed, CSC) parts of a dense matrix.
+fn compress<T: Copy + PartialEq + Default>(rows: &[Vec<T>]) -> (Vec<T>, Vec<i32>, Vec<i64>) {
+    let (mut data, mut indices, mut indptr) = (Vec::new(), Vec::new(), vec![0i64]);
+    for row in rows {
+        for (c, &v) in row.iter().enumerate() {
+            if v != T::default() {
+                data.push(v);
+                indices.push(c as i32);
+            }
+        }
+        indptr.push(data.len() as i64);
+    }
+    (data, indices, indptr)
+}
+
+fn obs_names() -> Vec<String> {
+    (0..N_OBS).map(|i| format!("cell{i}")).collect()
+}
+
+fn var_names() -> Vec<String> {
+    (0..N_VARS).map(|i| format!("gene{i}")).collect()
+}
+
+/// Writes the test AnnData through an h5ad sink with 4-element chunks (so X streams over
+/// several chunks and a partial tail).
+fn write_tree(path: &Path) {
+    let chunking = Chunking {
+        chunk_len: 4,
+        ..Chunking::default()
+    };
+    let mut sink: Box<dyn Sink> = Box::new(H5adSink::create(path, &chunking).unwrap());
+    let s = sink.as_mut();
+    s.group("", &attrs(enc("anndata", "0.1.0"))).unwrap();
+    let columns = ["cat", "ocat", "s", "ni", "nb", "b"];
+    s.group(
+        "obs",
+        &attrs(with(
+            enc("dataframe", "0.2.0"),
+            json!({"_index": "_index", "column-order": columns}),
+        )),
+    )
+    .unwrap();
+    let string_spec = spec(DType::String, &[], false);
+    let sa = enc("string-array", "0.2.0");
+    let arr = enc("array", "0.2.0");
+    array(
+        s,
+        "obs/_index",
+        &string_spec,
+        sa.clone(),
+        strings(&obs_names()),
+        3,
+    );
+    for (name, ordered, cats) in [
+        ("cat", false, vec!["a", "b", "c"]),
+        ("ocat", true, vec!["lo", "hi"]),
+    ] {
+        let g = format!("obs/{name}");
+        let a = with(enc("categorical", "0.2.0"), json!({"ordered": ordered}));
+        s.group(&g, &attrs(a)).unwrap();
+        let cats: Vec<String> = cats.iter().map(|c| c.to_string()).collect();
+        let n = cats.len();
+        array(
+            s,
+            &format!("{g}/categories"),
+            &string_spec,
+            sa.clone(),
+            strings(&cats),
+            8,
+        );
+        let codes: Vec<i8> = (0..N_OBS)
+            .map(|i| if i == 4 { -1 } else { (i % n) as i8 })
+            .collect();
+        let codes: ArrayRef = Arc::new(Int8Array::from(codes));
+        array(
+            s,
+            &format!("{g}/codes"),
+            &spec(DType::Int8, &[], false),
+            arr.clone(),
+            codes,
+            3,
+        );
+    }
+    let svals: Vec<String> = (0..N_OBS).map(|i| format!("s{i}·é")).collect();
+    array(s, "obs/s", &string_spec, sa.clone(), strings(&svals), 4);
+    let bool_spec = spec(DType::Bool, &[], false);
+    let mask: ArrayRef = Arc::new(BooleanArray::from_iter(
+        (0..N_OBS).map(|i| Some(i % 4 == 1)),
+    ));
+    s.group("obs/ni", &attrs(enc("nullable-integer", "0.1.0")))
+        .unwrap();
+    let ni: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        (0..N_OBS).map(|i| i as i64 * 7),
+    ));
+    array(
+        s,
+        "obs/ni/values",
+        &spec(DType::Int64, &[], false),
+        arr.clone(),
+        ni,
+        3,
+    );
+    array(s, "obs/ni/mask", &bool_spec, arr.clone(), mask.clone(), 3);
+    s.group("obs/nb", &attrs(enc("nullable-boolean", "0.1.0")))
+        .unwrap();
+    let nb: ArrayRef = Arc::new(BooleanArray::from_iter(
+        (0..N_OBS).map(|i| Some(i % 3 == 0)),
+    ));
+    array(s, "obs/nb/values", &bool_spec, arr.clone(), nb, 5);
+    array(s, "obs/nb/mask", &bool_spec, arr.clone(), mask, 5);
+    let b: ArrayRef = Arc::new(BooleanArray::from_iter(
+        (0..N_OBS).map(|i| Some(i % 2 == 0)),
+    ));
+    array(s, "obs/b", &bool_spec, arr.clone(), b, 4);
+
+    let var = with(
+        enc("dataframe", "0.2.0"),
+        json!({"_index": "_index", "column-order": []}),
+    );
+    s.group("var", &attrs(var)).unwrap();
+    array(
+        s,
+        "var/_index",
+        &string_spec,
+        sa.clone(),
+        strings(&var_names()),
+        100,
+    );
+
+    // X: CSR float32, appended in blocks of 3 values over chunks of 4.
+    let shape = json!({"shape": [N_OBS, N_VARS]});
+    s.group("X", &attrs(with(enc("csr_matrix", "0.1.0"), shape.clone())))
+        .unwrap();
+    let (data, indices, indptr) = compress(&x_dense());
+    let data: ArrayRef = Arc::new(Float32Array::from(data));
+    let (d, i, p) = (
+        s.open_array("X/data", &spec(DType::Float32, &[], false), &Attrs::new())
+            .unwrap(),
+        s.open_array("X/indices", &spec(DType::Int32, &[], false), &Attrs::new())
+            .unwrap(),
+        s.open_array("X/indptr", &spec(DType::Int64, &[], false), &Attrs::new())
+            .unwrap(),
+    );
+    let indices: ArrayRef = Arc::new(Int32Array::from(indices));
+    for start in (0..data.len()).step_by(3) {
+        let len = 3.min(data.len() - start);
+        s.append(d, &data.slice(start, len)).unwrap();
+        s.append(i, &indices.slice(start, len)).unwrap();
+    }
+    s.append(p, &(Arc::new(Int64Array::from(indptr)) as ArrayRef))
+        .unwrap();
+    for id in [d, i, p] {
+        s.close_array(id).unwrap();
+    }
+
+    // layers/L: the transpose of X as CSC float64.
+    s.group("layers", &attrs(enc("dict", "0.1.0"))).unwrap();
+    s.group("layers/L", &attrs(with(enc("csc_matrix", "0.1.0"), shape)))
+        .unwrap();
+    let columns: Vec<Vec<f64>> = (0..N_VARS)
+        .map(|c| x_dense().iter().map(|r| f64::from(r[c])).collect())
+        .collect();
+    let (data, indices, indptr) = compress(&columns);
+    let f64_spec = spec(DType::Float64, &[], false);
+    array(
+        s,
+        "layers/L/data",
+        &f64_spec,
+        json!({}),
+        Arc::new(Float64Array::from(data)),
+        5,
+    );
+    let indices: ArrayRef = Arc::new(Int32Array::from(indices));
+    array(
+        s,
+        "layers/L/indices",
+        &spec(DType::Int32, &[], false),
+        json!({}),
+        indices,
+        5,
+    );
+    let indptr: Vec<i32> = indptr.iter().map(|&p| p as i32).collect();
+    let indptr: ArrayRef = Arc::new(Int32Array::from(indptr));
+    array(
+        s,
+        "layers/L/indptr",
+        &spec(DType::Int32, &[], false),
+        json!({}),
+        indptr,
+        2,
+    );
+
+    // obsm/pca: dense (n_obs, 2) float64.
+    s.group("obsm", &attrs(enc("dict", "0.1.0"))).unwrap();
+    let pca: ArrayRef = Arc::new(Float64Array::from_iter_values(
+        (0..N_OBS * 2).map(|k| k as f64 / 2.0),
+    ));
+    array(
+        s,
+        "obsm/pca",
+        &spec(DType::Float64, &[2], false),
+        arr.clone(),
+        pca,
+        3,
+    );
+    for g in ["obsp", "varm", "varp"] {
+        s.group(g, &attrs(enc("dict", "0.1.0"))).unwrap();
+    }
+
+    // uns: a string scalar, a numeric scalar, a string array, a nested dict.
+    s.group("uns", &attrs(enc("dict", "0.1.0"))).unwrap();
+    let hello = strings(&["hello".to_string()]);
+    array(
+        s,
+        "uns/s",
+        &spec(DType::String, &[], true),
+        enc("string", "0.2.0"),
+        hello,
+        1,
+    );
+    let n: ArrayRef = Arc::new(Int64Array::from(vec![3]));
+    let scalar = enc("numeric-scalar", "0.2.0");
+    array(
+        s,
+        "uns/n",
+        &spec(DType::Int64, &[], true),
+        scalar.clone(),
+        n,
+        1,
+    );
+    let pq = strings(&["p".to_string(), "q".to_string()]);
+    array(s, "uns/arr", &string_spec, sa, pq, 1);
+    s.group("uns/d", &attrs(enc("dict", "0.1.0"))).unwrap();
+    let x: ArrayRef = Arc::new(Float64Array::from(vec![1.5]));
+    array(s, "uns/d/x", &spec(DType::Float64, &[], true), scalar, x, 1);
+    sink.finish().unwrap();
+}
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("ANNQL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+    assert!(
+        path.exists(),
+        "no Python environment at {} (run `bash .ci/deps`, or set ANNQL_PYTHON)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn annql_reads_back_what_the_sink_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.h5ad");
+    write_tree(&path);
+    let store = AnnDataStore::open(&path).unwrap();
+    let stats = store.totals();
+    let obs = store.element("obs").unwrap();
+    assert_eq!(obs.encoding, Encoding::DataFrame);
+    let index = store
+        .read_array("obs/_index", 0..N_OBS as u64, stats)
+        .unwrap();
+    let index: Vec<&str> = index.as_string::<i32>().iter().flatten().collect();
+    assert_eq!(index, obs_names());
+    let ocat = store.element("obs/ocat").unwrap();
+    assert_eq!(ocat.encoding, Encoding::Categorical);
+    assert_eq!(ocat.attrs.get("ordered"), Some(&json!(true)));
+    assert_eq!(
+        store.element("obs/cat").unwrap().attrs.get("ordered"),
+        Some(&json!(false))
+    );
+    let cat = store.read_column(store.element("obs/cat").unwrap(), 0..N_OBS as u64, stats);
+    let cat = cat.unwrap();
+    let cat = cat.as_any_dictionary();
+    assert_eq!(cat.keys().null_count(), 1, "code -1 is a null");
+    let ni = store
+        .read_column(store.element("obs/ni").unwrap(), 0..N_OBS as u64, stats)
+        .unwrap();
+    let ni = ni.as_primitive::<Int64Type>();
+    assert!(ni.is_null(1) && ni.is_valid(0));
+    assert_eq!(ni.value(2), 14);
+    let b = store.read_array("obs/b", 0..N_OBS as u64, stats).unwrap();
+    assert_eq!(b.as_boolean().iter().flatten().filter(|&v| v).count(), 5);
+    // X as CSR: every row equal.
+    let block = store.read_sparse("X", 0..N_OBS as u64, stats).unwrap();
+    assert_eq!(
+        block.nnz(),
+        x_dense().iter().flatten().filter(|&&v| v != 0.0).count()
+    );
+    let data = store
+        .read_array("X/data", 0..block.nnz() as u64, stats)
+        .unwrap();
+    let expected: Vec<f32> = x_dense()
+        .into_iter()
+        .flatten()
+        .filter(|&v| v != 0.0)
+        .collect();
+    assert_eq!(
+        data.as_primitive::<Float32Type>().values().to_vec(),
+        expected
+    );
+    let pca = store.read_dense_rows("obsm/pca", 2..4, stats).unwrap();
+    assert_eq!(pca.ncols, 2);
+    assert_eq!(
+        pca.values.as_primitive::<Float64Type>().values().to_vec(),
+        [2.0, 2.5, 3.0, 3.5]
+    );
+    let s = store.read_array("uns/s", 0..1, stats).unwrap();
+    assert_eq!(s.as_string::<i32>().value(0), "hello");
+}
+
+#[test]
+fn anndata_reads_back_what_the_sink_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.h5ad");
+    write_tree(&path);
+    let expected = json!({
+        "obs_names": obs_names(),
+        "var_names": var_names(),
+        "X": x_dense(),
+    });
+    let script = include_str!("check_anndata.py");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .arg(expected.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "anndata check failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn bad_input_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.h5ad");
+    // An existing output is not overwritten.
+    std::fs::write(&path, b"x").unwrap();
+    let err = H5adSink::create(&path, &Chunking::default()).err().unwrap();
+    assert!(matches!(err, Error::Exists(_)), "{err}");
+    std::fs::remove_file(&path).unwrap();
+    // A directory that does not exist is an OS error naming the path.
+    let missing = dir.path().join("no/such/dir/out.h5ad");
+    let err = H5adSink::create(&missing, &Chunking::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &missing),
+        "{err}"
+    );
+
+    let mut sink = H5adSink::create(&path, &Chunking::default()).unwrap();
+    // An attribute h5py cannot store.
+    let err = sink
+        .group("obs", &attrs(json!({"x": {"a": 1}})))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused { element, .. } if element == "obs"),
+        "{err}"
+    );
+    sink.group("uns", &attrs(enc("dict", "0.1.0"))).unwrap();
+    // A type anndata has no encoding for.
+    let other = spec(DType::Other("complex128".into()), &[], false);
+    let err = sink.open_array("uns/z", &other, &Attrs::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused { element, .. } if element == "uns/z"),
+        "{err}"
+    );
+    // Nulls in a plain array.
+    let id = sink
+        .open_array("uns/v", &spec(DType::Int32, &[], false), &Attrs::new())
+        .unwrap();
+    let nulls: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None]));
+    let err = sink.append(id, &nulls).unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused { element, .. } if element == "uns/v"),
+        "{err}"
+    );
+    // A block that does not fill whole rows, an array without its parent group, and a closed
+    // array are bugs of the caller.
+    sink.group("obsm", &attrs(enc("dict", "0.1.0"))).unwrap();
+    let id = sink
+        .open_array("obsm/m", &spec(DType::Int32, &[2], false), &Attrs::new())
+        .unwrap();
+    let odd: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
+    assert!(matches!(sink.append(id, &odd), Err(Error::Internal(_))));
+    let err = sink.open_array("nogroup/a", &spec(DType::Int32, &[], false), &Attrs::new());
+    assert!(matches!(err, Err(Error::Internal(_))));
+    sink.close_array(id).unwrap();
+    assert!(matches!(sink.close_array(id), Err(Error::Internal(_))));
+    // Finishing with an array still open is a bug too, reported rather than dropped.
+    assert!(matches!(Box::new(sink).finish(), Err(Error::Internal(_))));
+}
+
+/// The memory measurement of the report: a CSR X of 50M entries (float32 data, int32 indices)
+/// over 100k rows, appended in 1M-entry blocks with the default chunking. Run alone under
+/// `/usr/bin/time -v` with `ANNQL_H5AD_BENCH=<output path>`:
+/// `cargo test -p annql-write csr_50m -- --ignored`.
+#[test]
+#[ignore = "writes a 400 MB file; run by hand to measure time and peak memory"]
+fn csr_50m_entries_in_1m_blocks() {
+    let Some(path) = std::env::var_os("ANNQL_H5AD_BENCH").map(PathBuf::from) else {
+        panic!("set ANNQL_H5AD_BENCH to the output path");
+    };
+    let (n_obs, per_row, block) = (100_000usize, 500usize, 1_000_000usize);
+    let started = std::time::Instant::now();
+    let mut sink: Box<dyn Sink> = Box::new(H5adSink::create(&path, &Chunking::default()).unwrap());
+    sink.group("", &attrs(enc("anndata", "0.1.0"))).unwrap();
+    let shape = json!({"shape": [n_obs, 20_000]});
+    sink.group("X", &attrs(with(enc("csr_matrix", "0.1.0"), shape)))
+        .unwrap();
+    let d = sink
+        .open_array("X/data", &spec(DType::Float32, &[], false), &Attrs::new())
+        .unwrap();
+    let i = sink
+        .open_array("X/indices", &spec(DType::Int32, &[], false), &Attrs::new())
+        .unwrap();
+    let p = sink
+        .open_array("X/indptr", &spec(DType::Int64, &[], false), &Attrs::new())
+        .unwrap();
+    let total = n_obs * per_row;
+    for start in (0..total).step_by(block) {
+        let data: ArrayRef = Arc::new(Float32Array::from_iter_values(
+            (start..start + block).map(|k| k as f32),
+        ));
+        let indices: ArrayRef = Arc::new(Int32Array::from_iter_values(
+            (start..start + block).map(|k| ((k % per_row) * 40) as i32),
+        ));
+        sink.append(d, &data).unwrap();
+        sink.append(i, &indices).unwrap();
+        let rows = (start / per_row)..((start + block) / per_row);
+        let first = if start == 0 { 0 } else { 1 };
+        let indptr: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            (rows.start + first..=rows.end).map(|r| (r * per_row) as i64),
+        ));
+        sink.append(p, &indptr).unwrap();
+    }
+    for id in [d, i, p] {
+        sink.close_array(id).unwrap();
+    }
+    sink.finish().unwrap();
+    eprintln!("wrote {total} entries in {:?}", started.elapsed());
+}
+
+/// libhdf5 refuses a chunk dimension of 65536 elements or more as hdf5-pure 0.47 encodes it;
+/// the sink's chunks stay below that whatever the chunking asks, and h5py reads them.
+#[test]
+fn large_chunk_lengths_stay_readable_by_h5py() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for chunk_len in [1u64 << 16, 1 << 20] {
+        let path = dir.path().join(format!("c{chunk_len}.h5ad"));
+        let chunking = Chunking {
+            chunk_len,
+            ..Chunking::default()
+        };
+        let mut sink: Box<dyn Sink> = Box::new(H5adSink::create(&path, &chunking).unwrap());
+        let id = sink
+            .open_array("d", &spec(DType::Float32, &[], false), &Attrs::new())
+            .unwrap();
+        let n = 200_001u32;
+        let values: ArrayRef = Arc::new(Float32Array::from_iter_values((0..n).map(|k| k as f32)));
+        sink.append(id, &values).unwrap();
+        sink.close_array(id).unwrap();
+        sink.finish().unwrap();
+        paths.push(path);
+    }
+    let script = "import sys, h5py, numpy as np\n\
+        for p in sys.argv[1:]:\n\
+        \x20   d = h5py.File(p)['d']\n\
+        \x20   assert d.chunks[0] < 65536 and d.maxshape == (None,), d.chunks\n\
+        \x20   assert (d[:] == np.arange(200_001, dtype=np.float32)).all()\n\
+        print('ok')";
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "h5py check failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
