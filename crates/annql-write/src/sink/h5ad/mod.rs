@@ -74,7 +74,7 @@ struct OpenArray {
     /// Path inside the file, without a leading `/`.
     path: String,
     spec: ArraySpec,
-    attrs: Vec<(String, AttrValue)>,
+    attrs: AttrValues,
     /// Values per row: the product of the inner axes.
     row_len: usize,
     /// Rows received so far.
@@ -190,8 +190,11 @@ fn hdf5_error(path: &Path, element: &str, e: hdf5_pure::Error) -> Error {
     }
 }
 
+/// Attributes as hdf5-pure writes them, by name.
+type AttrValues = Vec<(String, AttrValue)>;
+
 /// Splits `attrs` into hdf5-pure values and the bool `ordered` a template carries.
-fn split_attrs(element: &str, attrs: &Attrs) -> Result<(Vec<(String, AttrValue)>, Option<bool>)> {
+fn split_attrs(element: &str, attrs: &Attrs) -> Result<(AttrValues, Option<bool>)> {
     let mut values = Vec::new();
     let mut ordered = None;
     for (name, value) in attrs {
@@ -312,7 +315,7 @@ impl Sink for H5adSink {
         let n = values.len();
         // Rows of no values (an inner axis of length 0) carry no count: the length hint gives it.
         match n.checked_div(arr.row_len) {
-            Some(rows) if n % arr.row_len == 0 => arr.rows += rows as u64,
+            Some(rows) if n.is_multiple_of(arr.row_len) => arr.rows += rows as u64,
             None if n == 0 => {}
             _ => {
                 return Err(Error::Internal(format!(
@@ -448,7 +451,7 @@ fn write_closed(out: &mut Output, arr: OpenArray) -> Result<()> {
             .collect()
     };
     let elements: u64 = shape.iter().product();
-    let set_attrs = |b: &mut hdf5_pure::DatasetBuilder, attrs: Vec<(String, AttrValue)>| {
+    let set_attrs = |b: &mut hdf5_pure::DatasetBuilder, attrs: AttrValues| {
         for (name, value) in attrs {
             b.set_attr(&name, value);
         }
