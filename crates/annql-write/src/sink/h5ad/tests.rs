@@ -620,3 +620,129 @@ fn large_chunk_lengths_stay_readable_by_h5py() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A dataframe with more columns than a compact HDF5 group holds links (8), a dict with more
+/// entries than that, and arrays of length 0 (no genes, an X without entries).
+#[test]
+fn wide_groups_and_empty_arrays_read_back() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("wide.h5ad");
+    let mut sink: Box<dyn Sink> =
+        Box::new(H5adSink::create(&path, &Chunking::default()).unwrap_or_else(|e| panic!("{e}")));
+    let s = sink.as_mut();
+    let ok = |r: Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
+    ok(s.group("", &attrs(enc("anndata", "0.1.0"))));
+    let columns: Vec<String> = (0..30).map(|c| format!("c{c}")).collect();
+    let obs = json!({"_index": "_index", "column-order": columns});
+    ok(s.group("obs", &attrs(with(enc("dataframe", "0.2.0"), obs))));
+    let sa = enc("string-array", "0.2.0");
+    let names: Vec<String> = (0..3).map(|i| format!("o{i}")).collect();
+    array(
+        s,
+        "obs/_index",
+        &spec(DType::String, &[], false),
+        sa.clone(),
+        strings(&names),
+        2,
+    );
+    for (c, name) in columns.iter().enumerate() {
+        let v: ArrayRef = Arc::new(Int32Array::from_iter_values(
+            (0..3).map(|i| i * 100 + c as i32),
+        ));
+        let a = enc("array", "0.2.0");
+        array(
+            s,
+            &format!("obs/{name}"),
+            &spec(DType::Int32, &[], false),
+            a,
+            v,
+            2,
+        );
+    }
+    let var = with(
+        enc("dataframe", "0.2.0"),
+        json!({"_index": "_index", "column-order": []}),
+    );
+    ok(s.group("var", &attrs(var)));
+    array(
+        s,
+        "var/_index",
+        &spec(DType::String, &[], false),
+        sa,
+        strings(&[]),
+        1,
+    );
+    ok(s.group(
+        "X",
+        &attrs(with(enc("csr_matrix", "0.1.0"), json!({"shape": [3, 0]}))),
+    ));
+    let empty: ArrayRef = Arc::new(Float32Array::from(Vec::<f32>::new()));
+    array(
+        s,
+        "X/data",
+        &spec(DType::Float32, &[], false),
+        json!({}),
+        empty,
+        1,
+    );
+    let empty: ArrayRef = Arc::new(Int32Array::from(Vec::<i32>::new()));
+    array(
+        s,
+        "X/indices",
+        &spec(DType::Int32, &[], false),
+        json!({}),
+        empty,
+        1,
+    );
+    let indptr: ArrayRef = Arc::new(Int64Array::from(vec![0i64; 4]));
+    array(
+        s,
+        "X/indptr",
+        &spec(DType::Int64, &[], false),
+        json!({}),
+        indptr,
+        1,
+    );
+    ok(s.group("uns", &attrs(enc("dict", "0.1.0"))));
+    for k in 0..12 {
+        let v: ArrayRef = Arc::new(Int64Array::from(vec![k]));
+        let a = enc("numeric-scalar", "0.2.0");
+        array(
+            s,
+            &format!("uns/k{k}"),
+            &spec(DType::Int64, &[], true),
+            a,
+            v,
+            1,
+        );
+    }
+    sink.finish().unwrap_or_else(|e| panic!("{e}"));
+    let script = "import sys, anndata as ad\n\
+        a = ad.read_h5ad(sys.argv[1])\n\
+        assert a.shape == (3, 0), a.shape\n\
+        assert list(a.obs.columns) == [f'c{c}' for c in range(30)]\n\
+        assert all(list(a.obs[f'c{c}']) == [i * 100 + c for i in range(3)] for c in range(30))\n\
+        assert a.X.nnz == 0 and a.X.shape == (3, 0)\n\
+        assert {k: a.uns[k] for k in a.uns} == {f'k{k}': k for k in range(12)}\n\
+        print('ok')";
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output();
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "anndata check failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = AnnDataStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    let c29 = store.read_array("obs/c29", 0..3, store.totals());
+    let c29 = c29.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c29.as_primitive::<annql_store::arrow::datatypes::Int32Type>()
+            .values()
+            .to_vec(),
+        [29, 129, 229]
+    );
+}
