@@ -46,6 +46,9 @@ assert (a.X.toarray() == x).all()
 layer = a.layers["L"]
 assert sp.issparse(layer) and layer.format == "csc" and layer.dtype == np.float64
 assert (layer.toarray() == x.astype(np.float64)).all()
+dense = a.layers["D"]
+assert isinstance(dense, np.ndarray) and dense.dtype == np.int32 and dense.shape == x.shape
+assert (dense == x.astype(np.int32)).all()
 pca = a.obsm["pca"]
 assert isinstance(pca, np.ndarray) and pca.dtype == np.float64 and pca.shape == (n_obs, 2)
 assert (pca.ravel() == np.arange(n_obs * 2) / 2.0).all()
@@ -78,6 +81,11 @@ with h5py.File(path, "r") as f:
     assert f["uns/s"].shape == () and f["uns/n"].shape == () and f["uns/d/x"].shape == ()
     assert f["uns/n"].dtype == np.int64 and f["uns/d/x"].dtype == np.float64
     assert f["X/indptr"].dtype == np.int64 and f["layers/L/indptr"].dtype == np.int32
+    # Dense arrays grew in place a chunk of whole rows at a time, then took their 2-D shape.
+    for name, chunks in [("layers/D", (1, n_vars)), ("obsm/pca", (3, 2))]:
+        d = f[name]
+        assert d.chunks == chunks and d.maxshape == (None, chunks[1]), (name, d.chunks, d.maxshape)
+        assert set(d.attrs) == {"encoding-type", "encoding-version"}, (name, set(d.attrs))
     # X/data and X/indices grew in place (chunks of 4, the test's chunking), uncompressed.
     for name in ["X/data", "X/indices"]:
         d = f[name]

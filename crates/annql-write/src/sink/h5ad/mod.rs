@@ -12,8 +12,10 @@
 //! - strings and bools are held until the array is closed: hdf5-pure refuses to append to a
 //!   variable-length or enum dataset. They are dataframe columns, categories, masks and uns
 //!   values, O(n_obs) or O(n_vars) values at most;
-//! - n-D arrays (dense `X`, `obsm`) are held until closed: hdf5-pure 0.47 appends to rank-1
-//!   datasets only, so a dense matrix costs its size in memory (see docs/h5ad-writer.md);
+//! - an n-D numeric array (dense `X`, `obsm`) streams the same way as the rank-1 dataset of
+//!   its flattened rows (hdf5-pure 0.47 appends to rank-1 datasets only), chunked by whole
+//!   rows, and gets its n-D shape by an in-place rewrite of two header messages once the file
+//!   is closed ([`reshape`]);
 //! - 0-d arrays (uns scalars) hold their one value.
 //!
 //! hdf5-pure's attribute values cannot express an enum, so the bool `ordered` attribute of a
@@ -21,6 +23,7 @@
 //! `make_bool_attr.py`), copied into place before the other attributes are set.
 
 mod encode;
+mod reshape;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +61,8 @@ pub struct H5adSink {
     arrays: Vec<Option<OpenArray>>,
     /// Groups created so far ("" is the root): a child's parent must be one of them.
     groups: HashSet<String>,
+    /// Closed n-D arrays streamed flat: (path, final shape, rows per chunk).
+    flattened: Vec<(String, Vec<u64>, u64)>,
 }
 
 /// The file being edited, with whether edits are staged and not yet committed.
@@ -77,6 +82,8 @@ struct OpenArray {
     attrs: AttrValues,
     /// Values per row: the product of the inner axes.
     row_len: usize,
+    /// Rows per chunk if the array streams (see [`chunk_rows`]).
+    chunk_rows: Option<u64>,
     /// Rows received so far.
     rows: u64,
     body: Body,
@@ -135,6 +142,7 @@ impl H5adSink {
             chunking: chunking.clone(),
             arrays: Vec::new(),
             groups: HashSet::from([String::new()]),
+            flattened: Vec::new(),
         })
     }
 
@@ -215,11 +223,21 @@ fn split_attrs(element: &str, attrs: &Attrs) -> Result<(AttrValues, Option<bool>
     Ok((values, ordered))
 }
 
-/// Whether an array grows on disk block by block (see the module doc).
-fn streams(spec: &ArraySpec) -> bool {
-    !spec.scalar
-        && spec.inner.is_empty()
-        && !matches!(spec.dtype, DType::Bool | DType::String | DType::Other(_))
+/// Rows per chunk when an array grows on disk block by block (see the module doc): numeric,
+/// not 0-d, rows of at most [`MAX_CHUNK_LEN`] values. 1-D arrays get `chunk_len` rows, n-D
+/// ones as many rows as make about `target_chunk_elements` values.
+fn chunk_rows(spec: &ArraySpec, row_len: usize, chunking: &Chunking) -> Option<u64> {
+    let numeric = !matches!(spec.dtype, DType::Bool | DType::String | DType::Other(_));
+    let row_len = u64::try_from(row_len).ok()?;
+    if spec.scalar || !numeric || row_len == 0 || row_len > MAX_CHUNK_LEN {
+        return None;
+    }
+    let target = if spec.inner.is_empty() {
+        chunking.chunk_len
+    } else {
+        chunking.target_chunk_elements
+    };
+    Some((target.min(MAX_CHUNK_LEN) / row_len).max(1))
 }
 
 impl Sink for H5adSink {
@@ -291,6 +309,7 @@ impl Sink for H5adSink {
                 element: path.to_string(),
                 reason: format!("inner shape {:?} is too large", spec.inner),
             })?;
+        let chunk_rows = chunk_rows(spec, row_len, &self.chunking);
         let body = match spec.dtype {
             DType::String => Body::Strings(Vec::new()),
             _ => {
@@ -303,6 +322,7 @@ impl Sink for H5adSink {
             spec: spec.clone(),
             attrs,
             row_len,
+            chunk_rows,
             rows: 0,
             body,
         }));
@@ -310,7 +330,6 @@ impl Sink for H5adSink {
     }
 
     fn append(&mut self, array: ArrayId, values: &ArrayRef) -> Result<()> {
-        let chunk_len = self.chunking.chunk_len.min(MAX_CHUNK_LEN);
         let arr = self.open(array)?;
         let n = values.len();
         // Rows of no values (an inner axis of length 0) carry no count: the length hint gives it.
@@ -340,7 +359,7 @@ impl Sink for H5adSink {
         let Some(mut arr) = self.arrays[array.0].take() else {
             return Err(Error::Internal("h5ad sink: array vanished".into()));
         };
-        let result = grow(&mut self.out, &mut arr, chunk_len);
+        let result = grow(&mut self.out, &mut arr);
         self.arrays[array.0] = Some(arr);
         result
     }
@@ -356,6 +375,12 @@ impl Sink for H5adSink {
                 arr.path, arr.rows
             )));
         }
+        if matches!(arr.body, Body::Streamed { .. }) && !arr.spec.inner.is_empty() {
+            let shape = std::iter::once(arr.rows).chain(arr.spec.inner.iter().copied());
+            let chunk_rows = arr.chunk_rows.unwrap_or(1);
+            self.flattened
+                .push((arr.path.clone(), shape.collect(), chunk_rows));
+        }
         write_closed(&mut self.out, arr)
     }
 
@@ -368,26 +393,71 @@ impl Sink for H5adSink {
             )));
         }
         sink.out.commit("")?;
+        let mut reshapes = Vec::new();
+        for (element, shape, chunk_rows) in sink.flattened {
+            reshapes.push(reshape::Reshape {
+                header: header_address(&sink.out, &element)?,
+                path: element,
+                shape,
+                chunk_rows,
+            });
+        }
         let Output { path, file, .. } = sink.out;
-        file.close().map_err(|e| hdf5_error(&path, "", e))
+        file.close().map_err(|e| hdf5_error(&path, "", e))?;
+        for r in &reshapes {
+            reshape::apply(&path, r)?;
+        }
+        Ok(())
     }
+}
+
+/// The address of the object header of `element`, read from an object reference (hdf5-pure
+/// has no other way to tell it): a probe dataset is created, read and deleted again.
+fn header_address(out: &Output, element: &str) -> Result<u64> {
+    const PROBE: &str = "_annql_address_probe";
+    let root = out.file.root();
+    root.create_dataset(PROBE, |b| {
+        b.with_path_references(&[element]);
+    })
+    .map_err(out.err(element))?;
+    out.file.commit().map_err(out.err(element))?;
+    let raw = out
+        .file
+        .dataset(PROBE)
+        .and_then(|d| d.read_raw())
+        .map_err(out.err(element))?;
+    root.delete(PROBE).map_err(out.err(element))?;
+    out.file.commit().map_err(out.err(element))?;
+    let bytes: [u8; 8] = raw
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Internal(format!("h5ad sink: no reference to '{element}'")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Moves a growing array's values to disk once there is at least a chunk of them: the first
 /// time, creates its chunked dataset; then appends every whole chunk held.
-fn grow(out: &mut Output, arr: &mut OpenArray, chunk_len: u64) -> Result<()> {
+fn grow(out: &mut Output, arr: &mut OpenArray) -> Result<()> {
+    let Some(chunk_rows) = arr.chunk_rows else {
+        return Ok(());
+    };
+    let chunk_len = chunk_rows * arr.row_len as u64;
     let es = encode::element_size(&arr.spec.dtype);
     let chunk_bytes = usize::try_from(chunk_len)
         .ok()
         .and_then(|c| c.checked_mul(es))
         .ok_or_else(|| Error::Internal(format!("h5ad sink: chunk of {chunk_len} too large")))?;
     if let Body::Bytes(held) = &mut arr.body
-        && streams(&arr.spec)
         && held.len() >= chunk_bytes
     {
         let pending = std::mem::take(held);
         let dtype = encode::datatype(&arr.path, &arr.spec.dtype)?;
-        let attrs = std::mem::take(&mut arr.attrs);
+        let mut attrs = std::mem::take(&mut arr.attrs);
+        if !arr.spec.inner.is_empty() {
+            // Room for the n-D messages (see `reshape`).
+            let room = AttrValue::I64Array(vec![0; reshape::RESERVE_LEN]);
+            attrs.push((reshape::RESERVE.to_string(), room));
+        }
         out.commit(&arr.path)?;
         out.file
             .root()
@@ -437,6 +507,7 @@ fn write_closed(out: &mut Output, arr: OpenArray) -> Result<()> {
         row_len,
         rows,
         body,
+        ..
     } = arr;
     let rows = if row_len == 0 {
         spec.len_hint.unwrap_or(0)

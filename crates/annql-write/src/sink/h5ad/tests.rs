@@ -115,6 +115,7 @@ fn var_names() -> Vec<String> {
 fn write_tree(path: &Path) {
     let chunking = Chunking {
         chunk_len: 4,
+        target_chunk_elements: 6,
         ..Chunking::default()
     };
     let mut sink: Box<dyn Sink> =
@@ -285,7 +286,20 @@ fn write_tree(path: &Path) {
         2,
     );
 
-    // obsm/pca: dense (n_obs, 2) float64.
+    // layers/D: X dense as int32, streamed a row per chunk and reshaped to 2-D.
+    let dense: ArrayRef = Arc::new(Int32Array::from_iter_values(
+        x_dense().into_iter().flatten().map(|v| v as i32),
+    ));
+    array(
+        s,
+        "layers/D",
+        &spec(DType::Int32, &[N_VARS as u64], false),
+        arr.clone(),
+        dense,
+        4,
+    );
+
+    // obsm/pca: dense (n_obs, 2) float64, streamed 3 rows per chunk and reshaped to 2-D.
     s.group("obsm", &attrs(enc("dict", "0.1.0")))
         .unwrap_or_else(|e| panic!("{e}"));
     let pca: ArrayRef = Arc::new(Float64Array::from_iter_values(
