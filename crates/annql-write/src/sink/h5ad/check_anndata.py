@@ -61,6 +61,8 @@ assert a.uns["d"]["x"] == 1.5 and isinstance(a.uns["d"]["x"], float)
 
 # Attribute and element types as anndata + h5py write them.
 with h5py.File(path, "r") as f:
+    # Nothing of the writer's own is left behind (the address probe, placeholders).
+    assert set(f) == {"X", "layers", "obs", "obsm", "obsp", "uns", "var", "varm", "varp"}, set(f)
     for name in ["/", "obs", "X", "obs/ocat", "uns/s"]:
         t = f[name].attrs.get_id("encoding-type").get_type()
         assert t.get_class() == h5py.h5t.STRING and t.is_variable_str(), name

@@ -223,21 +223,21 @@ fn split_attrs(element: &str, attrs: &Attrs) -> Result<(AttrValues, Option<bool>
     Ok((values, ordered))
 }
 
-/// Rows per chunk when an array grows on disk block by block (see the module doc): numeric,
-/// not 0-d, rows of at most [`MAX_CHUNK_LEN`] values. 1-D arrays get `chunk_len` rows, n-D
-/// ones as many rows as make about `target_chunk_elements` values.
+/// Rows per chunk when an array grows on disk block by block (see the module doc): numeric and
+/// not 0-d. 1-D arrays get `chunk_len` rows (at most [`MAX_CHUNK_LEN`]); n-D ones as many rows
+/// as make about `target_chunk_elements` values, at least one (their layout is rewritten with
+/// libhdf5's dimension encoding, so [`MAX_CHUNK_LEN`] does not bind them).
 fn chunk_rows(spec: &ArraySpec, row_len: usize, chunking: &Chunking) -> Option<u64> {
     let numeric = !matches!(spec.dtype, DType::Bool | DType::String | DType::Other(_));
     let row_len = u64::try_from(row_len).ok()?;
-    if spec.scalar || !numeric || row_len == 0 || row_len > MAX_CHUNK_LEN {
+    if spec.scalar || !numeric || row_len == 0 {
         return None;
     }
-    let target = if spec.inner.is_empty() {
-        chunking.chunk_len
+    Some(if spec.inner.is_empty() {
+        chunking.chunk_len.min(MAX_CHUNK_LEN)
     } else {
-        chunking.target_chunk_elements
-    };
-    Some((target.min(MAX_CHUNK_LEN) / row_len).max(1))
+        (chunking.target_chunk_elements / row_len).max(1)
+    })
 }
 
 impl Sink for H5adSink {

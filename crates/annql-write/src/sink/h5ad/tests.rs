@@ -440,6 +440,18 @@ fn annql_reads_back_what_the_sink_wrote() {
         .read_array("uns/s", 0..1, stats)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.as_string::<i32>().value(0), "hello");
+    let dense = store.read_dense_rows("layers/D", 3..5, stats);
+    let dense = dense.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dense.ncols, N_VARS as u64);
+    let want: Vec<i32> = x_dense()[3..5]
+        .iter()
+        .flatten()
+        .map(|&v| v as i32)
+        .collect();
+    let got = dense
+        .values
+        .as_primitive::<annql_store::arrow::datatypes::Int32Type>();
+    assert_eq!(got.values().to_vec(), want);
 }
 
 #[test]
@@ -613,6 +625,15 @@ fn large_chunk_lengths_stay_readable_by_h5py() {
         let values: ArrayRef = Arc::new(Float32Array::from_iter_values((0..n).map(|k| k as f32)));
         sink.append(id, &values).unwrap_or_else(|e| panic!("{e}"));
         sink.close_array(id).unwrap_or_else(|e| panic!("{e}"));
+        // Rows longer than the largest 1-D chunk: one row per chunk.
+        let wide = spec(DType::Float32, &[70_000], false);
+        let id = sink.open_array("m", &wide, &Attrs::new());
+        let id = id.unwrap_or_else(|e| panic!("{e}"));
+        let values: ArrayRef = Arc::new(Float32Array::from_iter_values(
+            (0..210_000u32).map(|k| k as f32),
+        ));
+        sink.append(id, &values).unwrap_or_else(|e| panic!("{e}"));
+        sink.close_array(id).unwrap_or_else(|e| panic!("{e}"));
         sink.finish().unwrap_or_else(|e| panic!("{e}"));
         paths.push(path);
     }
@@ -621,6 +642,9 @@ fn large_chunk_lengths_stay_readable_by_h5py() {
         \x20   d = h5py.File(p)['d']\n\
         \x20   assert d.chunks[0] < 65536 and d.maxshape == (None,), d.chunks\n\
         \x20   assert (d[:] == np.arange(200_001, dtype=np.float32)).all()\n\
+        \x20   m = h5py.File(p)['m']\n\
+        \x20   assert m.shape == (3, 70_000) and m.chunks == (1, 70_000), (m.shape, m.chunks)\n\
+        \x20   assert (m[:].ravel() == np.arange(210_000, dtype=np.float32)).all()\n\
         print('ok')";
     let out = Command::new(python())
         .arg("-c")
@@ -759,4 +783,30 @@ fn wide_groups_and_empty_arrays_read_back() {
             .to_vec(),
         [29, 129, 229]
     );
+}
+
+/// The dense counterpart: a float32 matrix of 100k × 2000 (800 MB) appended in blocks of 500
+/// rows. Run like `csr_50m_entries_in_1m_blocks`: `cargo test -p annql-write dense_800mb --
+/// --ignored` with `ANNQL_H5AD_BENCH=<output path>`.
+#[test]
+#[ignore = "writes an 800 MB file; run by hand to measure time and peak memory"]
+fn dense_800mb_in_row_blocks() {
+    let Some(path) = std::env::var_os("ANNQL_H5AD_BENCH").map(PathBuf::from) else {
+        panic!("set ANNQL_H5AD_BENCH to the output path");
+    };
+    let (n_obs, n_vars, block) = (100_000usize, 2_000usize, 500usize);
+    let create = H5adSink::create(&path, &Chunking::default());
+    let mut sink: Box<dyn Sink> = Box::new(create.unwrap_or_else(|e| panic!("{e}")));
+    let ok = |r: Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
+    ok(sink.group("", &attrs(enc("anndata", "0.1.0"))));
+    let x = spec(DType::Float32, &[n_vars as u64], false);
+    let id = sink.open_array("X", &x, &attrs(enc("array", "0.2.0")));
+    let id = id.unwrap_or_else(|e| panic!("{e}"));
+    for start in (0..n_obs).step_by(block) {
+        let values = (start * n_vars..(start + block) * n_vars).map(|k| (k % 1000) as f32);
+        let values: ArrayRef = Arc::new(Float32Array::from_iter_values(values));
+        ok(sink.append(id, &values));
+    }
+    ok(sink.close_array(id));
+    ok(sink.finish());
 }
