@@ -88,8 +88,8 @@ with h5py.File(path, "r") as f:
         d = f[name]
         assert d.chunks == chunks and d.maxshape == (None, chunks[1]), (name, d.chunks, d.maxshape)
         assert set(d.attrs) == {"encoding-type", "encoding-version"}, (name, set(d.attrs))
-    # X/data and X/indices grew in place (chunks of 4, the test's chunking), uncompressed.
-    for name in ["X/data", "X/indices"]:
+    # 1-D numeric and bool arrays grew in place (chunks of 4, the test's chunking), uncompressed.
+    for name in ["X/data", "X/indices", "obs/b", "obs/ni/values"]:
         d = f[name]
         assert d.chunks == (4,) and d.maxshape == (None,) and d.compression is None, name
 print("ok")

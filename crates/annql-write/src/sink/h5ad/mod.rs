@@ -5,14 +5,14 @@
 //!
 //! The file is created empty and edited in place (`File::open_rw`, bounded: no whole-file
 //! copy in memory). How an array reaches the disk depends on what hdf5-pure can grow:
-//! - a 1-D numeric array (sparse `data`/`indices`/`indptr`, numeric columns) is held until it
-//!   fills one chunk, then becomes a chunked dataset with an unlimited first axis that each
-//!   block is appended to in place, a whole number of chunks at a time: memory stays at about
-//!   one chunk plus one block whatever the array's length;
-//! - strings and bools are held until the array is closed: hdf5-pure refuses to append to a
-//!   variable-length or enum dataset. They are dataframe columns, categories, masks and uns
-//!   values, O(n_obs) or O(n_vars) values at most;
-//! - an n-D numeric array (dense `X`, `obsm`) streams the same way as the rank-1 dataset of
+//! - a 1-D numeric or bool array (sparse `data`/`indices`/`indptr`, columns, masks) is held
+//!   until it fills one chunk, then becomes a chunked dataset with an unlimited first axis that
+//!   each block is appended to in place, a whole number of chunks at a time: memory stays at
+//!   about one chunk plus one block whatever the array's length;
+//! - strings are held until the array is closed: hdf5-pure refuses to append to a
+//!   variable-length dataset. They are dataframe columns, categories and uns values, O(n_obs)
+//!   or O(n_vars) strings at most;
+//! - an n-D numeric or bool array (dense `X`, `obsm`) streams the same way as the rank-1 dataset of
 //!   its flattened rows (hdf5-pure 0.47 appends to rank-1 datasets only), chunked by whole
 //!   rows, and gets its n-D shape by an in-place rewrite of two header messages once the file
 //!   is closed ([`reshape`]);
@@ -223,14 +223,15 @@ fn split_attrs(element: &str, attrs: &Attrs) -> Result<(AttrValues, Option<bool>
     Ok((values, ordered))
 }
 
-/// Rows per chunk when an array grows on disk block by block (see the module doc): numeric and
-/// not 0-d. 1-D arrays get `chunk_len` rows (at most [`MAX_CHUNK_LEN`]); n-D ones as many rows
+/// Rows per chunk when an array grows on disk block by block (see the module doc): of a
+/// fixed-size type (numeric or bool) and not 0-d. 1-D arrays get `chunk_len` rows (at most [`MAX_CHUNK_LEN`]); n-D ones as many rows
 /// as make about `target_chunk_elements` values, at least one (their layout is rewritten with
 /// libhdf5's dimension encoding, so [`MAX_CHUNK_LEN`] does not bind them).
 fn chunk_rows(spec: &ArraySpec, row_len: usize, chunking: &Chunking) -> Option<u64> {
-    let numeric = !matches!(spec.dtype, DType::Bool | DType::String | DType::Other(_));
+    let fixed_size = !matches!(spec.dtype, DType::String | DType::Other(_));
+    // A row length past u64 (not on any supported target) just keeps the array held.
     let row_len = u64::try_from(row_len).ok()?;
-    if spec.scalar || !numeric || row_len == 0 {
+    if spec.scalar || !fixed_size || row_len == 0 {
         return None;
     }
     Some(if spec.inner.is_empty() {
@@ -375,9 +376,10 @@ impl Sink for H5adSink {
                 arr.path, arr.rows
             )));
         }
-        if matches!(arr.body, Body::Streamed { .. }) && !arr.spec.inner.is_empty() {
+        if let (Body::Streamed { .. }, Some(chunk_rows)) = (&arr.body, arr.chunk_rows)
+            && !arr.spec.inner.is_empty()
+        {
             let shape = std::iter::once(arr.rows).chain(arr.spec.inner.iter().copied());
-            let chunk_rows = arr.chunk_rows.unwrap_or(1);
             self.flattened
                 .push((arr.path.clone(), shape.collect(), chunk_rows));
         }
@@ -509,10 +511,14 @@ fn write_closed(out: &mut Output, arr: OpenArray) -> Result<()> {
         body,
         ..
     } = arr;
-    let rows = if row_len == 0 {
-        spec.len_hint.unwrap_or(0)
-    } else {
-        rows
+    let rows = match (row_len, spec.len_hint) {
+        (0, Some(hint)) => hint,
+        (0, None) => {
+            return Err(Error::Internal(format!(
+                "h5ad sink: '{path}' has rows of no values and no length hint to count them"
+            )));
+        }
+        _ => rows,
     };
     let shape: Vec<u64> = if spec.scalar {
         Vec::new()
