@@ -224,9 +224,10 @@ fn split_attrs(element: &str, attrs: &Attrs) -> Result<(AttrValues, Option<bool>
 }
 
 /// Rows per chunk when an array grows on disk block by block (see the module doc): of a
-/// fixed-size type (numeric or bool) and not 0-d. 1-D arrays get `chunk_len` rows (at most [`MAX_CHUNK_LEN`]); n-D ones as many rows
-/// as make about `target_chunk_elements` values, at least one (their layout is rewritten with
-/// libhdf5's dimension encoding, so [`MAX_CHUNK_LEN`] does not bind them).
+/// fixed-size type (numeric or bool) and not 0-d. 1-D arrays get `chunk_len` rows (at most
+/// [`MAX_CHUNK_LEN`]); n-D ones as many rows as make about `target_chunk_elements` values, at
+/// least one (their layout is rewritten with libhdf5's dimension encoding, so
+/// [`MAX_CHUNK_LEN`] does not bind them).
 fn chunk_rows(spec: &ArraySpec, row_len: usize, chunking: &Chunking) -> Option<u64> {
     let fixed_size = !matches!(spec.dtype, DType::String | DType::Other(_));
     // A row length past u64 (not on any supported target) just keeps the array held.
