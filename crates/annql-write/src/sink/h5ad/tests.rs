@@ -514,6 +514,17 @@ fn bad_input_is_refused_by_name() {
     );
     sink.group("uns", &attrs(enc("dict", "0.1.0")))
         .unwrap_or_else(|e| panic!("{e}"));
+    // A bool attribute other than a group's `ordered` (hdf5-pure cannot write an enum one).
+    let flag = sink.group("uns/g", &attrs(json!({"flag": true})));
+    assert!(matches!(&flag, Err(Error::Refused { element, .. }) if element == "uns/g"));
+    let ordered = attrs(json!({"ordered": true}));
+    let on_dataset = sink.open_array("uns/o", &spec(DType::Int8, &[], false), &ordered);
+    assert!(matches!(&on_dataset, Err(Error::Refused { element, .. }) if element == "uns/o"));
+    // A 0-d array given two values is a bug of the caller.
+    let id = sink.open_array("uns/one", &spec(DType::Int64, &[], true), &Attrs::new());
+    let id = id.unwrap_or_else(|e| panic!("{e}"));
+    let two: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+    assert!(matches!(sink.append(id, &two), Err(Error::Internal(_))));
     // A type anndata has no encoding for.
     let other = spec(DType::Other("complex128".into()), &[], false);
     let err = sink
