@@ -23,6 +23,8 @@
 //! `make_bool_attr.py`), copied into place before the other attributes are set.
 
 mod encode;
+#[cfg(test)]
+mod measure;
 mod reshape;
 #[cfg(test)]
 mod tests;

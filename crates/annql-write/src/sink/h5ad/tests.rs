@@ -18,22 +18,22 @@ use super::*;
 const N_OBS: usize = 10;
 const N_VARS: usize = 6;
 
-fn attrs(v: Value) -> Attrs {
+pub(super) fn attrs(v: Value) -> Attrs {
     v.as_object().cloned().unwrap_or_default()
 }
 
-fn enc(t: &str, v: &str) -> Value {
+pub(super) fn enc(t: &str, v: &str) -> Value {
     json!({"encoding-type": t, "encoding-version": v})
 }
 
-fn with(mut base: Value, extra: Value) -> Value {
+pub(super) fn with(mut base: Value, extra: Value) -> Value {
     if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
     base
 }
 
-fn spec(dtype: DType, inner: &[u64], scalar: bool) -> ArraySpec {
+pub(super) fn spec(dtype: DType, inner: &[u64], scalar: bool) -> ArraySpec {
     ArraySpec {
         dtype,
         inner: inner.to_vec(),
@@ -565,56 +565,6 @@ fn bad_input_is_refused_by_name() {
     assert!(matches!(Box::new(sink).finish(), Err(Error::Internal(_))));
 }
 
-/// The memory measurement of the report: a CSR X of 50M entries (float32 data, int32 indices)
-/// over 100k rows, appended in 1M-entry blocks with the default chunking. Run alone under
-/// `/usr/bin/time -v` with `ANNQL_H5AD_BENCH=<output path>`:
-/// `cargo test -p annql-write csr_50m -- --ignored`.
-#[test]
-#[ignore = "writes a 400 MB file; run by hand to measure time and peak memory"]
-fn csr_50m_entries_in_1m_blocks() {
-    let Some(path) = std::env::var_os("ANNQL_H5AD_BENCH").map(PathBuf::from) else {
-        panic!("set ANNQL_H5AD_BENCH to the output path");
-    };
-    let (n_obs, per_row, block) = (100_000usize, 500usize, 1_000_000usize);
-    let mut sink: Box<dyn Sink> =
-        Box::new(H5adSink::create(&path, &Chunking::default()).unwrap_or_else(|e| panic!("{e}")));
-    sink.group("", &attrs(enc("anndata", "0.1.0")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let shape = json!({"shape": [n_obs, 20_000]});
-    sink.group("X", &attrs(with(enc("csr_matrix", "0.1.0"), shape)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let d = sink
-        .open_array("X/data", &spec(DType::Float32, &[], false), &Attrs::new())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let i = sink
-        .open_array("X/indices", &spec(DType::Int32, &[], false), &Attrs::new())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let p = sink
-        .open_array("X/indptr", &spec(DType::Int64, &[], false), &Attrs::new())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let total = n_obs * per_row;
-    for start in (0..total).step_by(block) {
-        let data: ArrayRef = Arc::new(Float32Array::from_iter_values(
-            (start..start + block).map(|k| k as f32),
-        ));
-        let indices: ArrayRef = Arc::new(Int32Array::from_iter_values(
-            (start..start + block).map(|k| ((k % per_row) * 40) as i32),
-        ));
-        sink.append(d, &data).unwrap_or_else(|e| panic!("{e}"));
-        sink.append(i, &indices).unwrap_or_else(|e| panic!("{e}"));
-        let rows = (start / per_row)..((start + block) / per_row);
-        let first = if start == 0 { 0 } else { 1 };
-        let indptr: ArrayRef = Arc::new(Int64Array::from_iter_values(
-            (rows.start + first..=rows.end).map(|r| (r * per_row) as i64),
-        ));
-        sink.append(p, &indptr).unwrap_or_else(|e| panic!("{e}"));
-    }
-    for id in [d, i, p] {
-        sink.close_array(id).unwrap_or_else(|e| panic!("{e}"));
-    }
-    sink.finish().unwrap_or_else(|e| panic!("{e}"));
-}
-
 /// libhdf5 refuses a chunk dimension of 65536 elements or more as hdf5-pure 0.47 encodes it;
 /// the sink's chunks stay below that whatever the chunking asks, and h5py reads them.
 #[test]
@@ -794,30 +744,4 @@ fn wide_groups_and_empty_arrays_read_back() {
             .to_vec(),
         [29, 129, 229]
     );
-}
-
-/// The dense counterpart: a float32 matrix of 100k × 2000 (800 MB) appended in blocks of 500
-/// rows. Run like `csr_50m_entries_in_1m_blocks`: `cargo test -p annql-write dense_800mb --
-/// --ignored` with `ANNQL_H5AD_BENCH=<output path>`.
-#[test]
-#[ignore = "writes an 800 MB file; run by hand to measure time and peak memory"]
-fn dense_800mb_in_row_blocks() {
-    let Some(path) = std::env::var_os("ANNQL_H5AD_BENCH").map(PathBuf::from) else {
-        panic!("set ANNQL_H5AD_BENCH to the output path");
-    };
-    let (n_obs, n_vars, block) = (100_000usize, 2_000usize, 500usize);
-    let create = H5adSink::create(&path, &Chunking::default());
-    let mut sink: Box<dyn Sink> = Box::new(create.unwrap_or_else(|e| panic!("{e}")));
-    let ok = |r: Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
-    ok(sink.group("", &attrs(enc("anndata", "0.1.0"))));
-    let x = spec(DType::Float32, &[n_vars as u64], false);
-    let id = sink.open_array("X", &x, &attrs(enc("array", "0.2.0")));
-    let id = id.unwrap_or_else(|e| panic!("{e}"));
-    for start in (0..n_obs).step_by(block) {
-        let values = (start * n_vars..(start + block) * n_vars).map(|k| (k % 1000) as f32);
-        let values: ArrayRef = Arc::new(Float32Array::from_iter_values(values));
-        ok(sink.append(id, &values));
-    }
-    ok(sink.close_array(id));
-    ok(sink.finish());
 }
