@@ -46,6 +46,9 @@ assert (a.X.toarray() == x).all()
 layer = a.layers["L"]
 assert sp.issparse(layer) and layer.format == "csc" and layer.dtype == np.float64
 assert (layer.toarray() == x.astype(np.float64)).all()
+dense = a.layers["D"]
+assert isinstance(dense, np.ndarray) and dense.dtype == np.int32 and dense.shape == x.shape
+assert (dense == x.astype(np.int32)).all()
 pca = a.obsm["pca"]
 assert isinstance(pca, np.ndarray) and pca.dtype == np.float64 and pca.shape == (n_obs, 2)
 assert (pca.ravel() == np.arange(n_obs * 2) / 2.0).all()
@@ -58,6 +61,8 @@ assert a.uns["d"]["x"] == 1.5 and isinstance(a.uns["d"]["x"], float)
 
 # Attribute and element types as anndata + h5py write them.
 with h5py.File(path, "r") as f:
+    # Nothing of the writer's own is left behind (the address probe, placeholders).
+    assert set(f) == {"X", "layers", "obs", "obsm", "obsp", "uns", "var", "varm", "varp"}, set(f)
     for name in ["/", "obs", "X", "obs/ocat", "uns/s"]:
         t = f[name].attrs.get_id("encoding-type").get_type()
         assert t.get_class() == h5py.h5t.STRING and t.is_variable_str(), name
@@ -78,8 +83,13 @@ with h5py.File(path, "r") as f:
     assert f["uns/s"].shape == () and f["uns/n"].shape == () and f["uns/d/x"].shape == ()
     assert f["uns/n"].dtype == np.int64 and f["uns/d/x"].dtype == np.float64
     assert f["X/indptr"].dtype == np.int64 and f["layers/L/indptr"].dtype == np.int32
-    # X/data and X/indices grew in place (chunks of 4, the test's chunking), uncompressed.
-    for name in ["X/data", "X/indices"]:
+    # Dense arrays grew in place a chunk of whole rows at a time, then took their 2-D shape.
+    for name, chunks in [("layers/D", (1, n_vars)), ("obsm/pca", (3, 2))]:
+        d = f[name]
+        assert d.chunks == chunks and d.maxshape == (None, chunks[1]), (name, d.chunks, d.maxshape)
+        assert set(d.attrs) == {"encoding-type", "encoding-version"}, (name, set(d.attrs))
+    # 1-D numeric and bool arrays grew in place (chunks of 4, the test's chunking), uncompressed.
+    for name in ["X/data", "X/indices", "obs/b", "obs/ni/values"]:
         d = f[name]
         assert d.chunks == (4,) and d.maxshape == (None,) and d.compression is None, name
 print("ok")

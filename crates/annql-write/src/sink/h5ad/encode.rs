@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn attributes_take_the_types_h5py_gives_them() {
-        let a = |v: Value| attr("obs", "x", &v).unwrap();
+        let a = |v: Value| attr("obs", "x", &v).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             a(json!("dataframe")),
             Attr::Value(AttrValue::VarLenString("dataframe".into()))
@@ -229,7 +229,9 @@ mod tests {
         assert_eq!(a(json!(1.5)), Attr::Value(AttrValue::F64(1.5)));
         assert_eq!(a(json!(true)), Attr::Bool(true));
         for bad in [json!(null), json!({"a": 1}), json!(["a", 1])] {
-            let err = attr("obs", "x", &bad).unwrap_err();
+            let err = attr("obs", "x", &bad)
+                .err()
+                .unwrap_or_else(|| panic!("expected an error"));
             assert!(
                 matches!(&err, Error::Refused { element, .. } if element == "obs"),
                 "{err}"
@@ -241,29 +243,33 @@ mod tests {
     fn blocks_become_little_endian_bytes_or_strings() {
         let mut out = Vec::new();
         let v: ArrayRef = Arc::new(Int32Array::from(vec![1, -2]));
-        push_bytes("X/indices", &DType::Int32, &v, &mut out).unwrap();
+        push_bytes("X/indices", &DType::Int32, &v, &mut out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out, [1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]);
         let sliced: ArrayRef = Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0]).slice(1, 1));
         out.clear();
-        push_bytes("X/data", &DType::Float32, &sliced, &mut out).unwrap();
+        push_bytes("X/data", &DType::Float32, &sliced, &mut out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out, 2f32.to_le_bytes());
         let b: ArrayRef = Arc::new(BooleanArray::from(vec![true, false]));
         out.clear();
-        push_bytes("obs/b", &DType::Bool, &b, &mut out).unwrap();
+        push_bytes("obs/b", &DType::Bool, &b, &mut out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out, [1, 0]);
         // A block of another type is a bug upstream, reported as such.
-        let err = push_bytes("X/data", &DType::Float64, &v, &mut out).unwrap_err();
+        let err = push_bytes("X/data", &DType::Float64, &v, &mut out)
+            .err()
+            .unwrap_or_else(|| panic!("expected an error"));
         assert!(matches!(err, Error::Internal(_)), "{err}");
         // Nulls are refused by name.
         let n: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None]));
-        let err = push_bytes("obs/n", &DType::Int32, &n, &mut out).unwrap_err();
+        let err = push_bytes("obs/n", &DType::Int32, &n, &mut out)
+            .err()
+            .unwrap_or_else(|| panic!("expected an error"));
         assert!(
             matches!(&err, Error::Refused { element, .. } if element == "obs/n"),
             "{err}"
         );
         let s: ArrayRef = Arc::new(StringArray::from(vec!["a", "ÿ"]));
         let mut strings = Vec::new();
-        push_strings("obs/_index", &s, &mut strings).unwrap();
+        push_strings("obs/_index", &s, &mut strings).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(strings, ["a", "ÿ"]);
     }
 }

@@ -5,15 +5,17 @@
 //!
 //! The file is created empty and edited in place (`File::open_rw`, bounded: no whole-file
 //! copy in memory). How an array reaches the disk depends on what hdf5-pure can grow:
-//! - a 1-D numeric array (sparse `data`/`indices`/`indptr`, numeric columns) is held until it
-//!   fills one chunk, then becomes a chunked dataset with an unlimited first axis that each
-//!   block is appended to in place, a whole number of chunks at a time: memory stays at about
-//!   one chunk plus one block whatever the array's length;
-//! - strings and bools are held until the array is closed: hdf5-pure refuses to append to a
-//!   variable-length or enum dataset. They are dataframe columns, categories, masks and uns
-//!   values, O(n_obs) or O(n_vars) values at most;
-//! - n-D arrays (dense `X`, `obsm`) are held until closed: hdf5-pure 0.47 appends to rank-1
-//!   datasets only, so a dense matrix costs its size in memory (see docs/h5ad-writer.md);
+//! - a 1-D numeric or bool array (sparse `data`/`indices`/`indptr`, columns, masks) is held
+//!   until it fills one chunk, then becomes a chunked dataset with an unlimited first axis that
+//!   each block is appended to in place, a whole number of chunks at a time: memory stays at
+//!   about one chunk plus one block whatever the array's length;
+//! - strings are held until the array is closed: hdf5-pure refuses to append to a
+//!   variable-length dataset. They are dataframe columns, categories and uns values, O(n_obs)
+//!   or O(n_vars) strings at most;
+//! - an n-D numeric or bool array (dense `X`, `obsm`) streams the same way as the rank-1 dataset of
+//!   its flattened rows (hdf5-pure 0.47 appends to rank-1 datasets only), chunked by whole
+//!   rows, and gets its n-D shape by an in-place rewrite of two header messages once the file
+//!   is closed ([`reshape`]);
 //! - 0-d arrays (uns scalars) hold their one value.
 //!
 //! hdf5-pure's attribute values cannot express an enum, so the bool `ordered` attribute of a
@@ -21,6 +23,9 @@
 //! `make_bool_attr.py`), copied into place before the other attributes are set.
 
 mod encode;
+#[cfg(test)]
+mod measure;
+mod reshape;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +63,8 @@ pub struct H5adSink {
     arrays: Vec<Option<OpenArray>>,
     /// Groups created so far ("" is the root): a child's parent must be one of them.
     groups: HashSet<String>,
+    /// Closed n-D arrays streamed flat: (path, final shape, rows per chunk).
+    flattened: Vec<(String, Vec<u64>, u64)>,
 }
 
 /// The file being edited, with whether edits are staged and not yet committed.
@@ -74,9 +81,11 @@ struct OpenArray {
     /// Path inside the file, without a leading `/`.
     path: String,
     spec: ArraySpec,
-    attrs: Vec<(String, AttrValue)>,
+    attrs: AttrValues,
     /// Values per row: the product of the inner axes.
     row_len: usize,
+    /// Rows per chunk if the array streams (see [`chunk_rows`]).
+    chunk_rows: Option<u64>,
     /// Rows received so far.
     rows: u64,
     body: Body,
@@ -135,6 +144,7 @@ impl H5adSink {
             chunking: chunking.clone(),
             arrays: Vec::new(),
             groups: HashSet::from([String::new()]),
+            flattened: Vec::new(),
         })
     }
 
@@ -190,8 +200,11 @@ fn hdf5_error(path: &Path, element: &str, e: hdf5_pure::Error) -> Error {
     }
 }
 
+/// Attributes as hdf5-pure writes them, by name.
+type AttrValues = Vec<(String, AttrValue)>;
+
 /// Splits `attrs` into hdf5-pure values and the bool `ordered` a template carries.
-fn split_attrs(element: &str, attrs: &Attrs) -> Result<(Vec<(String, AttrValue)>, Option<bool>)> {
+fn split_attrs(element: &str, attrs: &Attrs) -> Result<(AttrValues, Option<bool>)> {
     let mut values = Vec::new();
     let mut ordered = None;
     for (name, value) in attrs {
@@ -212,11 +225,23 @@ fn split_attrs(element: &str, attrs: &Attrs) -> Result<(Vec<(String, AttrValue)>
     Ok((values, ordered))
 }
 
-/// Whether an array grows on disk block by block (see the module doc).
-fn streams(spec: &ArraySpec) -> bool {
-    !spec.scalar
-        && spec.inner.is_empty()
-        && !matches!(spec.dtype, DType::Bool | DType::String | DType::Other(_))
+/// Rows per chunk when an array grows on disk block by block (see the module doc): of a
+/// fixed-size type (numeric or bool) and not 0-d. 1-D arrays get `chunk_len` rows (at most
+/// [`MAX_CHUNK_LEN`]); n-D ones as many rows as make about `target_chunk_elements` values, at
+/// least one (their layout is rewritten with libhdf5's dimension encoding, so
+/// [`MAX_CHUNK_LEN`] does not bind them).
+fn chunk_rows(spec: &ArraySpec, row_len: usize, chunking: &Chunking) -> Option<u64> {
+    let fixed_size = !matches!(spec.dtype, DType::String | DType::Other(_));
+    // A row length past u64 (not on any supported target) just keeps the array held.
+    let row_len = u64::try_from(row_len).ok()?;
+    if spec.scalar || !fixed_size || row_len == 0 {
+        return None;
+    }
+    Some(if spec.inner.is_empty() {
+        chunking.chunk_len.min(MAX_CHUNK_LEN)
+    } else {
+        (chunking.target_chunk_elements / row_len).max(1)
+    })
 }
 
 impl Sink for H5adSink {
@@ -288,6 +313,7 @@ impl Sink for H5adSink {
                 element: path.to_string(),
                 reason: format!("inner shape {:?} is too large", spec.inner),
             })?;
+        let chunk_rows = chunk_rows(spec, row_len, &self.chunking);
         let body = match spec.dtype {
             DType::String => Body::Strings(Vec::new()),
             _ => {
@@ -300,6 +326,7 @@ impl Sink for H5adSink {
             spec: spec.clone(),
             attrs,
             row_len,
+            chunk_rows,
             rows: 0,
             body,
         }));
@@ -307,12 +334,11 @@ impl Sink for H5adSink {
     }
 
     fn append(&mut self, array: ArrayId, values: &ArrayRef) -> Result<()> {
-        let chunk_len = self.chunking.chunk_len.min(MAX_CHUNK_LEN);
         let arr = self.open(array)?;
         let n = values.len();
         // Rows of no values (an inner axis of length 0) carry no count: the length hint gives it.
         match n.checked_div(arr.row_len) {
-            Some(rows) if n % arr.row_len == 0 => arr.rows += rows as u64,
+            Some(rows) if n.is_multiple_of(arr.row_len) => arr.rows += rows as u64,
             None if n == 0 => {}
             _ => {
                 return Err(Error::Internal(format!(
@@ -337,7 +363,7 @@ impl Sink for H5adSink {
         let Some(mut arr) = self.arrays[array.0].take() else {
             return Err(Error::Internal("h5ad sink: array vanished".into()));
         };
-        let result = grow(&mut self.out, &mut arr, chunk_len);
+        let result = grow(&mut self.out, &mut arr);
         self.arrays[array.0] = Some(arr);
         result
     }
@@ -353,6 +379,13 @@ impl Sink for H5adSink {
                 arr.path, arr.rows
             )));
         }
+        if let (Body::Streamed { .. }, Some(chunk_rows)) = (&arr.body, arr.chunk_rows)
+            && !arr.spec.inner.is_empty()
+        {
+            let shape = std::iter::once(arr.rows).chain(arr.spec.inner.iter().copied());
+            self.flattened
+                .push((arr.path.clone(), shape.collect(), chunk_rows));
+        }
         write_closed(&mut self.out, arr)
     }
 
@@ -365,26 +398,71 @@ impl Sink for H5adSink {
             )));
         }
         sink.out.commit("")?;
+        let mut reshapes = Vec::new();
+        for (element, shape, chunk_rows) in sink.flattened {
+            reshapes.push(reshape::Reshape {
+                header: header_address(&sink.out, &element)?,
+                path: element,
+                shape,
+                chunk_rows,
+            });
+        }
         let Output { path, file, .. } = sink.out;
-        file.close().map_err(|e| hdf5_error(&path, "", e))
+        file.close().map_err(|e| hdf5_error(&path, "", e))?;
+        for r in &reshapes {
+            reshape::apply(&path, r)?;
+        }
+        Ok(())
     }
+}
+
+/// The address of the object header of `element`, read from an object reference (hdf5-pure
+/// has no other way to tell it): a probe dataset is created, read and deleted again.
+fn header_address(out: &Output, element: &str) -> Result<u64> {
+    const PROBE: &str = "_annql_address_probe";
+    let root = out.file.root();
+    root.create_dataset(PROBE, |b| {
+        b.with_path_references(&[element]);
+    })
+    .map_err(out.err(element))?;
+    out.file.commit().map_err(out.err(element))?;
+    let raw = out
+        .file
+        .dataset(PROBE)
+        .and_then(|d| d.read_raw())
+        .map_err(out.err(element))?;
+    root.delete(PROBE).map_err(out.err(element))?;
+    out.file.commit().map_err(out.err(element))?;
+    let bytes: [u8; 8] = raw
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Internal(format!("h5ad sink: no reference to '{element}'")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Moves a growing array's values to disk once there is at least a chunk of them: the first
 /// time, creates its chunked dataset; then appends every whole chunk held.
-fn grow(out: &mut Output, arr: &mut OpenArray, chunk_len: u64) -> Result<()> {
+fn grow(out: &mut Output, arr: &mut OpenArray) -> Result<()> {
+    let Some(chunk_rows) = arr.chunk_rows else {
+        return Ok(());
+    };
+    let chunk_len = chunk_rows * arr.row_len as u64;
     let es = encode::element_size(&arr.spec.dtype);
     let chunk_bytes = usize::try_from(chunk_len)
         .ok()
         .and_then(|c| c.checked_mul(es))
         .ok_or_else(|| Error::Internal(format!("h5ad sink: chunk of {chunk_len} too large")))?;
     if let Body::Bytes(held) = &mut arr.body
-        && streams(&arr.spec)
         && held.len() >= chunk_bytes
     {
         let pending = std::mem::take(held);
         let dtype = encode::datatype(&arr.path, &arr.spec.dtype)?;
-        let attrs = std::mem::take(&mut arr.attrs);
+        let mut attrs = std::mem::take(&mut arr.attrs);
+        if !arr.spec.inner.is_empty() {
+            // Room for the n-D messages (see `reshape`).
+            let room = AttrValue::I64Array(vec![0; reshape::RESERVE_LEN]);
+            attrs.push((reshape::RESERVE.to_string(), room));
+        }
         out.commit(&arr.path)?;
         out.file
             .root()
@@ -434,11 +512,16 @@ fn write_closed(out: &mut Output, arr: OpenArray) -> Result<()> {
         row_len,
         rows,
         body,
+        ..
     } = arr;
-    let rows = if row_len == 0 {
-        spec.len_hint.unwrap_or(0)
-    } else {
-        rows
+    let rows = match (row_len, spec.len_hint) {
+        (0, Some(hint)) => hint,
+        (0, None) => {
+            return Err(Error::Internal(format!(
+                "h5ad sink: '{path}' has rows of no values and no length hint to count them"
+            )));
+        }
+        _ => rows,
     };
     let shape: Vec<u64> = if spec.scalar {
         Vec::new()
@@ -448,7 +531,7 @@ fn write_closed(out: &mut Output, arr: OpenArray) -> Result<()> {
             .collect()
     };
     let elements: u64 = shape.iter().product();
-    let set_attrs = |b: &mut hdf5_pure::DatasetBuilder, attrs: Vec<(String, AttrValue)>| {
+    let set_attrs = |b: &mut hdf5_pure::DatasetBuilder, attrs: AttrValues| {
         for (name, value) in attrs {
             b.set_attr(&name, value);
         }
