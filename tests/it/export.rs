@@ -232,6 +232,41 @@ async fn fixture_jobs() -> Vec<Job> {
     jobs
 }
 
+/// A small AnnData written by anndata here (`make_colors.py`) with unused categories and
+/// `uns["<column>_colors"]`: trimmed with the categories kept, deleted when their length does not
+/// match, and a column name shared by obs and var.
+fn colors_jobs(dir: &Path) -> Vec<Job> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_colors.py");
+    let made = Command::new(python())
+        .arg(&script)
+        .arg(dir)
+        .env("PYTHONWARNINGS", "ignore")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    assert!(
+        made.status.success(),
+        "make_colors.py: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let obs: Vec<u64> = (0..40).filter(|i| i % 4 != 1).collect();
+    let var: Vec<u64> = vec![0, 2, 4];
+    let mut jobs = Vec::new();
+    for source in ["colors.h5ad", "colors.zarr"] {
+        for (label, obs, var) in selections(&obs, &var) {
+            jobs.push(Job {
+                source: dir.join(source),
+                root: String::new(),
+                label: format!("{source} {label}"),
+                obs,
+                var,
+                every_format: true,
+                block_bytes: 1 << 10,
+            });
+        }
+    }
+    jobs
+}
+
 /// Every AnnData of every corpus file anndata reads (each MuData modality on its own), cut by
 /// position: rows and genes, and one of the other selections in turn (the fixtures run all five
 /// in every format; this keeps the suite's time down). The files anndata cannot read are listed
@@ -291,6 +326,7 @@ async fn exports_equal_anndata_subsets() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut skipped = Vec::new();
     let mut jobs = fixture_jobs().await;
+    jobs.extend(colors_jobs(dir.path()));
     jobs.extend(corpus_jobs(&mut skipped));
     let formats = formats();
     let mut manifest = Vec::new();

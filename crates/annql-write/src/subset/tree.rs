@@ -84,6 +84,11 @@ pub(crate) fn write_anndata(
             continue;
         }
         let name = child.name();
+        if child.encoding == Encoding::Null && name != "obs" && name != "var" {
+            // anndata writes an absent X or raw (None) as a null element: copied as such.
+            write_null(em, name)?;
+            continue;
+        }
         match name {
             "obs" | "var" => {}
             "X" => cut_matrix(em, store, child, "X", (rows, n_obs), (cols, n_vars))?,
@@ -375,22 +380,26 @@ fn copy_element(
         Encoding::CsrMatrix | Encoding::CscMatrix => {
             cut_sparse(em, store, element, out, whole, whole)
         }
-        Encoding::Null => {
-            let spec = ArraySpec {
-                dtype: DType::Bool,
-                inner: Vec::new(),
-                scalar: true,
-                len_hint: Some(1),
-            };
-            let handle = em.open(out, spec, encoding("null", "0.1.0"))?;
-            em.append(
-                handle,
-                Arc::new(BooleanArray::from(vec![false])) as ArrayRef,
-            )?;
-            em.close(handle)
-        }
+        Encoding::Null => write_null(em, out),
         _ => Err(refused(element, "an element annql copies")),
     }
+}
+
+/// A `null` element (anndata's None): a 0-d array, as anndata writes one in zarr (its reader
+/// ignores the value).
+fn write_null(em: &mut Emitter, out: &str) -> Result<()> {
+    let spec = ArraySpec {
+        dtype: DType::Bool,
+        inner: Vec::new(),
+        scalar: true,
+        len_hint: Some(1),
+    };
+    let handle = em.open(out, spec, encoding("null", "0.1.0"))?;
+    em.append(
+        handle,
+        Arc::new(BooleanArray::from(vec![false])) as ArrayRef,
+    )?;
+    em.close(handle)
 }
 
 /// What anndata's `_remove_unused_categories` leaves of `uns["<column>_colors"]`, applied for
