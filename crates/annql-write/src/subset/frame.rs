@@ -174,17 +174,7 @@ fn cut_categorical(
             .ok_or_else(|| malformed(store, path, "the 'categories' attribute is not a path"))?;
         (path.clone(), categories)
     };
-    let ordered = match column.attrs.get("ordered") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-        _ => {
-            return Err(malformed(
-                store,
-                path,
-                "categorical without a boolean 'ordered' attribute (anndata cannot read it)",
-            ));
-        }
-    };
+    let ordered = ordered_flag(store, column)?;
     let n_categories = store
         .array_meta(&categories_path)?
         .shape
@@ -196,44 +186,13 @@ fn cut_categorical(
         em.block_bytes / 8,
         store.array_meta(&codes_path)?.chunk_len(),
     );
-    let codes_of = |values: ArrayRef| -> Result<Int64Array> {
-        let cast = annql_store::arrow::compute::cast(
-            &values,
-            &annql_store::arrow::datatypes::DataType::Int64,
-        )
-        .map_err(|_| malformed(store, &codes_path, "categorical codes are not integers"))?;
-        let codes = cast
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .cloned()
-            .ok_or_else(|| Error::Internal("a cast to Int64 gave another type".into()))?;
-        if codes.null_count() > 0 {
-            return Err(malformed(
-                store,
-                &codes_path,
-                "categorical codes are not integers",
-            ));
-        }
-        if let Some(c) = codes
-            .values()
-            .iter()
-            .find(|&&c| c < -1 || c >= n_categories as i64)
-        {
-            return Err(malformed(
-                store,
-                &codes_path,
-                &format!("code {c} out of range for {n_categories} categories"),
-            ));
-        }
-        Ok(codes)
-    };
     let read_kept = |em: &Emitter, block: &Block| -> Result<Int64Array> {
         let values = store.read_array(&codes_path, block.range.clone(), &em.stats)?;
         let values = match &block.keep {
             None => values,
             Some(keep) => take(&values, keep.clone())?,
         };
-        codes_of(values)
+        checked_codes(store, &codes_path, &values, n_categories)
     };
     let used: Vec<bool> = if drop_unused {
         let mut used = vec![false; n_categories as usize];
@@ -305,6 +264,55 @@ fn cut_categorical(
     em.append(handle, categories)?;
     em.close(handle)?;
     Ok(used)
+}
+
+/// A categorical's `ordered` flag (a bool, or h5py's integer); anndata cannot read one without.
+fn ordered_flag(store: &AnnDataStore, column: &Element) -> Result<bool> {
+    match column.attrs.get("ordered") {
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Number(n)) => Ok(n.as_f64() != Some(0.0)),
+        _ => Err(malformed(
+            store,
+            &column.path,
+            "categorical without a boolean 'ordered' attribute (anndata cannot read it)",
+        )),
+    }
+}
+
+/// Codes as `i64`, each -1 (missing) or a category's position.
+fn checked_codes(
+    store: &AnnDataStore,
+    codes_path: &str,
+    values: &ArrayRef,
+    n_categories: u64,
+) -> Result<Int64Array> {
+    let cast =
+        annql_store::arrow::compute::cast(values, &annql_store::arrow::datatypes::DataType::Int64)
+            .map_err(|_| malformed(store, codes_path, "categorical codes are not integers"))?;
+    let codes = cast
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| Error::Internal("a cast to Int64 gave another type".into()))?;
+    if codes.null_count() > 0 {
+        return Err(malformed(
+            store,
+            codes_path,
+            "categorical codes are not integers",
+        ));
+    }
+    if let Some(c) = codes
+        .values()
+        .iter()
+        .find(|&&c| c < -1 || c >= n_categories as i64)
+    {
+        return Err(malformed(
+            store,
+            codes_path,
+            &format!("code {c} out of range for {n_categories} categories"),
+        ));
+    }
+    Ok(codes)
 }
 
 /// A store error naming an element that does not follow the AnnData spec.
