@@ -169,11 +169,16 @@ impl ZarrSink {
         if let Some(n) = spec.len_hint {
             chunk_rows = chunk_rows.min(n.max(1));
         }
-        let per_unit = self.chunking.chunks_per_shard.min(chunks_needed(chunk_rows));
-        let unit_rows = chunk_rows.checked_mul(per_unit).ok_or_else(|| Error::Refused {
-            element: path.to_string(),
-            reason: format!("a shard of {per_unit} chunks of {chunk_rows} rows is too large"),
-        })?;
+        let per_unit = self
+            .chunking
+            .chunks_per_shard
+            .min(chunks_needed(chunk_rows));
+        let unit_rows = chunk_rows
+            .checked_mul(per_unit)
+            .ok_or_else(|| Error::Refused {
+                element: path.to_string(),
+                reason: format!("a shard of {per_unit} chunks of {chunk_rows} rows is too large"),
+            })?;
         let object_rows = match self.layout {
             Layout::V3 { sharded: true } => unit_rows,
             _ => chunk_rows,
@@ -430,7 +435,9 @@ impl Sink for ZarrSink {
             )));
         }
         if !self.groups.contains("") {
-            return Err(Error::Internal("the zarr root group was never written".into()));
+            return Err(Error::Internal(
+                "the zarr root group was never written".into(),
+            ));
         }
         let consolidated = std::mem::take(&mut self.consolidated);
         match self.layout {
@@ -454,9 +461,10 @@ impl ZarrSink {
                     a.path
                 )));
             }
-            return a.values.push(&a.spec.dtype, values).map_err(|e| {
-                Error::Internal(format!("values of '{}': {e}", a.path))
-            });
+            return a
+                .values
+                .push(&a.spec.dtype, values)
+                .map_err(|e| Error::Internal(format!("values of '{}': {e}", a.path)));
         }
         let g = a.geometry;
         if g.row_elems == 0 || n % g.row_elems != 0 {

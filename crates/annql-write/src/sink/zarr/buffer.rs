@@ -61,12 +61,7 @@ impl Values {
                 block.null_count()
             ));
         }
-        let mismatch = || {
-            format!(
-                "a block of {} for an array of {dtype:?}",
-                block.data_type()
-            )
-        };
+        let mismatch = || format!("a block of {} for an array of {dtype:?}", block.data_type());
         macro_rules! prim {
             ($t:ty) => {{
                 let a = block.as_primitive_opt::<$t>().ok_or_else(mismatch)?;
@@ -96,7 +91,9 @@ impl Values {
             (DType::String, DataType::LargeUtf8) => {
                 self.extend_strings(block.as_string::<i64>().iter())
             }
-            (DType::String, DataType::Utf8View) => self.extend_strings(block.as_string_view().iter()),
+            (DType::String, DataType::Utf8View) => {
+                self.extend_strings(block.as_string_view().iter())
+            }
             _ => Err(mismatch()),
         }
     }
@@ -130,7 +127,9 @@ impl Values {
     pub fn pad(&mut self, n: usize) {
         match self {
             Values::Fixed { bytes, width } => bytes.resize(bytes.len() + n * *width, 0),
-            Values::Strings { bytes, offsets } => offsets.extend(std::iter::repeat_n(bytes.len(), n)),
+            Values::Strings { bytes, offsets } => {
+                offsets.extend(std::iter::repeat_n(bytes.len(), n))
+            }
         }
     }
 

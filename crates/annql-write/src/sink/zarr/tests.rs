@@ -77,7 +77,9 @@ fn write_array(
     rows_per_block: &[usize],
 ) {
     let row = spec.inner.iter().product::<u64>() as usize;
-    let id = sink.open_array(path, spec, attrs).unwrap_or_else(|e| panic!("{e}"));
+    let id = sink
+        .open_array(path, spec, attrs)
+        .unwrap_or_else(|e| panic!("{e}"));
     let (mut offset, mut k) = (0, 0);
     while offset < values.len() {
         let take = (rows_per_block[k % rows_per_block.len()] * row).min(values.len() - offset);
@@ -106,39 +108,103 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
     s.group("obs", &obs).unwrap();
     let index = strings((0..N).map(|i| format!("cell{i}")));
     let str_spec = spec(DType::String, vec![], Some(N));
-    write_array(s, "obs/_index", &str_spec, &enc("string-array", "0.2.0"), index, &[13]);
+    write_array(
+        s,
+        "obs/_index",
+        &str_spec,
+        &enc("string-array", "0.2.0"),
+        index,
+        &[13],
+    );
     let mut cat = enc("categorical", "0.2.0");
     cat.insert("ordered".into(), json!(false));
     s.group("obs/cat", &cat).unwrap();
     let codes: ArrayRef = Arc::new(Int8Array::from_iter_values((0..N).map(|i| (i % 3) as i8)));
-    write_array(s, "obs/cat/codes", &spec(DType::Int8, vec![], None), &enc("array", "0.2.0"), codes, &[5, 11]);
+    write_array(
+        s,
+        "obs/cat/codes",
+        &spec(DType::Int8, vec![], None),
+        &enc("array", "0.2.0"),
+        codes,
+        &[5, 11],
+    );
     let cats = strings(["a", "b", "c"].map(String::from));
-    write_array(s, "obs/cat/categories", &spec(DType::String, vec![], Some(3)), &enc("string-array", "0.2.0"), cats, &[3]);
+    write_array(
+        s,
+        "obs/cat/categories",
+        &spec(DType::String, vec![], Some(3)),
+        &enc("string-array", "0.2.0"),
+        cats,
+        &[3],
+    );
     let column = strings((0..N).map(cell_string));
-    write_array(s, "obs/s", &spec(DType::String, vec![], None), &enc("string-array", "0.2.0"), column, &[7, 1, 30]);
-    s.group("obs/ni", &enc("nullable-integer", "0.1.0")).unwrap();
+    write_array(
+        s,
+        "obs/s",
+        &spec(DType::String, vec![], None),
+        &enc("string-array", "0.2.0"),
+        column,
+        &[7, 1, 30],
+    );
+    s.group("obs/ni", &enc("nullable-integer", "0.1.0"))
+        .unwrap();
     let values: ArrayRef = Arc::new(Int64Array::from_iter_values((0..N).map(|i| i as i64 * 10)));
-    write_array(s, "obs/ni/values", &spec(DType::Int64, vec![], Some(N)), &enc("array", "0.2.0"), values, &[24, 24, 2]);
+    write_array(
+        s,
+        "obs/ni/values",
+        &spec(DType::Int64, vec![], Some(N)),
+        &enc("array", "0.2.0"),
+        values,
+        &[24, 24, 2],
+    );
     let mask: ArrayRef = Arc::new(BooleanArray::from_iter((0..N).map(|i| Some(i % 4 == 0))));
-    write_array(s, "obs/ni/mask", &spec(DType::Bool, vec![], Some(N)), &enc("array", "0.2.0"), mask, &[9]);
+    write_array(
+        s,
+        "obs/ni/mask",
+        &spec(DType::Bool, vec![], Some(N)),
+        &enc("array", "0.2.0"),
+        mask,
+        &[9],
+    );
     let b: ArrayRef = Arc::new(BooleanArray::from_iter((0..N).map(|i| Some(i % 2 == 0))));
-    write_array(s, "obs/b", &spec(DType::Bool, vec![], None), &enc("array", "0.2.0"), b, &[50]);
+    write_array(
+        s,
+        "obs/b",
+        &spec(DType::Bool, vec![], None),
+        &enc("array", "0.2.0"),
+        b,
+        &[50],
+    );
 
     let mut var = enc("dataframe", "0.2.0");
     var.insert("_index".into(), json!("_index"));
     var.insert("column-order".into(), json!([]));
     s.group("var", &var).unwrap();
     let genes = strings((0..G).map(|j| format!("gene{j}")));
-    write_array(s, "var/_index", &spec(DType::String, vec![], Some(G)), &enc("string-array", "0.2.0"), genes, &[4]);
+    write_array(
+        s,
+        "var/_index",
+        &spec(DType::String, vec![], Some(G)),
+        &enc("string-array", "0.2.0"),
+        genes,
+        &[4],
+    );
 
     // X: the three arrays of a CSR matrix grow together, in blocks of a few rows.
     let mut x = enc("csr_matrix", "0.1.0");
     x.insert("shape".into(), json!([N, G]));
     s.group("X", &x).unwrap();
-    let data = s.open_array("X/data", &spec(DType::Float32, vec![], None), &none).unwrap();
-    let indices = s.open_array("X/indices", &spec(DType::Int32, vec![], None), &none).unwrap();
-    let indptr = s.open_array("X/indptr", &spec(DType::Int64, vec![], Some(N + 1)), &none).unwrap();
-    s.append(indptr, &(Arc::new(Int64Array::from(vec![0])) as ArrayRef)).unwrap();
+    let data = s
+        .open_array("X/data", &spec(DType::Float32, vec![], None), &none)
+        .unwrap();
+    let indices = s
+        .open_array("X/indices", &spec(DType::Int32, vec![], None), &none)
+        .unwrap();
+    let indptr = s
+        .open_array("X/indptr", &spec(DType::Int64, vec![], Some(N + 1)), &none)
+        .unwrap();
+    s.append(indptr, &(Arc::new(Int64Array::from(vec![0])) as ArrayRef))
+        .unwrap();
     let mut nnz = 0;
     for block in [0..3, 3..4, 4..17, 17..18, 18..50] {
         let rows: Vec<_> = block.map(x_row).collect();
@@ -162,7 +228,14 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
     let pca: ArrayRef = Arc::new(Float64Array::from_iter_values(
         (0..N * 3).map(|e| (e / 3) as f64 + (e % 3) as f64 / 10.0),
     ));
-    write_array(s, "obsm/pca", &spec(DType::Float64, vec![3], Some(N)), &enc("array", "0.2.0"), pca, &[3, 10, 1]);
+    write_array(
+        s,
+        "obsm/pca",
+        &spec(DType::Float64, vec![3], Some(N)),
+        &enc("array", "0.2.0"),
+        pca,
+        &[3, 10, 1],
+    );
 
     s.group("uns", &enc("dict", "0.1.0")).unwrap();
     let scalar = |dtype| ArraySpec {
@@ -172,11 +245,32 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
         len_hint: None,
     };
     let title = strings(["hello, zarr ✓".to_string()]);
-    write_array(s, "uns/title", &scalar(DType::String), &enc("string", "0.2.0"), title, &[1]);
+    write_array(
+        s,
+        "uns/title",
+        &scalar(DType::String),
+        &enc("string", "0.2.0"),
+        title,
+        &[1],
+    );
     let n: ArrayRef = Arc::new(Int64Array::from(vec![42]));
-    write_array(s, "uns/n", &scalar(DType::Int64), &enc("numeric-scalar", "0.2.0"), n, &[1]);
+    write_array(
+        s,
+        "uns/n",
+        &scalar(DType::Int64),
+        &enc("numeric-scalar", "0.2.0"),
+        n,
+        &[1],
+    );
     let zero: ArrayRef = Arc::new(Float64Array::from(vec![0.0]));
-    write_array(s, "uns/zero", &scalar(DType::Float64), &enc("numeric-scalar", "0.2.0"), zero, &[1]);
+    write_array(
+        s,
+        "uns/zero",
+        &scalar(DType::Float64),
+        &enc("numeric-scalar", "0.2.0"),
+        zero,
+        &[1],
+    );
     for dict in ["layers", "obsp", "varm", "varp"] {
         s.group(dict, &enc("dict", "0.1.0")).unwrap();
     }
@@ -196,7 +290,10 @@ fn check_with_store(out: &Path) {
     };
     let s = column("s");
     let s = s.as_string::<i32>();
-    assert_eq!(s.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>(), (0..N).map(cell_string).collect::<Vec<_>>());
+    assert_eq!(
+        s.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>(),
+        (0..N).map(cell_string).collect::<Vec<_>>()
+    );
     let ni = column("ni");
     let ni = ni.as_primitive::<Int64Type>();
     for i in 0..N as usize {
@@ -206,25 +303,43 @@ fn check_with_store(out: &Path) {
         }
     }
     let b = column("b");
-    assert_eq!(b.as_boolean().iter().collect::<Vec<_>>(), (0..N).map(|i| Some(i % 2 == 0)).collect::<Vec<_>>());
+    assert_eq!(
+        b.as_boolean().iter().collect::<Vec<_>>(),
+        (0..N).map(|i| Some(i % 2 == 0)).collect::<Vec<_>>()
+    );
     let cat = column("cat");
-    let cat = annql_store::arrow::compute::cast(&cat, &annql_store::arrow::datatypes::DataType::Utf8).unwrap();
-    let want: Vec<_> = (0..N).map(|i| Some(["a", "b", "c"][(i % 3) as usize])).collect();
+    let cat =
+        annql_store::arrow::compute::cast(&cat, &annql_store::arrow::datatypes::DataType::Utf8)
+            .unwrap();
+    let want: Vec<_> = (0..N)
+        .map(|i| Some(["a", "b", "c"][(i % 3) as usize]))
+        .collect();
     assert_eq!(cat.as_string::<i32>().iter().collect::<Vec<_>>(), want);
 
-    let x = store.read_sparse("X", 0..N, &stats).unwrap_or_else(|e| panic!("{e}"));
+    let x = store
+        .read_sparse("X", 0..N, &stats)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut got = vec![];
     for i in 0..N as usize {
         let (lo, hi) = (x.indptr[i] as usize, x.indptr[i + 1] as usize);
         let vals = x.data.as_primitive::<Float32Type>();
-        got.push((lo..hi).map(|k| (x.indices[k] as i32, vals.value(k))).collect::<Vec<_>>());
+        got.push(
+            (lo..hi)
+                .map(|k| (x.indices[k] as i32, vals.value(k)))
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(got, (0..N).map(x_row).collect::<Vec<_>>());
 
     let pca = store.read_dense_rows("obsm/pca", 0..N, &stats).unwrap();
     assert_eq!(pca.ncols, 3);
-    let want: Vec<f64> = (0..N * 3).map(|e| (e / 3) as f64 + (e % 3) as f64 / 10.0).collect();
-    assert_eq!(pca.values.as_primitive::<Float64Type>().values().to_vec(), want);
+    let want: Vec<f64> = (0..N * 3)
+        .map(|e| (e / 3) as f64 + (e % 3) as f64 / 10.0)
+        .collect();
+    assert_eq!(
+        pca.values.as_primitive::<Float64Type>().values().to_vec(),
+        want
+    );
     let title = store.read_array("uns/title", 0..1, &stats).unwrap();
     assert_eq!(title.as_string::<i32>().value(0), "hello, zarr ✓");
     let n = store.read_array("uns/n", 0..1, &stats).unwrap();
@@ -274,12 +389,21 @@ fn python() -> PathBuf {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
         PathBuf::from,
     );
-    assert!(path.exists(), "no Python environment at {} (run `bash .ci/deps`, or set ANNQL_PYTHON)", path.display());
+    assert!(
+        path.exists(),
+        "no Python environment at {} (run `bash .ci/deps`, or set ANNQL_PYTHON)",
+        path.display()
+    );
     path
 }
 
 fn check_with_anndata(out: &Path) {
-    let run = Command::new(python()).arg("-c").arg(CHECK_PY).arg(out).output().unwrap();
+    let run = Command::new(python())
+        .arg("-c")
+        .arg(CHECK_PY)
+        .arg(out)
+        .output()
+        .unwrap();
     assert!(
         run.status.success() && String::from_utf8_lossy(&run.stdout).trim() == "ok",
         "anndata read of {}:\n{}{}",
@@ -309,7 +433,10 @@ fn v2_round_trip() {
     assert_eq!(zarray["filters"], json!([{ "id": "vlen-utf8" }]));
     assert_eq!(zarray["compressor"]["id"], "blosc");
     assert_eq!(zarray["chunks"], json!([8]));
-    assert!(out.join("obsm/pca/24.0").exists(), "2-row chunks of pca, `.`-separated");
+    assert!(
+        out.join("obsm/pca/24.0").exists(),
+        "2-row chunks of pca, `.`-separated"
+    );
     assert!(out.join("uns/title/0").exists(), "0-d chunk key");
     assert!(out.join(".zmetadata").exists());
 }
@@ -322,7 +449,10 @@ fn v3_round_trip() {
     assert!(out.join("uns/title/c").exists());
     let root: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("zarr.json")).unwrap()).unwrap();
-    assert_eq!(root["consolidated_metadata"]["metadata"]["X/data"]["shape"], json!([x_nnz()]));
+    assert_eq!(
+        root["consolidated_metadata"]["metadata"]["X/data"]["shape"],
+        json!([x_nnz()])
+    );
 }
 
 #[test]
@@ -331,7 +461,10 @@ fn v3_sharded_round_trip() {
     let out = dir.path().join("v3s.zarr");
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("obs/s/zarr.json")).unwrap()).unwrap();
-    assert_eq!(doc["chunk_grid"]["configuration"]["chunk_shape"], json!([24]));
+    assert_eq!(
+        doc["chunk_grid"]["configuration"]["chunk_shape"],
+        json!([24])
+    );
     let sharding = &doc["codecs"][0];
     assert_eq!(sharding["name"], "sharding_indexed");
     assert_eq!(sharding["configuration"]["chunk_shape"], json!([8]));
@@ -349,10 +482,17 @@ fn x_nnz() -> u64 {
 fn default_chunking_gives_one_chunk_to_short_arrays() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d.zarr");
-    write_tree(&Format::ZarrV3 { sharded: true }, &out, &Chunking::default());
+    write_tree(
+        &Format::ZarrV3 { sharded: true },
+        &out,
+        &Chunking::default(),
+    );
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("obs/_index/zarr.json")).unwrap()).unwrap();
-    assert_eq!(doc["chunk_grid"]["configuration"]["chunk_shape"], json!([N]));
+    assert_eq!(
+        doc["chunk_grid"]["configuration"]["chunk_shape"],
+        json!([N])
+    );
     check_with_anndata(&out);
 }
 
@@ -369,20 +509,64 @@ fn refuses_bad_calls_by_name() {
     assert!(matches!(err, Error::Refused { .. }), "{err}");
     let other = spec(DType::Other("complex128".into()), vec![], None);
     let err = sink.open_array("z", &other, &Attrs::new()).unwrap_err();
-    assert!(err.to_string().contains("'z'") && err.to_string().contains("complex128"), "{err}");
+    assert!(
+        err.to_string().contains("'z'") && err.to_string().contains("complex128"),
+        "{err}"
+    );
     // A block of the wrong type, a block with nulls, a block that is not whole rows.
-    let id = sink.open_array("m", &spec(DType::Float64, vec![2], None), &Attrs::new()).unwrap();
+    let id = sink
+        .open_array("m", &spec(DType::Float64, vec![2], None), &Attrs::new())
+        .unwrap();
     let wrong: ArrayRef = Arc::new(Int32Array::from(vec![1, 2]));
     let err = sink.append(id, &wrong).unwrap_err();
-    assert!(err.to_string().contains("'m'") && err.to_string().contains("Int32"), "{err}");
+    assert!(
+        err.to_string().contains("'m'") && err.to_string().contains("Int32"),
+        "{err}"
+    );
     let nulls: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.0), None]));
-    assert!(sink.append(id, &nulls).unwrap_err().to_string().contains("null"));
+    assert!(
+        sink.append(id, &nulls)
+            .unwrap_err()
+            .to_string()
+            .contains("null")
+    );
     let odd: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]));
-    assert!(sink.append(id, &odd).unwrap_err().to_string().contains("whole rows"));
+    assert!(
+        sink.append(id, &odd)
+            .unwrap_err()
+            .to_string()
+            .contains("whole rows")
+    );
     // An array left open is reported at finish; nothing claims success.
     let err = sink.finish().unwrap_err();
     assert!(err.to_string().contains("'m' was never closed"), "{err}");
     // The directory exists: a second sink refuses it with the OS error.
-    let err = create(&Format::ZarrV2, &out, &small_chunks()).err().unwrap();
-    assert!(matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists), "{err}");
+    let err = create(&Format::ZarrV2, &out, &small_chunks())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_in_the_way_is_an_io_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.zarr");
+    let mut sink = create(&Format::ZarrV3 { sharded: true }, &out, &small_chunks()).unwrap();
+    sink.group("", &Attrs::new()).unwrap();
+    // A regular file where the array's directory goes: even root cannot write below it.
+    std::fs::write(out.join("col"), "in the way").unwrap();
+    let id = sink
+        .open_array("col", &spec(DType::Float64, vec![], None), &Attrs::new())
+        .unwrap();
+    let block: ArrayRef = Arc::new(Float64Array::from_iter_values((0..30).map(f64::from)));
+    match sink.append(id, &block).unwrap_err() {
+        Error::Io { path, source } => {
+            assert!(path.starts_with(out.join("col")), "{}", path.display());
+            assert!(source.raw_os_error().is_some(), "the OS error: {source:?}");
+        }
+        other => panic!("expected an I/O error, got {other}"),
+    }
 }
