@@ -12,12 +12,13 @@ use annql_store::arrow::array::{ArrayRef, Float64Array};
 use super::Staged;
 use crate::error::Error;
 use crate::sink::{ArraySpec, Attrs, Chunking, Format, create};
+use crate::testing::Must;
 
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|e| e.must().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     names
@@ -25,37 +26,37 @@ fn names(dir: &Path) -> Vec<String> {
 
 /// Writes a complete (tiny) zarr store through a sink into the staged temporary.
 fn write_store(staged: &Staged, marker: &str) {
-    let mut sink = create(&Format::ZarrV2, staged.tmp(), &Chunking::default()).unwrap();
+    let mut sink = create(&Format::ZarrV2, staged.tmp(), &Chunking::default()).must();
     let mut attrs = Attrs::new();
     attrs.insert("marker".into(), marker.into());
-    sink.group("", &attrs).unwrap();
-    sink.finish().unwrap();
+    sink.group("", &attrs).must();
+    sink.finish().must();
 }
 
 fn marker(out: &Path) -> String {
     let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join(".zattrs")).unwrap()).unwrap();
-    doc["marker"].as_str().unwrap().to_string()
+        serde_json::from_slice(&std::fs::read(out.join(".zattrs")).must()).must();
+    doc["marker"].as_str().must().to_string()
 }
 
 #[test]
 fn existing_output_refused_without_overwrite_replaced_with() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let out = dir.path().join("out.zarr");
-    let first = Staged::begin(&out, false).unwrap();
+    let first = Staged::begin(&out, false).must();
     write_store(&first, "first");
-    assert_eq!(first.commit().unwrap(), out);
+    assert_eq!(first.commit().must(), out);
     assert_eq!(marker(&out), "first");
 
-    let err = Staged::begin(&out, false).unwrap_err();
+    let err = Staged::begin(&out, false).err().must();
     assert!(matches!(&err, Error::Exists(p) if p == &out), "{err}");
     assert!(err.to_string().contains("overwrite"), "{err}");
 
-    let second = Staged::begin(&out, true).unwrap();
+    let second = Staged::begin(&out, true).must();
     write_store(&second, "second");
     // Until the commit, the old output is untouched.
     assert_eq!(marker(&out), "first");
-    second.commit().unwrap();
+    second.commit().must();
     assert_eq!(marker(&out), "second");
     assert_eq!(
         names(dir.path()),
@@ -64,9 +65,9 @@ fn existing_output_refused_without_overwrite_replaced_with() {
     );
 
     // An output that appeared during the write is not replaced without overwrite.
-    let third = Staged::begin(&dir.path().join("late.zarr"), false).unwrap();
+    let third = Staged::begin(&dir.path().join("late.zarr"), false).must();
     write_store(&third, "third");
-    std::fs::create_dir(dir.path().join("late.zarr")).unwrap();
+    std::fs::create_dir(dir.path().join("late.zarr")).must();
     assert!(matches!(third.commit(), Err(Error::Exists(_))));
     assert_eq!(
         names(dir.path()),
@@ -77,28 +78,28 @@ fn existing_output_refused_without_overwrite_replaced_with() {
 
 #[test]
 fn overwrite_never_replaces_a_plain_directory() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    std::fs::write(home.join("thesis.tex"), "precious").unwrap();
-    let err = Staged::begin(&home, true).unwrap_err();
+    std::fs::create_dir(&home).must();
+    std::fs::write(home.join("thesis.tex"), "precious").must();
+    let err = Staged::begin(&home, true).err().must();
     assert!(err.to_string().contains("not a zarr store"), "{err}");
     assert!(home.join("thesis.tex").exists());
     // A file is replaced.
     let file = dir.path().join("old.h5ad");
-    std::fs::write(&file, "old").unwrap();
-    let staged = Staged::begin(&file, true).unwrap();
-    std::fs::write(staged.tmp(), "new").unwrap();
-    staged.commit().unwrap();
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "new");
+    std::fs::write(&file, "old").must();
+    let staged = Staged::begin(&file, true).must();
+    std::fs::write(staged.tmp(), "new").must();
+    staged.commit().must();
+    assert_eq!(std::fs::read_to_string(&file).must(), "new");
 }
 
 #[test]
 fn unwritable_directory_is_an_io_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let ro = dir.path().join("ro");
-    std::fs::create_dir(&ro).unwrap();
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::create_dir(&ro).must();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).must();
     // Root ignores permissions: then write under /proc, where nobody creates directories.
     let privileged = std::fs::write(ro.join("probe"), "").is_ok();
     let parent = if privileged {
@@ -106,14 +107,14 @@ fn unwritable_directory_is_an_io_error_naming_it() {
     } else {
         ro.clone()
     };
-    let staged = Staged::begin(&parent.join("out.zarr"), false).unwrap();
+    let staged = Staged::begin(&parent.join("out.zarr"), false).must();
     let err = create(
         &Format::ZarrV3 { sharded: true },
         staged.tmp(),
         &Chunking::default(),
     )
     .err()
-    .unwrap();
+    .must();
     match &err {
         Error::Io { path, source } => {
             assert_eq!(path, staged.tmp());
@@ -128,13 +129,13 @@ fn unwritable_directory_is_an_io_error_naming_it() {
     );
     drop(staged);
     assert!(!parent.join("out.zarr").exists());
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).must();
 }
 
 /// Runs this test binary's `child_process` test with `mode`, optionally under a file size limit
 /// (with SIGXFSZ ignored, so an oversized write fails with EFBIG instead of killing the child).
 fn run_child(mode: &str, dir: &Path, fsize: Option<u64>) -> std::process::Output {
-    let exe = std::env::current_exe().unwrap();
+    let exe = std::env::current_exe().must();
     let args = [
         "output::tests::child_process",
         "--exact",
@@ -161,12 +162,12 @@ fn run_child(mode: &str, dir: &Path, fsize: Option<u64>) -> std::process::Output
     cmd.env("ANNQL_OUTPUT_CHILD", mode)
         .env("ANNQL_OUTPUT_DIR", dir)
         .output()
-        .unwrap()
+        .must()
 }
 
 #[test]
 fn full_disk_is_an_io_error_and_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let run = run_child("fsize", dir.path(), Some(64 * 1024));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
@@ -179,7 +180,7 @@ fn full_disk_is_an_io_error_and_leaves_nothing() {
 
 #[test]
 fn leftover_of_a_killed_write_is_removed_by_the_next() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let run = run_child("abort", dir.path(), None);
     assert!(!run.status.success(), "the child aborts mid-write");
     let left = names(dir.path());
@@ -192,20 +193,20 @@ fn leftover_of_a_killed_write_is_removed_by_the_next() {
 
     // A temporary of a live process (pid 1 always is) is another write in progress.
     let live = dir.path().join(".out.zarr.annql-tmp-1-0");
-    std::fs::create_dir(&live).unwrap();
+    std::fs::create_dir(&live).must();
     // One named with this process's id that no write here holds: a dead process's, id reused.
     let reused = dir
         .path()
         .join(format!(".out.zarr.annql-tmp-{}-999999", std::process::id()));
-    std::fs::create_dir(&reused).unwrap();
+    std::fs::create_dir(&reused).must();
     // Another output's temporary is not touched.
     let other = dir.path().join(".other.zarr.annql-tmp-999999999-0");
-    std::fs::create_dir(&other).unwrap();
+    std::fs::create_dir(&other).must();
 
     let out = dir.path().join("out.zarr");
-    let concurrent = Staged::begin(&out, false).unwrap();
-    std::fs::create_dir(concurrent.tmp()).unwrap();
-    let staged = Staged::begin(&out, false).unwrap();
+    let concurrent = Staged::begin(&out, false).must();
+    std::fs::create_dir(concurrent.tmp()).must();
+    let staged = Staged::begin(&out, false).must();
     assert_ne!(staged.tmp(), concurrent.tmp());
     assert!(
         concurrent.tmp().exists(),
@@ -218,27 +219,28 @@ fn leftover_of_a_killed_write_is_removed_by_the_next() {
         "the killed write's temporary is removed"
     );
     write_store(&staged, "after");
-    staged.commit().unwrap();
+    staged.commit().must();
     assert_eq!(marker(&out), "after");
     drop(concurrent);
 }
 
 /// Not a test on its own: the child process of the tests above (does nothing unless they set
-/// `ANNQL_OUTPUT_CHILD`).
+/// `ANNQL_OUTPUT_CHILD`). It reports to the parent on stdout.
 #[test]
+#[allow(clippy::print_stdout)]
 fn child_process() {
     let Some(mode) = std::env::var_os("ANNQL_OUTPUT_CHILD") else {
         return;
     };
-    let dir = PathBuf::from(std::env::var_os("ANNQL_OUTPUT_DIR").unwrap());
+    let dir = PathBuf::from(std::env::var_os("ANNQL_OUTPUT_DIR").must());
     let out = dir.join("out.zarr");
-    let staged = Staged::begin(&out, false).unwrap();
+    let staged = Staged::begin(&out, false).must();
     let chunking = Chunking {
         chunk_len: 1 << 16,
         ..Chunking::default()
     };
-    let mut sink = create(&Format::ZarrV3 { sharded: false }, staged.tmp(), &chunking).unwrap();
-    sink.group("", &Attrs::new()).unwrap();
+    let mut sink = create(&Format::ZarrV3 { sharded: false }, staged.tmp(), &chunking).must();
+    sink.group("", &Attrs::new()).must();
     if mode == "abort" {
         std::process::abort();
     }
@@ -256,11 +258,12 @@ fn child_process() {
         scalar: false,
         len_hint: None,
     };
-    let id = sink.open_array("x", &spec, &Attrs::new()).unwrap();
+    let id = sink.open_array("x", &spec, &Attrs::new()).must();
     let err = sink
         .append(id, &values)
         .and_then(|()| sink.close_array(id))
-        .unwrap_err();
+        .err()
+        .must();
     match &err {
         Error::Io { path, source } => println!(
             "CHILD-IO {} {}",

@@ -261,8 +261,9 @@ impl ZarrSink {
             return Err(self.zarr_error(a, e));
         }
         let first = a.stored_rows / g.object_rows;
-        let mut ranges = vec![first..first + objects];
-        ranges.extend(a.spec.inner.iter().map(|_| 0..1));
+        let ranges: Vec<_> = std::iter::once(first..first + objects)
+            .chain(a.spec.inner.iter().map(|_| 0..1))
+            .collect();
         let bytes = a
             .values
             .take()
@@ -467,7 +468,7 @@ impl ZarrSink {
                 .map_err(|e| Error::Internal(format!("values of '{}': {e}", a.path)));
         }
         let g = a.geometry;
-        if g.row_elems == 0 || n % g.row_elems != 0 {
+        if g.row_elems == 0 || !n.is_multiple_of(g.row_elems) {
             if n == 0 {
                 return Ok(());
             }
