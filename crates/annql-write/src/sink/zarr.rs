@@ -444,6 +444,7 @@ impl Sink for ZarrSink {
         match self.layout {
             Layout::V2 => self.write_json(".zmetadata", &consolidated.zmetadata()),
             Layout::V3 { .. } => {
+                // Set when the root group was written, which was checked above.
                 let attrs = self.root_attrs.take().unwrap_or_default();
                 self.write_json("zarr.json", &consolidated.root_v3(&attrs))
             }

@@ -576,3 +576,55 @@ fn a_file_in_the_way_is_an_io_error_naming_it() {
         other => panic!("expected an I/O error, got {other}"),
     }
 }
+
+/// Peak resident memory of this process, in MiB (Linux).
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").must();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).must();
+    line.split_whitespace().nth(1).must().parse::<u64>().must() / 1024
+}
+
+/// A measurement, not a check: 20M float32 values appended in blocks of 1M (v3 sharded, default
+/// chunking), with the time and peak memory (`cargo test -p annql-write --release -- --ignored
+/// --nocapture large_array`).
+#[test]
+#[ignore]
+#[allow(clippy::print_stdout)]
+fn large_array_throughput_and_memory() {
+    let dir = tempfile::tempdir().must();
+    let out = dir.path().join("big.zarr");
+    let before = peak_rss_mib();
+    let start = std::time::Instant::now();
+    let mut sink = create(
+        &Format::ZarrV3 { sharded: true },
+        &out,
+        &Chunking::default(),
+    )
+    .must();
+    sink.group("", &enc("anndata", "0.1.0")).must();
+    let id = sink
+        .open_array("x", &spec(DType::Float32, vec![], None), &Attrs::new())
+        .must();
+    for b in 0..20 {
+        let block: ArrayRef = Arc::new(Float32Array::from_iter_values(
+            (0..1 << 20).map(|i| ((b << 20) + i) as f32 * 0.001),
+        ));
+        sink.append(id, &block).must();
+    }
+    sink.close_array(id).must();
+    sink.finish().must();
+    let took = start.elapsed();
+    println!(
+        "20M f32: {:.2}s, {:.0} MB/s, peak RSS {} MiB (was {before} MiB)",
+        took.as_secs_f64(),
+        80.0 / took.as_secs_f64(),
+        peak_rss_mib()
+    );
+    let store = AnnDataStore::open(&out).must();
+    let stats = Arc::new(ReadStats::default());
+    let tail = store.read_array("x", 20_971_510..20_971_520, &stats).must();
+    assert_eq!(
+        tail.as_primitive::<Float32Type>().value(9),
+        20_971_519.0 * 0.001
+    );
+}
