@@ -8,7 +8,7 @@ use annql_store::{AnnDataStore, DType, Element, Encoding};
 use serde_json::json;
 
 use super::emit::{Emitter, encoding};
-use super::plan::{Blocks, Remap, take, take_rows, value_bytes};
+use super::plan::{Blocks, Remap, fit_to_chunks, take, take_rows, value_bytes};
 use crate::error::{Error, Result};
 use crate::select::Rows;
 use crate::sink::{ArraySpec, Attrs};
@@ -66,7 +66,10 @@ pub(crate) fn cut_dense(
         scalar: false,
         len_hint: Some(rows.count(n)),
     };
-    let per_block = em.block_bytes / (width * value_bytes(&dtype)).max(1);
+    let per_block = fit_to_chunks(
+        em.block_bytes / (width * value_bytes(&dtype)).max(1),
+        meta.chunk_len(),
+    );
     let handle = em.open(out, spec, attrs)?;
     for block in Blocks::new(rows, n, per_block) {
         em.check_cancel()?;
@@ -149,7 +152,7 @@ pub(crate) fn cut_sparse(
 
     let remap = Remap::new(minor, n_minor);
     let entry_bytes = value_bytes(&data_type) + 8;
-    let max_entries = (em.block_bytes / entry_bytes).max(1);
+    let max_entries = fit_to_chunks(em.block_bytes / entry_bytes, store.sparse_chunk_len(path));
     // A window's `indptr` (and kept offsets) take 16 bytes a row.
     let window_rows = em.block_bytes / 16;
     let mut offset: i64 = 0;

@@ -83,6 +83,16 @@ impl Iterator for Blocks<'_> {
     }
 }
 
+/// `per_block` rows rounded to whole chunks of `chunk` rows, when a chunk is not much larger than
+/// a block: a read decodes whole chunks, so blocks smaller than a chunk would decode it again and
+/// again. (A chunk far larger than a block, as a contiguous HDF5 dataset is, is read in parts.)
+pub(crate) fn fit_to_chunks(per_block: u64, chunk: Option<u64>) -> u64 {
+    match chunk {
+        Some(c) if c > 0 && c <= per_block.saturating_mul(8) => (per_block / c).max(1) * c,
+        _ => per_block.max(1),
+    }
+}
+
 /// Checks a selection along an axis of `len` rows (strictly increasing ids below `len`).
 pub(crate) fn check_rows(axis: &'static str, rows: &Rows, len: u64) -> Result<()> {
     if let Rows::Some(ids) = rows {
@@ -97,10 +107,7 @@ pub(crate) enum Remap {
     /// Every row kept, in place.
     All,
     /// Some rows kept.
-    Some {
-        words: Vec<u64>,
-        before: Vec<u64>,
-    },
+    Some { words: Vec<u64>, before: Vec<u64> },
 }
 
 impl Remap {
@@ -219,6 +226,15 @@ mod tests {
         assert_eq!(blocks[0].range, 0..6);
         assert_eq!(blocks[0].keep, Some(vec![0, 2, 5]));
         assert_eq!(Blocks::new(&Rows::Some(vec![]), 6, 10).count(), 0);
+    }
+
+    #[test]
+    fn blocks_are_rounded_to_chunks_not_much_larger() {
+        assert_eq!(fit_to_chunks(100, Some(64)), 64);
+        assert_eq!(fit_to_chunks(200, Some(64)), 192);
+        assert_eq!(fit_to_chunks(10, Some(64)), 64);
+        assert_eq!(fit_to_chunks(4, Some(2500)), 4);
+        assert_eq!(fit_to_chunks(0, None), 1);
     }
 
     #[test]

@@ -180,7 +180,10 @@ fn check_shape(
     Err(malformed(
         store,
         &element.path,
-        &format!("shape {:?} does not fit the AnnData (expected {want})", element.shape),
+        &format!(
+            "shape {:?} does not fit the AnnData (expected {want})",
+            element.shape
+        ),
     ))
 }
 
@@ -203,11 +206,16 @@ fn cut_matrix(
             let attrs = encoding("array", "0.2.0");
             cut_dense(em, store, &matrix.path, out, rows, Some(cols), attrs)
         }
-        _ => Err(refused(matrix, "a matrix (csr_matrix, csc_matrix or array)")),
+        _ => Err(refused(
+            matrix,
+            "a matrix (csr_matrix, csc_matrix or array)",
+        )),
     }
 }
 
 /// An element along one axis (obsm, varm, raw/varm): rows `rows` of `n` kept, other axes whole.
+/// A dataframe's categorical columns lose their unused categories, as in `obs`; it reports no
+/// colors (anndata trims `uns` colors for obs and var columns only).
 fn cut_axis(
     em: &mut Emitter,
     store: &AnnDataStore,
@@ -220,11 +228,21 @@ fn cut_axis(
         Encoding::Array | Encoding::StringArray => {
             check_shape(store, element, n, None)?;
             let kind = array_kind(element.dtype.as_ref());
-            cut_dense(em, store, &element.path, out, rows, None, encoding(kind, "0.2.0"))
+            cut_dense(
+                em,
+                store,
+                &element.path,
+                out,
+                rows,
+                None,
+                encoding(kind, "0.2.0"),
+            )
         }
         Encoding::DataFrame => {
             check_shape(store, element, n, None)?;
-            cut_frame(em, store, element, out, rows, false).map(drop)
+            // anndata's views of obsm/varm (and raw.varm) dataframes drop unused categories too
+            // (`as_view` of a DataFrame), whatever rows are kept; uns and raw.var keep theirs.
+            cut_frame(em, store, element, out, rows, true).map(drop)
         }
         Encoding::CsrMatrix | Encoding::CscMatrix => {
             check_shape(store, element, n, None)?;
@@ -257,7 +275,14 @@ fn cut_raw(
             continue;
         }
         match child.name() {
-            "X" => cut_matrix(em, store, child, "raw/X", (rows, n_obs), (&Rows::All, n_vars))?,
+            "X" => cut_matrix(
+                em,
+                store,
+                child,
+                "raw/X",
+                (rows, n_obs),
+                (&Rows::All, n_vars),
+            )?,
             "var" => {
                 if child.encoding != Encoding::DataFrame {
                     return Err(refused(child, "a dataframe"));
@@ -358,7 +383,10 @@ fn copy_element(
                 len_hint: Some(1),
             };
             let handle = em.open(out, spec, encoding("null", "0.1.0"))?;
-            em.append(handle, Arc::new(BooleanArray::from(vec![false])) as ArrayRef)?;
+            em.append(
+                handle,
+                Arc::new(BooleanArray::from(vec![false])) as ArrayRef,
+            )?;
             em.close(handle)
         }
         _ => Err(refused(element, "an element annql copies")),
@@ -429,15 +457,7 @@ fn copy_colors(
         Colors::Rows {
             scalar: false,
             rows,
-        } => cut_dense(
-            em,
-            store,
-            &element.path,
-            out,
-            &Rows::Some(rows),
-            None,
-            kind,
-        ),
+        } => cut_dense(em, store, &element.path, out, &Rows::Some(rows), None, kind),
         Colors::Rows { scalar: true, rows } => {
             let value = store.read_array(&element.path, 0..1, &em.stats)?;
             let spec = ArraySpec {
