@@ -37,8 +37,13 @@ pub enum Error {
     /// Writing a new AnnData store failed (the writer's error names the output or element).
     #[error(transparent)]
     Write(#[from] annql_write::Error),
-    /// A write the session's write policy refuses (read-only session, a path outside the
-    /// writable directory).
+    /// A write in a read-only session (a server started without a writable directory).
+    #[error(
+        "cannot write {0}: this session is read-only (a server writes only when started with \
+         --writable-dir, and only inside it)"
+    )]
+    ReadOnly(std::path::PathBuf),
+    /// A write the session's write policy refuses: a path outside the writable directory.
     #[error("cannot write {path}: {reason}")]
     WriteRefused {
         /// The output path as given.

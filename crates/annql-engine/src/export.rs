@@ -56,12 +56,7 @@ impl WritePolicy {
         };
         let dir = match self {
             WritePolicy::Anywhere => return Ok(out.to_path_buf()),
-            WritePolicy::ReadOnly => {
-                return Err(refuse(
-                    "this session is read-only (a server writes only when started with \
-                     --writable-dir, and only inside it)",
-                ));
-            }
+            WritePolicy::ReadOnly => return Err(Error::ReadOnly(out.to_path_buf())),
             WritePolicy::Inside(dir) => dir,
         };
         if out.components().any(|c| c == Component::ParentDir) {
@@ -259,14 +254,19 @@ async fn rows(
     Ok(Rows::Some(ids))
 }
 
-/// The one-row result of an export: `path, format, n_obs, n_vars`.
-pub fn summary_batch(summary: &ExportSummary) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::new(vec![
+/// The columns of an export's result: `path, format, n_obs, n_vars`.
+pub fn summary_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
         Field::new("path", DataType::Utf8, false),
         Field::new("format", DataType::Utf8, false),
         Field::new("n_obs", DataType::Int64, false),
         Field::new("n_vars", DataType::Int64, false),
-    ]));
+    ]))
+}
+
+/// The one-row result of an export ([`summary_schema`]).
+pub fn summary_batch(summary: &ExportSummary) -> Result<RecordBatch> {
+    let schema = summary_schema();
     let count = |n: u64| i64::try_from(n).map_err(|_| Error::Internal(format!("{n} rows")));
     Ok(RecordBatch::try_new(
         schema,
