@@ -6,6 +6,7 @@ mod corpus;
 mod damaged;
 mod engine;
 mod examples;
+mod export;
 mod fused;
 mod h5ad;
 mod integrity;

@@ -175,7 +175,7 @@ fn strip_var(mut e: Expr) -> Expr {
 /// zarr_version = 2`: literal values only.
 fn choices(source: &str, write: &Write) -> Result<ExportChoices> {
     let mut choices = ExportChoices::default();
-    for Item { name, expr } in &write.options {
+    for Item { name, expr, .. } in &write.options {
         let Some(name) = name else {
             return Err(error(
                 source,
