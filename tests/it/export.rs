@@ -134,7 +134,10 @@ async fn sql_copy_writes_the_subset() {
             .collect("SELECT count(*) FROM tiny.obs WHERE tissue = 'blood'")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n_obs, blood[0].column(0).as_primitive::<Int64Type>().value(0));
+        assert_eq!(
+            n_obs,
+            blood[0].column(0).as_primitive::<Int64Type>().value(0)
+        );
         assert!(n_vars > 0 && n_vars < 40);
         assert_subset(&fixture("tiny.v2.zarr"), &out, OBS_PY, VAR_PY);
     }
@@ -152,7 +155,10 @@ async fn sql_copy_errors_name_the_problem() {
             "needs TO 'path'",
         ),
         (
-            format!("COPY tiny TO '{}/a.h5ad' WITH (FORMAT 'csv')", dir.path().display()),
+            format!(
+                "COPY tiny TO '{}/a.h5ad' WITH (FORMAT 'csv')",
+                dir.path().display()
+            ),
             "unknown format 'csv'",
         ),
         (
@@ -160,18 +166,30 @@ async fn sql_copy_errors_name_the_problem() {
             "cannot tell the format",
         ),
         (
-            format!("COPY tiny TO '{}/a.h5ad' WHERE OBS (tisue = 'blood')", dir.path().display()),
+            format!(
+                "COPY tiny TO '{}/a.h5ad' WHERE OBS (tisue = 'blood')",
+                dir.path().display()
+            ),
             "tisue",
         ),
         (
-            format!("COPY tiny TO '{}/a.h5ad' WHERE VAR (highly_variabel)", dir.path().display()),
+            format!(
+                "COPY tiny TO '{}/a.h5ad' WHERE VAR (highly_variabel)",
+                dir.path().display()
+            ),
             "highly_variabel",
         ),
         (
-            format!("COPY nope TO '{}/a.h5ad' WHERE OBS (x)", dir.path().display()),
+            format!(
+                "COPY nope TO '{}/a.h5ad' WHERE OBS (x)",
+                dir.path().display()
+            ),
             "no dataset named 'nope'",
         ),
-        (format!("COPY tiny TO '{}'", exists.display()), "already exists"),
+        (
+            format!("COPY tiny TO '{}'", exists.display()),
+            "already exists",
+        ),
     ];
     for (sql, needle) in cases {
         let err = match session.collect(&sql).await {
@@ -240,9 +258,14 @@ from tiny | where tissue == "blood" | where n_genes > 0 | write "x.h5ad" genes h
     let got = select_rows(&session, "tiny", SelectAxis::Obs, &obs)
         .await
         .unwrap_or_else(|e| panic!("{obs}: {e}"));
-    let want = select_rows(&session, "tiny", SelectAxis::Obs, "tissue = 'blood' AND n_genes > 0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let want = select_rows(
+        &session,
+        "tiny",
+        SelectAxis::Obs,
+        "tissue = 'blood' AND n_genes > 0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got, want);
     assert!(!got.is_empty());
     let var = request.var.unwrap_or_default();
@@ -261,9 +284,14 @@ from tiny | where tissue == "blood" | where n_genes > 0 | write "x.h5ad" genes h
     let got = select_rows(&session, "tiny", SelectAxis::Var, &var)
         .await
         .unwrap_or_else(|e| panic!("{var}: {e}"));
-    let want = select_rows(&session, "tiny", SelectAxis::Var, "highly_variable AND means > 0.1")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let want = select_rows(
+        &session,
+        "tiny",
+        SelectAxis::Var,
+        "highly_variable AND means > 0.1",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got, want);
 }
 
@@ -340,7 +368,10 @@ async fn pipeline_write_runs_the_export() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (path, format, _, _) = summary(&batches);
-    assert_eq!((path.as_str(), format.as_str()), (out.to_str().unwrap_or(""), "h5ad"));
+    assert_eq!(
+        (path.as_str(), format.as_str()),
+        (out.to_str().unwrap_or(""), "h5ad")
+    );
     assert_subset(&fixture("tiny.v2.zarr"), &out, OBS_PY, VAR_PY);
 }
 
@@ -372,12 +403,24 @@ fn cli_export_writes_and_reports() {
         stdout.starts_with(&format!("wrote {} (zarr2): ", out.display())),
         "{stdout}"
     );
-    assert!(stdout.contains("cells ×") && stdout.contains("genes"), "{stdout}");
+    assert!(
+        stdout.contains("cells ×") && stdout.contains("genes"),
+        "{stdout}"
+    );
     assert_subset(&src, &out, OBS_PY, VAR_PY);
     // Again: the output exists now.
-    let again = annql(&["export", src.to_str().unwrap_or(""), "-o", out.to_str().unwrap_or("")]);
+    let again = annql(&[
+        "export",
+        src.to_str().unwrap_or(""),
+        "-o",
+        out.to_str().unwrap_or(""),
+    ]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("already exists"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
     // With --overwrite: every cell and gene.
     let all = annql(&[
         "export",
@@ -387,7 +430,11 @@ fn cli_export_writes_and_reports() {
         "--overwrite",
     ]);
     assert!(all.status.success(), "{}", text(&all.stderr));
-    assert!(text(&all.stdout).contains("120 cells × 40 genes"), "{}", text(&all.stdout));
+    assert!(
+        text(&all.stdout).contains("120 cells × 40 genes"),
+        "{}",
+        text(&all.stdout)
+    );
 }
 
 #[test]
@@ -397,9 +444,19 @@ fn cli_export_errors_exit_non_zero() {
     let src = src.to_str().unwrap_or("");
     let out = |name: &str| dir.path().join(name).display().to_string();
     for (args, needle) in [
-        (vec!["export", src, "-o", &out("a.txt")], "cannot tell the format"),
         (
-            vec!["export", src, "-o", &out("a.h5ad"), "--obs", "tisue = 'blood'"],
+            vec!["export", src, "-o", &out("a.txt")],
+            "cannot tell the format",
+        ),
+        (
+            vec![
+                "export",
+                src,
+                "-o",
+                &out("a.h5ad"),
+                "--obs",
+                "tisue = 'blood'",
+            ],
             "tisue",
         ),
         (
@@ -418,7 +475,10 @@ fn cli_export_errors_exit_non_zero() {
         let o = annql(&args);
         assert!(!o.status.success(), "{args:?} succeeded");
         let stderr = text(&o.stderr);
-        assert!(stderr.starts_with("annql: ") && stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("annql: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
     }
     // Nothing was left in the directory (no output, no temporary).
     let left: Vec<_> = std::fs::read_dir(dir.path())
@@ -450,7 +510,11 @@ async fn serve(writable: Option<PathBuf>) -> std::net::SocketAddr {
 
 async fn client(addr: std::net::SocketAddr) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(
-        &format!("host={} port={} user=annql dbname=annql", addr.ip(), addr.port()),
+        &format!(
+            "host={} port={} user=annql dbname=annql",
+            addr.ip(),
+            addr.port()
+        ),
         NoTls,
     )
     .await
@@ -490,6 +554,46 @@ async fn server_refuses_copy_without_a_writable_dir() {
     c.simple_query("SELECT 1").await.expect("still serving");
 }
 
+/// psql, as users type it: refused on a read-only server, written inside --writable-dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_to_a_new_store() {
+    let psql = |port: u16, sql: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new("psql")
+                .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-U", "annql", "-d", "annql", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+                .output()
+                .expect("psql runs")
+        })
+    };
+    let dir = tmpdir();
+    let read_only = serve(None).await;
+    let o = psql(read_only.port(), "COPY tiny TO 'a.h5ad'".into())
+        .await
+        .expect("psql task");
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("read-only"), "{}", text(&o.stderr));
+    let writable = serve(Some(dir.path().to_path_buf())).await;
+    let o = psql(
+        writable.port(),
+        format!("COPY tiny TO 'blood.h5ad' WHERE OBS ({OBS_SQL})"),
+    )
+    .await
+    .expect("psql task");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = dir
+        .path()
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join("blood.h5ad");
+    assert!(
+        text(&o.stdout).starts_with(&format!("{}|h5ad|", out.display())),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_subset(&fixture("tiny.v2.zarr"), &out, OBS_PY, "pd.Series(True, index=var.index)");
+}
+
 #[tokio::test]
 async fn server_writes_only_inside_its_writable_dir() {
     let root = tmpdir();
@@ -498,8 +602,7 @@ async fn server_writes_only_inside_its_writable_dir() {
     for d in [&writable, &outside] {
         std::fs::create_dir(d).unwrap_or_else(|e| panic!("{e}"));
     }
-    std::os::unix::fs::symlink(&outside, writable.join("escape"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&outside, writable.join("escape")).unwrap_or_else(|e| panic!("{e}"));
     let c = client(serve(Some(writable.clone())).await).await;
     for path in [
         "../outside/a.h5ad".to_string(),
@@ -514,7 +617,10 @@ async fn server_writes_only_inside_its_writable_dir() {
         assert_eq!(sqlstate(&err), "42501", "{path}: {err:?}");
         assert!(format!("{err:?}").contains(&path), "{path}: {err:?}");
     }
-    assert_eq!(std::fs::read_dir(&outside).map(|d| d.count()).unwrap_or(1), 0);
+    assert_eq!(
+        std::fs::read_dir(&outside).map(|d| d.count()).unwrap_or(1),
+        0
+    );
     // A bad predicate names the column.
     let err = c
         .simple_query("COPY tiny TO 'bad.h5ad' WHERE OBS (tisue = 'blood')")

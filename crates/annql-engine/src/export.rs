@@ -218,6 +218,10 @@ impl Drop for CancelOnDrop {
 /// Dropping the returned future cancels the write (nothing is left at the output path).
 pub async fn export_subset(session: &AnnSession, request: ExportRequest) -> Result<ExportSummary> {
     let out = session.write_policy().resolve(&request.out)?;
+    // Checked again when the write starts; here, so the predicates do not run for nothing.
+    if !request.options.overwrite && std::fs::symlink_metadata(&out).is_ok() {
+        return Err(annql_write::Error::Exists(out).into());
+    }
     let store = session
         .store(&request.dataset)
         .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;
@@ -271,9 +275,7 @@ pub fn summary_batch(summary: &ExportSummary) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from(vec![
-                summary.path.display().to_string(),
-            ])),
+            Arc::new(StringArray::from(vec![summary.path.display().to_string()])),
             Arc::new(StringArray::from(vec![format_name(&summary.format)])),
             Arc::new(Int64Array::from(vec![count(summary.n_obs)?])),
             Arc::new(Int64Array::from(vec![count(summary.n_vars)?])),
@@ -311,10 +313,7 @@ mod tests {
             shard_chunks: Some(0),
             ..choices(Some("zarr"))
         };
-        assert_eq!(
-            f(&unsharded, "a")?,
-            Some(Format::ZarrV3 { sharded: false })
-        );
+        assert_eq!(f(&unsharded, "a")?, Some(Format::ZarrV3 { sharded: false }));
         for (c, out, needle) in [
             (choices(None), "a.parquet", "cannot tell the format"),
             (choices(Some("csv")), "a.zarr", "unknown format 'csv'"),
@@ -368,7 +367,10 @@ mod tests {
     #[test]
     fn write_policy_confines_outputs() -> Result<()> {
         let tmp = tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))?;
-        let root = tmp.path().canonicalize().map_err(|e| Error::Internal(e.to_string()))?;
+        let root = tmp
+            .path()
+            .canonicalize()
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let inside = root.join("w");
         let outside = root.join("elsewhere");
         for d in [&inside, &outside, &inside.join("sub")] {

@@ -103,7 +103,12 @@ pub fn parse_copy(sql: &str, is_dataset: impl Fn(&str) -> bool) -> Result<Option
                     Some(Token::SingleQuotedString(s) | Token::DoubleQuotedString(s)) => {
                         PathBuf::from(s)
                     }
-                    other => return Err(bad(format!("TO expects a quoted path, got {}", show(other)))),
+                    other => {
+                        return Err(bad(format!(
+                            "TO expects a quoted path, got {}",
+                            show(other)
+                        )));
+                    }
                 };
                 to = true;
             }
@@ -111,7 +116,9 @@ pub fn parse_copy(sql: &str, is_dataset: impl Fn(&str) -> bool) -> Result<Option
                 parse_selections(&mut tokens, &mut statement)?;
                 selected = true;
             }
-            Token::Word(w) if w.value.eq_ignore_ascii_case("aggregate") && statement.aggregate.is_none() => {
+            Token::Word(w)
+                if w.value.eq_ignore_ascii_case("aggregate") && statement.aggregate.is_none() =>
+            {
                 statement.aggregate = Some(parse_aggregate(&mut tokens)?);
             }
             Token::Word(w) if w.value.eq_ignore_ascii_case("with") && !with => {
@@ -307,7 +314,11 @@ fn apply_option(choices: &mut ExportChoices, key: &str, value: Option<String>) -
             choices.overwrite = match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("true" | "on" | "1") => true,
                 Some("false" | "off" | "0") => false,
-                Some(other) => return Err(bad(format!("OVERWRITE expects true or false, got '{other}'"))),
+                Some(other) => {
+                    return Err(bad(format!(
+                        "OVERWRITE expects true or false, got '{other}'"
+                    )));
+                }
             }
         }
         "CHUNK_LEN" => choices.chunk_len = Some(number(value)?),
@@ -459,7 +470,10 @@ mod tests {
         // WHERE before TO, DuckDB-style options, a bare flag.
         let s = parse("COPY ATLAS WHERE VAR (x > 1) TO 'a.zarr' (OVERWRITE)")?
             .ok_or_else(|| Error::Internal("not recognised".into()))?;
-        assert_eq!((s.dataset.as_str(), s.obs, s.var.as_deref()), ("atlas", None, Some("x > 1")));
+        assert_eq!(
+            (s.dataset.as_str(), s.obs, s.var.as_deref()),
+            ("atlas", None, Some("x > 1"))
+        );
         assert!(s.choices.overwrite);
         let s = parse("COPY atlas TO 'all.h5ad'")?
             .ok_or_else(|| Error::Internal("not recognised".into()))?;
@@ -506,15 +520,36 @@ mod tests {
         for (sql, needle) in [
             ("COPY atlas WHERE OBS (a = 1)", "needs TO 'path'"),
             ("COPY atlas TO lung.h5ad", "TO expects a quoted path"),
-            ("COPY atlas TO 'a.h5ad' WHERE CELLS (a)", "WHERE expects OBS"),
-            ("COPY atlas TO 'a.h5ad' WHERE OBS a = 1", "parenthesised predicate"),
+            (
+                "COPY atlas TO 'a.h5ad' WHERE CELLS (a)",
+                "WHERE expects OBS",
+            ),
+            (
+                "COPY atlas TO 'a.h5ad' WHERE OBS a = 1",
+                "parenthesised predicate",
+            ),
             ("COPY atlas TO 'a.h5ad' WHERE OBS (a = 1", "unbalanced"),
             ("COPY atlas TO 'a.h5ad' WHERE OBS ()", "empty"),
-            ("COPY atlas TO 'a.h5ad' WHERE OBS (a = = 1)", "obs predicate"),
-            ("COPY atlas TO 'a.h5ad' WHERE OBS (a) AND OBS (b)", "given twice"),
-            ("COPY atlas TO 'a.h5ad' WITH (COLOR 'red')", "unknown option COLOR"),
-            ("COPY atlas TO 'a.h5ad' WITH (CHUNK_LEN big)", "whole number"),
-            ("COPY atlas TO 'a.h5ad' WITH (OVERWRITE maybe)", "true or false"),
+            (
+                "COPY atlas TO 'a.h5ad' WHERE OBS (a = = 1)",
+                "obs predicate",
+            ),
+            (
+                "COPY atlas TO 'a.h5ad' WHERE OBS (a) AND OBS (b)",
+                "given twice",
+            ),
+            (
+                "COPY atlas TO 'a.h5ad' WITH (COLOR 'red')",
+                "unknown option COLOR",
+            ),
+            (
+                "COPY atlas TO 'a.h5ad' WITH (CHUNK_LEN big)",
+                "whole number",
+            ),
+            (
+                "COPY atlas TO 'a.h5ad' WITH (OVERWRITE maybe)",
+                "true or false",
+            ),
             ("COPY atlas TO 'a.h5ad' LIMIT 3", "unexpected 'LIMIT'"),
             ("COPY atlas AGGREGATE sum TO 'a.h5ad'", "BY obs columns"),
         ] {

@@ -1017,11 +1017,13 @@ impl QueryParser for Parser {
                 Ok(conn.cursor_fields(name)?.as_ref().clone())
             }
             Prepared::Command(Command::ShowAll) => text_fields(&SHOW_ALL_COLUMNS, format),
-            Prepared::Command(Command::Export(_)) => arrow_pg::datatypes::arrow_schema_to_pg_fields(
-                &annql_engine::export::summary_schema(),
-                format,
-                None,
-            ),
+            Prepared::Command(Command::Export(_)) => {
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                    &annql_engine::export::summary_schema(),
+                    format,
+                    None,
+                )
+            }
             Prepared::Command(Command::Execute { name, .. }) => {
                 let conn = self
                     .conn
