@@ -538,16 +538,14 @@ async fn server_refuses_copy_without_a_writable_dir() {
             out.display()
         ))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(sqlstate(&err), "25006", "{err:?}");
     assert!(format!("{err:?}").contains("read-only"), "{err:?}");
     // Extended protocol too.
     let err = c
         .query(&format!("COPY tiny TO '{}'", out.display()), &[])
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(sqlstate(&err), "25006", "{err:?}");
     assert!(!out.exists());
     // The connection still answers.
@@ -625,8 +623,7 @@ async fn server_writes_only_inside_its_writable_dir() {
     let err = c
         .simple_query("COPY tiny TO 'bad.h5ad' WHERE OBS (tisue = 'blood')")
         .await
-        .err()
-        .expect("bad predicate");
+        .expect_err("bad predicate");
     assert!(format!("{err:?}").contains("tisue"), "{err:?}");
     // Inside: written, one row answered.
     let rows = c
@@ -653,8 +650,7 @@ async fn server_writes_only_inside_its_writable_dir() {
     let err = c
         .simple_query("COPY tiny TO 'blood.h5ad'")
         .await
-        .err()
-        .expect("exists");
+        .expect_err("exists");
     assert_eq!(sqlstate(&err), "58P02", "{err:?}");
     // Through the extended protocol (psycopg, JDBC), with OVERWRITE.
     let rows = c
