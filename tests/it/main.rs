@@ -5,6 +5,7 @@ mod common;
 mod corpus;
 mod damaged;
 mod engine;
+mod export;
 mod examples;
 mod export_front;
 mod fused;
