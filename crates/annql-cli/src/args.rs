@@ -136,6 +136,10 @@ pub struct ExportArgs {
     /// Chunks per shard (zarr v3; 0 writes unsharded arrays; default 64).
     #[arg(long, value_name = "N")]
     pub shard_chunks: Option<u64>,
+    /// Leave this element out (`obsm/awk`, `uns/rank_genes_groups`; repeatable): an element
+    /// annql cannot write is otherwise an error.
+    #[arg(long, value_name = "ELEMENT")]
+    pub exclude: Vec<String>,
 }
 
 /// Formats `annql export` writes.

@@ -22,6 +22,7 @@ pub async fn run(options: &Options, args: ExportArgs) -> Result<()> {
         overwrite: args.overwrite,
         chunk_len: args.chunk_len,
         shard_chunks: args.shard_chunks,
+        exclude: args.exclude,
     };
     let mut export_options = choices.to_options(&args.output)?;
     let cancel = Arc::new(AtomicBool::new(false));

@@ -122,6 +122,8 @@ pub struct ExportChoices {
     pub chunk_len: Option<u64>,
     /// Chunks per shard (zarr v3; 0 writes unsharded arrays).
     pub shard_chunks: Option<u64>,
+    /// Elements left out on purpose (`obsm/awk`): what annql cannot write is otherwise an error.
+    pub exclude: Vec<String>,
 }
 
 impl ExportChoices {
@@ -187,6 +189,7 @@ impl ExportChoices {
             format: Some(format),
             overwrite: self.overwrite,
             chunking,
+            exclude: self.exclude.clone(),
             ..ExportOptions::default()
         })
     }

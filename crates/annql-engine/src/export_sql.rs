@@ -323,10 +323,17 @@ fn apply_option(choices: &mut ExportChoices, key: &str, value: Option<String>) -
         }
         "CHUNK_LEN" => choices.chunk_len = Some(number(value)?),
         "SHARD_CHUNKS" => choices.shard_chunks = Some(number(value)?),
+        // `EXCLUDE 'obsm/awk, uns/rec'`, or the option repeated.
+        "EXCLUDE" => choices.exclude.extend(
+            needs(value)?
+                .split(',')
+                .map(|p| p.trim().trim_matches('/').to_string())
+                .filter(|p| !p.is_empty()),
+        ),
         other => {
             return Err(bad(format!(
                 "unknown option {other} (expected FORMAT, ZARR_VERSION, OVERWRITE, CHUNK_LEN, \
-                 SHARD_CHUNKS)"
+                 SHARD_CHUNKS, EXCLUDE)"
             )));
         }
     }
@@ -447,7 +454,7 @@ mod tests {
         let s = parse(
             "copy atlas TO 'lung.h5ad' WHERE OBS (tissue = 'lung' AND n_genes > (SELECT 1)) \
              AND VAR (highly_variable) WITH (FORMAT 'zarr', ZARR_VERSION 3, OVERWRITE true, \
-             CHUNK_LEN 65536, SHARD_CHUNKS = 64);",
+             CHUNK_LEN 65536, SHARD_CHUNKS = 64, EXCLUDE 'obsm/awk, uns/rec', EXCLUDE '/varm/PCs');",
         )?
         .ok_or_else(|| Error::Internal("not recognised".into()))?;
         assert_eq!(s.dataset, "atlas");
@@ -465,6 +472,7 @@ mod tests {
                 overwrite: true,
                 chunk_len: Some(65536),
                 shard_chunks: Some(64),
+                exclude: vec!["obsm/awk".into(), "uns/rec".into(), "varm/PCs".into()],
             }
         );
         // WHERE before TO, DuckDB-style options, a bare flag.

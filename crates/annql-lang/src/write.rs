@@ -207,6 +207,27 @@ fn choices(source: &str, write: &Write) -> Result<ExportChoices> {
                 ExprKind::Lit(Literal::Bool(b)) => choices.overwrite = *b,
                 _ => return Err(error(source, "`overwrite` needs true or false", expr.span)),
             },
+            "exclude" => {
+                let paths = match &expr.kind {
+                    ExprKind::Lit(Literal::Str(s)) => vec![s.clone()],
+                    ExprKind::List(xs) => xs
+                        .iter()
+                        .map(|x| match &x.kind {
+                            ExprKind::Lit(Literal::Str(s)) => Ok(s.clone()),
+                            _ => Err(error(source, "`exclude` lists element paths", x.span)),
+                        })
+                        .collect::<Result<_>>()?,
+                    _ => {
+                        return Err(error(
+                            source,
+                            "`exclude` needs an element path or a list of them: \
+                             [\"obsm/awk\", \"uns/rec\"]",
+                            expr.span,
+                        ));
+                    }
+                };
+                choices.exclude.extend(paths);
+            }
             "chunk_len" => choices.chunk_len = Some(whole("a whole number")?),
             "shard_chunks" => choices.shard_chunks = Some(whole("a whole number")?),
             "zarr_version" => {
@@ -218,7 +239,7 @@ fn choices(source: &str, write: &Write) -> Result<ExportChoices> {
                     source,
                     format!(
                         "unknown option `{other}` (format, overwrite, chunk_len, shard_chunks, \
-                         zarr_version)"
+                         zarr_version, exclude)"
                     ),
                     name.span,
                 ));
