@@ -7,6 +7,7 @@ mod damaged;
 mod engine;
 mod examples;
 mod export;
+mod export_front;
 mod fused;
 mod h5ad;
 mod integrity;

@@ -34,6 +34,32 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<annql_store::Error>,
     },
+    /// Writing a new AnnData store failed (the writer's error names the output or element).
+    #[error(transparent)]
+    Write(#[from] annql_write::Error),
+    /// A write in a read-only session (a server started without a writable directory).
+    #[error(
+        "cannot write {0}: this session is read-only (a server writes only when started with \
+         --writable-dir, and only inside it)"
+    )]
+    ReadOnly(std::path::PathBuf),
+    /// A write the session's write policy refuses: a path outside the writable directory.
+    #[error("cannot write {path}: {reason}")]
+    WriteRefused {
+        /// The output path as given.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An export's obs or var predicate failed (a column that does not exist, a type error).
+    #[error("the {axis} predicate of the export: {source}")]
+    Predicate {
+        /// `obs` or `var`.
+        axis: &'static str,
+        /// The planning or execution error.
+        #[source]
+        source: Box<Error>,
+    },
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),

@@ -18,6 +18,10 @@ pub mod coop;
 pub mod decode;
 /// The error type.
 pub mod error;
+/// Subsets of a dataset written as new AnnData stores; where a session may write.
+pub mod export;
+/// `COPY dataset TO 'out.h5ad' WHERE OBS (…) AND VAR (…)`: the SQL statement of exports.
+pub mod export_sql;
 /// Network metrics of remote stores for `EXPLAIN ANALYZE`.
 mod fetch;
 /// The fused group-by over a matrix joined to obs/var.

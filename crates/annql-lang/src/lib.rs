@@ -26,6 +26,8 @@ pub mod error;
 pub mod lower;
 /// Running a pipeline on a session.
 pub mod run;
+/// `… | write "out.h5ad"`: a pipeline's cells written as a new AnnData store.
+pub mod write;
 
 /// The syntax tree with spans, and `parse` (text → tree), from `annql-syntax`.
 pub use annql_syntax::{ast, parse, split_programs};
