@@ -11,6 +11,7 @@ mod h5ad;
 mod integrity;
 mod lang;
 mod legacy;
+mod matrix;
 mod remote;
 mod repl;
 mod server;

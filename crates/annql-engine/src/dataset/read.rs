@@ -118,7 +118,7 @@ impl Source {
             return Ok(());
         }
         Err(Error::ElementType {
-            element: format!("{} of {}", self.path, self.store.name()),
+            element: format!("matrix '{}' of {}", self.path, self.store.name()),
             stored: self.dtype.to_string(),
             requested: std::any::type_name::<T>(),
         })

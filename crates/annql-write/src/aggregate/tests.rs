@@ -172,7 +172,10 @@ fn inconsistent_parts_are_refused_before_writing() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("X is to be mean but that statistic was not computed"), "{e}");
+    assert!(
+        e.contains("X is to be mean but that statistic was not computed"),
+        "{e}"
+    );
 }
 
 #[test]
