@@ -1,5 +1,6 @@
 //! annql's integration tests, in one binary to keep link time down.
 
+mod aggregate_export;
 mod cli;
 mod common;
 mod corpus;

@@ -34,6 +34,9 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<annql_store::Error>,
     },
+    /// Writing an AnnData failed (the writer's error names the output and element).
+    #[error(transparent)]
+    Write(#[from] annql_write::Error),
     /// A matrix asked for with an element type other than the stored one.
     #[error("{element} stores {stored} values; read it as that type, not {requested}")]
     ElementType {

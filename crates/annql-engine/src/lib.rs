@@ -20,6 +20,8 @@ pub mod dataset;
 pub mod decode;
 /// The error type.
 pub mod error;
+/// Group-by aggregates written as AnnData (`scanpy.get.aggregate`'s layout).
+pub mod export_aggregate;
 /// Network metrics of remote stores for `EXPLAIN ANALYZE`.
 mod fetch;
 /// The fused group-by over a matrix joined to obs/var.
