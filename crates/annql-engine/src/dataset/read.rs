@@ -254,10 +254,11 @@ pub(crate) fn read_rows<T: MatrixElement>(
                 let data = src.values::<T>(&block.data)?;
                 for &id in obs_in(obs, &run) {
                     let r = (id - run.start) as usize;
-                    for e in block.indptr[r] as usize..block.indptr[r + 1] as usize {
-                        if let Some(col) = var.get(block.indices[e] as usize) {
+                    let (a, b) = (block.indptr[r] as usize, block.indptr[r + 1] as usize);
+                    for (&g, &v) in block.indices[a..b].iter().zip(&data[a..b]) {
+                        if let Some(col) = var.get(g as usize) {
                             out.indices.push(col);
-                            out.data.push(data[e]);
+                            out.data.push(v);
                         }
                     }
                     out.end_row();
@@ -323,11 +324,12 @@ pub(crate) fn read_columns<T: MatrixElement>(
         let data = src.values::<T>(&block.data)?;
         for &g in obs_in(&genes, &run) {
             let c = (g - run.start) as usize;
-            for e in block.indptr[c] as usize..block.indptr[c + 1] as usize {
-                let r = row_of[block.indices[e] as usize];
+            let (a, b) = (block.indptr[c] as usize, block.indptr[c + 1] as usize);
+            for (&cell, &v) in block.indices[a..b].iter().zip(&data[a..b]) {
+                let r = row_of[cell as usize];
                 if r != u32::MAX {
                     out.indices.push(r as usize);
-                    out.data.push(data[e]);
+                    out.data.push(v);
                 }
             }
             out.end_row();

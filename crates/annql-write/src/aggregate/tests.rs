@@ -38,7 +38,9 @@ impl Sink for Recording {
     fn append(&mut self, array: ArrayId, values: &ArrayRef) -> Result<()> {
         assert!(!self.closed[array.0]);
         let path = &self.open[array.0];
-        self.arrays.get_mut(path).map(|a| a.2.push(values.clone()));
+        if let Some(a) = self.arrays.get_mut(path) {
+            a.2.push(values.clone());
+        }
         Ok(())
     }
     fn close_array(&mut self, array: ArrayId) -> Result<()> {
