@@ -303,3 +303,42 @@ fn bad_requests_are_clear_errors() {
         .unwrap_or_default();
     assert!(e.contains("'other'"), "{e}");
 }
+
+/// Selections written in the pipeline language select what the same SQL predicates select.
+#[test]
+fn language_predicates_select_as_sql() {
+    use annql::engine::select::SelectAxis;
+    use annql::lang::where_to_sql;
+    let s = session("tiny.v3.zarr");
+    let obs = block_on(where_to_sql(
+        &s,
+        "tiny",
+        SelectAxis::Obs,
+        r#"cell_type == "T cell""#,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let var = block_on(where_to_sql(&s, "tiny", SelectAxis::Var, "highly_variable"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ds = s.dataset("tiny").unwrap_or_else(|e| panic!("{e}"));
+    let by_lang =
+        block_on(ds.clone().obs(&obs).var(&var).selected()).unwrap_or_else(|e| panic!("{e}"));
+    let by_sql = block_on(
+        ds.obs("cell_type = 'T cell'")
+            .var("highly_variable")
+            .selected(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(by_lang, by_sql);
+    let want: Vec<u64> = t_cells().iter().map(|&i| i as u64).collect();
+    assert_eq!(by_lang.obs, want);
+    let e = block_on(where_to_sql(
+        &s,
+        "tiny",
+        SelectAxis::Obs,
+        "no_such_column > 1",
+    ))
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("no_such_column"), "{e}");
+}
