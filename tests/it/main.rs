@@ -6,6 +6,7 @@ mod common;
 mod corpus;
 mod damaged;
 mod engine;
+mod export;
 mod examples;
 mod fused;
 mod h5ad;
