@@ -274,7 +274,6 @@ fn bad_aggregate_requests() {
 /// Written in each format and read back by the real anndata: obs names, keys, var names and
 /// layers equal scanpy's.
 #[test]
-#[ignore = "needs the zarr/h5ad sinks and the var copy (h-zsink, h-h5sink, h-subset)"]
 fn exported_aggregate_reads_back_in_anndata() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let case = cases().into_iter().nth(1).unwrap_or_default();
@@ -287,13 +286,23 @@ fn exported_aggregate_reads_back_in_anndata() {
         assert_eq!(summary.n_obs, 28);
         outs.push(out);
     }
+    // X from a statistic, genes selected, zarr v2: var is the selected genes' var.
+    let out = dir.path().join("agg_hvg.zarr");
+    let mut req = request(&case, out.clone());
+    req.var = Some("highly_variable".into());
+    req.x_from = Some(AggFunc::Mean);
+    req.options.format = Some(annql::engine::export_aggregate::Format::ZarrV2);
+    let s = session("tiny.v2.zarr");
+    block_on(export_aggregate(&s, req)).unwrap_or_else(|e| panic!("hvg: {e}"));
     let script = r#"
 import json, sys, anndata as ad, numpy as np
 out = []
 for p in sys.argv[1:]:
     a = ad.read_h5ad(p) if p.endswith(".h5ad") else ad.read_zarr(p)
     out.append({"obs_names": list(map(str, a.obs_names)), "var_names": list(map(str, a.var_names)),
-                "x": a.X is None, "obs": {k: [str(c) for c in a.obs[k].cat.categories] for k in a.obs},
+                "x": a.X is None, "var_columns": list(map(str, a.var.columns)),
+                "hvg": [bool(v) for v in a.var["highly_variable"]],
+                "xv": None if a.X is None else np.asarray(a.X).ravel().tolist(), "obs": {k: [str(c) for c in a.obs[k].cat.categories] for k in a.obs},
                 "layers": {k: [[None if np.isnan(v) else float(v) for v in r] for r in np.asarray(m)]
                            for k, m in a.layers.items()}})
 print(json.dumps(out))
@@ -302,11 +311,28 @@ print(json.dumps(out))
         .arg("-c")
         .arg(script)
         .args(&outs)
+        .arg(&out)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let read: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
-    for r in read.as_array().into_iter().flatten() {
+    let read = read.as_array().cloned().unwrap_or_default();
+    let (hvg, read) = read.split_last().unwrap_or_else(|| panic!("nothing read"));
+    assert!(
+        hvg["hvg"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty() && v.iter().all(|b| b == true))
+    );
+    let mean = &hvg["layers"]["mean"];
+    let x: Vec<f64> = hvg["xv"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_layer(&x, mean, "X = mean");
+    for r in read {
+        assert_eq!(r["var_columns"], case["var_columns"]);
         assert_eq!(r["obs_names"], case["obs_names"]);
         assert_eq!(r["var_names"], case["var_names"]);
         assert_eq!(r["x"], Value::Bool(true), "X is absent");

@@ -112,7 +112,10 @@ fn export_allowing(
                 } else {
                     format!("{}/", job.root)
                 };
-                let rel = element.strip_prefix(&prefix).unwrap_or(&element).to_string();
+                let rel = element
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&element)
+                    .to_string();
                 if exclude.contains(&rel) {
                     return Err(format!("refused {element} again after leaving it out"));
                 }
@@ -169,10 +172,20 @@ async fn fixture_jobs() -> Vec<Job> {
         "chunky.csc.zarr",
     ];
     let tiny = fixture("tiny.v2.zarr");
-    let tiny_obs = select(&tiny, SelectAxis::Obs, "cell_type = 'B cell' OR tissue = 'lung'").await;
+    let tiny_obs = select(
+        &tiny,
+        SelectAxis::Obs,
+        "cell_type = 'B cell' OR tissue = 'lung'",
+    )
+    .await;
     let tiny_var = select(&tiny, SelectAxis::Var, "highly_variable").await;
     let chunky = fixture("chunky.v2.zarr");
-    let chunky_obs = select(&chunky, SelectAxis::Obs, "cell_type = 'rare' OR tissue = 'lung'").await;
+    let chunky_obs = select(
+        &chunky,
+        SelectAxis::Obs,
+        "cell_type = 'rare' OR tissue = 'lung'",
+    )
+    .await;
     let chunky_var = select(&chunky, SelectAxis::Var, "var_name LIKE 'G1%'").await;
     assert!(!tiny_obs.is_empty() && !tiny_var.is_empty() && !chunky_obs.is_empty());
     let mut jobs = Vec::new();
@@ -207,7 +220,11 @@ fn corpus_jobs(skipped: &mut Vec<String>) -> Vec<Job> {
     let expected: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     let mut jobs = Vec::new();
     for path in corpus_stores(&root) {
-        let rel = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         let entry = &expected["files"][&rel];
         if let Some(error) = entry.get("error").and_then(Value::as_str) {
             skipped.push(format!("{rel}: anndata cannot read it ({error})"));

@@ -17,7 +17,7 @@ use annql_write::select::Rows;
 
 /// The statistics, and how the output is written, as the writer defines them.
 pub use annql_write::aggregate::AggFunc;
-pub use annql_write::{ExportOptions, ExportSummary};
+pub use annql_write::{ExportOptions, ExportSummary, Format};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array,
 };

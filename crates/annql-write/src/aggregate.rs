@@ -17,6 +17,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 
 use annql_store::arrow::array::{
     Array, ArrayRef, Float64Array, Int8Array, Int16Array, Int32Array, StringArray,
@@ -29,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::output::Staged;
 use crate::select::Rows;
 use crate::sink::{self, ArraySpec, Attrs, Format, Sink};
-use crate::subset::{ExportOptions, ExportSummary};
+use crate::subset::emit::{Emitter, Op};
+use crate::subset::frame::cut_frame;
+use crate::subset::{ExportOptions, ExportSummary, apply};
 
 /// A statistic of `scanpy.get.aggregate`, named as scanpy names its layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,7 +173,14 @@ pub fn write_aggregate(
     };
     let staged = Staged::begin(out, options.overwrite)?;
     let mut sink = sink::create(&format, staged.tmp(), &options.chunking)?;
-    write_into(sink.as_mut(), aggregate, |sink| copy_var(sink, var))?;
+    write_into(sink.as_mut(), aggregate, |sink| {
+        copy_var(sink, var, options, out)
+    })?;
+    if let Some(flag) = options.cancel.as_deref()
+        && flag.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(Error::Cancelled(out.to_path_buf()));
+    }
     sink.finish()?;
     let path = staged.commit()?;
     Ok(ExportSummary {
@@ -181,12 +191,31 @@ pub fn write_aggregate(
     })
 }
 
-/// The source's var copied into `sink` at `var`, through the subset copier's dataframe cut.
-fn copy_var(sink: &mut dyn Sink, var: VarSource<'_>) -> Result<()> {
-    let _ = (sink, var.store, var.rows);
-    Err(Error::Refused {
-        element: var.path.to_string(),
-        reason: "copying var into an aggregate waits for the subset copier's dataframe cut".into(),
+/// The source's var copied into `sink` at `var` by the subset copier's dataframe cut (run on a
+/// reader thread, as the subset export runs it), unused categories dropped when genes were
+/// selected as `adata[:, mask]` drops them.
+fn copy_var(
+    sink: &mut dyn Sink,
+    var: VarSource<'_>,
+    options: &ExportOptions,
+    out: &Path,
+) -> Result<()> {
+    let df = var.store.element(var.path)?;
+    let drop_unused = matches!(var.rows, Rows::Some(_));
+    let (tx, rx) = sync_channel::<Op>(2);
+    let cancel = options.cancel.as_deref();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut em = Emitter::new(tx, cancel, out, options.block_bytes);
+            cut_frame(&mut em, var.store, df, "var", var.rows, drop_unused).map(drop)
+        });
+        let written = apply(sink, rx, cancel, out);
+        let read = reader
+            .join()
+            .map_err(|_| Error::Internal("the var copy's reader thread panicked".into()))?;
+        // The writer's failure stopped the reader: report the writer's.
+        written?;
+        read
     })
 }
 

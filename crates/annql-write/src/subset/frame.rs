@@ -111,10 +111,26 @@ pub(crate) fn cut_column(
             let values = format!("{path}/values");
             let kind = array_kind(Some(&store.array_meta(&values)?.dtype));
             let values_out = format!("{out}/values");
-            cut_dense(em, store, &values, &values_out, rows, None, encoding(kind, "0.2.0"))?;
+            cut_dense(
+                em,
+                store,
+                &values,
+                &values_out,
+                rows,
+                None,
+                encoding(kind, "0.2.0"),
+            )?;
             let mask = format!("{path}/mask");
             let mask_out = format!("{out}/mask");
-            cut_dense(em, store, &mask, &mask_out, rows, None, encoding("array", "0.2.0"))?;
+            cut_dense(
+                em,
+                store,
+                &mask,
+                &mask_out,
+                rows,
+                None,
+                encoding("array", "0.2.0"),
+            )?;
             Ok(None)
         }
         Encoding::Categorical | Encoding::LegacyCategorical => {
@@ -122,7 +138,10 @@ pub(crate) fn cut_column(
         }
         other => Err(Error::Refused {
             element: path.clone(),
-            reason: format!("a {} column: annql copies array, string-array, categorical and nullable columns", other.name()),
+            reason: format!(
+                "a {} column: annql copies array, string-array, categorical and nullable columns",
+                other.name()
+            ),
         }),
     }
 }
@@ -175,17 +194,28 @@ fn cut_categorical(
     let n = column.shape.first().copied().unwrap_or(0);
     let per_block = em.block_bytes / 8;
     let codes_of = |values: ArrayRef| -> Result<Int64Array> {
-        let cast = annql_store::arrow::compute::cast(&values, &annql_store::arrow::datatypes::DataType::Int64)
-            .map_err(|_| malformed(store, &codes_path, "categorical codes are not integers"))?;
+        let cast = annql_store::arrow::compute::cast(
+            &values,
+            &annql_store::arrow::datatypes::DataType::Int64,
+        )
+        .map_err(|_| malformed(store, &codes_path, "categorical codes are not integers"))?;
         let codes = cast
             .as_any()
             .downcast_ref::<Int64Array>()
             .cloned()
             .ok_or_else(|| Error::Internal("a cast to Int64 gave another type".into()))?;
         if codes.null_count() > 0 {
-            return Err(malformed(store, &codes_path, "categorical codes are not integers"));
+            return Err(malformed(
+                store,
+                &codes_path,
+                "categorical codes are not integers",
+            ));
         }
-        if let Some(c) = codes.values().iter().find(|&&c| c < -1 || c >= n_categories as i64) {
+        if let Some(c) = codes
+            .values()
+            .iter()
+            .find(|&&c| c < -1 || c >= n_categories as i64)
+        {
             return Err(malformed(
                 store,
                 &codes_path,

@@ -97,10 +97,7 @@ pub(crate) enum Remap {
     /// Every row kept, in place.
     All,
     /// Some rows kept.
-    Some {
-        words: Vec<u64>,
-        before: Vec<u64>,
-    },
+    Some { words: Vec<u64>, before: Vec<u64> },
 }
 
 impl Remap {

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use annql_store::arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Int8Array, Int32Array,
-};
+use annql_store::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Int8Array, Int32Array};
 use annql_store::{AnnDataStore, ReadStats};
 
 use super::*;
@@ -50,8 +48,9 @@ impl Recorded {
 
     fn ints(&self, path: &str) -> Vec<i64> {
         let v = self.values(path);
-        let v = annql_store::arrow::compute::cast(&v, &annql_store::arrow::datatypes::DataType::Int64)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let v =
+            annql_store::arrow::compute::cast(&v, &annql_store::arrow::datatypes::DataType::Int64)
+                .unwrap_or_else(|e| panic!("{e}"));
         v.as_primitive::<annql_store::arrow::datatypes::Int64Type>()
             .values()
             .to_vec()
@@ -67,15 +66,20 @@ struct Recorder {
 impl Sink for Recorder {
     fn group(&mut self, path: &str, attrs: &Attrs) -> Result<()> {
         let mut r = self.into.lock().unwrap_or_else(|e| e.into_inner());
-        assert!(r.groups.insert(path.into(), attrs.clone()).is_none(), "{path} twice");
+        assert!(
+            r.groups.insert(path.into(), attrs.clone()).is_none(),
+            "{path} twice"
+        );
         Ok(())
     }
     fn open_array(&mut self, path: &str, spec: &ArraySpec, attrs: &Attrs) -> Result<ArrayId> {
         let mut r = self.into.lock().unwrap_or_else(|e| e.into_inner());
         let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
         assert!(r.groups.contains_key(parent), "{path} before its group");
-        r.arrays
-            .insert(path.into(), (spec.clone(), attrs.clone(), Vec::new(), false));
+        r.arrays.insert(
+            path.into(),
+            (spec.clone(), attrs.clone(), Vec::new(), false),
+        );
         self.paths.push(path.into());
         Ok(ArrayId(self.paths.len() - 1))
     }
@@ -149,8 +153,9 @@ fn rows_where(store: &AnnDataStore, column: &str, value: &str) -> Vec<u64> {
     let values = store
         .read_column(col, 0..n, &ReadStats::new_shared())
         .expect("read");
-    let values = annql_store::arrow::compute::cast(&values, &annql_store::arrow::datatypes::DataType::Utf8)
-        .expect("cast");
+    let values =
+        annql_store::arrow::compute::cast(&values, &annql_store::arrow::datatypes::DataType::Utf8)
+            .expect("cast");
     let values = values.as_string::<i32>();
     (0..n)
         .filter(|&i| values.is_valid(i as usize) && values.value(i as usize) == value)
@@ -186,7 +191,9 @@ fn x_keeps_the_selected_rows_and_genes_whatever_the_block_size() {
     let all = store
         .read_sparse("X", 0..120, &ReadStats::new_shared())
         .expect("read X");
-    let data = all.data.as_primitive::<annql_store::arrow::datatypes::Float32Type>();
+    let data = all
+        .data
+        .as_primitive::<annql_store::arrow::datatypes::Float32Type>();
     let mut want = Vec::new();
     for &r in &rows {
         let mut row = vec![0.0f32; genes.len()];
@@ -216,7 +223,10 @@ fn x_keeps_the_selected_rows_and_genes_whatever_the_block_size() {
         );
         assert_eq!(got, want, "block_bytes {block_bytes}");
         // The CSC layer holds the same counts; its genes are columns, its cells minor indices.
-        assert_eq!(rec.groups["layers/csc_counts"]["encoding-type"], "csc_matrix");
+        assert_eq!(
+            rec.groups["layers/csc_counts"]["encoding-type"],
+            "csc_matrix"
+        );
         let blocks = rec.arrays["X/data"].2.len();
         assert!(block_bytes > 1000 || blocks > 3, "{blocks} blocks");
         assert_eq!(rec.strings("var/_index").len(), 5);
@@ -230,7 +240,10 @@ fn x_keeps_the_selected_rows_and_genes_whatever_the_block_size() {
         );
         assert_eq!(rec.values("varp/corr").len(), 25);
         // raw keeps every gene.
-        assert_eq!(rec.groups["raw/X"]["shape"], serde_json::json!([rows.len(), 45]));
+        assert_eq!(
+            rec.groups["raw/X"]["shape"],
+            serde_json::json!([rows.len(), 45])
+        );
         assert_eq!(rec.strings("raw/var/_index").len(), 45);
     }
 }
@@ -302,7 +315,10 @@ fn empty_and_full_selections() {
     let nnz = store.array_meta("X/indices").expect("indices").shape[0];
     assert_eq!(indptr.len(), 10_001);
     assert_eq!(*indptr.last().expect("indptr") as u64, nnz);
-    assert_eq!(rec.values("X/indices").data_type(), Int32Array::from(vec![0]).data_type());
+    assert_eq!(
+        rec.values("X/indices").data_type(),
+        Int32Array::from(vec![0]).data_type()
+    );
 }
 
 /// An element annql cannot copy is refused by name; leaving it out is asked for by name, and a
@@ -334,7 +350,9 @@ fn elements_annql_cannot_copy_are_refused_by_name() {
         exclude: vec!["obsm/no_such".into()],
         ..ExportOptions::default()
     };
-    let err = run(&store, &Selection::all(), &options).0.expect_err("typo");
+    let err = run(&store, &Selection::all(), &options)
+        .0
+        .expect_err("typo");
     assert!(err.to_string().contains("obsm/no_such"), "{err}");
 }
 
@@ -348,7 +366,10 @@ fn bad_selections_are_refused() {
             var: Rows::All,
         };
         let (result, rec) = run(&store, &selection, &tiny_options(1 << 20));
-        assert!(matches!(result, Err(Error::Selection { axis: "obs", .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(Error::Selection { axis: "obs", .. })),
+            "{result:?}"
+        );
         assert!(rec.groups.is_empty());
     }
 }
@@ -393,28 +414,76 @@ fn probe_corpus() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
             let n = p.file_name().unwrap().to_string_lossy().to_string();
-            if p.is_dir() && n.ends_with(".zarr") { files.push(p) } else if p.is_dir() { stack.push(p) } else if n.ends_with(".h5ad") || n.ends_with(".h5mu") || n.ends_with(".zarr.zip") { files.push(p) }
+            if p.is_dir() && n.ends_with(".zarr") {
+                files.push(p)
+            } else if p.is_dir() {
+                stack.push(p)
+            } else if n.ends_with(".h5ad") || n.ends_with(".h5mu") || n.ends_with(".zarr.zip") {
+                files.push(p)
+            }
         }
     }
     files.sort();
     for f in files {
-        let store = match AnnDataStore::open(&f) { Ok(s) => s, Err(e) => { eprintln!("OPENFAIL {}: {e}", f.display()); continue } };
+        let store = match AnnDataStore::open(&f) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("OPENFAIL {}: {e}", f.display());
+                continue;
+            }
+        };
         for ad in store.anndatas() {
             let mut exclude = Vec::new();
             loop {
                 let into = Arc::new(Mutex::new(Recorded::default()));
-                let sink = Box::new(Recorder { into: into.clone(), paths: Vec::new() });
-                let options = ExportOptions { exclude: exclude.clone(), ..ExportOptions::default() };
-                let r = export_into(&store, ad, &Selection::all(), sink, &options, Path::new("x"));
+                let sink = Box::new(Recorder {
+                    into: into.clone(),
+                    paths: Vec::new(),
+                });
+                let options = ExportOptions {
+                    exclude: exclude.clone(),
+                    ..ExportOptions::default()
+                };
+                let r = export_into(
+                    &store,
+                    ad,
+                    &Selection::all(),
+                    sink,
+                    &options,
+                    Path::new("x"),
+                );
                 match r {
                     Err(Error::Refused { element, reason }) => {
-                        eprintln!("REFUSED {} [{}] {element}: {reason}", f.strip_prefix(&root).unwrap().display(), ad.path);
-                        let rel = element.strip_prefix(&format!("{}/", ad.path)).unwrap_or(&element).to_string();
-                        if exclude.contains(&rel) { break }
+                        eprintln!(
+                            "REFUSED {} [{}] {element}: {reason}",
+                            f.strip_prefix(&root).unwrap().display(),
+                            ad.path
+                        );
+                        let rel = element
+                            .strip_prefix(&format!("{}/", ad.path))
+                            .unwrap_or(&element)
+                            .to_string();
+                        if exclude.contains(&rel) {
+                            break;
+                        }
                         exclude.push(rel);
                     }
-                    Err(e) => { eprintln!("ERROR {} [{}]: {e}", f.strip_prefix(&root).unwrap().display(), ad.path); break }
-                    Ok(s) => { eprintln!("OK {} [{}] {s:?}", f.strip_prefix(&root).unwrap().display(), ad.path); break }
+                    Err(e) => {
+                        eprintln!(
+                            "ERROR {} [{}]: {e}",
+                            f.strip_prefix(&root).unwrap().display(),
+                            ad.path
+                        );
+                        break;
+                    }
+                    Ok(s) => {
+                        eprintln!(
+                            "OK {} [{}] {s:?}",
+                            f.strip_prefix(&root).unwrap().display(),
+                            ad.path
+                        );
+                        break;
+                    }
                 }
             }
         }

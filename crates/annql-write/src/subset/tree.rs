@@ -180,7 +180,10 @@ fn check_shape(
     Err(malformed(
         store,
         &element.path,
-        &format!("shape {:?} does not fit the AnnData (expected {want})", element.shape),
+        &format!(
+            "shape {:?} does not fit the AnnData (expected {want})",
+            element.shape
+        ),
     ))
 }
 
@@ -203,7 +206,10 @@ fn cut_matrix(
             let attrs = encoding("array", "0.2.0");
             cut_dense(em, store, &matrix.path, out, rows, Some(cols), attrs)
         }
-        _ => Err(refused(matrix, "a matrix (csr_matrix, csc_matrix or array)")),
+        _ => Err(refused(
+            matrix,
+            "a matrix (csr_matrix, csc_matrix or array)",
+        )),
     }
 }
 
@@ -220,7 +226,15 @@ fn cut_axis(
         Encoding::Array | Encoding::StringArray => {
             check_shape(store, element, n, None)?;
             let kind = array_kind(element.dtype.as_ref());
-            cut_dense(em, store, &element.path, out, rows, None, encoding(kind, "0.2.0"))
+            cut_dense(
+                em,
+                store,
+                &element.path,
+                out,
+                rows,
+                None,
+                encoding(kind, "0.2.0"),
+            )
         }
         Encoding::DataFrame => {
             check_shape(store, element, n, None)?;
@@ -257,7 +271,14 @@ fn cut_raw(
             continue;
         }
         match child.name() {
-            "X" => cut_matrix(em, store, child, "raw/X", (rows, n_obs), (&Rows::All, n_vars))?,
+            "X" => cut_matrix(
+                em,
+                store,
+                child,
+                "raw/X",
+                (rows, n_obs),
+                (&Rows::All, n_vars),
+            )?,
             "var" => {
                 if child.encoding != Encoding::DataFrame {
                     return Err(refused(child, "a dataframe"));
@@ -358,7 +379,10 @@ fn copy_element(
                 len_hint: Some(1),
             };
             let handle = em.open(out, spec, encoding("null", "0.1.0"))?;
-            em.append(handle, Arc::new(BooleanArray::from(vec![false])) as ArrayRef)?;
+            em.append(
+                handle,
+                Arc::new(BooleanArray::from(vec![false])) as ArrayRef,
+            )?;
             em.close(handle)
         }
         _ => Err(refused(element, "an element annql copies")),
@@ -429,15 +453,7 @@ fn copy_colors(
         Colors::Rows {
             scalar: false,
             rows,
-        } => cut_dense(
-            em,
-            store,
-            &element.path,
-            out,
-            &Rows::Some(rows),
-            None,
-            kind,
-        ),
+        } => cut_dense(em, store, &element.path, out, &Rows::Some(rows), None, kind),
         Colors::Rows { scalar: true, rows } => {
             let value = store.read_array(&element.path, 0..1, &em.stats)?;
             let spec = ArraySpec {
