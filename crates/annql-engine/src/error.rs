@@ -60,6 +60,39 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A matrix asked for with an element type other than the stored one.
+    #[error("{element} stores {stored} values; read it as that type, not {requested}")]
+    ElementType {
+        /// The matrix and its dataset.
+        element: String,
+        /// The stored dtype.
+        stored: String,
+        /// The Rust type asked for.
+        requested: &'static str,
+    },
+    /// A dense matrix above the caller's element limit.
+    #[error(
+        "{element}: the selection is {rows} × {cols} elements, above the dense limit of {limit} \
+         (take the sparse matrix or row blocks instead)"
+    )]
+    DenseLimit {
+        /// The matrix and its dataset.
+        element: String,
+        /// Selected cells.
+        rows: u64,
+        /// Selected genes.
+        cols: u64,
+        /// The caller's limit.
+        limit: u64,
+    },
+    /// A matrix of a dataset that cannot be handed out as asked.
+    #[error("dataset '{dataset}': {reason}")]
+    Matrix {
+        /// The dataset.
+        dataset: String,
+        /// Why.
+        reason: String,
+    },
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),

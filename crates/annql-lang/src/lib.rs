@@ -24,6 +24,8 @@ pub mod embed;
 pub mod error;
 /// `lower`: blocks → SQL AST.
 pub mod lower;
+/// Language `where` expressions as SQL predicates over obs/var.
+pub mod predicate;
 /// Running a pipeline on a session.
 pub mod run;
 /// `… | write "out.h5ad"`: a pipeline's cells written as a new AnnData store.
@@ -38,4 +40,5 @@ pub use catalog::Catalog;
 pub use embed::{AqlTableFunction, install};
 pub use error::{Diagnostic, Diagnostics, Error, Result};
 pub use lower::lower;
+pub use predicate::where_to_sql;
 pub use run::{plan, query, to_sql};
