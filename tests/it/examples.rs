@@ -41,6 +41,11 @@ fn examples_run() {
         p.contains("CD4+/CD25 T Reg") && p.contains("2.081") && p.contains("lowered: SELECT"),
         "{p}"
     );
+    let sm = run("subset_matrix");
+    assert!(
+        sm.contains("CD14+ monocytes: 129 cells × 765 genes") && sm.contains("match anndata's"),
+        "{sm}"
+    );
     let m = run("multiple");
     assert!(
         m.contains("pbmc") && m.contains("700") && m.contains("120"),

@@ -1,5 +1,6 @@
 //! annql's integration tests, in one binary to keep link time down.
 
+mod aggregate_export;
 mod cli;
 mod common;
 mod corpus;
@@ -7,11 +8,13 @@ mod damaged;
 mod engine;
 mod examples;
 mod export;
+mod export_front;
 mod fused;
 mod h5ad;
 mod integrity;
 mod lang;
 mod legacy;
+mod matrix;
 mod remote;
 mod repl;
 mod server;

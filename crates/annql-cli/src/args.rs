@@ -70,6 +70,10 @@ pub enum Command {
     /// Serve datasets over the PostgreSQL wire protocol (psql, JDBC, ODBC, BI tools).
     #[command(after_help = DATASET_FORMS)]
     Serve(ServeArgs),
+    /// Write the cells and genes of a dataset that predicates keep as a new AnnData store (.h5ad
+    /// or zarr), as `adata[obs_mask, var_mask]` (docs/export.md).
+    #[command(after_help = DATASET_FORMS)]
+    Export(ExportArgs),
     /// Show the plan of a statement, with what is pushed into the scans.
     #[command(after_help = DATASET_FORMS)]
     Explain {
@@ -102,6 +106,65 @@ pub struct RunArgs {
     /// Language of -c, stdin and files (default: pipelines for `.aql` files, SQL otherwise).
     #[arg(short, long, value_enum)]
     pub lang: Option<Language>,
+}
+
+/// `annql export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The dataset to cut: PATH or NAME=PATH.
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// The new store (`.h5ad` or `.zarr`, or any name with --format).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Cells kept: a SQL predicate over the dataset's obs table (default: all), e.g.
+    /// "tissue = 'lung' AND n_genes > 200".
+    #[arg(long, value_name = "PRED")]
+    pub obs: Option<String>,
+    /// Genes kept: a SQL predicate over the var table (default: all), e.g. "highly_variable".
+    #[arg(long, value_name = "PRED")]
+    pub var: Option<String>,
+    /// Output format (default: from OUT's extension; .zarr is zarr v3, sharded).
+    #[arg(long, value_enum)]
+    pub format: Option<ExportFormat>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Elements per chunk of the output's arrays (default 65536).
+    #[arg(long, value_name = "N")]
+    pub chunk_len: Option<u64>,
+    /// Chunks per shard (zarr v3; 0 writes unsharded arrays; default 64).
+    #[arg(long, value_name = "N")]
+    pub shard_chunks: Option<u64>,
+    /// Leave this element out (`obsm/awk`, `uns/rank_genes_groups`; repeatable): an element
+    /// annql cannot write is otherwise an error.
+    #[arg(long, value_name = "ELEMENT")]
+    pub exclude: Vec<String>,
+}
+
+/// Formats `annql export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// An HDF5 `.h5ad` file.
+    H5ad,
+    /// A zarr v3 directory (sharded).
+    Zarr,
+    /// A zarr v2 directory.
+    Zarr2,
+    /// A zarr v3 directory (sharded unless --shard-chunks 0).
+    Zarr3,
+}
+
+impl ExportFormat {
+    /// The name the engine knows it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportFormat::H5ad => "h5ad",
+            ExportFormat::Zarr => "zarr",
+            ExportFormat::Zarr2 => "zarr2",
+            ExportFormat::Zarr3 => "zarr3",
+        }
+    }
 }
 
 /// `annql serve`.
@@ -142,6 +205,10 @@ pub struct ServeArgs {
     /// Close sessions idle this many seconds (default: never).
     #[arg(long)]
     pub idle_timeout: Option<u64>,
+    /// Let clients write new AnnData stores (`COPY dataset TO 'out.h5ad'`) inside this
+    /// directory, and only there. Without it the server is read-only.
+    #[arg(long, value_name = "DIR")]
+    pub writable_dir: Option<PathBuf>,
 }
 
 /// The two query languages.

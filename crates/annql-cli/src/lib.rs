@@ -8,6 +8,8 @@
 pub mod args;
 /// The CLI's error type.
 pub mod error;
+/// `annql export`: a subset written as a new AnnData store.
+pub mod export;
 /// Ctrl-C: stops a running query or the printing of its result.
 pub mod interrupt;
 /// Result rendering: aligned tables, CSV, JSON, NDJSON, Parquet, Arrow IPC.
@@ -75,6 +77,7 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Run(run)) => script::run_batch(&cli.options, run).await,
         Some(Command::Schema { dataset }) => script::print_schema(&cli.options, &dataset),
         Some(Command::Serve(serve)) => serve::run(&cli.options, serve).await,
+        Some(Command::Export(export)) => export::run(&cli.options, export).await,
         Some(Command::Explain { datasets, sql }) => {
             script::explain(&cli.options, &datasets, &sql).await
         }

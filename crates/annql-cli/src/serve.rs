@@ -124,6 +124,7 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
         memory_limit: options.memory_limit,
         threads: options.threads,
         idle_timeout: args.idle_timeout.map(Duration::from_secs),
+        writable_dir: args.writable_dir.clone(),
         ..ServerConfig::default()
     };
     let names: Vec<String> = config.datasets.iter().map(|d| d.name.clone()).collect();

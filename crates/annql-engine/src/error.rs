@@ -34,6 +34,65 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<annql_store::Error>,
     },
+    /// Writing a new AnnData store failed (the writer's error names the output or element).
+    #[error(transparent)]
+    Write(#[from] annql_write::Error),
+    /// A write in a read-only session (a server started without a writable directory).
+    #[error(
+        "cannot write {0}: this session is read-only (a server writes only when started with \
+         --writable-dir, and only inside it)"
+    )]
+    ReadOnly(std::path::PathBuf),
+    /// A write the session's write policy refuses: a path outside the writable directory.
+    #[error("cannot write {path}: {reason}")]
+    WriteRefused {
+        /// The output path as given.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An export's obs or var predicate failed (a column that does not exist, a type error).
+    #[error("the {axis} predicate of the export: {source}")]
+    Predicate {
+        /// `obs` or `var`.
+        axis: &'static str,
+        /// The planning or execution error.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A matrix asked for with an element type other than the stored one.
+    #[error("{element} stores {stored} values; read it as that type, not {requested}")]
+    ElementType {
+        /// The matrix and its dataset.
+        element: String,
+        /// The stored dtype.
+        stored: String,
+        /// The Rust type asked for.
+        requested: &'static str,
+    },
+    /// A dense matrix above the caller's element limit.
+    #[error(
+        "{element}: the selection is {rows} × {cols} elements, above the dense limit of {limit} \
+         (take the sparse matrix or row blocks instead)"
+    )]
+    DenseLimit {
+        /// The matrix and its dataset.
+        element: String,
+        /// Selected cells.
+        rows: u64,
+        /// Selected genes.
+        cols: u64,
+        /// The caller's limit.
+        limit: u64,
+    },
+    /// A matrix of a dataset that cannot be handed out as asked.
+    #[error("dataset '{dataset}': {reason}")]
+    Matrix {
+        /// The dataset.
+        dataset: String,
+        /// Why.
+        reason: String,
+    },
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),

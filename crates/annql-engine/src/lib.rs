@@ -14,10 +14,18 @@
 pub mod check;
 /// Joins yield to the runtime between output batches, so stopped queries stop.
 pub mod coop;
+/// Matrices of a dataset handed to Rust as `sprs`/`ndarray` values or row blocks.
+pub mod dataset;
 /// Arrow schemas of the tables and batches built from store reads.
 pub mod decode;
 /// The error type.
 pub mod error;
+/// Subsets of a dataset written as new AnnData stores; where a session may write.
+pub mod export;
+/// `COPY dataset TO 'out.h5ad' WHERE OBS (…) AND VAR (…)`: the SQL statement of exports.
+pub mod export_sql;
+/// Group-by aggregates written as AnnData (`scanpy.get.aggregate`'s layout).
+pub mod export_aggregate;
 /// Network metrics of remote stores for `EXPLAIN ANALYZE`.
 mod fetch;
 /// The fused group-by over a matrix joined to obs/var.
@@ -35,6 +43,7 @@ pub mod select;
 /// The session: attach, detach, run SQL.
 pub mod session;
 
+pub use dataset::{Dataset, MatrixElement, RowBlock, RowBlocks, Selected};
 pub use decode::{AnnTable, Note};
 pub use error::{Error, Result};
 pub use model::{Axis, TableDef, TableKind};
@@ -44,3 +53,5 @@ pub use session::{AnnSession, SessionBuilder, StatementRewriter};
 
 /// DataFusion, re-exported so embedders need not pin a matching version.
 pub use datafusion;
+/// ndarray and sprs, the types matrices are handed out as, re-exported likewise.
+pub use {ndarray, sprs};

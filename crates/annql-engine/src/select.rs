@@ -34,8 +34,18 @@ pub async fn select_rows(
     axis: SelectAxis,
     predicate: &str,
 ) -> Result<Vec<u64>> {
-    let table = axis.name();
-    let id = format!("{table}_id");
+    select_rows_in(session, dataset, axis.name(), axis, predicate).await
+}
+
+/// [`select_rows`] over another table of the same axis (`raw_var` for raw's genes).
+pub async fn select_rows_in(
+    session: &AnnSession,
+    dataset: &str,
+    table: &str,
+    axis: SelectAxis,
+    predicate: &str,
+) -> Result<Vec<u64>> {
+    let id = format!("{}_id", axis.name());
     let sql = format!(
         "SELECT {id} FROM {}.{table} WHERE ({predicate}) ORDER BY {id}",
         quote_ident(dataset)

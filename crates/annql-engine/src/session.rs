@@ -19,6 +19,8 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{Error, Result};
+use crate::export::WritePolicy;
+use crate::export_sql::{execute_copy, parse_copy};
 use crate::fused::FusedAggregateRule;
 use crate::fused::exec::AnnQueryPlanner;
 use crate::provider::AnnDataSchemaProvider;
@@ -33,6 +35,7 @@ pub struct SessionBuilder {
     fused: bool,
     information_schema: bool,
     storage: StorageOptions,
+    write_policy: WritePolicy,
 }
 
 impl Default for SessionBuilder {
@@ -44,6 +47,7 @@ impl Default for SessionBuilder {
             fused: true,
             information_schema: true,
             storage: StorageOptions::default(),
+            write_policy: WritePolicy::default(),
         }
     }
 }
@@ -88,6 +92,12 @@ impl SessionBuilder {
         self
     }
 
+    /// Where `COPY dataset TO …` and other exports may write (default: anywhere).
+    pub fn with_write_policy(mut self, policy: WritePolicy) -> Self {
+        self.write_policy = policy;
+        self
+    }
+
     /// Builds the session.
     pub fn build(self) -> Result<AnnSession> {
         let config = SessionConfig::new()
@@ -117,6 +127,7 @@ impl SessionBuilder {
             progress: Arc::default(),
             rewriters: Mutex::default(),
             storage: self.storage,
+            write_policy: self.write_policy,
         })
     }
 }
@@ -137,6 +148,7 @@ pub struct AnnSession {
     progress: Arc<Progress>,
     rewriters: Mutex<Vec<Arc<dyn StatementRewriter>>>,
     storage: StorageOptions,
+    write_policy: WritePolicy,
 }
 
 impl std::fmt::Debug for AnnSession {
@@ -166,6 +178,11 @@ impl AnnSession {
     /// Blocks planned and scanned by this session's queries (for progress bars).
     pub fn progress(&self) -> &Arc<Progress> {
         &self.progress
+    }
+
+    /// Where this session's exports may write.
+    pub fn write_policy(&self) -> &WritePolicy {
+        &self.write_policy
     }
 
     /// Names of the attached datasets.
@@ -233,9 +250,16 @@ impl AnnSession {
             .ok_or_else(|| Error::Internal("default catalog 'annql' is missing".into()))
     }
 
-    /// Plans one SQL statement: `ATTACH 'path' [AS name]` and `DETACH name` are handled here,
-    /// everything else by DataFusion.
+    /// Plans one SQL statement: `ATTACH 'path' [AS name]`, `DETACH name` and
+    /// `COPY dataset … TO 'out.h5ad'` ([`crate::export_sql`]) are handled here (at once: an export
+    /// is written before this returns, and its frame is the one-row summary), everything else by
+    /// DataFusion.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        if let Some(copy) = parse_copy(sql, |name| self.store(name).is_some())? {
+            // Boxed: the export's predicates run through this method again.
+            let summary = Box::pin(execute_copy(self, copy)).await?;
+            return Ok(self.ctx.read_batch(summary)?);
+        }
         if let Some(cmd) = parse_attach(sql)? {
             match cmd {
                 Attach::Attach {

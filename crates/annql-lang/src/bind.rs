@@ -415,6 +415,11 @@ fn bind_stages<'c>(
                 };
                 state = state.combine(with, cols, &mut blocks, b);
             }
+            StageKind::Write(_) => b.errors.push(Diagnostic::new(
+                "`write` ends a pipeline run on its own: not inside `aql(…)`, a join or a \
+                 union, and nothing after it",
+                stage.span,
+            )),
             StageKind::Union(right) => {
                 let Some((right, right_cols)) = bind_pipeline(b, right, catalog) else {
                     continue;

@@ -24,8 +24,12 @@ pub mod embed;
 pub mod error;
 /// `lower`: blocks → SQL AST.
 pub mod lower;
+/// Language `where` expressions as SQL predicates over obs/var.
+pub mod predicate;
 /// Running a pipeline on a session.
 pub mod run;
+/// `… | write "out.h5ad"`: a pipeline's cells written as a new AnnData store.
+pub mod write;
 
 /// The syntax tree with spans, and `parse` (text → tree), from `annql-syntax`.
 pub use annql_syntax::{ast, parse, split_programs};
@@ -36,4 +40,5 @@ pub use catalog::Catalog;
 pub use embed::{AqlTableFunction, install};
 pub use error::{Diagnostic, Diagnostics, Error, Result};
 pub use lower::lower;
+pub use predicate::where_to_sql;
 pub use run::{plan, query, to_sql};

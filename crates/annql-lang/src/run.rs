@@ -6,6 +6,7 @@ use annql_engine::datafusion::prelude::SessionContext;
 use annql_engine::datafusion::sql::parser::Statement as DFStatement;
 use annql_engine::datafusion::sql::sqlparser::ast::Statement;
 
+use crate::ast::StageKind;
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::{bind, lower, parse};
@@ -24,7 +25,18 @@ pub async fn to_sql(session: &AnnSession, source: &str) -> Result<String> {
 }
 
 /// Runs a pipeline: the same [`DataFrame`] its SQL equivalent gives.
+///
+/// A pipeline ending in `write` writes its cells as a new AnnData store ([`crate::write`]) and
+/// gives the one-row summary.
 pub async fn query(session: &AnnSession, source: &str) -> Result<DataFrame> {
+    let pipeline = parse(source)?;
+    if pipeline
+        .stages
+        .last()
+        .is_some_and(|s| matches!(s.kind, StageKind::Write(_)))
+    {
+        return crate::write::run(session, source, &pipeline).await;
+    }
     let ctx = session.context();
     let statement = plan(ctx, source).await?;
     let state = ctx.state();

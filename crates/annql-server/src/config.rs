@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Close connections that have not authenticated within this time.
     pub startup_timeout: Duration,
+    /// The directory `COPY dataset TO 'out.h5ad'` may write in (relative outputs are taken from
+    /// it; paths leaving it are refused). None: the server is read-only.
+    pub writable_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             threads: None,
             idle_timeout: None,
             startup_timeout: Duration::from_secs(10),
+            writable_dir: None,
         }
     }
 }

@@ -211,6 +211,50 @@ impl Connection {
             .map_err(|e| sqlstate::error(sqlstate::SYNTAX_ERROR, e.to_string()))
     }
 
+    /// annql's `COPY dataset … TO 'out'` (which PostgreSQL's grammar does not have), recognised
+    /// before the text is parsed; `Ok(None)` for everything else.
+    async fn export_command<C: ClientInfo + ?Sized>(
+        &self,
+        client: &C,
+        sql: &str,
+    ) -> PgWireResult<Option<Command>> {
+        let copy = sql
+            .trim_start()
+            .get(..4)
+            .is_some_and(|w| w.eq_ignore_ascii_case("copy"));
+        if !copy {
+            return Ok(None);
+        }
+        let session = self.session(client).await?;
+        annql_engine::export_sql::parse_copy(sql, |name| session.store(name).is_some())
+            .map(|c| c.map(|c| Command::Export(Box::new(c))))
+            .map_err(|e| sqlstate::from_engine(&e))
+    }
+
+    /// Writes an export (the session's write policy decides where it may) and answers its row;
+    /// a cancel request stops the write and leaves nothing at the output.
+    async fn export(
+        &self,
+        session: &AnnSession,
+        copy: annql_engine::export_sql::CopyStatement,
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        let running = self.activity.start();
+        let written = tokio::select! {
+            r = annql_engine::export_sql::execute_copy(session, copy) => {
+                r.map_err(|e| sqlstate::from_engine(&e))
+            }
+            _ = running.token.cancelled() => Err(cancelled()),
+        };
+        self.activity.finish(&running);
+        let plan = session
+            .context()
+            .read_batch(written?)
+            .map_err(|e| sqlstate::from_datafusion(&e))?
+            .into_unoptimized_plan();
+        self.run(session, plan, format).await
+    }
+
     /// Plans a query statement for this session.
     async fn plan(
         &self,
@@ -547,6 +591,7 @@ impl Connection {
                 sqlstate::READ_ONLY,
                 format!("cannot execute {kind}: annql serves datasets read-only"),
             )),
+            Command::Export(copy) => self.export(session, *copy, format).await,
         }
     }
 
@@ -907,6 +952,9 @@ impl QueryParser for Parser {
             .conn
             .upgrade()
             .ok_or_else(|| sqlstate::error("08006", "connection closed"))?;
+        if let Some(export) = conn.export_command(client, sql).await? {
+            return Ok(Some(Prepared::Command(export)));
+        }
         let mut statements = conn.parse(sql)?;
         if statements.is_empty() {
             return Ok(None);
@@ -969,6 +1017,13 @@ impl QueryParser for Parser {
                 Ok(conn.cursor_fields(name)?.as_ref().clone())
             }
             Prepared::Command(Command::ShowAll) => text_fields(&SHOW_ALL_COLUMNS, format),
+            Prepared::Command(Command::Export(_)) => {
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(
+                    &annql_engine::export::summary_schema(),
+                    format,
+                    None,
+                )
+            }
             Prepared::Command(Command::Execute { name, .. }) => {
                 let conn = self
                     .conn
@@ -1101,6 +1156,18 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let export = match self.export_command(client, query).await {
+            Ok(e) => e,
+            Err(e) => return Ok(vec![Response::Error(Box::new(ErrorInfo::from(e)))]),
+        };
+        if let Some(command) = export {
+            let session = self.session(client).await?;
+            let answer = self
+                .command(client, session, command, &Format::UnifiedText)
+                .await
+                .unwrap_or_else(|e| Response::Error(Box::new(ErrorInfo::from(e))));
+            return Ok(vec![answer]);
+        }
         let statements = match self.parse(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(ErrorInfo::from(e)))]),

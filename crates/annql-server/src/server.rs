@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use annql_engine::AnnSession;
+use annql_engine::export::WritePolicy;
 use annql_store::AnnDataStore;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -37,6 +38,8 @@ pub struct Shared {
     cancels: Mutex<HashMap<CancelKey, Weak<Activity>>>,
     connections: AtomicUsize,
     pub(crate) queries: QueryRuntime,
+    /// Where sessions may write: nowhere, or inside `config.writable_dir`.
+    write_policy: WritePolicy,
 }
 
 impl std::fmt::Debug for Shared {
@@ -76,7 +79,9 @@ impl Shared {
 
     /// A session for one connection: the datasets attached, PostgreSQL's catalogs installed.
     pub(crate) fn open_session(&self, who: &Identity) -> std::result::Result<AnnSession, String> {
-        let mut builder = AnnSession::builder().with_information_schema(false);
+        let mut builder = AnnSession::builder()
+            .with_information_schema(false)
+            .with_write_policy(self.write_policy.clone());
         if let Some(limit) = self.config.memory_limit {
             builder = builder.with_memory_limit(limit);
         }
@@ -122,6 +127,12 @@ impl Server {
             Some(files) => Some(load_tls(&files.cert, &files.key)?),
             None => None,
         };
+        let write_policy = match &config.writable_dir {
+            None => WritePolicy::ReadOnly,
+            Some(dir) => WritePolicy::inside(dir).map_err(|e| {
+                ServerError::Config(format!("--writable-dir {}: {e}", dir.display()))
+            })?,
+        };
         let mut stores = Vec::new();
         for d in &config.datasets {
             let store = AnnDataStore::open_with(&d.location, &d.options).map_err(|e| {
@@ -151,6 +162,7 @@ impl Server {
             pids: Arc::default(),
             cancels: Mutex::default(),
             connections: AtomicUsize::new(0),
+            write_policy,
         });
         // Check now that a session opens, so a catalog problem fails the start, not every client.
         shared

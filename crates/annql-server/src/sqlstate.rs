@@ -28,6 +28,10 @@ pub const QUERY_CANCELED: &str = "57014";
 pub const SYNTAX_ERROR: &str = "42601";
 /// Writes on a read-only server.
 pub const READ_ONLY: &str = "25006";
+/// `insufficient_privilege`: a write outside the writable directory.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `duplicate_file`: the output of an export exists.
+pub const DUPLICATE_FILE: &str = "58P02";
 /// Not supported.
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 
@@ -41,6 +45,21 @@ pub fn from_datafusion(e: &DataFusionError) -> PgWireError {
 pub fn from_engine(e: &annql_engine::Error) -> PgWireError {
     match e {
         annql_engine::Error::DataFusion(df) => from_datafusion(df),
+        annql_engine::Error::Predicate { source, .. } => {
+            // The predicate's own code (42703 for a missing column), this error's message.
+            let code = match from_engine(source) {
+                PgWireError::UserError(info) => info.code,
+                _ => "XX000".into(),
+            };
+            error(&code, e.to_string())
+        }
+        annql_engine::Error::ReadOnly(_) => error(READ_ONLY, e.to_string()),
+        annql_engine::Error::WriteRefused { .. } => error(INSUFFICIENT_PRIVILEGE, e.to_string()),
+        annql_engine::Error::Write(annql_write::Error::Exists(_)) => {
+            error(DUPLICATE_FILE, e.to_string())
+        }
+        annql_engine::Error::Statement(_) => error(SYNTAX_ERROR, e.to_string()),
+        annql_engine::Error::NotAttached(_) => error("3F000", e.to_string()),
         other => error("XX000", other.to_string()),
     }
 }

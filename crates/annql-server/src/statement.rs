@@ -5,6 +5,7 @@
 //! Statements arrive parsed by sqlparser's PostgreSQL dialect (through
 //! `datafusion-pg-catalog`'s compatibility rewrites); this module only sorts the AST.
 
+use annql_engine::export_sql::CopyStatement;
 use datafusion::sql::sqlparser::ast::{
     CloseCursor, DataType as SqlDataType, DiscardObject, Expr, FetchDirection, Ident, ObjectName,
     Query, Reset, Set, Statement, Value,
@@ -90,6 +91,9 @@ pub enum Command {
     Close(Option<String>),
     /// A statement that would change data or the catalog: refused, the server is read-only.
     ReadOnly(String),
+    /// annql's `COPY dataset … TO 'out.h5ad'`: a new AnnData store written inside the server's
+    /// writable directory (refused without one), answered with one row.
+    Export(Box<CopyStatement>),
 }
 
 /// A statement sorted for execution.
@@ -357,6 +361,8 @@ pub fn tag(command: &Command) -> &'static str {
         Command::Close(None) => "CLOSE ALL",
         Command::Close(Some(_)) => "CLOSE CURSOR",
         Command::ReadOnly(_) => "",
+        // The answer is a row (`SELECT 1`).
+        Command::Export(_) => "COPY",
     }
 }
 

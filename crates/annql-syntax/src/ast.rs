@@ -122,6 +122,22 @@ pub enum StageKind {
     },
     /// `union (pipeline)`: both sides' rows, columns matched by name.
     Union(Box<Pipeline>),
+    /// `write "out.h5ad" [genes …] [with …]`: the cells kept so far written as a new AnnData.
+    Write(Box<Write>),
+}
+
+/// `write "out.h5ad" [genes pred-or-list] [with name = value, …]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// The output path.
+    pub path: String,
+    /// Where the path was written.
+    pub path_span: Span,
+    /// The genes kept: a predicate over `var` (`var.highly_variable`) or a list of gene names;
+    /// `None` keeps every gene.
+    pub genes: Option<Expr>,
+    /// `format = "zarr"`, `overwrite = true`, `chunk_len = 65536`, …
+    pub options: Vec<Item>,
 }
 
 /// `name = expr` or a bare `expr`.
@@ -303,6 +319,17 @@ impl fmt::Display for StageKind {
                 write!(f, "({kind} ({}) on {})", nested(right), keys.join(", "))
             }
             StageKind::Union(right) => write!(f, "(union ({}))", nested(right)),
+            StageKind::Write(w) => {
+                write!(f, "(write {:?}", w.path)?;
+                if let Some(g) = &w.genes {
+                    write!(f, " (genes {g})")?;
+                }
+                if !w.options.is_empty() {
+                    write!(f, " ")?;
+                    items(f, "with", &w.options)?;
+                }
+                write!(f, ")")
+            }
         }
     }
 }

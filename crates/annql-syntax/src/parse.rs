@@ -9,7 +9,7 @@ use pest::pratt_parser::{Assoc, Op, PrattParser};
 
 use crate::ast::{
     BinaryOp, Expr, ExprKind, Item, Let, Literal, Name, Pipeline, SortKey, Source, Span, Stage,
-    StageKind, Test, UnaryOp,
+    StageKind, Test, UnaryOp, Write,
 };
 use crate::diagnostic::{Diagnostic, Diagnostics};
 
@@ -210,8 +210,9 @@ fn rule_name(rule: &Rule) -> String {
         | Rule::sort_stage
         | Rule::take_stage
         | Rule::join_stage
-        | Rule::union_stage => {
-            "a stage (where, group, agg, select, derive, sort, take, join, union)".into()
+        | Rule::union_stage
+        | Rule::write_stage => {
+            "a stage (where, group, agg, select, derive, sort, take, join, union, write)".into()
         }
         Rule::sub_pipeline => "`(from …)`".into(),
         other => format!("{other:?}").trim_start_matches("kw_").to_string(),
@@ -368,6 +369,9 @@ fn args<'a>(p: Pair<'a, Rule>) -> impl Iterator<Item = Pair<'a, Rule>> {
                 | Rule::kw_join
                 | Rule::kw_union
                 | Rule::kw_on
+                | Rule::kw_write
+                | Rule::kw_genes
+                | Rule::kw_with
         )
     })
 }
@@ -428,6 +432,26 @@ fn build_stage(p: Pair<'_, Rule>, errors: &mut Vec<Diagnostic>) -> Stage {
                 right: Box::new(right.unwrap_or_else(|| empty_pipeline(sp))),
                 on,
             }
+        }
+        Rule::write_stage => {
+            let mut write = Write {
+                path: String::new(),
+                path_span: sp,
+                genes: None,
+                options: Vec::new(),
+            };
+            for q in a {
+                match q.as_rule() {
+                    Rule::string => {
+                        write.path = unescape(q.as_str());
+                        write.path_span = span(&q);
+                    }
+                    Rule::expr => write.genes = Some(build_expr(q, errors)),
+                    Rule::items => write.options = build_items(Some(q), errors),
+                    _ => {}
+                }
+            }
+            StageKind::Write(Box::new(write))
         }
         Rule::union_stage => StageKind::Union(Box::new(
             a.next()

@@ -22,6 +22,8 @@ pub mod select;
 pub mod sink;
 /// Cutting a store's elements along a selection.
 pub mod subset;
+#[cfg(test)]
+mod testing;
 
 pub use error::{Error, Result};
 pub use select::Selection;

@@ -19,8 +19,8 @@ use crate::output::Staged;
 use crate::select::Selection;
 use crate::sink::{ArrayId, Chunking, Format, Sink};
 
-mod emit;
-mod frame;
+pub(crate) mod emit;
+pub(crate) mod frame;
 mod matrix;
 mod plan;
 mod tree;
@@ -162,6 +162,23 @@ fn drive(
     cancel: Option<&AtomicBool>,
     out: &Path,
 ) -> Result<()> {
+    if !apply(sink.as_mut(), rx, cancel, out)? {
+        // The reader failed or stopped: its error is what the caller sees; the partial output is
+        // removed with the temporary.
+        return Ok(());
+    }
+    cancelled_flag(cancel, out)?;
+    sink.finish()
+}
+
+/// Applies what the reader sends to `sink` until the reader hangs up; whether it sent
+/// [`Op::Done`] (everything). Returning early drops `rx`, which stops the reader.
+pub(crate) fn apply(
+    sink: &mut dyn Sink,
+    rx: Receiver<Op>,
+    cancel: Option<&AtomicBool>,
+    out: &Path,
+) -> Result<bool> {
     let mut ids: Vec<Option<ArrayId>> = Vec::new();
     let mut complete = false;
     for op in rx {
@@ -185,13 +202,7 @@ fn drive(
             Op::Done => complete = true,
         }
     }
-    if !complete {
-        // The reader failed or stopped: its error is what the caller sees; the partial output is
-        // removed with the temporary.
-        return Ok(());
-    }
-    cancelled_flag(cancel, out)?;
-    sink.finish()
+    Ok(complete)
 }
 
 fn array_id(ids: &[Option<ArrayId>], handle: usize) -> Result<ArrayId> {

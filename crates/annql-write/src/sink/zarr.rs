@@ -261,8 +261,9 @@ impl ZarrSink {
             return Err(self.zarr_error(a, e));
         }
         let first = a.stored_rows / g.object_rows;
-        let mut ranges = vec![first..first + objects];
-        ranges.extend(a.spec.inner.iter().map(|_| 0..1));
+        let ranges: Vec<_> = std::iter::once(first..first + objects)
+            .chain(a.spec.inner.iter().map(|_| 0..1))
+            .collect();
         let bytes = a
             .values
             .take()
@@ -443,6 +444,7 @@ impl Sink for ZarrSink {
         match self.layout {
             Layout::V2 => self.write_json(".zmetadata", &consolidated.zmetadata()),
             Layout::V3 { .. } => {
+                // Set when the root group was written, which was checked above.
                 let attrs = self.root_attrs.take().unwrap_or_default();
                 self.write_json("zarr.json", &consolidated.root_v3(&attrs))
             }
@@ -467,7 +469,7 @@ impl ZarrSink {
                 .map_err(|e| Error::Internal(format!("values of '{}': {e}", a.path)));
         }
         let g = a.geometry;
-        if g.row_elems == 0 || n % g.row_elems != 0 {
+        if g.row_elems == 0 || !n.is_multiple_of(g.row_elems) {
             if n == 0 {
                 return Ok(());
             }

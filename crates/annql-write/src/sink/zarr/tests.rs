@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::super::{ArraySpec, Attrs, Chunking, Format, Sink, create};
 use crate::error::Error;
+use crate::testing::Must;
 
 /// Cells of the test tree.
 const N: u64 = 50;
@@ -52,17 +53,17 @@ fn small_chunks() -> Chunking {
 
 /// The columns of cell `i` (the same formulas are in [`CHECK_PY`]).
 fn cell_string(i: u64) -> String {
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         String::new()
     } else {
         format!("s{i}é")
     }
 }
 
-/// Row `i` of X: the columns `j` with `(i + j) % 3 == 0`, value `7i + j + 0.5`.
+/// Row `i` of X: the columns `j` with `(i + j).is_multiple_of(3)`, value `7i + j + 0.5`.
 fn x_row(i: u64) -> Vec<(i32, f32)> {
     (0..G)
-        .filter(|j| (i + j) % 3 == 0)
+        .filter(|j| (i + j).is_multiple_of(3))
         .map(|j| (j as i32, (7 * i + j) as f32 + 0.5))
         .collect()
 }
@@ -100,12 +101,12 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
     let mut sink = create(format, out, chunking).unwrap_or_else(|e| panic!("{e}"));
     let s: &mut dyn Sink = sink.as_mut();
     let none = Attrs::new();
-    s.group("", &enc("anndata", "0.1.0")).unwrap();
+    s.group("", &enc("anndata", "0.1.0")).must();
 
     let mut obs = enc("dataframe", "0.2.0");
     obs.insert("_index".into(), json!("_index"));
     obs.insert("column-order".into(), json!(["cat", "s", "ni", "b"]));
-    s.group("obs", &obs).unwrap();
+    s.group("obs", &obs).must();
     let index = strings((0..N).map(|i| format!("cell{i}")));
     let str_spec = spec(DType::String, vec![], Some(N));
     write_array(
@@ -118,7 +119,7 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
     );
     let mut cat = enc("categorical", "0.2.0");
     cat.insert("ordered".into(), json!(false));
-    s.group("obs/cat", &cat).unwrap();
+    s.group("obs/cat", &cat).must();
     let codes: ArrayRef = Arc::new(Int8Array::from_iter_values((0..N).map(|i| (i % 3) as i8)));
     write_array(
         s,
@@ -146,8 +147,7 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
         column,
         &[7, 1, 30],
     );
-    s.group("obs/ni", &enc("nullable-integer", "0.1.0"))
-        .unwrap();
+    s.group("obs/ni", &enc("nullable-integer", "0.1.0")).must();
     let values: ArrayRef = Arc::new(Int64Array::from_iter_values((0..N).map(|i| i as i64 * 10)));
     write_array(
         s,
@@ -157,7 +157,9 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
         values,
         &[24, 24, 2],
     );
-    let mask: ArrayRef = Arc::new(BooleanArray::from_iter((0..N).map(|i| Some(i % 4 == 0))));
+    let mask: ArrayRef = Arc::new(BooleanArray::from_iter(
+        (0..N).map(|i| Some(i.is_multiple_of(4))),
+    ));
     write_array(
         s,
         "obs/ni/mask",
@@ -166,7 +168,9 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
         mask,
         &[9],
     );
-    let b: ArrayRef = Arc::new(BooleanArray::from_iter((0..N).map(|i| Some(i % 2 == 0))));
+    let b: ArrayRef = Arc::new(BooleanArray::from_iter(
+        (0..N).map(|i| Some(i.is_multiple_of(2))),
+    ));
     write_array(
         s,
         "obs/b",
@@ -179,7 +183,7 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
     let mut var = enc("dataframe", "0.2.0");
     var.insert("_index".into(), json!("_index"));
     var.insert("column-order".into(), json!([]));
-    s.group("var", &var).unwrap();
+    s.group("var", &var).must();
     let genes = strings((0..G).map(|j| format!("gene{j}")));
     write_array(
         s,
@@ -193,18 +197,18 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
     // X: the three arrays of a CSR matrix grow together, in blocks of a few rows.
     let mut x = enc("csr_matrix", "0.1.0");
     x.insert("shape".into(), json!([N, G]));
-    s.group("X", &x).unwrap();
+    s.group("X", &x).must();
     let data = s
         .open_array("X/data", &spec(DType::Float32, vec![], None), &none)
-        .unwrap();
+        .must();
     let indices = s
         .open_array("X/indices", &spec(DType::Int32, vec![], None), &none)
-        .unwrap();
+        .must();
     let indptr = s
         .open_array("X/indptr", &spec(DType::Int64, vec![], Some(N + 1)), &none)
-        .unwrap();
+        .must();
     s.append(indptr, &(Arc::new(Int64Array::from(vec![0])) as ArrayRef))
-        .unwrap();
+        .must();
     let mut nnz = 0;
     for block in [0..3, 3..4, 4..17, 17..18, 18..50] {
         let rows: Vec<_> = block.map(x_row).collect();
@@ -216,15 +220,15 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
             nnz
         });
         let ptr: ArrayRef = Arc::new(Int64Array::from_iter_values(ends.collect::<Vec<_>>()));
-        s.append(data, &vals).unwrap();
-        s.append(indices, &cols).unwrap();
-        s.append(indptr, &ptr).unwrap();
+        s.append(data, &vals).must();
+        s.append(indices, &cols).must();
+        s.append(indptr, &ptr).must();
     }
     for id in [data, indices, indptr] {
-        s.close_array(id).unwrap();
+        s.close_array(id).must();
     }
 
-    s.group("obsm", &enc("dict", "0.1.0")).unwrap();
+    s.group("obsm", &enc("dict", "0.1.0")).must();
     let pca: ArrayRef = Arc::new(Float64Array::from_iter_values(
         (0..N * 3).map(|e| (e / 3) as f64 + (e % 3) as f64 / 10.0),
     ));
@@ -237,7 +241,7 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
         &[3, 10, 1],
     );
 
-    s.group("uns", &enc("dict", "0.1.0")).unwrap();
+    s.group("uns", &enc("dict", "0.1.0")).must();
     let scalar = |dtype| ArraySpec {
         dtype,
         inner: vec![],
@@ -272,7 +276,7 @@ fn write_tree(format: &Format, out: &Path, chunking: &Chunking) {
         &[1],
     );
     for dict in ["layers", "obsp", "varm", "varp"] {
-        s.group(dict, &enc("dict", "0.1.0")).unwrap();
+        s.group(dict, &enc("dict", "0.1.0")).must();
     }
     sink.finish().unwrap_or_else(|e| panic!("{e}"));
 }
@@ -282,22 +286,22 @@ fn check_with_store(out: &Path) {
     let store = AnnDataStore::open(out).unwrap_or_else(|e| panic!("{e}"));
     assert!(store.consolidated(), "consolidated metadata is read");
     let stats = Arc::new(ReadStats::default());
-    let obs = store.element("obs").unwrap();
+    let obs = store.element("obs").must();
     let column = |name: &str| {
         store
-            .read_column(obs.child(name).unwrap(), 0..N, &stats)
+            .read_column(obs.child(name).must(), 0..N, &stats)
             .unwrap_or_else(|e| panic!("{name}: {e}"))
     };
     let s = column("s");
     let s = s.as_string::<i32>();
     assert_eq!(
-        s.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>(),
+        s.iter().map(|v| v.must().to_string()).collect::<Vec<_>>(),
         (0..N).map(cell_string).collect::<Vec<_>>()
     );
     let ni = column("ni");
     let ni = ni.as_primitive::<Int64Type>();
     for i in 0..N as usize {
-        assert_eq!(ni.is_null(i), i % 4 == 0, "ni[{i}] null");
+        assert_eq!(ni.is_null(i), i.is_multiple_of(4), "ni[{i}] null");
         if !ni.is_null(i) {
             assert_eq!(ni.value(i), i as i64 * 10);
         }
@@ -305,12 +309,14 @@ fn check_with_store(out: &Path) {
     let b = column("b");
     assert_eq!(
         b.as_boolean().iter().collect::<Vec<_>>(),
-        (0..N).map(|i| Some(i % 2 == 0)).collect::<Vec<_>>()
+        (0..N)
+            .map(|i| Some(i.is_multiple_of(2)))
+            .collect::<Vec<_>>()
     );
     let cat = column("cat");
     let cat =
         annql_store::arrow::compute::cast(&cat, &annql_store::arrow::datatypes::DataType::Utf8)
-            .unwrap();
+            .must();
     let want: Vec<_> = (0..N)
         .map(|i| Some(["a", "b", "c"][(i % 3) as usize]))
         .collect();
@@ -331,7 +337,7 @@ fn check_with_store(out: &Path) {
     }
     assert_eq!(got, (0..N).map(x_row).collect::<Vec<_>>());
 
-    let pca = store.read_dense_rows("obsm/pca", 0..N, &stats).unwrap();
+    let pca = store.read_dense_rows("obsm/pca", 0..N, &stats).must();
     assert_eq!(pca.ncols, 3);
     let want: Vec<f64> = (0..N * 3)
         .map(|e| (e / 3) as f64 + (e % 3) as f64 / 10.0)
@@ -340,9 +346,9 @@ fn check_with_store(out: &Path) {
         pca.values.as_primitive::<Float64Type>().values().to_vec(),
         want
     );
-    let title = store.read_array("uns/title", 0..1, &stats).unwrap();
+    let title = store.read_array("uns/title", 0..1, &stats).must();
     assert_eq!(title.as_string::<i32>().value(0), "hello, zarr ✓");
-    let n = store.read_array("uns/n", 0..1, &stats).unwrap();
+    let n = store.read_array("uns/n", 0..1, &stats).must();
     assert_eq!(n.as_primitive::<Int64Type>().value(0), 42);
 }
 
@@ -403,7 +409,7 @@ fn check_with_anndata(out: &Path) {
         .arg(CHECK_PY)
         .arg(out)
         .output()
-        .unwrap();
+        .must();
     assert!(
         run.status.success() && String::from_utf8_lossy(&run.stdout).trim() == "ok",
         "anndata read of {}:\n{}{}",
@@ -414,7 +420,7 @@ fn check_with_anndata(out: &Path) {
 }
 
 fn round_trip(format: Format, name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let out = dir.path().join(name);
     write_tree(&format, &out, &small_chunks());
     check_with_store(&out);
@@ -428,7 +434,7 @@ fn v2_round_trip() {
     let out = dir.path().join("v2.zarr");
     // The layout zarr-python gives v2: `.` separator, blosc, `|O` + vlen-utf8.
     let zarray: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("obs/s/.zarray")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("obs/s/.zarray")).must()).must();
     assert_eq!(zarray["dtype"], "|O");
     assert_eq!(zarray["filters"], json!([{ "id": "vlen-utf8" }]));
     assert_eq!(zarray["compressor"]["id"], "blosc");
@@ -448,7 +454,7 @@ fn v3_round_trip() {
     assert!(out.join("obsm/pca/c/24/0").exists());
     assert!(out.join("uns/title/c").exists());
     let root: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("zarr.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("zarr.json")).must()).must();
     assert_eq!(
         root["consolidated_metadata"]["metadata"]["X/data"]["shape"],
         json!([x_nnz()])
@@ -460,7 +466,7 @@ fn v3_sharded_round_trip() {
     let dir = round_trip(Format::ZarrV3 { sharded: true }, "v3s.zarr");
     let out = dir.path().join("v3s.zarr");
     let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("obs/s/zarr.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("obs/s/zarr.json")).must()).must();
     assert_eq!(
         doc["chunk_grid"]["configuration"]["chunk_shape"],
         json!([24])
@@ -470,7 +476,7 @@ fn v3_sharded_round_trip() {
     assert_eq!(sharding["configuration"]["chunk_shape"], json!([8]));
     assert_eq!(sharding["configuration"]["codecs"][0]["name"], "vlen-utf8");
     // 50 strings in shards of 24: three shard objects, no more.
-    let shards: Vec<_> = std::fs::read_dir(out.join("obs/s/c")).unwrap().collect();
+    let shards: Vec<_> = std::fs::read_dir(out.join("obs/s/c")).must().collect();
     assert_eq!(shards.len(), 3);
 }
 
@@ -480,7 +486,7 @@ fn x_nnz() -> u64 {
 
 #[test]
 fn default_chunking_gives_one_chunk_to_short_arrays() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let out = dir.path().join("d.zarr");
     write_tree(
         &Format::ZarrV3 { sharded: true },
@@ -488,7 +494,7 @@ fn default_chunking_gives_one_chunk_to_short_arrays() {
         &Chunking::default(),
     );
     let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("obs/_index/zarr.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("obs/_index/zarr.json")).must()).must();
     assert_eq!(
         doc["chunk_grid"]["configuration"]["chunk_shape"],
         json!([N])
@@ -498,17 +504,17 @@ fn default_chunking_gives_one_chunk_to_short_arrays() {
 
 #[test]
 fn refuses_bad_calls_by_name() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().must();
     let out = dir.path().join("bad.zarr");
-    let mut sink = create(&Format::ZarrV3 { sharded: true }, &out, &small_chunks()).unwrap();
+    let mut sink = create(&Format::ZarrV3 { sharded: true }, &out, &small_chunks()).must();
     // A child before its parent.
-    let err = sink.group("obs", &Attrs::new()).unwrap_err();
+    let err = sink.group("obs", &Attrs::new()).err().must();
     assert!(err.to_string().contains("before its parent group"), "{err}");
-    sink.group("", &Attrs::new()).unwrap();
-    let err = sink.group("zarr.json", &Attrs::new()).unwrap_err();
+    sink.group("", &Attrs::new()).must();
+    let err = sink.group("zarr.json", &Attrs::new()).err().must();
     assert!(matches!(err, Error::Refused { .. }), "{err}");
     let other = spec(DType::Other("complex128".into()), vec![], None);
-    let err = sink.open_array("z", &other, &Attrs::new()).unwrap_err();
+    let err = sink.open_array("z", &other, &Attrs::new()).err().must();
     assert!(
         err.to_string().contains("'z'") && err.to_string().contains("complex128"),
         "{err}"
@@ -516,9 +522,9 @@ fn refuses_bad_calls_by_name() {
     // A block of the wrong type, a block with nulls, a block that is not whole rows.
     let id = sink
         .open_array("m", &spec(DType::Float64, vec![2], None), &Attrs::new())
-        .unwrap();
+        .must();
     let wrong: ArrayRef = Arc::new(Int32Array::from(vec![1, 2]));
-    let err = sink.append(id, &wrong).unwrap_err();
+    let err = sink.append(id, &wrong).err().must();
     assert!(
         err.to_string().contains("'m'") && err.to_string().contains("Int32"),
         "{err}"
@@ -526,26 +532,99 @@ fn refuses_bad_calls_by_name() {
     let nulls: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.0), None]));
     assert!(
         sink.append(id, &nulls)
-            .unwrap_err()
+            .err()
+            .must()
             .to_string()
             .contains("null")
     );
     let odd: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]));
     assert!(
         sink.append(id, &odd)
-            .unwrap_err()
+            .err()
+            .must()
             .to_string()
             .contains("whole rows")
     );
     // An array left open is reported at finish; nothing claims success.
-    let err = sink.finish().unwrap_err();
+    let err = sink.finish().err().must();
     assert!(err.to_string().contains("'m' was never closed"), "{err}");
     // The directory exists: a second sink refuses it with the OS error.
-    let err = create(&Format::ZarrV2, &out, &small_chunks())
-        .err()
-        .unwrap();
+    let err = create(&Format::ZarrV2, &out, &small_chunks()).err().must();
     assert!(
         matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
         "{err}"
+    );
+}
+
+#[test]
+fn a_file_in_the_way_is_an_io_error_naming_it() {
+    let dir = tempfile::tempdir().must();
+    let out = dir.path().join("f.zarr");
+    let mut sink = create(&Format::ZarrV3 { sharded: true }, &out, &small_chunks()).must();
+    sink.group("", &Attrs::new()).must();
+    // A regular file where the array's directory goes: even root cannot write below it.
+    std::fs::write(out.join("col"), "in the way").must();
+    let id = sink
+        .open_array("col", &spec(DType::Float64, vec![], None), &Attrs::new())
+        .must();
+    let block: ArrayRef = Arc::new(Float64Array::from_iter_values((0..30).map(f64::from)));
+    match sink.append(id, &block).err().must() {
+        Error::Io { path, source } => {
+            assert!(path.starts_with(out.join("col")), "{}", path.display());
+            assert!(source.raw_os_error().is_some(), "the OS error: {source:?}");
+        }
+        other => panic!("expected an I/O error, got {other}"),
+    }
+}
+
+/// Peak resident memory of this process, in MiB (Linux).
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").must();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).must();
+    line.split_whitespace().nth(1).must().parse::<u64>().must() / 1024
+}
+
+/// A measurement, not a check: 20M float32 values appended in blocks of 1M (v3 sharded, default
+/// chunking), with the time and peak memory (`cargo test -p annql-write --release -- --ignored
+/// --nocapture large_array`).
+#[test]
+#[ignore]
+#[allow(clippy::print_stdout)]
+fn large_array_throughput_and_memory() {
+    let dir = tempfile::tempdir().must();
+    let out = dir.path().join("big.zarr");
+    let before = peak_rss_mib();
+    let start = std::time::Instant::now();
+    let mut sink = create(
+        &Format::ZarrV3 { sharded: true },
+        &out,
+        &Chunking::default(),
+    )
+    .must();
+    sink.group("", &enc("anndata", "0.1.0")).must();
+    let id = sink
+        .open_array("x", &spec(DType::Float32, vec![], None), &Attrs::new())
+        .must();
+    for b in 0..20 {
+        let block: ArrayRef = Arc::new(Float32Array::from_iter_values(
+            (0..1 << 20).map(|i| ((b << 20) + i) as f32 * 0.001),
+        ));
+        sink.append(id, &block).must();
+    }
+    sink.close_array(id).must();
+    sink.finish().must();
+    let took = start.elapsed();
+    println!(
+        "20M f32: {:.2}s, {:.0} MB/s, peak RSS {} MiB (was {before} MiB)",
+        took.as_secs_f64(),
+        80.0 / took.as_secs_f64(),
+        peak_rss_mib()
+    );
+    let store = AnnDataStore::open(&out).must();
+    let stats = Arc::new(ReadStats::default());
+    let tail = store.read_array("x", 20_971_510..20_971_520, &stats).must();
+    assert_eq!(
+        tail.as_primitive::<Float32Type>().value(9),
+        20_971_519.0 * 0.001
     );
 }
