@@ -22,10 +22,10 @@ pub mod decode;
 pub mod error;
 /// Subsets of a dataset written as new AnnData stores; where a session may write.
 pub mod export;
-/// `COPY dataset TO 'out.h5ad' WHERE OBS (…) AND VAR (…)`: the SQL statement of exports.
-pub mod export_sql;
 /// Group-by aggregates written as AnnData (`scanpy.get.aggregate`'s layout).
 pub mod export_aggregate;
+/// `COPY dataset TO 'out.h5ad' WHERE OBS (…) AND VAR (…)`: the SQL statement of exports.
+pub mod export_sql;
 /// Network metrics of remote stores for `EXPLAIN ANALYZE`.
 mod fetch;
 /// The fused group-by over a matrix joined to obs/var.
