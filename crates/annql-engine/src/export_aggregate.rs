@@ -12,6 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use annql_write::aggregate::{Aggregate, GroupKey, VarSource, write_aggregate};
 use annql_write::select::Rows;
 
@@ -89,8 +91,13 @@ pub async fn compute_aggregate(
         Some(p) => select_rows(session, &request.dataset, SelectAxis::Var, p).await?,
     };
     let groups = groups_of(session, request).await?;
-    let batches = session.collect(&aggregate_sql(request)).await?;
-    let stats = pivot(request, &groups, &genes, n_vars, &batches)?;
+    // Streamed: only the dense groups × genes statistics are held, never the long result.
+    let mut batches = session.sql(&aggregate_sql(request)).await?.execute_stream().await?;
+    let mut pivot = Pivot::new(request, &groups, &genes, n_vars);
+    while let Some(batch) = batches.next().await {
+        pivot.add(&batch?)?;
+    }
+    let stats = pivot.finish()?;
     let aggregate = Aggregate {
         keys: groups.keys,
         group_names: groups.names,
@@ -424,68 +431,91 @@ fn texts_of(array: &ArrayRef) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The long result (keys, var_id, statistics) into one dense groups × genes matrix per
-/// statistic; every (group, gene) must appear exactly once.
-fn pivot(
-    request: &AggregateRequest,
-    groups: &Groups,
-    genes: &[u64],
-    n_vars: u64,
-    batches: &[RecordBatch],
-) -> Result<Vec<(AggFunc, Vec<f64>)>> {
-    let n_keys = request.by.len();
-    let mut column_of = vec![usize::MAX; n_vars as usize];
-    for (i, &g) in genes.iter().enumerate() {
-        column_of[g as usize] = i;
+/// The long result of the group-by (keys, `var_id`, one column per statistic) pivoted batch by
+/// batch into dense groups × genes matrices, each (group, gene) seen exactly once.
+struct Pivot<'a> {
+    request: &'a AggregateRequest,
+    groups: &'a Groups,
+    n_genes: usize,
+    column_of: Vec<usize>,
+    stats: Vec<Vec<f64>>,
+    seen: Vec<bool>,
+}
+
+impl<'a> Pivot<'a> {
+    fn new(request: &'a AggregateRequest, groups: &'a Groups, genes: &[u64], n_vars: u64) -> Self {
+        let mut column_of = vec![usize::MAX; n_vars as usize];
+        for (i, &g) in genes.iter().enumerate() {
+            column_of[g as usize] = i;
+        }
+        let size = groups.names.len() * genes.len();
+        Pivot {
+            request,
+            groups,
+            n_genes: genes.len(),
+            column_of,
+            stats: vec![vec![f64::NAN; size]; request.funcs.len()],
+            seen: vec![false; size],
+        }
     }
-    let size = groups.names.len() * genes.len();
-    let mut stats: Vec<Vec<f64>> = vec![vec![f64::NAN; size]; request.funcs.len()];
-    let mut seen = vec![false; size];
-    for batch in batches {
+
+    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let n_keys = self.request.by.len();
         let keys: Vec<Vec<String>> = (0..n_keys)
             .map(|k| texts_of(batch.column(k)))
             .collect::<Result<_>>()?;
         let var_ids = cast(batch.column(n_keys), &DataType::Int64).map_err(arrow_err)?;
         let var_ids = var_ids.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        let values: Vec<ArrayRef> = (0..request.funcs.len())
+        let values: Vec<ArrayRef> = (0..self.request.funcs.len())
             .map(|f| cast(batch.column(n_keys + 1 + f), &DataType::Float64).map_err(arrow_err))
             .collect::<Result<_>>()?;
+        // Rows of one group tend to come together: the last lookup is reused while the keys match.
+        let mut last: Option<(usize, usize)> = None;
         for row in 0..batch.num_rows() {
-            let combo: Vec<String> = keys.iter().map(|k| k[row].clone()).collect();
-            let group = groups.index.get(&combo).copied();
+            let group = match last {
+                Some((at, group)) if keys.iter().all(|k| k[row] == k[at]) => Some(group),
+                _ => {
+                    let combo: Vec<String> = keys.iter().map(|k| k[row].clone()).collect();
+                    let group = self.groups.index.get(&combo).copied();
+                    last = group.map(|g| (row, g));
+                    group
+                }
+            };
             let gene = usize::try_from(var_ids.value(row))
                 .ok()
-                .and_then(|g| column_of.get(g).copied())
+                .and_then(|g| self.column_of.get(g).copied())
                 .filter(|&c| c != usize::MAX);
             let (Some(group), Some(gene)) = (group, gene) else {
+                let combo: Vec<&String> = keys.iter().map(|k| &k[row]).collect();
                 return Err(Error::Internal(format!(
                     "aggregate row {combo:?} × var_id {} is not a selected group and gene",
                     var_ids.value(row)
                 )));
             };
-            let at = group * genes.len() + gene;
-            if std::mem::replace(&mut seen[at], true) {
+            let at = group * self.n_genes + gene;
+            if std::mem::replace(&mut self.seen[at], true) {
                 return Err(Error::Internal(format!(
-                    "aggregate row {combo:?} × gene {gene} twice"
+                    "aggregate row of group '{}' × gene {gene} twice",
+                    self.groups.names[group]
                 )));
             }
             for (f, v) in values.iter().enumerate() {
                 let v = v.as_primitive::<Float64Type>();
                 // NULL is var_samp of a one-cell group: scanpy's NaN.
-                stats[f][at] = if v.is_null(row) {
-                    f64::NAN
-                } else {
-                    v.value(row)
-                };
+                self.stats[f][at] = if v.is_null(row) { f64::NAN } else { v.value(row) };
             }
         }
+        Ok(())
     }
-    if let Some(at) = seen.iter().position(|s| !s) {
-        return Err(Error::Internal(format!(
-            "the aggregate has no row for group '{}' × gene {}",
-            groups.names[at / genes.len().max(1)],
-            at % genes.len().max(1)
-        )));
+
+    fn finish(self) -> Result<Vec<(AggFunc, Vec<f64>)>> {
+        if let Some(at) = self.seen.iter().position(|s| !s) {
+            return Err(Error::Internal(format!(
+                "the aggregate has no row for group '{}' × gene {}",
+                self.groups.names[at / self.n_genes.max(1)],
+                at % self.n_genes.max(1)
+            )));
+        }
+        Ok(self.request.funcs.iter().copied().zip(self.stats).collect())
     }
-    Ok(request.funcs.iter().copied().zip(stats).collect())
 }
