@@ -351,3 +351,86 @@ print(json.dumps(out))
         }
     }
 }
+
+/// The front ends of the aggregate: `annql export --aggregate … --by …` and SQL's
+/// `COPY atlas AGGREGATE … BY … TO …` write scanpy's layers (read back by the real anndata).
+#[test]
+fn cli_and_sql_aggregates_equal_scanpy() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let case = cases().into_iter().next().unwrap_or_default();
+    assert_eq!(strings(&case["by"]), ["cell_type"]);
+    assert!(case["keep"].is_null() && case["layer"].is_null());
+    let cli_out = dir.path().join("cli.h5ad");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_annql"))
+        .arg("export")
+        .arg(fixture(case["store"].as_str().unwrap_or("")))
+        .args([
+            "--aggregate",
+            "sum,mean,count_nonzero",
+            "--by",
+            "cell_type",
+            "-o",
+        ])
+        .arg(&cli_out)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("4 groups × 40 genes"), "{stdout}");
+    let sql_out = dir.path().join("sql.zarr");
+    let s = session(case["store"].as_str().unwrap_or(""));
+    block_on(s.collect(&format!(
+        "COPY atlas AGGREGATE sum, mean, count_nonzero BY cell_type TO '{}'",
+        sql_out.display()
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bad = block_on(s.collect(&format!(
+        "COPY atlas AGGREGATE median BY cell_type TO '{}'",
+        dir.path().join("bad.h5ad").display()
+    )));
+    let err = bad.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("unknown aggregate function 'median'"), "{err}");
+    let script = r#"
+import json, sys, anndata as ad, numpy as np
+out = []
+for p in sys.argv[1:]:
+    a = ad.read_h5ad(p) if p.endswith(".h5ad") else ad.read_zarr(p)
+    out.append({"obs_names": list(map(str, a.obs_names)), "x": a.X is None,
+                "layers": {k: np.asarray(m).tolist() for k, m in a.layers.items()}})
+print(json.dumps(out))
+"#;
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&cli_out)
+        .arg(&sql_out)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    for (what, got) in ["cli", "sql"]
+        .iter()
+        .zip(read.as_array().into_iter().flatten())
+    {
+        assert_eq!(
+            strings(&got["obs_names"]),
+            strings(&case["obs_names"]),
+            "{what}"
+        );
+        assert_eq!(got["x"], true, "{what}: X is absent");
+        for func in ["sum", "mean", "count_nonzero"] {
+            let values: Vec<f64> = got["layers"][func]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+                .filter_map(|v| v.as_f64())
+                .collect();
+            assert_layer(
+                &values,
+                &case["layers"][func]["values"],
+                &format!("{what} {func}"),
+            );
+        }
+    }
+}

@@ -140,6 +140,21 @@ pub struct ExportArgs {
     /// annql cannot write is otherwise an error.
     #[arg(long, value_name = "ELEMENT")]
     pub exclude: Vec<String>,
+    /// Write a group-by aggregate instead of a subset, as scanpy.get.aggregate returns it: each
+    /// statistic (sum, mean, count_nonzero, var; comma-separated) a layer. Needs --by.
+    #[arg(long, value_name = "FUNCS", value_delimiter = ',', requires = "by")]
+    pub aggregate: Vec<String>,
+    /// obs columns the aggregate groups by (comma-separated).
+    #[arg(
+        long,
+        value_name = "COLS",
+        value_delimiter = ',',
+        requires = "aggregate"
+    )]
+    pub by: Vec<String>,
+    /// The layer aggregated (default: X).
+    #[arg(long, value_name = "LAYER", requires = "aggregate")]
+    pub layer: Option<String>,
 }
 
 /// Formats `annql export` writes.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use annql_engine::export::{ExportChoices, ExportRequest, export_subset, format_name};
+use annql_engine::export_aggregate::{AggFunc, AggregateRequest, export_aggregate};
 
 use crate::args::{ExportArgs, Options};
 use crate::error::{CliError, Result};
@@ -34,17 +35,51 @@ pub async fn run(options: &Options, args: ExportArgs) -> Result<()> {
         interrupted.await;
         cancel.store(true, Ordering::SeqCst);
     });
-    let written = export_subset(
-        &session,
-        ExportRequest {
-            dataset,
-            obs: args.obs,
-            var: args.var,
-            out: args.output,
-            options: export_options,
-        },
-    )
-    .await;
+    let rows = if args.aggregate.is_empty() {
+        "cells"
+    } else {
+        "groups"
+    };
+    let written = if args.aggregate.is_empty() {
+        export_subset(
+            &session,
+            ExportRequest {
+                dataset,
+                obs: args.obs,
+                var: args.var,
+                out: args.output,
+                options: export_options,
+            },
+        )
+        .await
+    } else {
+        let funcs = args
+            .aggregate
+            .iter()
+            .map(|f| {
+                AggFunc::from_name(f).ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "unknown aggregate function '{f}' (sum, mean, count_nonzero, var)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        export_aggregate(
+            &session,
+            AggregateRequest {
+                dataset,
+                by: args.by,
+                funcs,
+                layer: args.layer,
+                obs: args.obs,
+                var: args.var,
+                x_from: None,
+                out: args.output,
+                options: export_options,
+            },
+        )
+        .await
+    };
     watcher.abort();
     let summary = match written {
         Err(annql_engine::Error::Write(annql_write::Error::Cancelled(_))) => {
@@ -53,7 +88,7 @@ pub async fn run(options: &Options, args: ExportArgs) -> Result<()> {
         other => other?,
     };
     println!(
-        "wrote {} ({}): {} cells × {} genes",
+        "wrote {} ({}): {} {rows} × {} genes",
         summary.path.display(),
         format_name(&summary.format),
         summary.n_obs,

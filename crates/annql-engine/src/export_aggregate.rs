@@ -57,8 +57,13 @@ pub struct AggregateRequest {
 /// Computes the aggregate of `request` and writes it as a new AnnData at `request.out`.
 pub async fn export_aggregate(
     session: &AnnSession,
-    request: AggregateRequest,
+    mut request: AggregateRequest,
 ) -> Result<ExportSummary> {
+    // The session's write policy first (a server writes only inside its writable directory).
+    request.out = session.write_policy().resolve(&request.out)?;
+    if !request.options.overwrite && std::fs::symlink_metadata(&request.out).is_ok() {
+        return Err(annql_write::Error::Exists(request.out).into());
+    }
     let store = session
         .store(&request.dataset)
         .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;
@@ -92,7 +97,11 @@ pub async fn compute_aggregate(
     };
     let groups = groups_of(session, request).await?;
     // Streamed: only the dense groups × genes statistics are held, never the long result.
-    let mut batches = session.sql(&aggregate_sql(request)).await?.execute_stream().await?;
+    let mut batches = session
+        .sql(&aggregate_sql(request))
+        .await?
+        .execute_stream()
+        .await?;
     let mut pivot = Pivot::new(request, &groups, &genes, n_vars);
     while let Some(batch) = batches.next().await {
         pivot.add(&batch?)?;
@@ -502,7 +511,11 @@ impl<'a> Pivot<'a> {
             for (f, v) in values.iter().enumerate() {
                 let v = v.as_primitive::<Float64Type>();
                 // NULL is var_samp of a one-cell group: scanpy's NaN.
-                self.stats[f][at] = if v.is_null(row) { f64::NAN } else { v.value(row) };
+                self.stats[f][at] = if v.is_null(row) {
+                    f64::NAN
+                } else {
+                    v.value(row)
+                };
             }
         }
         Ok(())

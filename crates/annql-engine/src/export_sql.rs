@@ -21,6 +21,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::export::{ExportChoices, ExportRequest, export_subset, summary_batch};
+use crate::export_aggregate::{AggFunc, AggregateRequest, export_aggregate};
 use crate::session::AnnSession;
 
 /// A parsed `COPY dataset … TO 'out'`.
@@ -151,10 +152,36 @@ pub fn parse_copy(sql: &str, is_dataset: impl Fn(&str) -> bool) -> Result<Option
 
 /// Runs a parsed `COPY`: its one-row result (`path, format, n_obs, n_vars`).
 pub async fn execute_copy(session: &AnnSession, statement: CopyStatement) -> Result<RecordBatch> {
-    if statement.aggregate.is_some() {
-        return Err(bad("COPY … AGGREGATE is not available yet"));
-    }
     let options = statement.choices.to_options(&statement.out)?;
+    if let Some(aggregate) = statement.aggregate {
+        let funcs = aggregate
+            .funcs
+            .iter()
+            .map(|f| {
+                AggFunc::from_name(f).ok_or_else(|| {
+                    bad(format!(
+                        "unknown aggregate function '{f}' (sum, mean, count_nonzero, var)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let summary = export_aggregate(
+            session,
+            AggregateRequest {
+                dataset: statement.dataset,
+                by: aggregate.by,
+                funcs,
+                layer: aggregate.layer,
+                obs: statement.obs,
+                var: statement.var,
+                x_from: None,
+                out: statement.out,
+                options,
+            },
+        )
+        .await?;
+        return summary_batch(&summary);
+    }
     let summary = export_subset(
         session,
         ExportRequest {
