@@ -145,9 +145,10 @@ impl DType {
     }
 }
 
-impl std::fmt::Display for DType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
+impl DType {
+    /// The zarr v3 `data_type` name (also annql's display name); `None` for other types.
+    pub fn v3_name(&self) -> Option<&'static str> {
+        Some(match self {
             DType::Bool => "bool",
             DType::Int8 => "int8",
             DType::Int16 => "int16",
@@ -160,9 +161,17 @@ impl std::fmt::Display for DType {
             DType::Float32 => "float32",
             DType::Float64 => "float64",
             DType::String => "string",
-            DType::Other(s) => s,
-        };
-        f.write_str(s)
+            DType::Other(_) => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DType::Other(s) => f.write_str(s),
+            known => f.write_str(known.v3_name().unwrap_or_default()),
+        }
     }
 }
 

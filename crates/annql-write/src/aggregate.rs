@@ -249,8 +249,12 @@ pub fn write_into(
             len_hint: Some(groups),
         };
         let id = sink.open_array(path, &spec, &encoding("array", "0.2.0"))?;
-        let values: ArrayRef = Arc::new(Float64Array::from(values.to_vec()));
-        sink.append(id, &values)?;
+        // Appended a few MiB of whole rows at a time, so the write never copies a whole matrix.
+        let rows_per_block = ((1usize << 19) / (aggregate.n_vars.max(1) as usize)).max(1);
+        for block in values.chunks(rows_per_block * aggregate.n_vars.max(1) as usize) {
+            let block: ArrayRef = Arc::new(Float64Array::from(block.to_vec()));
+            sink.append(id, &block)?;
+        }
         sink.close_array(id)
     };
     if let Some(x) = aggregate.x_from

@@ -53,21 +53,7 @@ fn dtype_v2(dtype: &DType) -> Option<&'static str> {
 
 /// The v3 `data_type` name of an element type.
 fn dtype_v3(dtype: &DType) -> Option<&'static str> {
-    Some(match dtype {
-        DType::Bool => "bool",
-        DType::Int8 => "int8",
-        DType::Int16 => "int16",
-        DType::Int32 => "int32",
-        DType::Int64 => "int64",
-        DType::UInt8 => "uint8",
-        DType::UInt16 => "uint16",
-        DType::UInt32 => "uint32",
-        DType::UInt64 => "uint64",
-        DType::Float32 => "float32",
-        DType::Float64 => "float64",
-        DType::String => "string",
-        DType::Other(_) => return None,
-    })
+    dtype.v3_name()
 }
 
 /// The fill value: what a chunk that was never written reads as (zarr-python's defaults).
