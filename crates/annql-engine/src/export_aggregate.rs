@@ -102,10 +102,16 @@ pub async fn compute_aggregate(
         .await?
         .execute_stream()
         .await?;
-    let mut pivot = Pivot::new(request, &groups, &genes, n_vars);
+    // The dense matrices are allocated at the first output batch, once the scan (whose workers
+    // hold partial grids) is over: they then never coexist with more than the merged grid.
+    let mut pivot = None;
     while let Some(batch) = batches.next().await {
-        pivot.add(&batch?)?;
+        let batch = batch?;
+        pivot
+            .get_or_insert_with(|| Pivot::new(request, &groups, &genes, n_vars))
+            .add(&batch)?;
     }
+    let pivot = pivot.unwrap_or_else(|| Pivot::new(request, &groups, &genes, n_vars));
     let stats = pivot.finish()?;
     let aggregate = Aggregate {
         keys: groups.keys,
