@@ -6,6 +6,19 @@ use annql::engine::datafusion::arrow::array::RecordBatch;
 use annql::engine::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::Value;
 
+/// Every physical layout of the `tiny` fixture: zarr v2/v3 directories, zips and HDF5 files.
+pub const TINY_LAYOUTS: [&str; 9] = [
+    "tiny.v2.zarr",
+    "tiny.v2.gzip.zarr",
+    "tiny.v3.zarr",
+    "tiny.v2.zarr.zip",
+    "tiny.v3.zarr.zip",
+    "tiny.nested.zarr.zip",
+    "tiny.h5ad",
+    "tiny.gzip.h5ad",
+    "tiny.lzf.h5ad",
+];
+
 /// A file under `tests/fixtures/data/`.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -17,7 +17,7 @@ use annql_write::sink::Chunking;
 use annql_write::{Error, ExportOptions, Format, Selection, export};
 use serde_json::{Value, json};
 
-use crate::common::{copy_dir, corpus_dir, corpus_stores, fixture, python};
+use crate::common::{TINY_LAYOUTS, copy_dir, corpus_dir, corpus_stores, fixture, python};
 
 /// Refusals the round trip accepts: the element is then left out (`exclude`) and the checker
 /// removes it from the expected AnnData too. Any other refusal or error fails the test.
@@ -177,22 +177,14 @@ async fn select(source: &Path, axis: SelectAxis, predicate: &str) -> Vec<u64> {
 
 /// The fixtures: every layout of `tiny` and `chunky`, cut by real predicates.
 async fn fixture_jobs() -> Vec<Job> {
-    let layouts = [
-        "tiny.v2.zarr",
-        "tiny.v2.gzip.zarr",
-        "tiny.v3.zarr",
-        "tiny.v2.zarr.zip",
-        "tiny.v3.zarr.zip",
-        "tiny.nested.zarr.zip",
-        "tiny.h5ad",
-        "tiny.gzip.h5ad",
-        "tiny.lzf.h5ad",
+    let more = [
         "tiny.fletcher32.h5ad",
         "chunky.v2.zarr",
         "chunky.v3.zarr",
         "chunky.h5ad",
         "chunky.csc.zarr",
     ];
+    let layouts = TINY_LAYOUTS.iter().chain(&more).copied();
     let tiny = fixture("tiny.v2.zarr");
     let tiny_obs = select(
         &tiny,

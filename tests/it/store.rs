@@ -8,20 +8,7 @@ use annql::store::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Ty
 use annql::store::{AnnDataStore, Encoding, Error, ReadStats};
 use serde_json::{Value, json};
 
-use crate::common::{assert_close, copy_dir, expected, fixture};
-
-/// Every physical layout of the `tiny` fixture: zarr v2/v3 directories, zips and HDF5 files.
-const TINY_LAYOUTS: [&str; 9] = [
-    "tiny.v2.zarr",
-    "tiny.v2.gzip.zarr",
-    "tiny.v3.zarr",
-    "tiny.v2.zarr.zip",
-    "tiny.v3.zarr.zip",
-    "tiny.nested.zarr.zip",
-    "tiny.h5ad",
-    "tiny.gzip.h5ad",
-    "tiny.lzf.h5ad",
-];
+use crate::common::{TINY_LAYOUTS, assert_close, copy_dir, expected, fixture};
 
 fn stats() -> Arc<ReadStats> {
     ReadStats::new_shared()

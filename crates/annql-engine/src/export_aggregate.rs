@@ -439,11 +439,14 @@ fn plain_key(
 /// Every value of `array` as text (how the fused result's key columns are matched to groups).
 fn texts_of(array: &ArrayRef) -> Result<Vec<String>> {
     let text = cast(array, &DataType::Utf8).map_err(arrow_err)?;
-    Ok(text
-        .as_string::<i32>()
+    // `aggregate_sql` keeps only cells whose keys are all set: a NULL here is a bug, not a group.
+    text.as_string::<i32>()
         .iter()
-        .map(|v| v.unwrap_or_default().to_string())
-        .collect())
+        .map(|v| {
+            v.map(str::to_string)
+                .ok_or_else(|| Error::Internal("a NULL group key in the aggregate's result".into()))
+        })
+        .collect()
 }
 
 /// The long result of the group-by (keys, `var_id`, one column per statistic) pivoted batch by

@@ -170,6 +170,7 @@ impl std::fmt::Display for DType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DType::Other(s) => f.write_str(s),
+            // `v3_name` is `None` only for `Other`, matched above.
             known => f.write_str(known.v3_name().unwrap_or_default()),
         }
     }
