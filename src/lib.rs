@@ -8,6 +8,9 @@
 //! - [`lang`] (`annql-lang`): the pipeline language, lowered to the same plans as SQL; [`session`]
 //!   opens a session where SQL can also call pipelines as `aql('…')`.
 //!
+//! - [`write`] (`annql-write`): subsets and aggregates of a store written as new AnnData stores
+//!   (zarr v2/v3, `.h5ad`); the engine's `export` module runs them from predicates.
+//!
 //! - [`server`] (`annql-server`): `annql serve`, the PostgreSQL wire protocol over sessions.
 //!
 //! Data flows one way: storage → engine → front-ends (CLI, server, language).
@@ -16,6 +19,7 @@ pub use annql_engine as engine;
 pub use annql_lang as lang;
 pub use annql_server as server;
 pub use annql_store as store;
+pub use annql_write as write;
 
 pub use annql_engine::datafusion::arrow::record_batch::RecordBatch;
 pub use annql_engine::datafusion::dataframe::DataFrame;
