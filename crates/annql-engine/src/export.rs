@@ -215,16 +215,27 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// `out` as the session's write policy resolves it, refused up front when it exists and
+/// `overwrite` is off. The writer checks again when it starts; checking here too means the
+/// predicates and aggregates do not run for nothing.
+pub(crate) fn writable_output(
+    session: &AnnSession,
+    out: &Path,
+    overwrite: bool,
+) -> Result<PathBuf> {
+    let out = session.write_policy().resolve(out)?;
+    if !overwrite && std::fs::symlink_metadata(&out).is_ok() {
+        return Err(annql_write::Error::Exists(out).into());
+    }
+    Ok(out)
+}
+
 /// Writes the cells and genes of `request.dataset` its predicates keep as a new AnnData store.
 ///
 /// The output path is checked against the session's [`WritePolicy`] before anything is read.
 /// Dropping the returned future cancels the write (nothing is left at the output path).
 pub async fn export_subset(session: &AnnSession, request: ExportRequest) -> Result<ExportSummary> {
-    let out = session.write_policy().resolve(&request.out)?;
-    // Checked again when the write starts; here, so the predicates do not run for nothing.
-    if !request.options.overwrite && std::fs::symlink_metadata(&out).is_ok() {
-        return Err(annql_write::Error::Exists(out).into());
-    }
+    let out = writable_output(session, &request.out, request.options.overwrite)?;
     let store = session
         .store(&request.dataset)
         .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;

@@ -60,10 +60,7 @@ pub async fn export_aggregate(
     mut request: AggregateRequest,
 ) -> Result<ExportSummary> {
     // The session's write policy first (a server writes only inside its writable directory).
-    request.out = session.write_policy().resolve(&request.out)?;
-    if !request.options.overwrite && std::fs::symlink_metadata(&request.out).is_ok() {
-        return Err(annql_write::Error::Exists(request.out).into());
-    }
+    request.out = crate::export::writable_output(session, &request.out, request.options.overwrite)?;
     let store = session
         .store(&request.dataset)
         .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;
