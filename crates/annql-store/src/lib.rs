@@ -14,6 +14,10 @@ pub mod element;
 pub mod error;
 /// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
 pub mod hdf5;
+/// Read limits: what one read may allocate, checked before allocating; decompression bombs.
+pub mod limits;
+/// Local files opened without blocking: regular files only.
+mod local;
 /// Stores written before anndata 0.7, presented in the modern element tree.
 mod legacy;
 /// Reading the zarr hierarchy (consolidated or walked) and array data types.
@@ -31,6 +35,7 @@ pub mod store;
 
 pub use element::{Element, Encoding};
 pub use error::{Error, Result};
+pub use limits::ReadLimit;
 pub use metadata::{DType, ZarrFormat};
 pub use object::{ChunkCache, FetchSnapshot, FetchStats, StorageOptions};
 pub use read::{DenseBlock, SparseBlock, SparseCarry};
