@@ -49,6 +49,10 @@ pub struct Options {
     /// fetched and cache hits) after each statement, on stderr.
     #[arg(long, global = true)]
     pub stats: bool,
+    /// The most one read may allocate (a decoded chunk, a row block, a category table, a zip
+    /// member), e.g. 4GB: what a file declares beyond it is an error (default 1GiB).
+    #[arg(long, global = true, value_parser = parse_bytes)]
+    pub read_limit: Option<usize>,
     /// A setting for remote datasets named on the command line, as KEY=VALUE (repeatable):
     /// endpoint, region, skip_signature, allow_http, cache=off, retries, timeout, … (docs/remote.md).
     #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]

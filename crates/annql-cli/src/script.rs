@@ -128,6 +128,9 @@ pub fn storage_options(options: &Options) -> Result<StorageOptions> {
         })?;
         pairs.push((k.trim().to_string(), v.trim().to_string()));
     }
+    if let Some(bytes) = options.read_limit {
+        pairs.push(("read_limit".into(), bytes.to_string()));
+    }
     Ok(StorageOptions::from_pairs(pairs).map_err(annql_engine::Error::from)?)
 }
 
