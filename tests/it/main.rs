@@ -11,6 +11,7 @@ mod export;
 mod export_front;
 mod fused;
 mod h5ad;
+mod hostile;
 mod integrity;
 mod lang;
 mod legacy;

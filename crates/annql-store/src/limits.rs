@@ -174,16 +174,19 @@ impl ChunkGuard {
     /// Checks one encoded (inner) chunk; the error says what the stream declares.
     pub(crate) fn check_chunk(&self, encoded: &[u8]) -> std::result::Result<(), String> {
         let body = &encoded[..encoded.len().saturating_sub(self.trailer)];
-        let decoded = match self.compression {
+        let (decoded, says) = match self.compression {
             Compression::None => return Ok(()),
-            Compression::Blosc => blosc_size(body)?,
-            Compression::Zstd => zstd_bound(body)?,
-            Compression::Gzip => gzip_size(body, self.decoded)?,
+            Compression::Blosc => (blosc_size(body)?, "its blosc header declares"),
+            Compression::Zstd => (zstd_bound(body)?, "its zstd frames declare"),
+            Compression::Gzip => (gzip_size(body, self.decoded)?, "its gzip stream inflates to"),
         };
         if decoded > self.decoded {
+            let decoded = match self.compression {
+                Compression::Gzip => "more than".to_string(),
+                _ => format!("{decoded} bytes, more than"),
+            };
             return Err(format!(
-                "a compressed chunk would decode to {decoded} bytes, more than the {} bytes \
-                 of its declared shape (a decompression bomb?)",
+                "{says} {decoded} the {} bytes of its declared shape (a decompression bomb?)",
                 self.decoded
             ));
         }

@@ -24,9 +24,14 @@ use crate::local::{DirStorage, check_store_path, open_regular};
 pub type Storage = Arc<dyn ReadableListableStorageTraits>;
 
 /// Opens the storage behind a local path: a zarr directory, a `.zip` archive of one, or an HDF5
-/// file (`.h5ad`, `.h5mu`) presented as a zarr v2 store. A FIFO, socket or device is refused
-/// without being opened for reading; every read is bounded by `limit`.
-pub fn open_local(path: &Path, limit: ReadLimit) -> Result<Storage> {
+/// file (`.h5ad`, `.h5mu`) presented as a zarr v2 store, with the default [`ReadLimit`].
+pub fn open_local(path: &Path) -> Result<Storage> {
+    open_local_within(path, ReadLimit::default())
+}
+
+/// [`open_local`], every read bounded by `limit`. A FIFO, socket or device is refused without
+/// being opened for reading.
+pub fn open_local_within(path: &Path, limit: ReadLimit) -> Result<Storage> {
     let meta = check_store_path(path)?;
     if meta.is_dir() {
         return Ok(Arc::new(DirStorage::open(path, limit)?));
@@ -552,14 +557,14 @@ mod tests {
 
     #[test]
     fn not_a_store_is_a_clear_error() {
-        let err = open_local(&fixture("tiny.expected.json"), ReadLimit::default())
+        let err = open_local(&fixture("tiny.expected.json"))
             .err()
             .map(|e| e.to_string());
         assert!(
             err.unwrap_or_default()
                 .contains("neither a zarr directory nor a zip")
         );
-        let err = open_local(Path::new("/nonexistent/x.zarr"), ReadLimit::default())
+        let err = open_local(Path::new("/nonexistent/x.zarr"))
             .err()
             .map(|e| e.to_string());
         assert!(

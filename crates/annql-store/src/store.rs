@@ -12,7 +12,7 @@ use crate::limits::{ChunkGuard, ReadLimit};
 use crate::metadata::{ArrayMeta, Node, ZarrFormat, read_hierarchy};
 use crate::object::{FetchStats, ObjectStorage, StorageOptions, is_remote};
 use crate::read::ZArray;
-use crate::storage::{ReadStats, Storage, open_local};
+use crate::storage::{ReadStats, Storage, open_local_within};
 
 /// A zarrs array opened once, with what its encoded chunks are checked for.
 pub(crate) type OpenedArray = (Arc<ZArray>, Arc<ChunkGuard>);
@@ -57,7 +57,7 @@ impl AnnDataStore {
             return Self::open_with(local, options);
         }
         if !is_remote(&location) {
-            let storage = open_local(path, options.read_limit())?;
+            let storage = open_local_within(path, options.read_limit())?;
             return Self::from_storage_within(storage, path.display(), options.read_limit());
         }
         if location.ends_with(".h5ad") || location.ends_with(".h5mu") {
