@@ -171,9 +171,21 @@ fn decompression_bombs_are_refused_before_decoding() {
     make_hostile(&["bombs", &dir.path().to_string_lossy()]);
     // blosc and zstd declare 64 MiB in their headers; gzip inflates to it.
     for (store, chunk, declared) in [
-        (&v2, "chunk 'X/data/0'", "its blosc header declares 67108864 bytes"),
-        (&gzip, "chunk 'X/data/0'", "its gzip stream inflates to more than"),
-        (&v3, "chunk 'X/data/c/0'", "its zstd frames declare 67108864 bytes"),
+        (
+            &v2,
+            "chunk 'X/data/0'",
+            "its blosc header declares 67108864 bytes",
+        ),
+        (
+            &gzip,
+            "chunk 'X/data/0'",
+            "its gzip stream inflates to more than",
+        ),
+        (
+            &v3,
+            "chunk 'X/data/c/0'",
+            "its zstd frames declare 67108864 bytes",
+        ),
     ] {
         let err = fails(store, "SELECT sum(value) FROM t.x", None);
         names(
@@ -210,16 +222,27 @@ fn zip_members_whose_declared_size_lies_are_errors() {
     // 4 GiB declared: refused before allocating it, by the default 1 GiB limit...
     names(
         &fails(&out.join("bigger.zip"), sql, None),
-        &["bigger.zip", "member 'X/data/0'", "read limit of 1073741824 bytes"],
+        &[
+            "bigger.zip",
+            "member 'X/data/0'",
+            "read limit of 1073741824 bytes",
+        ],
     );
     // ...and, under a limit that allows it, found to inflate to less.
     names(
         &fails(&out.join("bigger.zip"), sql, Some(8 << 30)),
-        &["member 'X/data/0'", "inflates to fewer bytes than the 4294901760"],
+        &[
+            "member 'X/data/0'",
+            "inflates to fewer bytes than the 4294901760",
+        ],
     );
     names(
         &fails(&out.join("smaller.zip"), sql, None),
-        &["smaller.zip", "member 'X/data/0'", "inflates to more bytes than"],
+        &[
+            "smaller.zip",
+            "member 'X/data/0'",
+            "inflates to more bytes than",
+        ],
     );
 }
 
@@ -232,7 +255,7 @@ fn the_read_limit_refuses_what_one_read_would_allocate() {
         &fails(&store, "SELECT cell_type FROM t.obs", Some(6000)),
         &[
             "element '/obs/cell_type/codes'",
-            "one decoded chunk of 10000 int8 values would take 10000 bytes",
+            "chunk shape (10000 int8 values) would take 10000 bytes",
             limit,
         ],
     );
@@ -256,20 +279,23 @@ fn the_read_limit_refuses_what_one_read_would_allocate() {
     // A metadata document is one read too.
     names(
         &fails(&fixture("tiny.v2.zarr"), "SELECT 1", Some(100)),
-        &[".zmetadata", "reading 34539 bytes would exceed the read limit of 100 bytes"],
+        &[
+            ".zmetadata",
+            "reading 34539 bytes would exceed the read limit of 100 bytes",
+        ],
     );
 }
 
-/// A copy of `tiny.v2.zarr` whose obs, X and X/indptr declare 10¹⁵ rows.
-fn huge_rows(dir: &Path) -> PathBuf {
-    let store = copy_of(dir, "tiny.v2.zarr", "huge.zarr");
+/// A copy of `tiny.v2.zarr` at `<dir>/<name>` with `key` of metadata document `doc` set, for
+/// each of `edits`.
+fn declared(dir: &Path, name: &str, edits: &[(&str, &str, Value)]) -> PathBuf {
+    let store = copy_of(dir, "tiny.v2.zarr", name);
     let path = store.join(".zmetadata");
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}"));
-    let n = 1_000_000_000_000_000u64;
-    v["metadata"]["obs/_index/.zarray"]["shape"] = serde_json::json!([n]);
-    v["metadata"]["X/.zattrs"]["shape"] = serde_json::json!([n, 40]);
-    v["metadata"]["X/indptr/.zarray"]["shape"] = serde_json::json!([n + 1]);
+    for (doc, key, value) in edits {
+        v["metadata"][*doc][*key] = value.clone();
+    }
     std::fs::write(&path, v.to_string()).unwrap_or_else(|e| panic!("{e}"));
     store
 }
@@ -277,36 +303,98 @@ fn huge_rows(dir: &Path) -> PathBuf {
 #[test]
 fn a_declared_shape_of_10_15_rows_is_an_error_not_an_abort() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store = huge_rows(dir.path());
-    let run = |sql: &str| {
+    let n = 1_000_000_000_000_000u64;
+    let rows = declared(
+        dir.path(),
+        "rows.zarr",
+        &[
+            ("obs/_index/.zarray", "shape", serde_json::json!([n])),
+            ("X/.zattrs", "shape", serde_json::json!([n, 40])),
+            ("X/indptr/.zarray", "shape", serde_json::json!([n + 1])),
+        ],
+    );
+    let cols = declared(
+        dir.path(),
+        "cols.zarr",
+        &[
+            ("var/_index/.zarray", "shape", serde_json::json!([n])),
+            ("X/.zattrs", "shape", serde_json::json!([120, n])),
+            (
+                "obs/cell_type/categories/.zarray",
+                "shape",
+                serde_json::json!([n]),
+            ),
+        ],
+    );
+    let chunk = declared(
+        dir.path(),
+        "chunk.zarr",
+        &[("X/data/.zarray", "chunks", serde_json::json!([n]))],
+    );
+    let run = |store: &Path, sql: &str| {
         // 4 GB of address space: room for the allocator's and threads' reservations, none for
         // what the declared shape would size.
         Command::new("prlimit")
             .arg("--as=4000000000")
             .arg(env!("CARGO_BIN_EXE_annql"))
-            .args(["run", "--threads", "2", "-d"])
+            // One partition: the first refusal met is the same on every run.
+            .args(["run", "--threads", "1", "-d"])
             .arg(format!("t={}", store.display()))
             .args(["-c", sql])
             .output()
             .unwrap_or_else(|e| panic!("spawn prlimit annql: {e}"))
     };
-    for sql in [
-        "SELECT count(*) FROM t.obs",
-        "SELECT * FROM t.x LIMIT 2",
-        "SELECT obs_id FROM t.x WHERE var_id = 3 LIMIT 1",
+    for (store, sql, what) in [
+        (&rows, "SELECT count(*) FROM t.obs", "the scan's list of"),
+        (&rows, "SELECT * FROM t.x LIMIT 2", "the scan's list of"),
+        (
+            &rows,
+            "SELECT obs_id, sum(value) FROM t.x GROUP BY obs_id",
+            "positions of an axis",
+        ),
+        (&cols, "SELECT count(*) FROM t.var", "the scan's list of"),
+        (
+            &cols,
+            "SELECT * FROM t.x WHERE var_id = 3",
+            "ids of the minor axis",
+        ),
+        (
+            &cols,
+            "SELECT var_id, sum(value) FROM t.x GROUP BY var_id",
+            "positions of an axis",
+        ),
+        (
+            &cols,
+            "SELECT cell_type FROM t.obs",
+            "reading 1000000000000000 string values",
+        ),
+        (
+            &chunk,
+            "SELECT sum(value) FROM t.x",
+            "declared chunk shape (1000000000000000 float32 values)",
+        ),
     ] {
-        let out = run(sql);
+        let out = run(store, sql);
         let stderr = String::from_utf8_lossy(&out.stderr);
         // An abort is a signal (no exit code); an error exits 1.
         assert_eq!(out.status.code(), Some(1), "{sql}: {stderr}");
-        names(&stderr, &["huge.zarr", "more than the read limit"]);
+        names(
+            &stderr,
+            &[what, "more than the read limit of 1073741824 bytes"],
+        );
     }
-    let out = run("SELECT count(*) FROM t.var");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // What does not touch the declared shape still answers.
+    for (store, sql) in [
+        (&rows, "SELECT count(*) FROM t.var"),
+        (&cols, "SELECT count(*) FROM t.obs"),
+    ] {
+        let out = run(store, sql);
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The wide store's figures (see `make_hostile.py wide`).
@@ -348,5 +436,8 @@ fn a_matrix_of_more_than_2_31_entries_with_int64_indptr_opens_and_answers() {
         .sum();
     let (count, total) = (got[0][0].as_f64(), got[0][1].as_f64().unwrap_or(f64::NAN));
     assert_eq!(count, Some(((ROWS - first) * PER_ROW) as f64));
-    assert!((total - sum).abs() <= 1e-6 * sum, "sum {total}, written {sum}");
+    assert!(
+        (total - sum).abs() <= 1e-6 * sum,
+        "sum {total}, written {sum}"
+    );
 }

@@ -14,12 +14,12 @@ pub mod element;
 pub mod error;
 /// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
 pub mod hdf5;
+/// Stores written before anndata 0.7, presented in the modern element tree.
+mod legacy;
 /// Read limits: what one read may allocate, checked before allocating; decompression bombs.
 pub mod limits;
 /// Local files opened without blocking: regular files only.
 mod local;
-/// Stores written before anndata 0.7, presented in the modern element tree.
-mod legacy;
 /// Reading the zarr hierarchy (consolidated or walked) and array data types.
 pub mod metadata;
 /// Stores in object storage (HTTP, S3, GCS, Azure), with the shared chunk cache.

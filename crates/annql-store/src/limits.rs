@@ -178,7 +178,10 @@ impl ChunkGuard {
             Compression::None => return Ok(()),
             Compression::Blosc => (blosc_size(body)?, "its blosc header declares"),
             Compression::Zstd => (zstd_bound(body)?, "its zstd frames declare"),
-            Compression::Gzip => (gzip_size(body, self.decoded)?, "its gzip stream inflates to"),
+            Compression::Gzip => (
+                gzip_size(body, self.decoded)?,
+                "its gzip stream inflates to",
+            ),
         };
         if decoded > self.decoded {
             let decoded = match self.compression {
@@ -356,9 +359,9 @@ fn zstd_bound(mut body: &[u8]) -> std::result::Result<u64, String> {
             let (last, kind, size) = (header & 1 == 1, (header >> 1) & 3, header >> 3);
             at += 3;
             let (stored, out) = match kind {
-                0 => (size, size),            // raw
-                1 => (1, size),               // RLE: one byte, repeated
-                2 => (size, ZSTD_BLOCK_MAX),  // compressed
+                0 => (size, size),           // raw
+                1 => (1, size),              // RLE: one byte, repeated
+                2 => (size, ZSTD_BLOCK_MAX), // compressed
                 _ => return Err(bad("reserved block type")),
             };
             bound = bound.saturating_add(out);
@@ -377,7 +380,11 @@ fn zstd_bound(mut body: &[u8]) -> std::result::Result<u64, String> {
 /// A little-endian integer of `n` bytes at `at`.
 fn le(bytes: &[u8], at: usize, n: usize) -> Option<u64> {
     let b = bytes.get(at..at.checked_add(n)?)?;
-    Some(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+    Some(
+        b.iter()
+            .rev()
+            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+    )
 }
 
 /// What a gzip stream inflates to, counted without keeping it, stopping one byte past `most`.
@@ -398,8 +405,14 @@ mod tests {
         assert!(limit.check("s.zarr", "/X/data", "a chunk", 100).is_ok());
         let err = limit.check("s.zarr", "/X/data", "a chunk", 101).err();
         let text = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(text.contains("s.zarr: element '/X/data': a chunk"), "{text}");
-        assert!(text.contains("101 bytes") && text.contains("100 bytes"), "{text}");
+        assert!(
+            text.contains("s.zarr: element '/X/data': a chunk"),
+            "{text}"
+        );
+        assert!(
+            text.contains("101 bytes") && text.contains("100 bytes"),
+            "{text}"
+        );
         assert_eq!(bytes_of(u64::MAX, 2), u64::MAX);
     }
 

@@ -142,7 +142,8 @@ impl ReadableStorageTraits for DirStorage {
                 )));
             }
             // `n <= limit`, which a `usize` holds on the 64-bit targets annql builds for.
-            let mut buf = vec![0u8; usize::try_from(n).map_err(|e| StorageError::Other(e.to_string()))?];
+            let mut buf =
+                vec![0u8; usize::try_from(n).map_err(|e| StorageError::Other(e.to_string()))?];
             file.read_exact_at(&mut buf, start)
                 .map_err(|e| StorageError::Other(format!("{}: {e}", path.display())))?;
             out.push(Ok(Bytes::from(buf)));
@@ -196,7 +197,11 @@ mod tests {
 
     fn mkfifo(path: &Path) {
         let status = std::process::Command::new("mkfifo").arg(path).status();
-        assert!(status.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "mkfifo {}",
+            path.display()
+        );
     }
 
     #[test]
@@ -210,16 +215,16 @@ mod tests {
                 path: base.clone(),
                 source: std::io::Error::other(e),
             })?;
-            store
-                .get(&key)
-                .map(|_| ())
-                .map_err(|e| Error::Open {
-                    path: base.clone(),
-                    source: std::io::Error::other(e),
-                })
+            store.get(&key).map(|_| ()).map_err(|e| Error::Open {
+                path: base.clone(),
+                source: std::io::Error::other(e),
+            })
         });
         let text = got.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(text.contains("is a FIFO (named pipe), not a regular file"), "{text}");
+        assert!(
+            text.contains("is a FIFO (named pipe), not a regular file"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -138,24 +138,25 @@ impl AnnDataStore {
                 })
                 .ok_or_else(|| self.malformed(path, "declared chunk shape is missing or zero"))
         };
-        let outer =
-            shape_of(doc.get("chunks").or_else(|| doc.pointer("/chunk_grid/configuration/chunk_shape")))?;
+        let outer = shape_of(
+            doc.get("chunks")
+                .or_else(|| doc.pointer("/chunk_grid/configuration/chunk_shape")),
+        )?;
         let sharding = doc
             .pointer("/codecs/0")
             .filter(|c| c.get("name").and_then(|n| n.as_str()) == Some("sharding_indexed"));
         let elements = match sharding {
             Some(codec) => {
                 let inner = shape_of(codec.pointer("/configuration/chunk_shape"))?;
-                self.check_alloc(
-                    path,
-                    "the shard index",
-                    bytes_of(outer.div_ceil(inner), 16),
-                )?;
+                self.check_alloc(path, "the shard index", bytes_of(outer.div_ceil(inner), 16))?;
                 inner
             }
             None => outer,
         };
-        let what = format!("one decoded chunk of {elements} {} values", meta.dtype);
+        let what = format!(
+            "a chunk of the declared chunk shape ({elements} {} values)",
+            meta.dtype
+        );
         match meta.dtype.size() {
             Some(size) => {
                 let bytes = bytes_of(elements, size as u64);
@@ -471,7 +472,14 @@ impl AnnDataStore {
                         all_at_most(&values, last, $unsigned)
                     }
                 };
-                if n_minor > u64::from(u32::MAX) + 1 || !fits {
+                if n_minor > u64::from(u32::MAX) + 1 {
+                    return Err(self.unsupported(
+                        path,
+                        "sparse matrix",
+                        &format!("its minor axis of {n_minor} is longer than 2^32"),
+                    ));
+                }
+                if !fits {
                     return Err(bad());
                 }
                 Ok(if std::mem::size_of::<$t>() == 4 {
