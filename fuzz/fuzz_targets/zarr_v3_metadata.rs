@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: annql_fuzz::keep_caught_panics(), |data: &[u8]| {
     // An error is a clean answer to a bad input: only a crash fails the target.
     let _ = annql_store::fuzzing::zarr_v3_metadata(data);
 });

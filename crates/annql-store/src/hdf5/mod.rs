@@ -948,4 +948,17 @@ mod tests {
         assert_eq!(describe(&h5), describe(&zarr));
         Ok(())
     }
+
+    /// A file nesting groups 200 deep (anndata's file with a chain of `uns/d/d/...` groups added
+    /// by h5py; kept in the fuzz corpus) is refused with an error naming the depth, rather than
+    /// walked until the stack runs out.
+    #[test]
+    fn deep_groups_are_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/hdf5/deep-groups.h5ad");
+        let err = AnnDataStore::open(&path).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("nested more than 128 deep"), "{err}");
+        assert!(err.contains("deep-groups.h5ad"), "{err}");
+    }
 }

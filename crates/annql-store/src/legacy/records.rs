@@ -282,6 +282,19 @@ mod tests {
         Ok(())
     }
 
+    /// Dtypes a hostile store can declare are errors, never a panic or an overflow.
+    #[test]
+    fn hostile_dtypes_are_refused() {
+        assert!(parse_typestr("<\u{e9}4").is_err());
+        assert!(parse_typestr("|S").is_err());
+        assert!(parse_typestr("<U4611686018427387904").is_err());
+        assert!(parse_typestr("|S16777217").is_err());
+        let huge = json!([["a", "<f8", [4294967296u64, 4294967296u64]]]);
+        assert!(parse_record(&huge).is_err());
+        let wide = json!([["a", "<f8", [1u64 << 40]]]);
+        assert!(parse_record(&wide).is_err());
+    }
+
     #[test]
     fn strings_decode_like_numpy() {
         let kind = Kind::Bytes(5);
