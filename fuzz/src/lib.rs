@@ -6,6 +6,6 @@
 /// does not catch still reaches libfuzzer-sys, which aborts: a crash.
 pub fn keep_caught_panics() {
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("panicked at {info} (caught by annql, or a crash if libFuzzer aborts next)");
+        eprintln!("{info} (caught by annql, or a crash if libFuzzer aborts next)");
     }));
 }
