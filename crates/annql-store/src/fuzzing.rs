@@ -64,7 +64,10 @@ pub fn consolidated_metadata(data: &[u8]) -> Result<()> {
         let file = key.rsplit('/').next().unwrap_or(key);
         key == ".zmetadata"
             || key == "zarr.json"
-            || !matches!(file, ".zmetadata" | ".zgroup" | ".zarray" | ".zattrs" | "zarr.json")
+            || !matches!(
+                file,
+                ".zmetadata" | ".zgroup" | ".zarray" | ".zattrs" | "zarr.json"
+            )
     };
     exercise(&memory_store(data, keep)?, "fuzz-consolidated.zarr")
 }
@@ -104,8 +107,14 @@ pub fn chunk_to_arrow(data: &[u8]) -> Result<()> {
             let root = json!({"zarr_format": 3, "node_type": "group", "attributes": anndata});
             put(&store, "zarr.json", root.to_string().as_bytes())?;
             v3.entry("attributes").or_insert(array);
-            put(&store, "X/zarr.json", Value::Object(v3).to_string().as_bytes())?;
-            &["X/c/0", "X/c/0/0", "X/c.0", "X/c.0.0", "X/0", "X/0.0", "X/0/0"]
+            put(
+                &store,
+                "X/zarr.json",
+                Value::Object(v3).to_string().as_bytes(),
+            )?;
+            &[
+                "X/c/0", "X/c/0/0", "X/c.0", "X/c.0.0", "X/0", "X/0.0", "X/0/0",
+            ]
         }
         _ => {
             put(&store, ".zgroup", br#"{"zarr_format": 2}"#)?;
@@ -135,7 +144,10 @@ pub fn chunk_to_arrow(data: &[u8]) -> Result<()> {
 fn memory_store(data: &[u8], keep: impl Fn(&str) -> bool) -> Result<Storage> {
     let store = MemoryStore::new();
     for entry in data.split(|&b| b == 0) {
-        let split = entry.iter().position(|&b| b == b'\n').unwrap_or(entry.len());
+        let split = entry
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(entry.len());
         // A key that is not UTF-8 or not a valid zarr key cannot be stored: the entry is not
         // part of the store (as a file a directory listing would not show).
         let Ok(key) = std::str::from_utf8(&entry[..split]) else {
@@ -188,7 +200,10 @@ fn read(store: &AnnDataStore, element: &Element, stats: &Arc<ReadStats>) -> Resu
     let sub = |name: &str| format!("{path}/{name}");
     match &element.encoding {
         Encoding::CsrMatrix | Encoding::CscMatrix => {
-            if !["indptr", "indices", "data"].iter().all(|a| small(store, &sub(a))) {
+            if !["indptr", "indices", "data"]
+                .iter()
+                .all(|a| small(store, &sub(a)))
+            {
                 return Ok(());
             }
             let (major, _) = store.sparse_dims(element)?;
@@ -248,9 +263,15 @@ fn small(store: &AnnDataStore, path: &str) -> bool {
     let chunk = meta
         .document
         .get("chunks")
-        .or_else(|| meta.document.pointer("/chunk_grid/configuration/chunk_shape"))
+        .or_else(|| {
+            meta.document
+                .pointer("/chunk_grid/configuration/chunk_shape")
+        })
         .and_then(Value::as_array)
-        .and_then(|c| c.iter().try_fold(1u64, |acc, n| acc.checked_mul(n.as_u64()?)));
+        .and_then(|c| {
+            c.iter()
+                .try_fold(1u64, |acc, n| acc.checked_mul(n.as_u64()?))
+        });
     values.is_some_and(|n| n <= MAX_READ_ELEMENTS) && chunk.is_none_or(|n| n <= MAX_READ_ELEMENTS)
 }
 
@@ -259,13 +280,15 @@ fn first_rows(len: u64) -> Range<u64> {
 }
 
 /// Writes `data` to a fresh temporary file named `*.{extension}`, runs `f` on it, removes it.
-fn with_file(data: &[u8], extension: &str, f: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<()> {
+fn with_file(
+    data: &[u8],
+    extension: &str,
+    f: impl FnOnce(&std::path::Path) -> Result<()>,
+) -> Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "annql-fuzz-{}-{n}.{extension}",
-        std::process::id()
-    ));
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("annql-fuzz-{}-{n}.{extension}", std::process::id()));
     std::fs::write(&path, data).map_err(|source| Error::Open {
         path: path.clone(),
         source,

@@ -185,9 +185,13 @@ impl AnnDataStore {
         // Some of zarrs's decoders index chunk bytes without checking them (the v2 vlen-utf8
         // codec slices by the lengths a damaged chunk declares) and annql cannot see the decoded
         // bytes before they do: a panic there is the chunk's damage, reported as its error.
-        catch_unwind(AssertUnwindSafe(|| counted.retrieve_array_subset::<T>(subset)))
-            .map_err(|_| self.decode_error(path, "the zarr decoder failed on damaged chunk data".into()))?
-            .map_err(|e| self.decode_error(path, Box::new(e)))
+        catch_unwind(AssertUnwindSafe(|| {
+            counted.retrieve_array_subset::<T>(subset)
+        }))
+        .map_err(|_| {
+            self.decode_error(path, "the zarr decoder failed on damaged chunk data".into())
+        })?
+        .map_err(|e| self.decode_error(path, Box::new(e)))
     }
 
     /// A decoding failure of the array at `path`.

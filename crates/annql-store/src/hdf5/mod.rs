@@ -245,12 +245,14 @@ impl Hdf5Storage {
                 continue;
             }
             let grid = array.grid();
-            let total = product(&grid).filter(|&n| n <= MAX_LISTED_CHUNKS).ok_or_else(|| {
-                StorageError::Other(format!(
-                    "{}: HDF5 dataset '/{node}' has too many chunks to list ({grid:?})",
-                    self.path.display()
-                ))
-            })?;
+            let total = product(&grid)
+                .filter(|&n| n <= MAX_LISTED_CHUNKS)
+                .ok_or_else(|| {
+                    StorageError::Other(format!(
+                        "{}: HDF5 dataset '/{node}' has too many chunks to list ({grid:?})",
+                        self.path.display()
+                    ))
+                })?;
             for linear in 0..total {
                 let mut rest = linear;
                 let mut parts = vec![0u64; grid.len()];
@@ -625,8 +627,12 @@ impl H5Array {
             }
             Values::Record(members) => {
                 let packed: usize = members.iter().map(|(_, len)| len).sum();
-                let mut out =
-                    vec![0u8; elements.checked_mul(packed).ok_or("compound chunk too large")?];
+                let mut out = vec![
+                    0u8;
+                    elements
+                        .checked_mul(packed)
+                        .ok_or("compound chunk too large")?
+                ];
                 for (i, record) in raw.chunks_exact(self.elem_size).take(stored).enumerate() {
                     let mut at = i * packed;
                     for &(offset, len) in members {
@@ -954,8 +960,8 @@ mod tests {
     /// walked until the stack runs out.
     #[test]
     fn deep_groups_are_refused() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus/hdf5/deep-groups.h5ad");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/hdf5/deep-groups.h5ad");
         let err = AnnDataStore::open(&path).err().map(|e| e.to_string());
         let err = err.unwrap_or_default();
         assert!(err.contains("nested more than 128 deep"), "{err}");

@@ -82,9 +82,7 @@ pub(crate) fn parse_typestr(typestr: &str) -> Result<Kind, String> {
         _ => ('|', typestr),
     };
     let code = rest.chars().next().ok_or_else(unsupported)?;
-    let n: usize = rest[code.len_utf8()..]
-        .parse()
-        .map_err(|_| unsupported())?;
+    let n: usize = rest[code.len_utf8()..].parse().map_err(|_| unsupported())?;
     let number = |dtype: DType| Kind::Number {
         typestr: typestr.to_string(),
         dtype,
@@ -128,10 +126,7 @@ pub(crate) struct Field {
 impl Field {
     /// Bytes the field takes in a record; `None` when the declared sub-array shape overflows.
     pub(crate) fn size(&self) -> Option<usize> {
-        let count = self
-            .shape
-            .iter()
-            .try_fold(1u64, |n, &d| n.checked_mul(d))?;
+        let count = self.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d))?;
         self.kind.size().checked_mul(usize::try_from(count).ok()?)
     }
 }
