@@ -12,6 +12,9 @@
 pub mod element;
 /// The error type.
 pub mod error;
+/// Entry points for the fuzz targets and their corpus-replay tests (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing;
 /// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
 pub mod hdf5;
 /// Stores written before anndata 0.7, presented in the modern element tree.

@@ -1,6 +1,7 @@
 //! Stages `scan → decode`: range reads of arrays into Arrow, through zarrs, with chunk accounting.
 
 use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -237,9 +238,16 @@ impl AnnDataStore {
             storage = Arc::new(RootedStorage::new(storage, path));
         }
         let counted = array.with_storage(storage);
-        counted
-            .retrieve_array_subset::<T>(subset)
-            .map_err(|e| self.decode_error(path, Box::new(e)))
+        // Some of zarrs's decoders index chunk bytes without checking them (the v2 vlen-utf8
+        // codec slices by the lengths a damaged chunk declares) and annql cannot see the decoded
+        // bytes before they do: a panic there is the chunk's damage, reported as its error.
+        catch_unwind(AssertUnwindSafe(|| {
+            counted.retrieve_array_subset::<T>(subset)
+        }))
+        .map_err(|_| {
+            self.decode_error(path, "the zarr decoder failed on damaged chunk data".into())
+        })?
+        .map_err(|e| self.decode_error(path, Box::new(e)))
     }
 
     /// A decoding failure of the array at `path`.

@@ -294,7 +294,9 @@ impl ReadableStorageTraits for ZipStorage {
         } else {
             Some(Bytes::from(self.read_member(key, member)?))
         };
-        let len = member.size;
+        // A compressed member's ranges are taken from what it inflated to, which a damaged
+        // archive can make differ from the size its directory declares.
+        let len = inflated.as_ref().map_or(member.size, |b| b.len() as u64);
         let ranges: Vec<(u64, u64)> = byte_ranges.map(|r| (r.start(len), r.end(len))).collect();
         if let Some(&(start, end)) = ranges.iter().find(|(s, e)| *e > len || s > e) {
             return Err(StorageError::Other(format!(
