@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::common::{copy_dir, corpus_stores, fixture, rows};
 
+mod cases;
+mod suite;
+
 /// A copy of `tiny.v2.zarr` at `<dir>/s.zarr`, its `.zmetadata` edited by `edit`.
 fn damaged(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
