@@ -158,11 +158,17 @@ impl std::fmt::Display for Damage {
             Damage::Empty(k) => write!(f, "{} emptied", key(k)),
             Damage::Garbage(k) => write!(f, "{} replaced by random bytes", key(k)),
             Damage::Overwrite(k, at, b) => write!(f, "{} bytes {b:02x?} at {at:?}", key(k)),
-            Damage::Text(k, t) => write!(f, "{} is `{}`", key(k), t.replace('|', "\\|")),
-            Damage::Meta(e, field, v) => match v {
-                Some(v) => write!(f, "`{e}` {field:?} = {v}"),
-                None => write!(f, "`{e}` {field:?} removed"),
-            },
+            Damage::Text(k, t) => write!(f, "{} is `{t}`", key(k)),
+            Damage::Meta(e, field, v) => {
+                let field = match field {
+                    Field::Array(k) => k.to_string(),
+                    Field::Attr(k) => format!("attribute {k}"),
+                };
+                match v {
+                    Some(v) => write!(f, "`{e}` {field} = {v}"),
+                    None => write!(f, "`{e}` {field} removed"),
+                }
+            }
             Damage::Remove(e) => write!(f, "`{e}` removed"),
             Damage::Unconsolidate => write!(f, "consolidated metadata removed"),
             Damage::DirForFile(k) => write!(f, "a directory at {}", key(k)),
@@ -170,7 +176,10 @@ impl std::fmt::Display for Damage {
             Damage::SymlinkLoop(k) => write!(f, "{} a symlink to itself", key(k)),
             Damage::SymlinkCycle(k) => write!(f, "{} a symlink to its parent", key(k)),
             Damage::Zip(spot, b) => write!(f, "bytes {b:02x?} at {spot:?}"),
-            Damage::Python(code) => write!(f, "`{}`", code.replace('\n', "; ").replace('|', "\\|")),
+            Damage::Python(code) => {
+                let lines: Vec<&str> = code.lines().map(str::trim).collect();
+                write!(f, "Python: `{}`", lines.join("; "))
+            }
         }
     }
 }
@@ -430,7 +439,7 @@ impl Files {
                 std::fs::remove_dir_all(&p).unwrap_or_else(|e| panic!("{k}: {e}"));
                 std::fs::write(&p, b"not a directory").unwrap_or_else(|e| panic!("{k}: {e}"));
             }
-            Damage::SymlinkLoop("") => symlink_loop(&self.dir(damage).to_path_buf()),
+            Damage::SymlinkLoop("") => symlink_loop(self.dir(damage)),
             Damage::SymlinkLoop(k) => symlink_loop(&self.dir(damage).join(k)),
             Damage::SymlinkCycle(k) => {
                 std::os::unix::fs::symlink("..", self.dir(damage).join(k))
