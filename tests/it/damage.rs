@@ -136,6 +136,9 @@ pub enum Damage {
     SymlinkLoop(&'static str),
     /// A symbolic link at `key` to the directory holding it (a cycle for a directory walk).
     SymlinkCycle(&'static str),
+    /// A FIFO (named pipe) where the file `key` belongs: opening it for reading blocks until a
+    /// writer comes, which none does.
+    Fifo(&'static str),
     /// Bytes written over a zip archive's directory or headers.
     Zip(ZipSpot, Vec<u8>),
     /// Python run with the real zarr/h5py; `P` is the store's path, and `header(P, obj)` gives
@@ -175,6 +178,7 @@ impl std::fmt::Display for Damage {
             Damage::FileForDir(k) => write!(f, "a file at {}", key(k)),
             Damage::SymlinkLoop(k) => write!(f, "{} a symlink to itself", key(k)),
             Damage::SymlinkCycle(k) => write!(f, "{} a symlink to its parent", key(k)),
+            Damage::Fifo(k) => write!(f, "a FIFO at {}", key(k)),
             Damage::Zip(spot, b) => write!(f, "bytes {b:02x?} at {spot:?}"),
             Damage::Python(code) => {
                 let lines: Vec<&str> = code.lines().map(str::trim).collect();
@@ -261,7 +265,8 @@ fn key_of(damage: &Damage) -> &'static str {
         | Damage::DirForFile(k)
         | Damage::FileForDir(k)
         | Damage::SymlinkLoop(k)
-        | Damage::SymlinkCycle(k) => k,
+        | Damage::SymlinkCycle(k)
+        | Damage::Fifo(k) => k,
         Damage::Meta(e, _, _) | Damage::Remove(e) => e,
         Damage::Unconsolidate => ".",
         Damage::Zip(..) | Damage::Python(_) => "",
@@ -444,6 +449,15 @@ impl Files {
             Damage::SymlinkCycle(k) => {
                 std::os::unix::fs::symlink("..", self.dir(damage).join(k))
                     .unwrap_or_else(|e| panic!("{k}: {e}"));
+            }
+            Damage::Fifo(k) => {
+                let p = self.dir(damage).join(k);
+                std::fs::remove_file(&p).unwrap_or_else(|e| panic!("{k}: {e}"));
+                let made = Command::new("mkfifo")
+                    .arg(&p)
+                    .status()
+                    .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+                assert!(made.success(), "mkfifo {}", p.display());
             }
             _ => {
                 let key = key_of(damage);

@@ -51,6 +51,7 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
     ("v2 directory for a chunk", DIRECTORY_READ),
     ("v3 directory for a shard", DIRECTORY_READ),
     ("v2 directory for consolidated metadata", DIRECTORY_READ),
+    ("v2 FIFO for a chunk", SPECIAL_FILE),
 ];
 
 const PANIC_SUFFIX: &str = "store (storage.rs, ZipStorage::get_partial_many): zarrs' \
@@ -68,6 +69,8 @@ const EMPTY_FILE: &str = "store (storage.rs, open_local): an empty file is repor
 const EAGER_HDF5_TREE: &str = "hdf5 (the fuzz helper's area): the element tree is read at \
     open, so one damaged object header fails the whole file, and the error names the parent \
     group and the child's name instead of the element's path";
+const SPECIAL_FILE: &str = "store (storage.rs): a FIFO where a chunk belongs is opened for \
+    reading, which blocks forever (the store helper's regular-file check refuses it)";
 const DIRECTORY_READ: &str = "store (storage.rs): a directory where a file belongs reads as \
     zarrs' 'Could not determine file size', naming neither the key nor 'directory' (the store \
     helper's regular-file check reports it)";
@@ -290,7 +293,8 @@ fn hdf5_structure() -> Vec<Case> {
     ]
 }
 
-/// Empty files, directories where files belong and files where directories do, symlink loops.
+/// Empty files, directories where files belong and files where directories do, a FIFO, symlink
+/// loops.
 #[rustfmt::skip]
 fn file_kinds() -> Vec<Case> {
     use Damage::*;
@@ -306,6 +310,7 @@ fn file_kinds() -> Vec<Case> {
         c("v2 file for the indptr directory", V2, vec![FileForDir("X/indptr")], X_VALUES, &["'/X/indptr'"], Some(LAYER)),
         c("v3 file for the chunk directory", V3, vec![FileForDir("X/data/c")], X_VALUES, &["'/X/data'"], Some(LAYER)),
         c("v2 file for a column group", V2, vec![Unconsolidate, FileForDir("obs/cell_type")], CELL_TYPE, &["obs/cell_type"], Some(TISSUE)),
+        c("v2 FIFO for a chunk", V2, vec![Fifo("X/data/0")], X_VALUES, &["X/data/0", "FIFO"], Some(LAYER)),
         c("v2 chunk symlink loop", V2, vec![SymlinkLoop("X/data/0")], X_VALUES, &["'/X/data'", "symbolic links"], Some(LAYER)),
         c("v3 shard symlink loop", V3, vec![SymlinkLoop("X/data/c/0")], X_VALUES, &["'/X/data'", "symbolic links"], Some(LAYER)),
         c("v2 consolidated metadata symlink loop", V2, vec![SymlinkLoop(".zmetadata")], ANY, &[".zmetadata", "symbolic links"], None),

@@ -260,6 +260,10 @@ fn damaged_stores_fail_cleanly_naming_store_and_element() {
     eprintln!("damage written by Python in {:?}", started.elapsed());
 
     let cache = Pristine::default();
+    // Known gaps first: a hang holds its worker for the whole time limit, better while the
+    // others work through the rest.
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    order.sort_by_key(|&i| !KNOWN_GAPS.iter().any(|(n, _)| *n == cases[i].name));
     let next = AtomicUsize::new(0);
     let outcomes: Mutex<Vec<Option<Outcome>>> =
         Mutex::new((0..cases.len()).map(|_| None).collect());
@@ -267,8 +271,10 @@ fn damaged_stores_fail_cleanly_naming_store_and_element() {
         for _ in 0..WORKERS {
             s.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(case) = cases.get(i) else { break };
+                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let case = &cases[i];
                     let outcome = run_case(case, &stores[i], &cache);
                     outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
                 }
