@@ -270,12 +270,8 @@ fn damaged_stores_fail_cleanly_naming_store_and_element() {
     std::thread::scope(|s| {
         for _ in 0..WORKERS {
             s.spawn(|| {
-                loop {
-                    let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
-                    let case = &cases[i];
-                    let outcome = run_case(case, &stores[i], &cache);
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let outcome = run_case(&cases[i], &stores[i], &cache);
                     outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
                 }
             });
