@@ -2,8 +2,10 @@
 //! disagrees, is an error naming the element and the reason when a query reads it, a note in
 //! `annql schema`, and no obstacle to queries that do not touch it.
 //!
-//! Each case copies `tiny.v2.zarr` (written by the real anndata) and damages its consolidated
-//! metadata, or rewrites a chunk.
+//! Each case here copies `tiny.v2.zarr` (written by the real anndata) and damages its
+//! consolidated metadata, or rewrites a chunk, and checks `annql schema`'s notes too. The
+//! damaged-store suite ([`suite`], its cases in [`cases`]) breaks every layout in every way the
+//! shared generator ([`crate::damage`]) knows and runs the `annql` binary on each.
 
 use std::process::Command;
 
@@ -11,21 +13,21 @@ use annql::engine::AnnSession;
 use annql::store::{AnnDataStore, ReadStats};
 use serde_json::{Value, json};
 
-use crate::common::{copy_dir, corpus_stores, fixture, rows};
+use crate::common::{corpus_stores, fixture, rows};
+use crate::damage::{self, Damaged};
 
-/// A copy of `tiny.v2.zarr` at `<dir>/s.zarr`, its `.zmetadata` edited by `edit`.
-fn damaged(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    copy_dir(&fixture("tiny.v2.zarr"), &dir.path().join("s.zarr"));
-    let path = dir.path().join("s.zarr/.zmetadata");
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    match v.get_mut("metadata").and_then(Value::as_object_mut) {
-        Some(m) => edit(m),
-        None => panic!(".zmetadata has no metadata"),
-    }
-    std::fs::write(&path, v.to_string()).unwrap_or_else(|e| panic!("{e}"));
-    dir
+mod cases;
+mod suite;
+
+/// A copy of `tiny.v2.zarr` (by the shared damage generator) whose consolidated metadata is
+/// edited by `edit`: the map of `.zmetadata`'s documents.
+fn damaged(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Damaged {
+    damage::consolidated_copy("tiny.v2.zarr", |v| {
+        match v.get_mut("metadata").and_then(Value::as_object_mut) {
+            Some(m) => edit(m),
+            None => panic!(".zmetadata has no metadata"),
+        }
+    })
 }
 
 /// Sets `key` of the metadata document `doc` (e.g. `X/.zattrs`).
@@ -48,12 +50,12 @@ fn unset(m: &mut serde_json::Map<String, Value>, doc: &str, key: &str) {
     }
 }
 
-fn session(dir: &tempfile::TempDir) -> AnnSession {
+fn session(dir: &Damaged) -> AnnSession {
     let s = AnnSession::builder()
         .with_threads(2)
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    s.attach("t", dir.path().join("s.zarr"))
+    s.attach("t", &dir.path)
         .unwrap_or_else(|e| panic!("attach: {e}"));
     s
 }
@@ -90,10 +92,10 @@ async fn answers_as_before(s: &AnnSession, sql: &str) {
 }
 
 /// `annql schema` on the damaged store: its note lines (those saying what cannot be read).
-fn schema_notes(dir: &tempfile::TempDir) -> String {
+fn schema_notes(dir: &Damaged) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_annql"))
         .arg("schema")
-        .arg(format!("t={}", dir.path().join("s.zarr").display()))
+        .arg(format!("t={}", dir.path.display()))
         .output()
         .unwrap_or_else(|e| panic!("spawn annql: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -118,13 +120,7 @@ fn names(text: &str, parts: &[&str], what: &str) {
 
 /// One damaged-store case: the query that reads the damaged element fails naming `parts`, the
 /// schema's notes name them too, and `ok` (which does not touch it) answers as before.
-async fn case(
-    dir: &tempfile::TempDir,
-    bad_sql: &str,
-    parts: &[&str],
-    ok_sql: &str,
-    in_schema: bool,
-) {
+async fn case(dir: &Damaged, bad_sql: &str, parts: &[&str], ok_sql: &str, in_schema: bool) {
     let s = session(dir);
     let err = fails(&s, bad_sql).await;
     names(&err, parts, bad_sql);
@@ -253,7 +249,7 @@ async fn indptr_not_starting_at_zero_is_an_error() {
     values.resize(128, 0);
     for (c, chunk) in values.chunks(64).enumerate() {
         let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-        std::fs::write(dir.path().join(format!("s.zarr/X/indptr/{c}")), bytes)
+        std::fs::write(dir.path.join(format!("X/indptr/{c}")), bytes)
             .unwrap_or_else(|e| panic!("{e}"));
     }
     let s = session(&dir);
@@ -380,7 +376,7 @@ async fn columns_listed_but_not_stored_are_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_uns_values_are_errors_not_nulls() {
     let dir = damaged(|_| {});
-    std::fs::write(dir.path().join("s.zarr/uns/weights/0"), b"not blosc at all")
+    std::fs::write(dir.path.join("uns/weights/0"), b"not blosc at all")
         .unwrap_or_else(|e| panic!("{e}"));
     let s = session(&dir);
     let err = fails(&s, "SELECT path, value FROM t.uns").await;
@@ -478,33 +474,22 @@ async fn corpus_stores_have_no_false_notes() {
     assert!(attached >= 20, "attached only {attached}");
 }
 
+/// A column of an `.h5ad` replaced by a soft link to nowhere (also a case of the suite).
+pub(crate) const DANGLING_LINK: &str = "with h5py.File(P, 'a') as f:\n    del f['obs/n_counts']\n    \
+    f['obs/n_counts'] = h5py.SoftLink('/nowhere/n_counts')";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dangling_hdf5_links_are_errors() {
     // h5py replaces a column of a copy of tiny.h5ad with a soft link to nowhere.
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let file = dir.path().join("s.h5ad");
-    std::fs::copy(fixture("tiny.h5ad"), &file).unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(crate::common::python())
-        .arg("-c")
-        .arg(
-            "import h5py, sys\n\
-             with h5py.File(sys.argv[1], 'a') as f:\n\
-             \x20   del f['obs/n_counts']\n\
-             \x20   f['obs/n_counts'] = h5py.SoftLink('/nowhere/n_counts')\n",
-        )
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| panic!("python: {e}"));
-    assert!(
-        out.status.success(),
-        "h5py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let copy = damage::copy("tiny.h5ad");
+    let link = damage::Damage::Python(DANGLING_LINK.into());
+    damage::run_python(&[(copy.path.clone(), &link)]);
+    let file = &copy.path;
     let s = AnnSession::builder()
         .with_threads(2)
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    s.attach("t", &file)
+    s.attach("t", file)
         .unwrap_or_else(|e| panic!("attach: {e}"));
     let err = fails(&s, "SELECT n_counts FROM t.obs").await;
     names(&err, &["/obs/n_counts"], "dangling link");

@@ -3,16 +3,18 @@
 //! one, with an error naming the file and the element; and metadata that breaks the zarr spec is
 //! told apart from an encoding annql does not read.
 //!
-//! Each damaged store is a copy of a fixture written by the real anndata/h5py; the same query on
-//! the undamaged copy answers as on the zarr directory fixture.
+//! Each damaged store is a copy of a fixture written by the real anndata/h5py, made by the shared
+//! damage generator ([`crate::damage`]); the same query on the undamaged copy answers as on the
+//! zarr directory fixture.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use annql::engine::AnnSession;
 use annql::store::{AnnDataStore, Error, ReadStats};
 use serde_json::{Value, json};
 
-use crate::common::{copy_dir, fixture, rows};
+use crate::common::{fixture, rows};
+use crate::damage::{self, flipped_data, wrong_crc};
 
 /// A query that reads every stored value of X.
 const SUM_X: &str = "SELECT sum(value), count(*) FROM t.x";
@@ -36,16 +38,6 @@ async fn reference() -> Vec<Value> {
     sum_x(&fixture("tiny.v2.zarr"))
         .await
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A copy of the fixture file `name` in a temporary directory, with `damage` applied.
-fn damaged(name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join(name);
-    let mut bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    damage(&mut bytes);
-    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-    (dir, path)
 }
 
 /// `[byte offset, stored size]` of each chunk of `X/data` in `file`, as h5py reported them
@@ -84,8 +76,11 @@ async fn h5ad_gzip_chunk_with_flipped_bytes_is_an_error() {
     let name = "tiny.gzip.h5ad";
     let chunks = h5_chunks(name);
     let want = reference().await;
-    let (_keep, clean) = damaged(name, |_| {});
-    assert_eq!(sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")), want);
+    let clean = damage::copy(name);
+    assert_eq!(
+        sum_x(&clean.path).await.unwrap_or_else(|e| panic!("{e}")),
+        want
+    );
     let last = chunks.len() - 1;
     let cases = [
         ("adler-32 of chunk 0", chunks[0].0 + chunks[0].1 - 1),
@@ -100,8 +95,9 @@ async fn h5ad_gzip_chunk_with_flipped_bytes_is_an_error() {
         ),
     ];
     for (what, at) in cases {
-        let (_keep, path) = damaged(name, |b| b[at] ^= 0x10);
-        let err = assert_fails(what, &path, "'/X/data'").await;
+        let copy = damage::bytes_copy(name, |b| b[at] ^= 0x10);
+        let path = &copy.path;
+        let err = assert_fails(what, path, "'/X/data'").await;
         eprintln!("{what}: {err}");
     }
 }
@@ -112,52 +108,21 @@ async fn h5ad_fletcher32_chunk_with_flipped_bytes_is_an_error() {
     let name = "tiny.fletcher32.h5ad";
     let chunks = h5_chunks(name);
     let want = reference().await;
-    let (_keep, clean) = damaged(name, |_| {});
-    assert_eq!(sum_x(&clean).await.unwrap_or_else(|e| panic!("{e}")), want);
+    let clean = damage::copy(name);
+    assert_eq!(
+        sum_x(&clean.path).await.unwrap_or_else(|e| panic!("{e}")),
+        want
+    );
     let cases = [
         ("data of chunk 0", chunks[0].0 + 9),
         ("checksum of chunk 3", chunks[3].0 + chunks[3].1 - 1),
     ];
     for (what, at) in cases {
-        let (_keep, path) = damaged(name, |b| b[at] ^= 0x01);
-        let err = assert_fails(what, &path, "'/X/data'").await;
+        let copy = damage::bytes_copy(name, |b| b[at] ^= 0x01);
+        let path = &copy.path;
+        let err = assert_fails(what, path, "'/X/data'").await;
         eprintln!("{what}: {err}");
     }
-}
-
-/// Where member `name` (its last copy) sits in a zip archive: (local header, central directory
-/// header, data start, size).
-fn zip_member(bytes: &[u8], name: &str) -> (usize, usize, usize, usize) {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let index = (0..archive.len())
-        .rev()
-        .find(|&i| archive.name_for_index(i) == Some(name))
-        .unwrap_or_else(|| panic!("no member {name}"));
-    let member = archive
-        .by_index_raw(index)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = |n: u64| usize::try_from(n).unwrap_or_else(|e| panic!("{e}"));
-    (
-        at(member.header_start()),
-        at(member.central_header_start()),
-        at(member.data_start()),
-        at(member.compressed_size()),
-    )
-}
-
-/// Makes the CRC-32 recorded for member `name` wrong, in its local and central headers alike.
-fn wrong_crc(bytes: &mut [u8], name: &str) {
-    let (local, central, _, _) = zip_member(bytes, name);
-    // The CRC-32 field is 14 bytes into the local header, 16 into the central directory's.
-    bytes[local + 14] ^= 0xFF;
-    bytes[central + 16] ^= 0xFF;
-}
-
-/// Flips a bit of the last byte of member `name`'s data.
-fn flipped_data(bytes: &mut [u8], name: &str) {
-    let (_, _, data, size) = zip_member(bytes, name);
-    bytes[data + size - 1] ^= 0x01;
 }
 
 /// A zip member whose CRC-32 does not match its bytes: a stored (uncompressed) chunk with a wrong
@@ -171,9 +136,9 @@ async fn zip_member_with_a_bad_crc_is_an_error() {
         "tiny.v3.zarr.zip",
         "tiny.nested.zarr.zip",
     ] {
-        let (_keep, clean) = damaged(name, |_| {});
+        let clean = damage::copy(name);
         assert_eq!(
-            sum_x(&clean)
+            sum_x(&clean.path)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}")),
             want,
@@ -208,27 +173,15 @@ async fn zip_member_with_a_bad_crc_is_an_error() {
         ),
     ];
     for (what, name, member, damage) in cases {
-        let (_keep, path) = damaged(name, |b| damage(b, member));
-        let err = assert_fails(what, &path, "X/data/").await;
+        let copy = damage::bytes_copy(name, |b| damage(b, member));
+        let path = &copy.path;
+        let err = assert_fails(what, path, "X/data/").await;
         assert!(
             err.contains(member.trim_start_matches("tiny.zarr/")),
             "{what}: {err}"
         );
         eprintln!("{what}: {err}");
     }
-}
-
-/// Copies a zarr directory fixture so a test can damage its consolidated metadata.
-fn zarr_copy(name: &str, edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join(name);
-    copy_dir(&fixture(name), &path);
-    let zmeta = path.join(".zmetadata");
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&zmeta).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    edit(&mut doc);
-    std::fs::write(&zmeta, doc.to_string()).unwrap_or_else(|e| panic!("{e}"));
-    (dir, path)
 }
 
 /// Array metadata that breaks the zarr spec is malformed; a codec annql does not have is
@@ -256,17 +209,17 @@ fn malformed_array_metadata_is_not_reported_as_unsupported() {
         ),
     ];
     for (what, change) in malformed {
-        let (_keep, path) = zarr_copy("tiny.v2.zarr", |v| {
+        let copy = damage::consolidated_copy("tiny.v2.zarr", |v| {
             let doc = &mut v["metadata"]["X/data/.zarray"];
             for (k, x) in change.as_object().into_iter().flatten() {
                 doc[k] = x.clone();
             }
         });
-        match read(&path) {
+        match read(&copy.path) {
             Err(e @ Error::Malformed { .. }) => {
                 let text = e.to_string();
                 assert!(
-                    text.contains(&path.display().to_string()) && text.contains("'/X/data'"),
+                    text.contains(&copy.path.display().to_string()) && text.contains("'/X/data'"),
                     "{what}: {text}"
                 );
                 eprintln!("{what}: {text}");
@@ -274,10 +227,10 @@ fn malformed_array_metadata_is_not_reported_as_unsupported() {
             other => panic!("{what}: expected a malformed-element error, got {other:?}"),
         }
     }
-    let (_keep, path) = zarr_copy("tiny.v2.zarr", |v| {
+    let copy = damage::consolidated_copy("tiny.v2.zarr", |v| {
         v["metadata"]["X/data/.zarray"]["compressor"] = json!({"id": "no-such-codec"});
     });
-    match read(&path) {
+    match read(&copy.path) {
         Err(e @ Error::Unsupported { .. }) => {
             let text = e.to_string();
             assert!(text.contains("'/X/data'"), "{text}");

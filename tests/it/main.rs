@@ -4,6 +4,7 @@ mod aggregate_export;
 mod cli;
 mod common;
 mod corpus;
+mod damage;
 mod damaged;
 mod engine;
 mod examples;

@@ -369,12 +369,16 @@ pub(crate) fn matrix(
                     ),
                 ));
             }
-            if !indices.dtype.is_integer() {
-                return Err(malformed(
-                    store,
-                    &format!("{}/indices", e.path),
-                    format!("indices are {}, expected integers", indices.dtype),
-                ));
+            // Both index arrays are integers: otherwise every read of the matrix fails, so the
+            // table carries the reason from the start (and `annql schema` shows it).
+            for (name, meta) in [("indices", indices), ("indptr", part(store, e, "indptr")?)] {
+                if !meta.dtype.is_integer() {
+                    return Err(malformed(
+                        store,
+                        &format!("{}/{name}", e.path),
+                        format!("{name} are {}, expected integers", meta.dtype),
+                    ));
+                }
             }
             sql_type(store, &format!("{}/data", e.path), &data.dtype)?
         }

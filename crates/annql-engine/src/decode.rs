@@ -217,12 +217,15 @@ impl AnnTable {
                         Err(note) => {
                             // Its type where it has one (a column of the wrong length), so that
                             // queries naming it plan and reach the scan, which refuses them. A
-                            // type that cannot be read is a Null placeholder: the error itself is
-                            // `note`, kept in `Source::Unmapped` and raised by any read of it.
+                            // type that cannot be read (a dtype annql does not have, a column not
+                            // stored) is a Float64 placeholder, not Null: `sum(col)` or `avg(col)`
+                            // on Null fails in planning with a message naming neither the store
+                            // nor the column, while numbers plan and reach the scan. The error
+                            // itself is `note`, kept in `Source::Unmapped`, raised by any read.
                             let dt = element
                                 .child(&name)
                                 .and_then(|c| check::column_type(&store, c).ok())
-                                .unwrap_or(DataType::Null);
+                                .unwrap_or(DataType::Float64);
                             fields.push(Field::new(sql, dt, true));
                             sources.push(Source::Unmapped(note));
                         }
