@@ -106,6 +106,9 @@ pub struct RunArgs {
     /// Language of -c, stdin and files (default: pipelines for `.aql` files, SQL otherwise).
     #[arg(short, long, value_enum)]
     pub lang: Option<Language>,
+    /// Rows a table shows (the first and last halves beyond it; the rest are counted).
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub max_rows: usize,
 }
 
 /// `annql export`.
