@@ -2,6 +2,7 @@
 
 mod aggregate_export;
 mod cli;
+mod cli_stream;
 mod common;
 mod corpus;
 mod damaged;
@@ -18,5 +19,6 @@ mod matrix;
 mod remote;
 mod repl;
 mod server;
+mod server_limits;
 mod slt;
 mod store;

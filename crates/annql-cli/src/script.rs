@@ -138,7 +138,8 @@ pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession
     if let Some(t) = options.threads {
         builder = builder.with_threads(t);
     }
-    if let Some(m) = options.memory_limit {
+    // `--memory-limit 0`: no limit, as without the option.
+    if let Some(m) = options.memory_limit.filter(|&m| m > 0) {
         builder = builder.with_memory_limit(m);
     }
     let session = builder
