@@ -21,7 +21,17 @@ fn tiny_in(format: &str, batch_size: usize, sql: &str) -> String {
     let tiny = format!("tiny={}", fixture("tiny.v2.zarr").display());
     let set = format!("SET datafusion.execution.batch_size = {batch_size}");
     let out = annql(&[
-        "run", "--threads", "1", "-d", &tiny, "--format", format, "-c", &set, "-c", sql,
+        "run",
+        "--threads",
+        "1",
+        "-d",
+        &tiny,
+        "--format",
+        format,
+        "-c",
+        &set,
+        "-c",
+        sql,
     ]);
     assert!(
         out.status.success(),
@@ -95,7 +105,10 @@ fn streamed_rows_are_what_anndata_reads() {
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
         assert_eq!((g.0, g.1), (w.0, w.1));
-        assert!((g.2 - w.2).abs() <= 1e-6 * w.2.abs().max(1.0), "{g:?} vs {w:?}");
+        assert!(
+            (g.2 - w.2).abs() <= 1e-6 * w.2.abs().max(1.0),
+            "{g:?} vs {w:?}"
+        );
     }
     // The NDJSON lines and the CSV rows are those entries too, in order.
     let ndjson = tiny_in("ndjson", 7, X_SORTED);
@@ -104,7 +117,10 @@ fn streamed_rows_are_what_anndata_reads() {
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), want.len());
     for (line, w) in rows.iter().zip(&want) {
-        assert!(line.starts_with(&format!("{},{},", w.0, w.1)), "{line} vs {w:?}");
+        assert!(
+            line.starts_with(&format!("{},{},", w.0, w.1)),
+            "{line} vs {w:?}"
+        );
     }
     // The table shows the first and last 20 entries and counts all of them.
     let table = tiny_in("table", 7, X_SORTED);
@@ -129,13 +145,19 @@ fn streamed_rows_are_what_anndata_reads() {
     let picked: Vec<&(i64, i64, f64)> = want[..20].iter().chain(&want[want.len() - 20..]).collect();
     assert_eq!(shown.len(), picked.len());
     for (s, w) in shown.iter().zip(picked) {
-        assert_eq!((s[0].as_str(), s[1].as_str()), (&*w.0.to_string(), &*w.1.to_string()));
+        assert_eq!(
+            (s[0].as_str(), s[1].as_str()),
+            (&*w.0.to_string(), &*w.1.to_string())
+        );
     }
     // A display limit of its own: the first and last 3.
     let tiny = format!("tiny={}", fixture("tiny.v2.zarr").display());
     let out = annql(&["run", "-d", &tiny, "--max-rows", "6", "-c", X_SORTED]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("({} rows, 6 shown)", want.len())), "{text}");
+    assert!(
+        text.contains(&format!("({} rows, 6 shown)", want.len())),
+        "{text}"
+    );
 }
 
 /// Writes a sparse AnnData store of `cells` × `genes` with `density` stored entries with the
@@ -206,13 +228,21 @@ fn a_result_larger_than_memory_prints_in_bounded_memory() {
     // JSON text ~1 GiB); streamed, only the scan's blocks in flight are held.
     let nnz = write_store(&store, 120_000, 4_000, 0.05);
     let dataset = format!("big={}", store.display());
-    let (table_mib, _, footer) =
-        peak_mib(&["run", "-d", &dataset, "-c", "SELECT * FROM big.x"]);
+    let (table_mib, _, footer) = peak_mib(&["run", "-d", &dataset, "-c", "SELECT * FROM big.x"]);
     assert_eq!(footer, format!("({nnz} rows, 40 shown)"));
     let (json_mib, bytes, end) = peak_mib(&[
-        "run", "-d", &dataset, "--format", "json", "-c", "SELECT * FROM big.x",
+        "run",
+        "-d",
+        &dataset,
+        "--format",
+        "json",
+        "-c",
+        "SELECT * FROM big.x",
     ]);
-    assert!(bytes > 20 * nnz && end.ends_with("}]"), "{bytes} bytes ending {end}");
+    assert!(
+        bytes > 20 * nnz && end.ends_with("}]"),
+        "{bytes} bytes ending {end}"
+    );
     eprintln!("{nnz} entries: table peak {table_mib:.0} MiB, JSON peak {json_mib:.0} MiB");
     for (what, mib) in [("table", table_mib), ("json", json_mib)] {
         assert!(mib < 300.0, "{what}: peak {mib:.0} MiB for {nnz} entries");

@@ -31,7 +31,11 @@ async fn start(config: ServerConfig) -> SocketAddr {
 
 async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(
-        &format!("host={} port={} user=annql dbname=annql", addr.ip(), addr.port()),
+        &format!(
+            "host={} port={} user=annql dbname=annql",
+            addr.ip(),
+            addr.port()
+        ),
         NoTls,
     )
     .await

@@ -65,8 +65,6 @@ impl Default for TableStyle {
     }
 }
 
-/// Formats the rows of `batches` that `wanted` picks (by their index in the whole result) as
-
 /// The rows a table shows, gathered as the batches arrive: the first `max_rows` (all of them if
 /// the result is that short) and a ring of the last `max_rows / 2`, with the count of all rows.
 /// Only these rows are formatted, so a result of any length is shown in bounded memory.
@@ -135,7 +133,6 @@ fn cut(s: &str, width: usize) -> String {
         out
     }
 }
-
 
 /// Renders an aligned table with a footer saying how many rows there are and what was hidden.
 pub fn render_table(
@@ -249,7 +246,12 @@ impl TextWriter {
     /// A writer of a result of `schema` in `format` (a text format), stopping with
     /// [`CliError::Cancelled`] at `stop` (between rows and batches): printing a large result
     /// takes long, and Ctrl-C must end it.
-    pub fn try_new(format: Format, schema: &SchemaRef, style: &TableStyle, stop: Stop) -> Result<Self> {
+    pub fn try_new(
+        format: Format,
+        schema: &SchemaRef,
+        style: &TableStyle,
+        stop: Stop,
+    ) -> Result<Self> {
         let shape = match format {
             Format::Table if style.expanded => Shape::Expanded,
             Format::Table => Shape::Table(Preview::default()),
@@ -392,7 +394,11 @@ fn write_expanded(
 
 /// The header of a Markdown table: column names and the `|---|` line.
 fn write_markdown_header(schema: &SchemaRef, out: &mut dyn Write) -> Result<()> {
-    let names: Vec<String> = schema.fields().iter().map(|f| escape_cell(f.name())).collect();
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| escape_cell(f.name()))
+        .collect();
     writeln!(out, "| {} |", names.join(" | "))?;
     writeln!(out, "|{}|", vec!["---"; schema.fields().len()].join("|"))?;
     Ok(())
@@ -452,8 +458,6 @@ pub fn flatten_dictionaries(
     Ok((flat, batches))
 }
 
-
-
 /// CSV of `batches` (with the header first when `header`), formatted on every core a window of
 /// batches at a time and written in order: formatting numbers is most of the cost of a large
 /// result.
@@ -495,8 +499,7 @@ fn write_csv(batches: &[RecordBatch], header: bool, out: &mut dyn Write, stop: S
     Ok(())
 }
 
-/// One window of a streamed CSV or NDJSON result (`first`: the header goes before it; an empty
-
+/// The CSV header line of `schema`.
 fn header_line(schema: &SchemaRef) -> String {
     schema
         .fields()

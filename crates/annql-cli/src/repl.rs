@@ -321,7 +321,12 @@ async fn emit(state: &State, text: &str) -> Result<()> {
     let ran = execute_streaming(&state.session, state.lang, text, 1, |schema, batches, _| {
         let w = match &mut writer {
             Some(w) => w,
-            None => writer.insert(TextWriter::try_new(state.format, schema, &state.style, stop)?),
+            None => writer.insert(TextWriter::try_new(
+                state.format,
+                schema,
+                &state.style,
+                stop,
+            )?),
         };
         w.write(batches, &mut out)
     })
@@ -475,9 +480,9 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
             );
         }
         ".maxrows" => {
-            state.style.max_rows = arg.parse().map_err(|_| {
-                CliError::Usage(format!(".maxrows {arg}: give a number of rows"))
-            })?;
+            state.style.max_rows = arg
+                .parse()
+                .map_err(|_| CliError::Usage(format!(".maxrows {arg}: give a number of rows")))?;
             println!("Tables show at most {} rows.", state.style.max_rows);
         }
         ".mode" => {

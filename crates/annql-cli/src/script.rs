@@ -13,8 +13,8 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::args::{Format, Language, Options, RunArgs};
-use crate::error::{CliError, Result};
 use crate::binary::BinaryWriter;
+use crate::error::{CliError, Result};
 use crate::output::{Stop, TableStyle, TextWriter};
 
 /// The demo dataset shipped in the repository (scanpy's PBMC 700 cells, see examples/data).
@@ -510,13 +510,18 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
 /// Where one result of `annql run` goes: a Parquet/Arrow file, or a text format written to the
 /// output file (created by the first result, appended to by the next) or to stdout.
 enum ResultSink {
-    Binary(BinaryWriter),
+    Binary(Box<BinaryWriter>),
     Text(TextWriter, Box<dyn Write>),
 }
 
 impl ResultSink {
     /// The sink of a result of `schema`, after `results` earlier results of the run.
-    fn open(args: &RunArgs, schema: &SchemaRef, style: &TableStyle, results: usize) -> Result<Self> {
+    fn open(
+        args: &RunArgs,
+        schema: &SchemaRef,
+        style: &TableStyle,
+        results: usize,
+    ) -> Result<Self> {
         if let (Format::Parquet | Format::Arrow, Some(path)) = (args.format, &args.output) {
             if results > 0 {
                 return Err(CliError::Usage(format!(
@@ -524,13 +529,14 @@ impl ResultSink {
                     args.format
                 )));
             }
-            return Ok(Self::Binary(BinaryWriter::create(args.format, path, schema)?));
+            let writer = BinaryWriter::create(args.format, path, schema)?;
+            return Ok(Self::Binary(Box::new(writer)));
         }
         let text = TextWriter::try_new(args.format, schema, style, Stop::Never)?;
         let out: Box<dyn Write> = match &args.output {
-            Some(path) if results == 0 => Box::new(std::io::BufWriter::new(
-                std::fs::File::create(path)?,
-            )),
+            Some(path) if results == 0 => {
+                Box::new(std::io::BufWriter::new(std::fs::File::create(path)?))
+            }
             Some(path) => Box::new(std::io::BufWriter::new(
                 std::fs::OpenOptions::new().append(true).open(path)?,
             )),
@@ -549,7 +555,7 @@ impl ResultSink {
     /// Ends the result (a file's footer, a table's layout) and flushes it.
     fn finish(self) -> Result<()> {
         match self {
-            Self::Binary(w) => w.finish(),
+            Self::Binary(w) => (*w).finish(),
             Self::Text(w, mut out) => {
                 w.finish(&mut out)?;
                 out.flush()?;

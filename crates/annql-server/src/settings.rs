@@ -391,7 +391,11 @@ mod tests {
         assert!(s.set("max_connections", "100").is_err());
         s.reset_all();
         assert_eq!(s.get("max_connections").as_deref(), Some("7"));
-        let listed: Vec<_> = s.all().into_iter().filter(|r| r.0 == "max_connections").collect();
+        let listed: Vec<_> = s
+            .all()
+            .into_iter()
+            .filter(|r| r.0 == "max_connections")
+            .collect();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].1, "7");
     }
