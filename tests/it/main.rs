@@ -2,6 +2,7 @@
 
 mod aggregate_export;
 mod cli;
+mod cli_stream;
 mod common;
 mod corpus;
 mod damage;
@@ -20,5 +21,6 @@ mod matrix;
 mod remote;
 mod repl;
 mod server;
+mod server_limits;
 mod slt;
 mod store;

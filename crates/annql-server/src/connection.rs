@@ -156,10 +156,10 @@ impl Connection {
         Arc::new_cyclic(|me: &std::sync::Weak<Connection>| Connection {
             startup: Arc::new(Startup::new(&shared, activity.clone())),
             parser: Arc::new(Parser { conn: me.clone() }),
+            settings: Mutex::new(Settings::for_server(&shared.config)),
             shared,
             activity,
             session: tokio::sync::OnceCell::new(),
-            settings: Mutex::default(),
             cursors: Mutex::default(),
             prepared: PreparedStatements::default(),
             tls,

@@ -95,7 +95,11 @@ impl Shared {
                 .attach_store(name, store.clone())
                 .map_err(|e| e.to_string())?;
         }
-        catalog::install(session.context(), who)?;
+        catalog::install(
+            session.context(),
+            who,
+            &crate::settings::Settings::for_server(&self.config),
+        )?;
         Ok(session)
     }
 }
