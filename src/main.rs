@@ -4,5 +4,53 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    #[cfg(target_os = "linux")]
+    serving::tune_allocator();
     annql_cli::main()
+}
+
+/// The allocator settings of `annql serve`.
+///
+/// mimalloc's defaults suit one big scan: freed memory stays mapped a while (purge delay 1 s,
+/// retained pages, transparent huge pages) for the next chunk buffer. A server's load comes and
+/// goes, and its RSS should follow: with the defaults, 64 clients leave ~180 MB behind that
+/// stays. These settings hand freed memory back at once. mimalloc reads them from the
+/// environment when the process starts (before `main`), so `serve` re-executes itself with them
+/// set; any of them set by the user is left alone (and no re-execution happens).
+#[cfg(target_os = "linux")]
+mod serving {
+    use std::os::unix::process::CommandExt;
+
+    const SETTINGS: [(&str, &str); 3] = [
+        ("MIMALLOC_PURGE_DELAY", "0"),
+        ("MIMALLOC_PAGE_FULL_RETAIN", "0"),
+        ("MIMALLOC_ALLOW_THP", "0"),
+    ];
+
+    pub fn tune_allocator() {
+        let mut args = std::env::args_os();
+        if args.nth(1).is_none_or(|a| a != "serve")
+            || SETTINGS.iter().any(|(k, _)| std::env::var_os(k).is_some())
+        {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let error = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .envs(SETTINGS)
+            .exec();
+        // exec returns only when it failed: serve with the default settings.
+        log_failure(&error);
+    }
+
+    fn log_failure(error: &std::io::Error) {
+        // The logger is not set up yet; this is the one line before it that says why memory
+        // may not come back.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("annql: serving without the allocator settings (re-exec failed: {error})");
+        }
+    }
 }

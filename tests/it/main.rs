@@ -2,6 +2,7 @@
 
 mod aggregate_export;
 mod cli;
+mod cli_stream;
 mod common;
 mod corpus;
 mod damage;
@@ -12,6 +13,7 @@ mod export;
 mod export_front;
 mod fused;
 mod h5ad;
+mod hostile;
 mod integrity;
 mod lang;
 mod legacy;
@@ -19,5 +21,6 @@ mod matrix;
 mod remote;
 mod repl;
 mod server;
+mod server_limits;
 mod slt;
 mod store;

@@ -608,3 +608,50 @@ fn real_clients() {
     );
     assert!(stdout.contains("0 FAIL"), "{stdout}");
 }
+
+/// Malformed frontend messages (bad, negative and huge lengths, unknown types, truncated
+/// messages, a Parse declaring 65535 parameter types it does not carry, a Bind whose fields
+/// overrun it) get `FATAL 08P01` and a close, as from PostgreSQL; errors in well-formed
+/// messages leave the connection open; a connection opened before still answers
+/// (`tests/server/wire_abuse.py` checks each case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_with_08p01() {
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(root.join("tests/server/wire_abuse.py"))
+            .args([addr.port().to_string().as_str(), "annql", "annql"])
+            .output()
+            .expect("the venv runs wire_abuse.py")
+    })
+    .await
+    .expect("wire_abuse task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.lines().count() >= 31, "{stdout}");
+    // The server answers new connections afterwards.
+    let client = connect(addr).await.expect("connect after the abuse");
+    client.simple_query("SELECT 1").await.expect("query");
+}
+
+/// The short soak (`tests/server/soak.py`): 16 psycopg clients for 60 s (ANNQL_SOAK_SECONDS)
+/// on the `tiny` fixture mixing Q1–Q7 (checked against the in-process engine), catalog queries,
+/// cancels, statement timeouts, clients that hang up mid-result and reconnects: no unexpected
+/// error, every answer right, RSS bounded and back within 100 MB of its start afterwards.
+#[test]
+fn soak_short() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let seconds = std::env::var("ANNQL_SOAK_SECONDS").unwrap_or_else(|_| "60".into());
+    let out = Command::new(python())
+        .arg(root.join("tests/server/soak.py"))
+        .args(["--annql", env!("CARGO_BIN_EXE_annql")])
+        .args(["--clients", "16", "--seconds", &seconds, "--settle", "5"])
+        .output()
+        .expect("the venv runs soak.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("soak summary:"), "{stdout}");
+}

@@ -37,7 +37,17 @@ public class JdbcProbe {
         try (Statement st = c.createStatement()) {
             check("select", () -> rows(st.executeQuery("SELECT obs_name, n_genes FROM pbmc.obs ORDER BY obs_name"), 1, 2));
             check("rs metadata types", () -> { ResultSetMetaData m = st.executeQuery("SELECT * FROM pbmc.obs").getMetaData(); List<String> l = new ArrayList<>(); for (int i = 1; i <= m.getColumnCount(); i++) l.add(m.getColumnName(i) + ":" + m.getColumnTypeName(i)); return l; });
-            check("error then reuse", () -> { try { st.executeQuery("SELECT * FROM nope"); } catch (SQLException e) { return e.getSQLState() + " then " + rows(st.executeQuery("SELECT 1"), 1); } return "no error"; });
+            // PROBE_ERROR_SQL replaces the statement that must fail (run_probes.py sets it to one
+            // that succeeds, to show that the check then FAILs).
+            String errorSql = System.getenv().getOrDefault("PROBE_ERROR_SQL", "SELECT * FROM nope");
+            check("error then reuse", () -> {
+                try { st.executeQuery(errorSql); }
+                catch (SQLException e) {
+                    if (!"42P01".equals(e.getSQLState())) throw new Exception("SQLSTATE " + e.getSQLState() + ", expected 42P01: " + e.getMessage());
+                    return e.getSQLState() + " then " + rows(st.executeQuery("SELECT 1"), 1);
+                }
+                throw new Exception("no error from " + errorSql + " (expected 42P01)");
+            });
         }
         check("prepared int", () -> { PreparedStatement ps = c.prepareStatement("SELECT count(*) FROM pbmc.obs WHERE n_genes > ?"); ps.setInt(1, 700); return rows(ps.executeQuery(), 1); });
         check("prepared text", () -> { PreparedStatement ps = c.prepareStatement("SELECT obs_name FROM pbmc.obs WHERE bulk_labels = ?"); ps.setString(1, "CD56+ NK"); return rows(ps.executeQuery(), 1); });

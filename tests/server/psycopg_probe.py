@@ -1,5 +1,5 @@
 """Exercise the protocol features BI-style Python clients use. Usage: psycopg_probe.py DSN"""
-import sys, psycopg
+import os, sys, psycopg
 dsn = sys.argv[1]
 results = []
 def check(name, fn):
@@ -9,14 +9,23 @@ def check(name, fn):
     except Exception as e:
         results.append((name, "FAIL", f"{type(e).__name__}: {str(e).strip()[:200]}"))
 
-def _err(conn, sql):
+# PROBE_ERROR_SQL replaces every statement that must fail (run_probes.py sets it to a statement
+# that succeeds, to show that these checks then FAIL).
+ERROR_SQL = os.environ.get("PROBE_ERROR_SQL")
+
+
+def expect_error(conn, sql, sqlstate):
+    """The error `sql` raises, which must carry `sqlstate`; no error is a failure."""
+    sql = ERROR_SQL or sql
     try:
         conn.execute(sql)
     except psycopg.Error as e:
         if not conn.autocommit:
             conn.rollback()
+        if e.sqlstate != sqlstate:
+            raise AssertionError(f"SQLSTATE {e.sqlstate}, expected {sqlstate}: {e}") from e
         return f"{e.sqlstate}: {str(e).strip()[:80]}"
-    return None
+    raise AssertionError(f"no error from {sql!r} (expected {sqlstate})")
 
 def _pipeline(conn):
     with conn.pipeline():
@@ -40,8 +49,8 @@ with psycopg.connect(dsn, application_name="psycopg-probe", autocommit=True) as 
     check("information_schema.tables", lambda: conn.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog','information_schema') ORDER BY 1,2").fetchall())
     check("information_schema.columns", lambda: conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema='pbmc' AND table_name='obs' ORDER BY ordinal_position").fetchall())
     check("pg_class/pg_namespace join", lambda: conn.execute("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid=c.relnamespace WHERE n.nspname='pbmc' ORDER BY 2").fetchall())
-    check("syntax error is an error, connection survives", lambda: (_ for _ in ()).throw(Exception("no error")) if not _err(conn, "SELEC 1") else conn.execute("SELECT 1").fetchone())
-    check("unknown table error", lambda: _err(conn, "SELECT * FROM nope"))
+    check("syntax error is an error, connection survives", lambda: (expect_error(conn, "SELEC 1", "42601"), conn.execute("SELECT 1").fetchone()))
+    check("unknown table error", lambda: expect_error(conn, "SELECT * FROM nope", "42P01"))
 
 with psycopg.connect(dsn, application_name="psycopg-probe-tx") as conn:  # autocommit off -> BEGIN
     def named_cursor():

@@ -139,7 +139,8 @@ def check_psycopg(srv):
     probe_lines("psycopg", out, err, rc)
 
 
-def check_pyodbc(srv, tmp, declare_fetch, ssl="disable"):
+def odbc_ini(srv, tmp, declare_fetch, ssl):
+    """An odbc.ini with the DSN `annql` for this server."""
     ini = os.path.join(tmp, f"odbc-{declare_fetch}-{ssl}.ini")
     with open(ini, "w") as f:
         f.write(f"""[annql]
@@ -155,6 +156,11 @@ UseDeclareFetch      = {declare_fetch}
 Fetch                = 100
 ReadOnly             = 1
 """)
+    return ini
+
+
+def check_pyodbc(srv, tmp, declare_fetch, ssl="disable"):
+    ini = odbc_ini(srv, tmp, declare_fetch, ssl)
     rc, out, err = run([sys.executable, os.path.join(HERE, "pyodbc_probe.py"), "DSN=annql",
                         "SELECT obs_id, var_id, value FROM pbmc.x WHERE obs_id < 7"], env={"ODBCINI": ini})
     probe_lines(f"pyodbc[UseDeclareFetch={declare_fetch},ssl={ssl}]", out, err, rc)
@@ -170,17 +176,25 @@ def count(srv, sql):
         return c.execute(sql).fetchone()[0]
 
 
-def check_jdbc(srv, tmp, ssl=False):
+def jdbc_classpath(tmp):
+    """The classpath of the compiled Java probes (None, reported, when they cannot be built)."""
     if not os.path.exists(JDBC_JAR):
         report("jdbc: driver jar present", False, JDBC_JAR)
+        return None
+    if not os.path.exists(os.path.join(tmp, "JdbcProbe.class")):
+        for src in ("JdbcProbe.java", "TlsProbe.java"):
+            shutil.copy(os.path.join(HERE, src), tmp)
+        rc, out, err = run(["javac", "-cp", JDBC_JAR, "JdbcProbe.java", "TlsProbe.java"], cwd=tmp)
+        if rc != 0:
+            report("jdbc: compile probes", False, err[-300:])
+            return None
+    return f"{JDBC_JAR}:{tmp}"
+
+
+def check_jdbc(srv, tmp, ssl=False):
+    cp = jdbc_classpath(tmp)
+    if cp is None:
         return
-    for src in ("JdbcProbe.java", "TlsProbe.java"):
-        shutil.copy(os.path.join(HERE, src), tmp)
-    rc, out, err = run(["javac", "-cp", JDBC_JAR, "JdbcProbe.java", "TlsProbe.java"], cwd=tmp)
-    if rc != 0:
-        report("jdbc: compile probes", False, err[-300:])
-        return
-    cp = f"{JDBC_JAR}:{tmp}"
     big = "SELECT obs_id, var_id, value FROM pbmc.x WHERE obs_id < 20"
     url = f"jdbc:postgresql://127.0.0.1:{srv.port}/annql" + ("?sslmode=require" if ssl else "")
     if not ssl:
@@ -233,31 +247,16 @@ def check_conn_limit(annql, tmp):
         srv.stop()
 
 
-PRE_AUTH_CASES = 11  # the first cases of wire_abuse.py happen before authentication
-
-
 def check_wire_abuse(srv, label, user=USER, post_auth=True):
-    """Each malformed frame gets an error, a clean close, or (where the frame is merely odd) an
-    answer; never a crash or a hang of the server. On a SCRAM server only the pre-authentication
-    cases mean anything (the probe does not authenticate)."""
-    rc, out, err = run([sys.executable, os.path.join(HERE, "wire_abuse.py"), str(srv.port), user, "annql"], timeout=300)
-    cases = [l for l in out.splitlines() if " -> " in l]
-    report(f"wire abuse[{label}]: every case ran", len(cases) >= 21, f"{len(cases)} cases")
-    for i, line in enumerate(cases):
-        name, result = [x.strip() for x in line.split(" -> ", 1)]
-        if not post_auth and i >= PRE_AUTH_CASES:
-            continue
-        if "slowloris" in name:
-            # a half-sent startup packet waits for the startup timeout, as in PostgreSQL
-            ok = "E[" not in result or "FATAL" in result
-        elif name.startswith("Terminate") or name.startswith("CancelRequest"):
-            ok = result.endswith("[closed]") or result.endswith("[reset]")
-        elif name.startswith("startup unknown db") or name.startswith("SSLRequest") or name.startswith("GSSENC"):
-            # any database name is accepted: authentication (R) starts; SSL/GSS get their one-byte reply
-            ok = result.startswith("R") or "SSL-reply" in result or "E[" in result or "[closed]" in result
-        else:
-            ok = "E[" in result or result.endswith("[closed]") or result.endswith("[reset]") or result.startswith("I Z")
-        report(f"wire abuse[{label}]: {name}", ok, result)
+    """Each malformed frame gets what PostgreSQL gives it (wire_abuse.py checks each case: FATAL
+    08P01 and a close for a broken frame, an ERROR on an open connection for a bad but
+    well-formed message); the server neither panics nor stops answering others. On a SCRAM
+    server only the pre-authentication cases run (the probe does not authenticate)."""
+    args = [sys.executable, os.path.join(HERE, "wire_abuse.py"), str(srv.port), user, "annql"]
+    rc, out, err = run(args + ([] if post_auth else ["--pre-auth-only"]), timeout=300)
+    probe_lines(f"wire abuse[{label}]", out, err, rc)
+    cases = [l for l in out.splitlines() if " | " in l]
+    report(f"wire abuse[{label}]: every case ran", len(cases) >= (30 if post_auth else 11), f"{len(cases)} cases")
     import psycopg
     try:
         conn_dsn = dsn(srv.port) if not post_auth else f"host=127.0.0.1 port={srv.port} dbname=annql user={user}"
@@ -267,6 +266,30 @@ def check_wire_abuse(srv, label, user=USER, post_auth=True):
         answer = repr(e)
     report(f"wire abuse[{label}]: server still answers SELECT 1", answer == (1,), str(answer))
     report(f"wire abuse[{label}]: server process alive", srv.alive(), "")
+    log = open(srv.log.name).read()
+    report(f"wire abuse[{label}]: no panic in the server log", "panicked" not in log,
+           log[log.find("panicked") - 200:][:400] if "panicked" in log else "")
+
+
+def check_error_checks_fail(srv, tmp):
+    """The psycopg, pyodbc and pgJDBC checks of an expected error FAIL when the statement does
+    not fail (PROBE_ERROR_SQL makes it one that succeeds): they cannot pass by accident."""
+    env = {"PROBE_ERROR_SQL": "SELECT 1"}
+    rc, out, err = run([sys.executable, os.path.join(HERE, "psycopg_probe.py"), dsn(srv.port)], env=env)
+    for name in ["syntax error is an error, connection survives", "unknown table error"]:
+        line = next((l for l in out.splitlines() if l.startswith(name + " |")), "")
+        report(f"psycopg: '{name}' FAILs when nothing fails", "| FAIL | AssertionError: no error" in line, line + err[-200:])
+    ini = odbc_ini(srv, tmp, 0, "disable")
+    rc, out, err = run([sys.executable, os.path.join(HERE, "pyodbc_probe.py"), "DSN=annql"],
+                       env={"ODBCINI": ini, **env})
+    line = next((l for l in out.splitlines() if l.startswith("error then reuse |")), "")
+    report("pyodbc: 'error then reuse' FAILs when nothing fails", "| FAIL | AssertionError: no error" in line, line + err[-200:])
+    cp = jdbc_classpath(tmp)
+    if cp:
+        url = f"jdbc:postgresql://127.0.0.1:{srv.port}/annql"
+        rc, out, err = run(["java", "-cp", cp, "JdbcProbe", url, USER, PASSWORD], cwd=tmp, env=env)
+        line = next((l for l in out.splitlines() if l.startswith("error then reuse |")), "")
+        report("pgjdbc: 'error then reuse' FAILs when nothing fails", "| FAIL | Exception: no error" in line, line + err[-200:])
 
 
 # A query of ~15 s or more on the demo data (a cell's entries joined pairwise, four times over),
@@ -425,6 +448,8 @@ def main():
         if want("jdbc"):
             check_jdbc(srv, tmp)
             check_jdbc(srv, tmp, ssl=True)
+        if want("errors"):
+            check_error_checks_fail(srv, tmp)
         if want("sqlalchemy"):
             check_sqla(srv)
         if want("cursor"):

@@ -42,13 +42,19 @@ pub struct Options {
     /// Worker threads / scan partitions (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// Memory limit for DataFusion operators, e.g. 2GB or 512MB.
+    /// Memory one query may hold (sorts, joins and aggregates spill or fail beyond it; the
+    /// scans' blocks count too), e.g. 2GB or 512MB. `annql serve` applies 512MB per connection
+    /// by default; 0 means no limit.
     #[arg(long, global = true, value_parser = parse_bytes)]
     pub memory_limit: Option<usize>,
     /// Print chunk reads (requests, bytes, chunks; for remote stores also requests, bytes
     /// fetched and cache hits) after each statement, on stderr.
     #[arg(long, global = true)]
     pub stats: bool,
+    /// The most one read may allocate (a decoded chunk, a row block, a category table, a zip
+    /// member), e.g. 4GB: what a file declares beyond it is an error (default 1GiB).
+    #[arg(long, global = true, value_parser = parse_bytes)]
+    pub read_limit: Option<usize>,
     /// A setting for remote datasets named on the command line, as KEY=VALUE (repeatable):
     /// endpoint, region, skip_signature, allow_http, cache=off, retries, timeout, … (docs/remote.md).
     #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]
@@ -106,6 +112,9 @@ pub struct RunArgs {
     /// Language of -c, stdin and files (default: pipelines for `.aql` files, SQL otherwise).
     #[arg(short, long, value_enum)]
     pub lang: Option<Language>,
+    /// Rows a table shows (the first and last halves beyond it; the rest are counted).
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub max_rows: usize,
 }
 
 /// `annql export`.

@@ -6,13 +6,15 @@
 
 /// Command-line arguments.
 pub mod args;
+/// Parquet and Arrow IPC result files, written as the batches arrive.
+pub mod binary;
 /// The CLI's error type.
 pub mod error;
 /// `annql export`: a subset written as a new AnnData store.
 pub mod export;
 /// Ctrl-C: stops a running query or the printing of its result.
 pub mod interrupt;
-/// Result rendering: aligned tables, CSV, JSON, NDJSON, Parquet, Arrow IPC.
+/// Result rendering as the batches arrive: aligned tables, CSV, JSON, NDJSON, Markdown.
 pub mod output;
 /// The interactive REPL with meta-commands and completion.
 pub mod repl;

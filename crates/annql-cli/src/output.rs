@@ -1,8 +1,9 @@
-//! Rendering results: aligned tables that stay readable when wide or long, and the machine
-//! formats (CSV, JSON, NDJSON, Parquet, Arrow IPC) written with the arrow/parquet writers.
+//! Rendering results as their batches arrive: aligned tables that stay readable when wide or
+//! long, and the text formats (CSV, JSON, NDJSON, Markdown) written with the arrow writers. No
+//! format holds a whole result: a table keeps only the rows it shows (its first and last) and
+//! counts the rest; the others are written batch by batch. Parquet and Arrow files: [`crate::binary`].
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
@@ -42,7 +43,8 @@ impl Stop {
 /// How tables are shown to people.
 #[derive(Debug, Clone)]
 pub struct TableStyle {
-    /// Most rows shown; the middle is elided beyond it.
+    /// Most rows shown (duckbox's max rows): beyond it the first and last halves are shown and
+    /// the middle is counted, not kept.
     pub max_rows: usize,
     /// Widest a cell may be before it is cut with `…`.
     pub max_width: usize,
@@ -63,33 +65,64 @@ impl Default for TableStyle {
     }
 }
 
-/// Formats the rows of `batches` that `wanted` picks (by their index in the whole result) as
-/// text cells and hands each to `each`, in order; only those rows are formatted.
-fn each_row(
-    batches: &[RecordBatch],
-    wanted: impl Fn(usize) -> bool,
-    stop: Stop,
-    mut each: impl FnMut(Vec<String>) -> Result<()>,
-) -> Result<()> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut index = 0;
-    for batch in batches {
-        let fmts = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()?;
-        for r in 0..batch.num_rows() {
-            if wanted(index + r) {
-                stop.check()?;
-                each(fmts.iter().map(|f| f.value(r).to_string()).collect())?;
-            }
-        }
-        index += batch.num_rows();
-    }
-    Ok(())
+/// The rows a table shows, gathered as the batches arrive: the first `max_rows` (all of them if
+/// the result is that short) and a ring of the last `max_rows / 2`, with the count of all rows.
+/// Only these rows are formatted, so a result of any length is shown in bounded memory.
+#[derive(Debug, Default)]
+struct Preview {
+    head: Vec<Vec<String>>,
+    tail: std::collections::VecDeque<Vec<String>>,
+    rows: usize,
 }
 
+impl Preview {
+    fn push(&mut self, batch: &RecordBatch, max_rows: usize, stop: Stop) -> Result<()> {
+        let half = max_rows / 2;
+        let n = batch.num_rows();
+        // Rows this batch gives the head, and the last rows it gives the tail (one at most
+        // `half` long, so earlier tail rows it replaces need not be formatted).
+        let head_take = max_rows.saturating_sub(self.rows).min(n);
+        let tail_from = n.saturating_sub(half).max(head_take);
+        if head_take > 0 || tail_from < n {
+            let fmts = formatters(batch)?;
+            for r in (0..head_take).chain(tail_from..n) {
+                stop.check()?;
+                let row = fmts.iter().map(|f| f.value(r).to_string()).collect();
+                if r < head_take {
+                    self.head.push(row);
+                } else {
+                    self.tail.push_back(row);
+                    if self.tail.len() > half {
+                        self.tail.pop_front();
+                    }
+                }
+            }
+        }
+        self.rows += n;
+        Ok(())
+    }
+
+    /// The rows shown, and whether the middle of the result was left out.
+    fn shown(self, max_rows: usize) -> (Vec<Vec<String>>, bool) {
+        if self.rows <= max_rows {
+            return (self.head, false);
+        }
+        let mut shown = self.head;
+        shown.truncate(max_rows / 2);
+        shown.extend(self.tail);
+        (shown, true)
+    }
+}
+
+/// One text formatter per column of `batch` (NULL shown as `NULL`).
+fn formatters(batch: &RecordBatch) -> Result<Vec<ArrayFormatter<'_>>> {
+    let options = FormatOptions::default().with_null("NULL");
+    Ok(batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()?)
+}
 fn cut(s: &str, width: usize) -> String {
     let s = s.replace('\n', "↵");
     if s.chars().count() <= width {
@@ -107,37 +140,20 @@ pub fn render_table(
     batches: &[RecordBatch],
     style: &TableStyle,
 ) -> Result<String> {
-    render_table_until(schema, batches, style, Stop::Never)
+    let mut preview = Preview::default();
+    for b in batches {
+        preview.push(b, style.max_rows, Stop::Never)?;
+    }
+    Ok(layout_table(schema, preview, style))
 }
 
-/// [`render_table`], stopping at `stop`. Only the rows shown are formatted.
-fn render_table_until(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    style: &TableStyle,
-    stop: Stop,
-) -> Result<String> {
-    let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    if style.expanded {
-        let mut out = Vec::new();
-        write_expanded(schema, batches, stop, &mut out)?;
-        let text = String::from_utf8_lossy(&out);
-        return Ok(text.strip_suffix('\n').unwrap_or(&text).to_string());
-    }
-    // Rows shown: the first and last halves when there are too many.
+/// The table of `preview`'s rows: column widths from the rows shown, middle columns hidden
+/// when the table is wider than `style.max_table_width`, and a footer with the row count.
+fn layout_table(schema: &SchemaRef, preview: Preview, style: &TableStyle) -> String {
+    let n = preview.rows;
     let half = style.max_rows / 2;
-    let elided = n > style.max_rows;
-    let mut shown: Vec<Vec<String>> = Vec::with_capacity(n.min(style.max_rows));
-    each_row(
-        batches,
-        |i| !elided || i < half || i >= n - half,
-        stop,
-        |r| {
-            shown.push(r);
-            Ok(())
-        },
-    )?;
+    let (shown, elided) = preview.shown(style.max_rows);
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let width_of = |i: usize| {
         shown
             .iter()
@@ -197,77 +213,214 @@ fn render_table_until(
         ));
     }
     out.push(footer);
-    Ok(out.join("\n"))
+    out.join("\n")
 }
 
-/// psql's `\\x` display: one `column | value` block per row, written row by row.
-fn write_expanded(
+/// A result in a text format, written as its batches arrive ([`TextWriter::write`]) and ended
+/// by [`TextWriter::finish`]. A table keeps only the rows it shows; every other format writes
+/// each batch as it comes, so memory stays bounded whatever the result's length.
+pub struct TextWriter {
+    schema: SchemaRef,
+    style: TableStyle,
+    stop: Stop,
+    /// Rows written so far (the expanded display numbers its records with it).
+    rows: usize,
+    /// Whether anything was written yet (the CSV header, the Markdown header).
+    started: bool,
+    shape: Shape,
+}
+
+/// What a [`TextWriter`] keeps between batches, per format.
+enum Shape {
+    Table(Preview),
+    Expanded,
+    Markdown,
+    Csv,
+    Ndjson,
+    /// One JSON array over all batches: the writer keeps the `[`/`,` state, each batch's text
+    /// is moved out of its buffer as soon as it is written.
+    Json(Box<arrow::json::ArrayWriter<Vec<u8>>>),
+}
+
+impl TextWriter {
+    /// A writer of a result of `schema` in `format` (a text format), stopping with
+    /// [`CliError::Cancelled`] at `stop` (between rows and batches): printing a large result
+    /// takes long, and Ctrl-C must end it.
+    pub fn try_new(
+        format: Format,
+        schema: &SchemaRef,
+        style: &TableStyle,
+        stop: Stop,
+    ) -> Result<Self> {
+        let shape = match format {
+            Format::Table if style.expanded => Shape::Expanded,
+            Format::Table => Shape::Table(Preview::default()),
+            Format::Markdown => Shape::Markdown,
+            Format::Csv => Shape::Csv,
+            Format::Ndjson => Shape::Ndjson,
+            Format::Json => Shape::Json(Box::new(arrow::json::ArrayWriter::new(Vec::new()))),
+            Format::Parquet | Format::Arrow => {
+                return Err(CliError::Usage(format!(
+                    "{format:?} output is binary: give --output FILE"
+                )));
+            }
+        };
+        Ok(Self {
+            schema: schema.clone(),
+            style: style.clone(),
+            stop,
+            rows: 0,
+            started: false,
+            shape,
+        })
+    }
+
+    /// Writes (or, for a table, takes in) the next batches of the result.
+    pub fn write(&mut self, batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+        let stop = self.stop;
+        match &mut self.shape {
+            Shape::Table(preview) => {
+                for b in batches {
+                    stop.check()?;
+                    preview.push(b, self.style.max_rows, stop)?;
+                }
+            }
+            Shape::Expanded => {
+                for b in batches {
+                    self.rows = write_expanded(&self.schema, b, self.rows, stop, out)?;
+                }
+            }
+            Shape::Markdown => {
+                if !self.started {
+                    write_markdown_header(&self.schema, out)?;
+                    self.started = true;
+                }
+                for b in batches {
+                    write_markdown_rows(b, stop, out)?;
+                }
+            }
+            Shape::Csv => {
+                let batches = flatten_dictionaries(&self.schema, batches)?.1;
+                let rows: Vec<RecordBatch> =
+                    batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+                if !rows.is_empty() {
+                    write_csv(&rows, !self.started, out, stop)?;
+                    self.started = true;
+                }
+            }
+            Shape::Ndjson => {
+                let batches = flatten_dictionaries(&self.schema, batches)?.1;
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
+                for b in &batches {
+                    stop.check()?;
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            Shape::Json(w) => {
+                let batches = flatten_dictionaries(&self.schema, batches)?.1;
+                for b in &batches {
+                    stop.check()?;
+                    w.write(b)?;
+                    out.write_all(w.get_mut())?;
+                    w.get_mut().clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the result: the table itself (a table is laid out once its rows are counted), the
+    /// footer of the expanded display, the CSV header of an empty result, the end of the JSON
+    /// array.
+    pub fn finish(self, out: &mut dyn Write) -> Result<()> {
+        match self.shape {
+            Shape::Table(preview) => {
+                writeln!(out, "{}", layout_table(&self.schema, preview, &self.style))?
+            }
+            Shape::Expanded => {
+                let k = self.rows;
+                writeln!(out, "({k} row{})", if k == 1 { "" } else { "s" })?;
+            }
+            Shape::Markdown if !self.started => write_markdown_header(&self.schema, out)?,
+            Shape::Csv if !self.started => writeln!(out, "{}", header_line(&self.schema))?,
+            Shape::Markdown | Shape::Csv | Shape::Ndjson => {}
+            Shape::Json(mut w) => {
+                w.finish()?;
+                out.write_all(w.get_mut())?;
+                writeln!(out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a whole result held in memory in a text format (tests, small results).
+pub fn write_text(
+    format: Format,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    stop: Stop,
+    style: &TableStyle,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let mut w = TextWriter::try_new(format, schema, style, Stop::Never)?;
+    w.write(batches, out)?;
+    w.finish(out)
+}
+
+/// psql's `\\x` display of `batch`: one `column | value` block per row, numbered on from
+/// `before` rows already written; returns the rows written in all.
+fn write_expanded(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    before: usize,
+    stop: Stop,
+    out: &mut dyn Write,
+) -> Result<usize> {
     let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
     let w = names.iter().map(|s| s.chars().count()).max().unwrap_or(0);
-    let mut k = 0;
-    each_row(
-        batches,
-        |_| true,
-        stop,
-        |row| {
-            k += 1;
-            writeln!(out, "-[ RECORD {k} ]{}", "-".repeat(w.saturating_sub(8)))?;
-            for (name, v) in names.iter().zip(&row) {
-                writeln!(out, "{name:<w$} | {v}")?;
-            }
-            Ok(())
-        },
-    )?;
-    writeln!(out, "({k} row{})", if k == 1 { "" } else { "s" })?;
+    let fmts = formatters(batch)?;
+    let mut k = before;
+    for r in 0..batch.num_rows() {
+        stop.check()?;
+        k += 1;
+        writeln!(out, "-[ RECORD {k} ]{}", "-".repeat(w.saturating_sub(8)))?;
+        for (name, f) in names.iter().zip(&fmts) {
+            writeln!(out, "{name:<w$} | {}", f.value(r))?;
+        }
+    }
+    Ok(k)
+}
+
+/// The header of a Markdown table: column names and the `|---|` line.
+fn write_markdown_header(schema: &SchemaRef, out: &mut dyn Write) -> Result<()> {
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| escape_cell(f.name()))
+        .collect();
+    writeln!(out, "| {} |", names.join(" | "))?;
+    writeln!(out, "|{}|", vec!["---"; schema.fields().len()].join("|"))?;
     Ok(())
 }
 
-/// A Markdown table (all rows).
-pub fn render_markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
-    let mut out = Vec::new();
-    write_markdown(schema, batches, Stop::Never, &mut out)?;
-    // Every cell was a Rust string, so the table is UTF-8; drop the final newline.
-    let text = String::from_utf8_lossy(&out);
-    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+/// The rows of `batch` as Markdown table rows.
+fn write_markdown_rows(batch: &RecordBatch, stop: Stop, out: &mut dyn Write) -> Result<()> {
+    let fmts = formatters(batch)?;
+    for r in 0..batch.num_rows() {
+        stop.check()?;
+        let cells: Vec<String> = fmts
+            .iter()
+            .map(|f| escape_cell(&f.value(r).to_string()))
+            .collect();
+        writeln!(out, "| {} |", cells.join(" | "))?;
+    }
+    Ok(())
 }
 
-/// A Markdown table (all rows), written row by row.
-fn write_markdown(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    stop: Stop,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let esc = |s: &str| s.replace('|', "\\|");
-    writeln!(
-        out,
-        "| {} |",
-        schema
-            .fields()
-            .iter()
-            .map(|f| esc(f.name()))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    )?;
-    writeln!(out, "|{}|", vec!["---"; schema.fields().len()].join("|"))?;
-    each_row(
-        batches,
-        |_| true,
-        stop,
-        |r| {
-            writeln!(
-                out,
-                "| {} |",
-                r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
-            )?;
-            Ok(())
-        },
-    )
+/// A Markdown cell's `|` escaped.
+fn escape_cell(s: &str) -> String {
+    s.replace('|', "\\|")
 }
 
 /// Categorical (dictionary) columns as their plain values, for formats without dictionaries.
@@ -303,55 +456,6 @@ pub fn flatten_dictionaries(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((flat, batches))
-}
-
-/// Writes one result in a text format to `out`.
-pub fn write_text(
-    format: Format,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    style: &TableStyle,
-    out: &mut dyn Write,
-) -> Result<()> {
-    write_text_until(format, schema, batches, style, out, Stop::Never)
-}
-
-/// [`write_text`], stopping with [`CliError::Cancelled`] at `stop` (between rows and batches):
-/// formatting and printing a large result takes long, and Ctrl-C must end it.
-pub fn write_text_until(
-    format: Format,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    style: &TableStyle,
-    out: &mut dyn Write,
-    stop: Stop,
-) -> Result<()> {
-    match format {
-        Format::Table if style.expanded => write_expanded(schema, batches, stop, out)?,
-        Format::Table => writeln!(out, "{}", render_table_until(schema, batches, style, stop)?)?,
-        Format::Markdown => write_markdown(schema, batches, stop, out)?,
-        // One window: the writing of a streamed result, all at once.
-        Format::Csv | Format::Ndjson => {
-            write_window_until(format, schema, batches, true, out, stop)?
-        }
-        Format::Json => {
-            let (_, batches) = flatten_dictionaries(schema, batches)?;
-            let mut w = arrow::json::ArrayWriter::new(&mut *out);
-            for b in &batches {
-                stop.check()?;
-                w.write(b)?;
-            }
-            w.finish()?;
-            drop(w);
-            writeln!(out)?;
-        }
-        Format::Parquet | Format::Arrow => {
-            return Err(CliError::Usage(format!(
-                "{format:?} output is binary: give --output FILE"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// CSV of `batches` (with the header first when `header`), formatted on every core a window of
@@ -395,52 +499,7 @@ fn write_csv(batches: &[RecordBatch], header: bool, out: &mut dyn Write, stop: S
     Ok(())
 }
 
-/// One window of a streamed CSV or NDJSON result (`first`: the header goes before it; an empty
-/// first window of a CSV result is the header alone).
-pub fn write_window(
-    format: Format,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    first: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    write_window_until(format, schema, batches, first, out, Stop::Never)
-}
-
-/// [`write_window`], stopping at `stop` between batches.
-fn write_window_until(
-    format: Format,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    first: bool,
-    out: &mut dyn Write,
-    stop: Stop,
-) -> Result<()> {
-    let (_, batches) = flatten_dictionaries(schema, batches)?;
-    match format {
-        Format::Csv if batches.iter().all(|b| b.num_rows() == 0) => {
-            if first {
-                writeln!(out, "{}", header_line(schema))?;
-            }
-        }
-        Format::Csv => write_csv(&batches, first, out, stop)?,
-        Format::Ndjson => {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
-            for b in &batches {
-                stop.check()?;
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        other => {
-            return Err(CliError::Usage(format!(
-                "{other:?} results are written whole, not streamed"
-            )));
-        }
-    }
-    Ok(())
-}
-
+/// The CSV header line of `schema`.
 fn header_line(schema: &SchemaRef) -> String {
     schema
         .fields()
@@ -448,257 +507,4 @@ fn header_line(schema: &SchemaRef) -> String {
         .map(|f| f.name().clone())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Writes one result to a file in `format` (binary formats included).
-pub fn write_file(
-    format: Format,
-    path: &Path,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    style: &TableStyle,
-) -> Result<()> {
-    match format {
-        Format::Parquet | Format::Arrow => {
-            let mut w = BinaryWriter::create(format, path, schema)?;
-            w.write(batches)?;
-            w.finish()
-        }
-        _ => {
-            let file = std::fs::File::create(path)?;
-            let mut f = std::io::BufWriter::new(file);
-            write_text(format, schema, batches, style, &mut f)?;
-            f.flush()?;
-            Ok(())
-        }
-    }
-}
-
-/// An error writing `path`, named after it.
-fn in_file(path: &Path, e: &dyn std::fmt::Display) -> CliError {
-    CliError::Usage(format!("{}: {e}", path.display()))
-}
-
-/// A Parquet or Arrow IPC file written a window of batches at a time, so a large result streams
-/// to disk instead of being held whole.
-pub struct BinaryWriter {
-    path: std::path::PathBuf,
-    inner: BinaryInner,
-}
-
-enum BinaryInner {
-    Parquet(datafusion::parquet::arrow::ArrowWriter<std::fs::File>),
-    Arrow(
-        arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>,
-        Dictionaries,
-    ),
-}
-
-/// The categorical columns of an Arrow IPC file, kept as dictionaries. A file holds one
-/// dictionary per column, which may only grow (as deltas), while a result's batches may each
-/// carry their own (an aggregate's output): each batch's keys are remapped onto the dictionary
-/// written so far, grown by the values it lacks. String-valued dictionaries are kept; other
-/// categorical columns are written as their values.
-struct Dictionaries {
-    /// The file's schema.
-    schema: SchemaRef,
-    /// Per column: the values written so far and their positions, for a kept dictionary.
-    columns: Vec<Option<Written>>,
-}
-
-#[derive(Default)]
-struct Written {
-    /// The values written so far, and the position of each.
-    values: Vec<String>,
-    position: std::collections::HashMap<String, i64>,
-    /// `values` as the dictionary written with the last batch.
-    dictionary: Option<ArrayRef>,
-    /// The last batch's own dictionary, when it was `values` exactly (passed on as it is).
-    same: Option<ArrayRef>,
-}
-
-impl Dictionaries {
-    /// The file schema for results of `schema`.
-    fn new(schema: &SchemaRef) -> Self {
-        let kept = |f: &Field| match f.data_type() {
-            DataType::Dictionary(_, v) => v.as_ref() == &DataType::Utf8,
-            _ => true,
-        };
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Dictionary(_, v) if !kept(f) => {
-                    f.as_ref().clone().with_data_type(v.as_ref().clone())
-                }
-                _ => f.as_ref().clone(),
-            })
-            .collect();
-        let columns = fields
-            .iter()
-            .map(|f| matches!(f.data_type(), DataType::Dictionary(..)).then(Written::default))
-            .collect();
-        Self {
-            schema: Arc::new(Schema::new(fields)),
-            columns,
-        }
-    }
-
-    /// `batch` with its categorical columns on the file's dictionaries.
-    fn unify(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let mut cols = Vec::with_capacity(batch.num_columns());
-        for ((c, f), written) in batch
-            .columns()
-            .iter()
-            .zip(self.schema.fields())
-            .zip(&mut self.columns)
-        {
-            cols.push(match written {
-                Some(w) if c.data_type() == f.data_type() => w.remap(c, f)?,
-                _ if c.data_type() == f.data_type() => c.clone(),
-                _ => cast(c, f.data_type())?,
-            });
-        }
-        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
-    }
-}
-
-impl Written {
-    /// `column` (a string dictionary) with keys into the values written so far, which grow by
-    /// the values it lacks.
-    fn remap(&mut self, column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
-        use arrow::array::{Array, AsArray, Int64Array, StringArray, make_array};
-        use arrow::datatypes::Int64Type;
-        let dict = column.as_any_dictionary();
-        let values = dict.values();
-        // The dictionary of the last batch again (a scan's, or a fused aggregate's categories).
-        if let Some(same) = &self.same
-            && (Arc::ptr_eq(same, values) || same.to_data() == values.to_data())
-        {
-            return Ok(column.clone());
-        }
-        let before = self.values.len();
-        let mapping: Int64Array = values
-            .as_string::<i32>()
-            .iter()
-            // A null among the values stays null (its keys become null keys): it is not the
-            // category "".
-            .map(|v| {
-                v.map(|v| {
-                    *self.position.entry(v.to_string()).or_insert_with(|| {
-                        self.values.push(v.to_string());
-                        self.values.len() as i64 - 1
-                    })
-                })
-            })
-            .collect();
-        if self.values.len() > before || self.dictionary.is_none() {
-            self.dictionary = Some(Arc::new(StringArray::from_iter_values(&self.values)));
-        }
-        let identity = mapping.len() == self.values.len()
-            && mapping.null_count() == 0
-            && mapping
-                .values()
-                .iter()
-                .enumerate()
-                .all(|(i, &p)| p == i as i64);
-        if identity {
-            self.same = Some(values.clone());
-            return Ok(column.clone());
-        }
-        self.same = None;
-        let DataType::Dictionary(key_type, _) = field.data_type() else {
-            return Ok(column.clone());
-        };
-        let keys = cast(dict.keys(), &DataType::Int64)?;
-        let keys = arrow::compute::take(&mapping, keys.as_primitive::<Int64Type>(), None)?;
-        let strict = arrow::compute::CastOptions {
-            safe: false,
-            ..Default::default()
-        };
-        let keys = arrow::compute::kernels::cast::cast_with_options(&keys, key_type, &strict)
-            .map_err(|_| {
-                CliError::Usage(format!(
-                    "column '{}' has more categories across batches than {key_type} codes hold",
-                    field.name()
-                ))
-            })?;
-        let dictionary = self.dictionary.clone().unwrap_or_else(|| values.clone());
-        let data = keys
-            .to_data()
-            .into_builder()
-            .data_type(field.data_type().clone())
-            .child_data(vec![dictionary.to_data()])
-            .build()?;
-        Ok(make_array(data))
-    }
-}
-
-impl BinaryWriter {
-    /// Creates `path` for a result of `schema` in `format` (Parquet or Arrow).
-    pub fn create(format: Format, path: &Path, schema: &SchemaRef) -> Result<Self> {
-        let named = |e: &dyn std::fmt::Display| in_file(path, e);
-        let file = std::fs::File::create(path).map_err(|e| named(&e))?;
-        let inner = match format {
-            Format::Parquet => BinaryInner::Parquet(
-                datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
-                    .map_err(|e| named(&e))?,
-            ),
-            Format::Arrow => {
-                let dictionaries = Dictionaries::new(schema);
-                let options = arrow_ipc::writer::IpcWriteOptions::default()
-                    .with_dictionary_handling(arrow_ipc::writer::DictionaryHandling::Delta);
-                let writer = arrow_ipc::writer::FileWriter::try_new_with_options(
-                    std::io::BufWriter::new(file),
-                    &dictionaries.schema,
-                    options,
-                )
-                .map_err(|e| named(&e))?;
-                BinaryInner::Arrow(writer, dictionaries)
-            }
-            other => {
-                return Err(CliError::Usage(format!("{other:?} is not a binary format")));
-            }
-        };
-        Ok(Self {
-            path: path.to_path_buf(),
-            inner,
-        })
-    }
-
-    /// Appends batches.
-    pub fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        let named = |e: &dyn std::fmt::Display| in_file(&self.path, e);
-        match &mut self.inner {
-            BinaryInner::Parquet(w) => {
-                for b in batches {
-                    w.write(b).map_err(|e| named(&e))?;
-                }
-            }
-            BinaryInner::Arrow(w, dictionaries) => {
-                for b in batches {
-                    w.write(&dictionaries.unify(b)?).map_err(|e| named(&e))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the file's footer; a file not finished is not a valid Parquet/Arrow file.
-    pub fn finish(self) -> Result<()> {
-        let named = |e: &dyn std::fmt::Display| in_file(&self.path, e);
-        match self.inner {
-            BinaryInner::Parquet(w) => {
-                w.close().map_err(|e| named(&e))?;
-            }
-            BinaryInner::Arrow(mut w, _) => {
-                w.finish().map_err(|e| named(&e))?;
-                w.into_inner()
-                    .map_err(|e| named(&e))?
-                    .flush()
-                    .map_err(|e| named(&e))?;
-            }
-        }
-        Ok(())
-    }
 }

@@ -19,8 +19,10 @@ use rustyline::{Context, Editor, Helper};
 
 use crate::args::{Format, Language, Options};
 use crate::error::{CliError, Result};
-use crate::output::{Stop, TableStyle, write_text_until};
-use crate::script::{error_position, execute, open_session, quote, read_totals, split, type_name};
+use crate::output::{Stop, TableStyle, TextWriter};
+use crate::script::{
+    error_position, execute_streaming, open_session, quote, read_totals, split, type_name,
+};
 
 /// The help shown by `\?`.
 pub const HELP: &str = "\
@@ -29,6 +31,8 @@ Statements end with ';' and may span lines. Ctrl-C cancels a running query, Ctrl
   \\d TABLE             columns of a table (atlas.obs), with types and category counts
   \\timing              toggle printing each statement's time
   \\x                   toggle expanded (one field per line) display
+  .maxrows N           rows a table shows (default 40): the first and last halves, the rest
+                       counted without being kept
   .mode FORMAT         table | csv | json | ndjson | markdown
   \\o FILE, \\o          send results to FILE / back to the screen
   \\i FILE              run the statements in FILE
@@ -265,19 +269,8 @@ async fn run_text(state: &mut State, text: &str) {
     for st in statements {
         let started = Instant::now();
         let before = read_totals(&state.session);
-        match execute(&state.session, state.lang, &st.text).await {
-            Ok(outcome) => {
-                if !outcome.schema.fields().is_empty() {
-                    match emit(state, &outcome) {
-                        Ok(()) => {}
-                        Err(CliError::Cancelled) => {
-                            // The output may stop mid-line.
-                            eprintln!("\nCancelled: output stopped.");
-                            return;
-                        }
-                        Err(e) => eprintln!("Error: {e}"),
-                    }
-                }
+        match emit(state, &st.text).await {
+            Ok(()) => {
                 if state.timing {
                     println!("Time: {:.3} s", started.elapsed().as_secs_f64());
                 }
@@ -287,7 +280,8 @@ async fn run_text(state: &mut State, text: &str) {
                 }
             }
             Err(CliError::Cancelled) => {
-                eprintln!("Cancelled.");
+                // The output may stop mid-line.
+                eprintln!("\nCancelled.");
                 return;
             }
             Err(e) => {
@@ -309,40 +303,41 @@ async fn run_text(state: &mut State, text: &str) {
     }
 }
 
-/// Prints a result (to the screen or the `\o` file); Ctrl-C stops it.
-fn emit(state: &State, outcome: &crate::script::Outcome) -> Result<()> {
+/// Runs one statement and prints its result (to the screen or the `\o` file) as the batches
+/// arrive: a table shows its first and last rows and counts the rest without keeping them, the
+/// other formats are written batch by batch. Ctrl-C stops the query and the printing alike.
+async fn emit(state: &State, text: &str) -> Result<()> {
     let stop = Stop::on_ctrl_c();
-    match &state.output {
-        Some(path) => {
-            let mut f = std::fs::OpenOptions::new()
+    let mut out: Box<dyn Write> = match &state.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(path)?;
-            write_text_until(
+                .open(path)?,
+        )),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut writer: Option<TextWriter> = None;
+    let ran = execute_streaming(&state.session, state.lang, text, 1, |schema, batches, _| {
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(TextWriter::try_new(
                 state.format,
-                &outcome.schema,
-                &outcome.batches,
+                schema,
                 &state.style,
-                &mut f,
                 stop,
-            )
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            let written = write_text_until(
-                state.format,
-                &outcome.schema,
-                &outcome.batches,
-                &state.style,
-                &mut lock,
-                stop,
-            );
-            // What was written before a Ctrl-C still reaches the screen.
-            lock.flush()?;
-            written
-        }
-    }
+            )?),
+        };
+        w.write(batches, &mut out)
+    })
+    .await;
+    let finished = match (ran, writer) {
+        (Ok(_), Some(w)) => w.finish(&mut out),
+        (ran, _) => ran.map(drop),
+    };
+    // What was written before an error or a Ctrl-C still reaches the screen.
+    out.flush()?;
+    finished
 }
 
 /// For "table 'annql.pbmc.obz' not found": the closest attached table name.
@@ -483,6 +478,12 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
                 "Expanded display is {}.",
                 if state.style.expanded { "on" } else { "off" }
             );
+        }
+        ".maxrows" => {
+            state.style.max_rows = arg
+                .parse()
+                .map_err(|_| CliError::Usage(format!(".maxrows {arg}: give a number of rows")))?;
+            println!("Tables show at most {} rows.", state.style.max_rows);
         }
         ".mode" => {
             state.format = match arg.as_str() {

@@ -13,8 +13,9 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::args::{Format, Language, Options, RunArgs};
+use crate::binary::BinaryWriter;
 use crate::error::{CliError, Result};
-use crate::output::{BinaryWriter, TableStyle, write_file, write_text};
+use crate::output::{Stop, TableStyle, TextWriter};
 
 /// The demo dataset shipped in the repository (scanpy's PBMC 700 cells, see examples/data).
 pub const DEMO: &str = concat!(
@@ -128,6 +129,9 @@ pub fn storage_options(options: &Options) -> Result<StorageOptions> {
         })?;
         pairs.push((k.trim().to_string(), v.trim().to_string()));
     }
+    if let Some(bytes) = options.read_limit {
+        pairs.push(("read_limit".into(), bytes.to_string()));
+    }
     Ok(StorageOptions::from_pairs(pairs).map_err(annql_engine::Error::from)?)
 }
 
@@ -137,7 +141,8 @@ pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession
     if let Some(t) = options.threads {
         builder = builder.with_threads(t);
     }
-    if let Some(m) = options.memory_limit {
+    // `--memory-limit 0`: no limit, as without the option.
+    if let Some(m) = options.memory_limit.filter(|&m| m > 0) {
         builder = builder.with_memory_limit(m);
     }
     let session = builder
@@ -437,9 +442,12 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
             format!("--format {:?} needs --output FILE", args.format).to_lowercase(),
         ));
     }
-    let style = TableStyle::default();
+    let style = TableStyle {
+        max_rows: args.max_rows,
+        ..TableStyle::default()
+    };
+    let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results = 0;
-    let stdout = std::io::stdout();
     for (file, lang, text) in &sources {
         let statements = split(*lang, text).map_err(|message| CliError::Script {
             file: file.clone(),
@@ -464,77 +472,30 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                     message,
                 }
             };
-            // Parquet and Arrow files stream too, into one file per run.
-            let outcome = if let (Format::Parquet | Format::Arrow, Some(path)) =
-                (args.format, &args.output)
-            {
-                let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
-                let mut writer: Option<BinaryWriter> = None;
-                let had_result = execute_streaming(
-                    &session,
-                    *lang,
-                    &st.text,
-                    window,
-                    |schema, batches, _first| {
-                        if writer.is_none() {
-                            if results > 0 {
-                                return Err(CliError::Usage(format!(
-                                    "a second result cannot go to the same {:?} file",
-                                    args.format
-                                )));
-                            }
-                            writer = Some(BinaryWriter::create(args.format, path, schema)?);
-                        }
-                        match writer.as_mut() {
-                            Some(w) => w.write(batches),
-                            None => Err(CliError::Usage("no output writer".into())),
-                        }
-                    },
-                )
-                .await
-                .map_err(located)?;
-                if let Some(w) = writer.take() {
-                    w.finish()?;
-                }
-                results += usize::from(had_result);
-                None
-            // CSV and NDJSON stream: windows of batches are written as the scans produce them.
-            } else if matches!(args.format, Format::Csv | Format::Ndjson) {
-                let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
-                let mut writer: Option<Box<dyn Write>> = None;
-                let had_result = execute_streaming(
-                    &session,
-                    *lang,
-                    &st.text,
-                    window,
-                    |schema, batches, first| {
-                        if writer.is_none() {
-                            writer = Some(match &args.output {
-                                Some(path) if results == 0 => {
-                                    Box::new(std::fs::File::create(path)?)
-                                }
-                                Some(path) => {
-                                    Box::new(std::fs::OpenOptions::new().append(true).open(path)?)
-                                }
-                                None => Box::new(stdout.lock()),
-                            });
-                        }
-                        let out = writer
-                            .as_mut()
-                            .ok_or_else(|| CliError::Usage("no output writer".into()))?;
-                        crate::output::write_window(args.format, schema, batches, first, out)
-                    },
-                )
-                .await
-                .map_err(located)?;
-                if let Some(mut w) = writer.take() {
-                    w.flush()?;
-                }
-                results += usize::from(had_result);
-                None
-            } else {
-                Some(execute(&session, *lang, &st.text).await.map_err(located)?)
-            };
+            // Every format streams: windows of batches are written (or, for a table, counted)
+            // as the scans produce them, so no result is ever held whole.
+            let mut sink: Option<ResultSink> = None;
+            let had_result = execute_streaming(
+                &session,
+                *lang,
+                &st.text,
+                window,
+                |schema, batches, _first| {
+                    if sink.is_none() {
+                        sink = Some(ResultSink::open(&args, schema, &style, results)?);
+                    }
+                    match sink.as_mut() {
+                        Some(s) => s.write(batches),
+                        None => Err(CliError::Usage("no output writer".into())),
+                    }
+                },
+            )
+            .await
+            .map_err(located)?;
+            if let Some(s) = sink.take() {
+                s.finish()?;
+            }
+            results += usize::from(had_result);
             if options.stats {
                 let read = read_totals(&session).since(&before);
                 eprintln!(
@@ -544,48 +505,67 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                     started.elapsed().as_secs_f64(),
                 );
             }
-            let Some(outcome) = outcome else {
-                continue;
-            };
-            if outcome.schema.fields().is_empty() {
-                continue;
-            }
-            results += 1;
-            match &args.output {
-                Some(path) => {
-                    if results > 1 && matches!(args.format, Format::Parquet | Format::Arrow) {
-                        return Err(CliError::Usage(format!(
-                            "{file}:{}: a second result cannot go to the same {:?} file",
-                            st.line, args.format
-                        )));
-                    }
-                    if results > 1 {
-                        let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
-                        write_text(
-                            args.format,
-                            &outcome.schema,
-                            &outcome.batches,
-                            &style,
-                            &mut f,
-                        )?;
-                    } else {
-                        write_file(args.format, path, &outcome.schema, &outcome.batches, &style)?;
-                    }
-                }
-                None => {
-                    let mut lock = stdout.lock();
-                    write_text(
-                        args.format,
-                        &outcome.schema,
-                        &outcome.batches,
-                        &style,
-                        &mut lock,
-                    )?;
-                }
-            }
         }
     }
     Ok(())
+}
+
+/// Where one result of `annql run` goes: a Parquet/Arrow file, or a text format written to the
+/// output file (created by the first result, appended to by the next) or to stdout.
+enum ResultSink {
+    Binary(Box<BinaryWriter>),
+    Text(TextWriter, Box<dyn Write>),
+}
+
+impl ResultSink {
+    /// The sink of a result of `schema`, after `results` earlier results of the run.
+    fn open(
+        args: &RunArgs,
+        schema: &SchemaRef,
+        style: &TableStyle,
+        results: usize,
+    ) -> Result<Self> {
+        if let (Format::Parquet | Format::Arrow, Some(path)) = (args.format, &args.output) {
+            if results > 0 {
+                return Err(CliError::Usage(format!(
+                    "a second result cannot go to the same {:?} file",
+                    args.format
+                )));
+            }
+            let writer = BinaryWriter::create(args.format, path, schema)?;
+            return Ok(Self::Binary(Box::new(writer)));
+        }
+        let text = TextWriter::try_new(args.format, schema, style, Stop::Never)?;
+        let out: Box<dyn Write> = match &args.output {
+            Some(path) if results == 0 => {
+                Box::new(std::io::BufWriter::new(std::fs::File::create(path)?))
+            }
+            Some(path) => Box::new(std::io::BufWriter::new(
+                std::fs::OpenOptions::new().append(true).open(path)?,
+            )),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        Ok(Self::Text(text, out))
+    }
+
+    fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        match self {
+            Self::Binary(w) => w.write(batches),
+            Self::Text(w, out) => w.write(batches, out),
+        }
+    }
+
+    /// Ends the result (a file's footer, a table's layout) and flushes it.
+    fn finish(self) -> Result<()> {
+        match self {
+            Self::Binary(w) => (*w).finish(),
+            Self::Text(w, mut out) => {
+                w.finish(&mut out)?;
+                out.flush()?;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// `annql schema`: the tables a store exposes (with columns and types), then its element tree.

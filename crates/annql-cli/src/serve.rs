@@ -121,7 +121,12 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
             .map(|(cert, key)| TlsFiles { cert, key }),
         require_tls: args.require_tls,
         max_connections: args.max_connections.max(1),
-        memory_limit: options.memory_limit,
+        // A per-query limit by default; `--memory-limit 0` turns it off.
+        memory_limit: match options.memory_limit {
+            Some(0) => None,
+            Some(limit) => Some(limit),
+            None => Some(annql_server::config::DEFAULT_QUERY_MEMORY),
+        },
         threads: options.threads,
         idle_timeout: args.idle_timeout.map(Duration::from_secs),
         writable_dir: args.writable_dir.clone(),

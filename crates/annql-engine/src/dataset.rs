@@ -150,6 +150,12 @@ impl<'s> Dataset<'s> {
     async fn resolve(&self) -> Result<(Source, Selected)> {
         let (path, var_table) = self.matrix_path()?;
         let src = Source::open(self.store.clone(), &path)?;
+        // The id lists (and the per-cell, per-gene lookups built from them) are sized from the
+        // declared shape: within the read limit.
+        for (axis, n) in [("cells", src.n_obs), ("genes", src.n_vars)] {
+            let what = format!("the ids of its {n} {axis}");
+            self.store.check_alloc(&path, &what, n.saturating_mul(8))?;
+        }
         let obs = match &self.obs {
             None => (0..src.n_obs).collect(),
             Some(p) => select_rows_in(self.session, &self.name, "obs", SelectAxis::Obs, p).await?,

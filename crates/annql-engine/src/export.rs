@@ -239,6 +239,12 @@ pub async fn export_subset(session: &AnnSession, request: ExportRequest) -> Resu
     let store = session
         .store(&request.dataset)
         .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;
+    // The writer holds an id (and an index entry) per cell and per gene, sized from the
+    // declared shape: within the read limit.
+    for (axis, n) in ["cells", "genes"].iter().zip(store.root().shape.clone()) {
+        let what = format!("the ids of its {n} {axis}");
+        store.check_alloc("", &what, n.saturating_mul(8))?;
+    }
     let obs = rows(session, &request.dataset, SelectAxis::Obs, &request.obs).await?;
     let var = rows(session, &request.dataset, SelectAxis::Var, &request.var).await?;
     let selection = Selection { obs, var };

@@ -88,6 +88,11 @@ pub async fn compute_aggregate(
     request: &AggregateRequest,
 ) -> Result<(Aggregate, Vec<u64>)> {
     let n_vars = check(session, request)?;
+    // The gene list and its column lookup are sized from the declared shape.
+    if let Some(store) = session.store(&request.dataset) {
+        let what = format!("the ids of its {n_vars} genes");
+        store.check_alloc("X", &what, n_vars.saturating_mul(16))?;
+    }
     let genes = match &request.var {
         None => (0..n_vars).collect(),
         Some(p) => select_rows(session, &request.dataset, SelectAxis::Var, p).await?,

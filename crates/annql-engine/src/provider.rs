@@ -82,17 +82,30 @@ impl AnnDataTableProvider {
         Ok(dict.values().clone())
     }
 
-    /// Splits the major axis into blocks and the blocks into `partitions` contiguous groups.
-    fn partition(&self, partitions: usize) -> Vec<Vec<std::ops::Range<u64>>> {
+    /// Splits the major axis into blocks and the blocks into `partitions` contiguous groups. The
+    /// block list is sized from the declared shape: refused above the store's read limit (a
+    /// hostile 10¹⁵-row shape would otherwise abort the process allocating it).
+    fn partition(&self, partitions: usize) -> Result<Vec<Vec<std::ops::Range<u64>>>> {
         let (len, step) = (self.table.major_len, self.table.block_rows.max(1));
-        let blocks: Vec<_> = (0..len.div_ceil(step))
+        let count = len.div_ceil(step);
+        // Each block is held twice (the list, then its partition's copy).
+        let bytes = count.saturating_mul(2 * std::mem::size_of::<std::ops::Range<u64>>() as u64);
+        self.table
+            .store
+            .check_alloc(
+                &self.table.def.path,
+                &format!("the scan's list of {count} blocks of {step} rows"),
+                bytes,
+            )
+            .map_err(store_err)?;
+        let blocks: Vec<_> = (0..count)
             .map(|b| b * step..((b + 1) * step).min(len))
             .collect();
         if blocks.is_empty() {
-            return vec![vec![0..self.table.major_len]];
+            return Ok(vec![vec![0..self.table.major_len]]);
         }
         let per = blocks.len().div_ceil(partitions.max(1));
-        blocks.chunks(per).map(<[_]>::to_vec).collect()
+        Ok(blocks.chunks(per).map(<[_]>::to_vec).collect())
     }
 }
 
@@ -153,7 +166,7 @@ impl TableProvider for AnnDataTableProvider {
         }
         let params = ScanParams {
             projection,
-            partitions: self.partition(state.config().target_partitions()),
+            partitions: self.partition(state.config().target_partitions())?,
             limit,
         };
         let exec = AnnDataScanExec::try_new(self.table.clone(), params, physical, code_filters)?;

@@ -712,6 +712,13 @@ impl ScanState {
         if on_minor.is_empty() && static_minor.is_empty() {
             return Ok(None);
         }
+        // One id per minor position, sized from the declared shape: within the read limit.
+        let what = format!("the {len} ids of the minor axis");
+        let bytes = len.saturating_mul(8);
+        self.table
+            .store
+            .check_alloc(&self.table.def.path, &what, bytes)
+            .map_err(crate::error::store_err)?;
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..len as i64));
         let mut mask = None;
         if !on_minor.is_empty() {

@@ -35,6 +35,7 @@ pub struct SessionBuilder {
     fused: bool,
     information_schema: bool,
     storage: StorageOptions,
+    read_limit: Option<u64>,
     write_policy: WritePolicy,
 }
 
@@ -47,6 +48,7 @@ impl Default for SessionBuilder {
             fused: true,
             information_schema: true,
             storage: StorageOptions::default(),
+            read_limit: None,
             write_policy: WritePolicy::default(),
         }
     }
@@ -92,6 +94,15 @@ impl SessionBuilder {
         self
     }
 
+    /// The most one read of an attached store may allocate (a decoded chunk, a row block, a
+    /// category table, a zip member; default 1 GiB): what a file declares beyond it is an error
+    /// naming the element, never an allocation (see `annql_store::limits`). Applies over
+    /// [`with_storage_options`](Self::with_storage_options) and `ATTACH` options.
+    pub fn with_read_limit(mut self, bytes: u64) -> Self {
+        self.read_limit = Some(bytes);
+        self
+    }
+
     /// Where `COPY dataset TO …` and other exports may write (default: anywhere).
     pub fn with_write_policy(mut self, policy: WritePolicy) -> Self {
         self.write_policy = policy;
@@ -126,7 +137,10 @@ impl SessionBuilder {
             attached: Mutex::default(),
             progress: Arc::default(),
             rewriters: Mutex::default(),
-            storage: self.storage,
+            storage: match self.read_limit {
+                Some(bytes) => self.storage.with_read_limit(bytes),
+                None => self.storage,
+            },
             write_policy: self.write_policy,
         })
     }

@@ -19,6 +19,7 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
+use crate::settings::Settings;
 use crate::{CATALOG, PG_VERSION};
 
 /// Who is connected, for the functions that report it.
@@ -33,14 +34,24 @@ pub struct Identity {
 }
 
 /// Installs `pg_catalog`, `information_schema` and the connection functions into a session.
-pub fn install(ctx: &SessionContext, who: &Identity) -> std::result::Result<(), String> {
+pub fn install(
+    ctx: &SessionContext,
+    who: &Identity,
+    server: &Settings,
+) -> std::result::Result<(), String> {
     setup_pg_catalog(ctx, CATALOG, EmptyContextProvider).map_err(|e| e.to_string())?;
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| format!("catalog {CATALOG} missing"))?;
     if let Some(inner) = catalog.schema("pg_catalog") {
         catalog
-            .register_schema("pg_catalog", Arc::new(PgCatalog { inner }))
+            .register_schema(
+                "pg_catalog",
+                Arc::new(PgCatalog {
+                    inner,
+                    server: server.clone(),
+                }),
+            )
             .map_err(|e| e.to_string())?;
     }
     for name in NULL_FUNCTIONS {
@@ -162,10 +173,13 @@ impl ScalarUDFImpl for NullFunction {
 #[derive(Debug)]
 struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
+    /// The server's settings as a new session starts with them (`max_connections` as
+    /// configured).
+    server: Settings,
 }
 
-fn pg_settings() -> Result<RecordBatch> {
-    let mut rows = crate::settings::Settings::default().all();
+fn pg_settings(server: &Settings) -> Result<RecordBatch> {
+    let mut rows = server.all();
     for (n, v, d) in [
         (
             "max_index_keys",
@@ -173,11 +187,6 @@ fn pg_settings() -> Result<RecordBatch> {
             "Shows the maximum number of index keys.",
         ),
         ("block_size", "8192", "Shows the size of a disk block."),
-        (
-            "max_connections",
-            "64",
-            "Sets the maximum number of concurrent connections.",
-        ),
         (
             "server_encoding",
             "UTF8",
@@ -229,7 +238,7 @@ impl SchemaProvider for PgCatalog {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if name == "pg_settings" {
-            let batch = pg_settings()?;
+            let batch = pg_settings(&self.server)?;
             return Ok(Some(Arc::new(MemTable::try_new(
                 batch.schema(),
                 vec![vec![batch]],

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use annql_store::StorageOptions;
 
+/// The memory one query may hold by default: with the remote chunk cache (256 MiB by default,
+/// shared by all connections), a full scan of a remote store stays within 1 GiB.
+pub const DEFAULT_QUERY_MEMORY: usize = 512 << 20;
+
 /// PEM files of the server certificate (chain) and its private key.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -43,7 +47,10 @@ pub struct ServerConfig {
     pub require_tls: bool,
     /// Connections served at once; the next one gets `FATAL 53300`.
     pub max_connections: usize,
-    /// Memory DataFusion operators of one connection's query may hold (sorts, joins, aggregates).
+    /// Memory one connection's query may hold: its sorts, joins and aggregates (which spill to
+    /// a temporary directory beyond it, or fail with SQLSTATE 53200), the scans' decoded blocks
+    /// and the fused aggregation's accumulators. Each connection has its own pool of this size,
+    /// so one client cannot starve another ([`DEFAULT_QUERY_MEMORY`] by default; None: no limit).
     pub memory_limit: Option<usize>,
     /// Scan partitions per query (default: the number of cores).
     pub threads: Option<usize>,
@@ -65,7 +72,7 @@ impl Default for ServerConfig {
             tls: None,
             require_tls: false,
             max_connections: 64,
-            memory_limit: None,
+            memory_limit: Some(DEFAULT_QUERY_MEMORY),
             threads: None,
             idle_timeout: None,
             startup_timeout: Duration::from_secs(10),

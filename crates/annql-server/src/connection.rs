@@ -149,6 +149,32 @@ pub struct Connection {
     parser: Arc<Parser>,
 }
 
+/// Unhooks the schemas that point back at the session's own catalog list, so the session can
+/// be freed. `pg_catalog` (datafusion-pg-catalog's provider) and `information_schema` each hold
+/// the catalog list they are registered in: an `Arc` cycle that kept every session of every
+/// client that ever connected (~5 MB each, its pg_catalog tables included) until the server
+/// stopped.
+pub(crate) fn release_session(session: &AnnSession) {
+    let Some(catalog) = session.context().catalog(crate::CATALOG) else {
+        return;
+    };
+    for schema in ["pg_catalog", "information_schema"] {
+        // The memory catalog's deregister fails only for a non-empty schema without `cascade`;
+        // with it, nothing is left to report: the session is being dropped either way.
+        if let Err(e) = catalog.deregister_schema(schema, true) {
+            log::warn!("releasing a session's {schema}: {e}");
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.get() {
+            release_session(session);
+        }
+    }
+}
+
 impl Connection {
     /// A connection of `shared`'s server; `tls` says whether it is encrypted.
     pub fn new(shared: Arc<Shared>, tls: bool) -> Arc<Connection> {
@@ -156,10 +182,10 @@ impl Connection {
         Arc::new_cyclic(|me: &std::sync::Weak<Connection>| Connection {
             startup: Arc::new(Startup::new(&shared, activity.clone())),
             parser: Arc::new(Parser { conn: me.clone() }),
+            settings: Mutex::new(Settings::for_server(&shared.config)),
             shared,
             activity,
             session: tokio::sync::OnceCell::new(),
-            settings: Mutex::default(),
             cursors: Mutex::default(),
             prepared: PreparedStatements::default(),
             tls,

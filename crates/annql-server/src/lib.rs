@@ -8,6 +8,7 @@
 //! - [`config`]: what a server is told ([`ServerConfig`]).
 //! - [`server`]: the listener, TLS, the connection limit and the per-connection watchdog.
 //! - [`auth`]: startup, SCRAM-SHA-256 and the session parameters.
+//! - [`frames`]: frontend messages checked before pgwire decodes them (08P01 on a bad one).
 //! - [`connection`]: one client's session and the simple/extended protocol handlers.
 //! - [`queries`]: the runtime statements execute on, apart from the connections'.
 //! - [`statement`]: sorting statements into queries and session statements.
@@ -23,6 +24,7 @@ pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod frames;
 pub mod prepared;
 pub mod queries;
 pub mod server;

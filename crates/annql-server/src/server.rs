@@ -12,16 +12,23 @@ use annql_engine::AnnSession;
 use annql_engine::export::WritePolicy;
 use annql_store::AnnDataStore;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use futures::{SinkExt, StreamExt};
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
+use tokio_util::codec::{Framed, FramedParts};
 
 use crate::auth::{Credentials, Pids};
 use crate::catalog::{self, Identity};
 use crate::config::ServerConfig;
-use crate::connection::{Activity, Connection, Handlers};
+use crate::connection::{Activity, Connection, Handlers, Prepared};
 use crate::error::{Result, ServerError};
+use crate::frames::{CANCEL_REQUEST, Guarded, ProtocolViolation};
 use crate::queries::QueryRuntime;
 
 /// A backend's cancel key: its process id and secret.
@@ -95,7 +102,11 @@ impl Shared {
                 .attach_store(name, store.clone())
                 .map_err(|e| e.to_string())?;
         }
-        catalog::install(session.context(), who)?;
+        catalog::install(
+            session.context(),
+            who,
+            &crate::settings::Settings::for_server(&self.config),
+        )?;
         Ok(session)
     }
 }
@@ -165,13 +176,14 @@ impl Server {
             write_policy,
         });
         // Check now that a session opens, so a catalog problem fails the start, not every client.
-        shared
+        let check = shared
             .open_session(&Identity {
                 user: "annql".into(),
                 pid: 0,
                 tls: false,
             })
             .map_err(ServerError::Config)?;
+        crate::connection::release_session(&check);
         Ok(Server {
             shared,
             listener,
@@ -204,7 +216,7 @@ impl Server {
             if shared.connections.fetch_add(1, Ordering::SeqCst) >= max {
                 shared.connections.fetch_sub(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    if let Err(e) = reject(socket, tls).await {
+                    if let Err(e) = reject(&shared, socket, tls).await {
                         log::debug!("{addr}: rejecting over the limit: {e}");
                     }
                 });
@@ -280,7 +292,12 @@ async fn serve_connection(
     let activity = conn.activity.clone();
     let handlers = Arc::new(Handlers(conn));
     let opened = Instant::now();
-    let work = tokio::spawn(pgwire::tokio::process_socket(socket, tls, handlers));
+    let work = tokio::spawn(process_socket(
+        socket,
+        tls,
+        handlers,
+        shared.config.startup_timeout,
+    ));
     let abort = work.abort_handle();
     tokio::select! {
         r = work => match r {
@@ -295,6 +312,101 @@ async fn serve_connection(
             abort.abort();
         }
     }
+}
+
+/// pgwire's `process_socket`, reading through [`Guarded`]: a malformed frontend message is
+/// answered with `FATAL 08P01` and closes the connection, as PostgreSQL does, instead of reaching
+/// pgwire's decoder (which panics on some and closes silently on others).
+async fn process_socket(
+    socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handlers: Arc<Handlers>,
+    startup_timeout: Duration,
+) -> io::Result<()> {
+    let deadline = tokio::time::sleep(startup_timeout);
+    tokio::pin!(deadline);
+    let negotiated = tokio::select! {
+        _ = &mut deadline => return Ok(()),
+        s = negotiate_tls::<Prepared>(socket, tls) => s?,
+    };
+    // None: a direct TLS handshake without TLS configured; nothing can be said in plain text.
+    let Some(negotiated) = negotiated else {
+        return Ok(());
+    };
+    let old = negotiated.into_parts();
+    let mut parts = FramedParts::new(Guarded::new(old.io, old.read_buf), old.codec);
+    parts.write_buf = old.write_buf;
+    let mut socket = Framed::from_parts(parts);
+
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    // The connection itself (the trait's `impl` return type would hide its statement type).
+    let extended = handlers.0.clone();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let errors = handlers.error_handler();
+    loop {
+        let next = if matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        ) {
+            tokio::select! {
+                _ = &mut deadline => None,
+                m = socket.next() => m,
+            }
+        } else {
+            socket.next().await
+        };
+        let message = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return refuse(&mut socket, e).await,
+            None => return Ok(()),
+        };
+        // The client is leaving: close at once (asyncpg waits for the close).
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let done = process_message(
+            message,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(mut e) = done {
+            errors.on_error(&socket, &mut e);
+            process_error(&mut socket, e, extended_query).await?;
+        }
+    }
+}
+
+/// Answers a message that could not be read with `FATAL 08P01` and closes, as PostgreSQL does;
+/// a connection that failed underneath (reset, TLS) is just closed.
+async fn refuse<S>(socket: &mut S, error: PgWireError) -> io::Result<()>
+where
+    S: futures::Sink<PgWireBackendMessage, Error = io::Error> + Unpin,
+{
+    let message = match &error {
+        PgWireError::IoError(e) => match ProtocolViolation::of(e) {
+            Some(v) => v.to_string(),
+            None => return Err(io::Error::new(e.kind(), e.to_string())),
+        },
+        other => other.to_string(),
+    };
+    log::info!("closing on a protocol violation: {message}");
+    let info = ErrorInfo::new("FATAL".into(), "08P01".into(), message);
+    socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await?;
+    socket.close().await
 }
 
 /// Returns when the connection should be closed, with the reason.
@@ -337,16 +449,27 @@ fn peer_gone(peer: &std::net::TcpStream) -> bool {
 }
 
 /// Answers a connection over the limit the way PostgreSQL does: after its startup packet, with
-/// `FATAL 53300 sorry, too many clients already`.
-async fn reject(mut socket: TcpStream, tls: Option<TlsAcceptor>) -> io::Result<()> {
+/// `FATAL 53300 sorry, too many clients already`. A CancelRequest is still served: a server
+/// full of clients is when one most needs to stop a statement.
+async fn reject(
+    shared: &Shared,
+    mut socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+) -> io::Result<()> {
     const SSL_REQUEST: u32 = 80877103;
     const GSSENC_REQUEST: u32 = 80877104;
     let deadline = Duration::from_secs(5);
     let run = async {
-        let mut code = read_startup(&mut socket).await?;
+        let (mut code, body) = read_startup(&mut socket).await?;
+        if code == CANCEL_REQUEST {
+            if let (Some(pid), Some(key)) = (body.get(4..8), body.get(8..)) {
+                shared.cancel(i32::from_be_bytes([pid[0], pid[1], pid[2], pid[3]]), key);
+            }
+            return Ok(());
+        }
         if code == GSSENC_REQUEST {
             socket.write_all(b"N").await?;
-            code = read_startup(&mut socket).await?;
+            code = read_startup(&mut socket).await?.0;
         }
         if code == SSL_REQUEST {
             if let Some(acceptor) = tls {
@@ -367,7 +490,8 @@ async fn reject(mut socket: TcpStream, tls: Option<TlsAcceptor>) -> io::Result<(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no startup packet"))?
 }
 
-async fn read_startup<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u32> {
+/// A startup-phase packet: its code and its body (code included).
+async fn read_startup<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<(u32, Vec<u8>)> {
     let len = s.read_u32().await? as usize;
     if !(8..=10_000).contains(&len) {
         return Err(io::Error::new(
@@ -377,7 +501,10 @@ async fn read_startup<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<u32> {
     }
     let mut body = vec![0u8; len - 4];
     s.read_exact(&mut body).await?;
-    Ok(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
+    Ok((
+        u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+        body,
+    ))
 }
 
 /// The length field of the first packet (None: the client sent nothing usable in time). A

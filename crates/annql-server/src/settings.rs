@@ -5,7 +5,10 @@
 //! (psycopg, pgJDBC) see the change.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::config::ServerConfig;
 
 /// A setting clients read: its default, whether it is reported to the client, a description.
 struct Known {
@@ -154,6 +157,17 @@ const KNOWN: &[Known] = &[
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     values: BTreeMap<String, String>,
+    /// Values the server's configuration fixes for every session (`max_connections`): `SHOW`
+    /// and `pg_settings` report them, `SET` refuses them, `RESET` keeps them.
+    server: Arc<Vec<ServerValue>>,
+}
+
+/// A setting fixed by the server's configuration.
+#[derive(Debug)]
+struct ServerValue {
+    name: &'static str,
+    value: String,
+    description: &'static str,
 }
 
 /// What changing a setting means for the client.
@@ -172,9 +186,35 @@ fn known(name: &str) -> Option<&'static Known> {
 }
 
 impl Settings {
+    /// The settings a session of a server configured by `config` starts with: the defaults,
+    /// and the values its configuration fixes (`max_connections`, as the server enforces it).
+    pub fn for_server(config: &ServerConfig) -> Settings {
+        let server = vec![ServerValue {
+            name: "max_connections",
+            value: config.max_connections.to_string(),
+            description: "Sets the maximum number of concurrent connections.",
+        }];
+        Settings {
+            values: BTreeMap::new(),
+            server: Arc::new(server),
+        }
+    }
+
+    fn server_value(&self, name: &str) -> Option<&ServerValue> {
+        self.server
+            .iter()
+            .find(|v| v.name.eq_ignore_ascii_case(name))
+    }
+
     /// Sets `name` (case-insensitive; unknown names are kept as given, like PostgreSQL's
     /// placeholder variables).
     pub fn set(&mut self, name: &str, value: &str) -> Result<Changed, String> {
+        if let Some(v) = self.server_value(name) {
+            return Err(format!(
+                "parameter \"{}\" cannot be changed without restarting the server",
+                v.name
+            ));
+        }
         let (canonical, reported) = match known(name) {
             Some(k) => (k.name.to_string(), k.reported),
             None => (name.to_ascii_lowercase(), false),
@@ -221,6 +261,9 @@ impl Settings {
 
     /// The current value of `name`, if it is a setting at all.
     pub fn get(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.server_value(name) {
+            return Some(v.value.clone());
+        }
         let canonical =
             known(name).map_or_else(|| name.to_ascii_lowercase(), |k| k.name.to_string());
         if let Some(v) = self.values.get(&canonical) {
@@ -246,8 +289,15 @@ impl Settings {
                 )
             })
             .collect();
+        rows.extend(self.server.iter().map(|v| {
+            (
+                v.name.to_string(),
+                v.value.clone(),
+                v.description.to_string(),
+            )
+        }));
         for (name, value) in &self.values {
-            if known(name).is_none() {
+            if known(name).is_none() && self.server_value(name).is_none() {
                 rows.push((name.clone(), value.clone(), String::new()));
             }
         }
@@ -328,5 +378,25 @@ mod tests {
         s.reset_all();
         assert_eq!(s.statement_timeout(), None);
         assert_eq!(s.get("nonexistent"), None);
+    }
+
+    #[test]
+    fn server_values_are_reported_and_fixed() {
+        let config = ServerConfig {
+            max_connections: 7,
+            ..ServerConfig::default()
+        };
+        let mut s = Settings::for_server(&config);
+        assert_eq!(s.get("MAX_CONNECTIONS").as_deref(), Some("7"));
+        assert!(s.set("max_connections", "100").is_err());
+        s.reset_all();
+        assert_eq!(s.get("max_connections").as_deref(), Some("7"));
+        let listed: Vec<_> = s
+            .all()
+            .into_iter()
+            .filter(|r| r.0 == "max_connections")
+            .collect();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1, "7");
     }
 }

@@ -149,6 +149,34 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// One read would allocate more than the read limit: a chunk, a row block, a category table,
+    /// a zip member or a metadata document sized from what the file declares.
+    #[error(
+        "{store}: element '/{path}': {what} would take {bytes} bytes, more than the read limit of \
+         {limit} bytes (raise it with the read_limit option or --read-limit if the file is \
+         trusted)"
+    )]
+    TooLarge {
+        /// The store.
+        store: String,
+        /// The element (or key) being read.
+        path: String,
+        /// What the read would allocate (e.g. "a decoded chunk of 1000000×1000 float32").
+        what: String,
+        /// Bytes it would allocate.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A FIFO, socket, device or directory where a store file, chunk or metadata file belongs:
+    /// refused without opening it for reading (a FIFO would block forever).
+    #[error("{path}: is a {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead ("FIFO", "socket", "character device", ...).
+        kind: &'static str,
+    },
     /// A storage option (ATTACH options, catalog file) has a bad key or value.
     #[error("storage option {key} = '{value}': {reason}")]
     Option {

@@ -12,10 +12,17 @@
 pub mod element;
 /// The error type.
 pub mod error;
+/// Entry points for the fuzz targets and their corpus-replay tests (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing;
 /// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
 pub mod hdf5;
 /// Stores written before anndata 0.7, presented in the modern element tree.
 mod legacy;
+/// Read limits: what one read may allocate, checked before allocating; decompression bombs.
+pub mod limits;
+/// Local files opened without blocking: regular files only.
+mod local;
 /// Reading the zarr hierarchy (consolidated or walked) and array data types.
 pub mod metadata;
 /// Stores in object storage (HTTP, S3, GCS, Azure), with the shared chunk cache.
@@ -31,6 +38,7 @@ pub mod store;
 
 pub use element::{Element, Encoding};
 pub use error::{Error, Result};
+pub use limits::ReadLimit;
 pub use metadata::{DType, ZarrFormat};
 pub use object::{ChunkCache, FetchSnapshot, FetchStats, StorageOptions};
 pub use read::{DenseBlock, SparseBlock, SparseCarry};

@@ -27,6 +27,7 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
+use crate::limits::ReadLimit;
 
 /// URL schemes served by object storage (anything else is a local path).
 const REMOTE_SCHEMES: [&str; 10] = [
@@ -56,6 +57,7 @@ pub struct StorageOptions {
     connect_timeout: Duration,
     concurrency: usize,
     coalesce: u64,
+    read_limit: ReadLimit,
 }
 
 impl Default for StorageOptions {
@@ -69,6 +71,7 @@ impl Default for StorageOptions {
             connect_timeout: Duration::from_secs(5),
             concurrency: 16,
             coalesce: 64 * 1024,
+            read_limit: ReadLimit::default(),
         }
     }
 }
@@ -95,7 +98,8 @@ impl StorageOptions {
 
     /// Sets one option. annql's keys: `cache` (on/off), `retries`, `retry_timeout`, `timeout`,
     /// `connect_timeout` (seconds), `concurrency` (requests in flight), `coalesce` (bytes between
-    /// ranges merged into one request), `anonymous` (no credentials: public buckets).
+    /// ranges merged into one request), `anonymous` (no credentials: public buckets),
+    /// `read_limit` (bytes one read may allocate, any store; default 1 GiB).
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let bad = |reason: &str| Error::Option {
             key: key.to_string(),
@@ -125,6 +129,10 @@ impl StorageOptions {
             "coalesce" => {
                 self.coalesce = parse_bytes(value).ok_or_else(|| bad("expected bytes"))?
             }
+            "read_limit" => {
+                let bytes = parse_bytes(value).filter(|&b| b > 0);
+                self.read_limit = ReadLimit::new(bytes.ok_or_else(|| bad("expected bytes"))?)
+            }
             "anonymous" => {
                 if parse_bool(value).ok_or_else(|| bad("expected true or false"))? {
                     self.backend.push(("skip_signature".into(), "true".into()));
@@ -133,6 +141,18 @@ impl StorageOptions {
             other => self.backend.push((other.to_string(), value.to_string())),
         }
         Ok(())
+    }
+
+    /// These options with a read limit of `bytes`: no read (a chunk, a row block, a zip member,
+    /// a category table) allocates more (see [`crate::limits`]).
+    pub fn with_read_limit(mut self, bytes: u64) -> Self {
+        self.read_limit = ReadLimit::new(bytes);
+        self
+    }
+
+    /// The most one read may allocate.
+    pub fn read_limit(&self) -> ReadLimit {
+        self.read_limit
     }
 
     fn client_options(&self) -> ClientOptions {

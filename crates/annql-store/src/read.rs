@@ -1,6 +1,7 @@
 //! Stages `scan → decode`: range reads of arrays into Arrow, through zarrs, with chunk accounting.
 
 use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -18,17 +19,14 @@ use zarrs::array::{Array, ArrayBytes, ArraySubset, ElementOwned};
 use zarrs::storage::ReadableStorageTraits;
 
 use crate::error::{Error, Result};
-use crate::metadata::DType;
+use crate::limits::{ChunkGuard, GuardedStorage, bytes_of};
+use crate::metadata::{ArrayMeta, DType};
 use crate::rooted::RootedStorage;
 use crate::storage::{CountingStorage, ReadStats};
-use crate::store::AnnDataStore;
+use crate::store::{AnnDataStore, OpenedArray};
 
 /// A zarrs array over the store's storage (without accounting; see [`AnnDataStore::counted`]).
 pub(crate) type ZArray = Array<dyn ReadableStorageTraits>;
-
-/// Largest chunk (in elements) annql will decode: a declared chunk shape beyond it is refused
-/// rather than allocated.
-const MAX_CHUNK_ELEMENTS: u64 = 1 << 31;
 
 /// A block of rows (CSR) or columns (CSC) of a sparse matrix, as stored.
 #[derive(Debug, Clone)]
@@ -88,8 +86,9 @@ pub struct DenseBlock {
 }
 
 impl AnnDataStore {
-    /// The zarrs array at `path` (cached), refusing absurd chunk shapes.
-    pub(crate) fn zarray(&self, path: &str) -> Result<Arc<ZArray>> {
+    /// The zarrs array at `path` (cached) with its chunk guard, refusing a chunk shape that one
+    /// read could not decode within the read limit.
+    pub(crate) fn zarray(&self, path: &str) -> Result<OpenedArray> {
         // A poisoned cache lock only costs a rebuild of the array (and it is then not cached).
         if let Some(a) = self
             .arrays_cache()
@@ -100,10 +99,7 @@ impl AnnDataStore {
             return Ok(a);
         }
         let meta = self.array_meta(path)?;
-        let chunk_elements = chunk_elements(&meta.document);
-        if chunk_elements.is_none_or(|n| n > MAX_CHUNK_ELEMENTS) {
-            return Err(self.malformed(path, "declared chunk shape is missing, zero or too large"));
-        }
+        let decoded = self.decoded_chunk_bytes(path, meta)?;
         let metadata: zarrs::array::ArrayMetadata = serde_json::from_value(meta.document.clone())
             .map_err(|e| {
             self.malformed(
@@ -121,11 +117,59 @@ impl AnnDataStore {
         }
         let array = Array::new_with_metadata(storage, &node, metadata)
             .map_err(|e| self.array_refused(path, &meta.dtype, &e))?;
-        let array = Arc::new(array);
+        let guard = ChunkGuard::from_document(&meta.document, decoded);
+        let opened = (Arc::new(array), Arc::new(guard));
         if let Ok(mut cache) = self.arrays_cache().lock() {
-            cache.insert(path.to_string(), array.clone());
+            cache.insert(path.to_string(), opened.clone());
         }
-        Ok(array)
+        Ok(opened)
+    }
+
+    /// Most bytes one (inner) chunk of the array decodes to, checked against the read limit; for a
+    /// sharded array also its shard index (16 bytes per inner chunk). Variable-length strings
+    /// are bounded by the limit itself (their size is known only once decoded).
+    fn decoded_chunk_bytes(&self, path: &str, meta: &ArrayMeta) -> Result<u64> {
+        let doc = &meta.document;
+        let shape_of = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| v.as_array())
+                .and_then(|dims| {
+                    dims.iter().try_fold(1u64, |acc, c| {
+                        c.as_u64().filter(|&c| c > 0).map(|c| acc.saturating_mul(c))
+                    })
+                })
+                .ok_or_else(|| self.malformed(path, "declared chunk shape is missing or zero"))
+        };
+        let outer = shape_of(
+            doc.get("chunks")
+                .or_else(|| doc.pointer("/chunk_grid/configuration/chunk_shape")),
+        )?;
+        let sharding = doc
+            .pointer("/codecs/0")
+            .filter(|c| c.get("name").and_then(|n| n.as_str()) == Some("sharding_indexed"));
+        let elements = match sharding {
+            Some(codec) => {
+                let inner = shape_of(codec.pointer("/configuration/chunk_shape"))?;
+                self.check_alloc(path, "the shard index", bytes_of(outer.div_ceil(inner), 16))?;
+                inner
+            }
+            None => outer,
+        };
+        let what = format!(
+            "a chunk of the declared chunk shape ({elements} {} values)",
+            meta.dtype
+        );
+        match meta.dtype.size() {
+            Some(size) => {
+                let bytes = bytes_of(elements, size as u64);
+                self.check_alloc(path, &what, bytes)?;
+                Ok(bytes)
+            }
+            None => {
+                // At least an 8-byte offset per string.
+                self.check_alloc(path, &what, bytes_of(elements, 8))?;
+                Ok(self.read_limit().bytes())
+            }
+        }
     }
 
     /// zarrs's refusal of the array at `path`, sorted: unsupported for a data type, codec or
@@ -164,26 +208,46 @@ impl AnnDataStore {
     }
 
     /// Retrieves `subset` of the array at `path` in zarrs's output type `T`, recording reads into
-    /// `stats`.
+    /// `stats`: refused first if it would allocate more than the read limit, and every encoded
+    /// chunk checked by the array's [`ChunkGuard`] before zarrs decodes it.
     fn retrieve_as<T: zarrs::array::FromArrayBytes>(
         &self,
         path: &str,
         subset: &ArraySubset,
         stats: &Arc<ReadStats>,
     ) -> Result<T> {
-        let array = self.zarray(path)?;
+        let (array, guard) = self.zarray(path)?;
+        let meta = self.array_meta(path)?;
+        let n = subset.num_elements();
+        // Variable-length strings: at least an 8-byte offset each.
+        let size = meta.dtype.size().unwrap_or(8) as u64;
+        self.check_alloc(
+            path,
+            &format!("reading {n} {} values", meta.dtype),
+            bytes_of(n, size),
+        )?;
         let mut storage: Arc<dyn ReadableStorageTraits> = Arc::new(CountingStorage::new(
             self.storage().clone(),
             vec![stats.clone(), self.totals().clone()],
         ));
+        if guard.is_active() {
+            storage = Arc::new(GuardedStorage::new(storage, guard, self.name(), path));
+        }
         if array.path().as_str() == "/" && !path.trim_matches('/').is_empty() {
             // Opened at the root of a view rooted at its node (see `zarray`): read it there too.
             storage = Arc::new(RootedStorage::new(storage, path));
         }
         let counted = array.with_storage(storage);
-        counted
-            .retrieve_array_subset::<T>(subset)
-            .map_err(|e| self.decode_error(path, Box::new(e)))
+        // Some of zarrs's decoders index chunk bytes without checking them (the v2 vlen-utf8
+        // codec slices by the lengths a damaged chunk declares) and annql cannot see the decoded
+        // bytes before they do: a panic there is the chunk's damage, reported as its error.
+        catch_unwind(AssertUnwindSafe(|| {
+            counted.retrieve_array_subset::<T>(subset)
+        }))
+        .map_err(|_| {
+            self.decode_error(path, "the zarr decoder failed on damaged chunk data".into())
+        })?
+        .map_err(|e| self.decode_error(path, Box::new(e)))
     }
 
     /// A decoding failure of the array at `path`.
@@ -416,7 +480,14 @@ impl AnnDataStore {
                         all_at_most(&values, last, $unsigned)
                     }
                 };
-                if n_minor > u64::from(u32::MAX) + 1 || !fits {
+                if n_minor > u64::from(u32::MAX) + 1 {
+                    return Err(self.unsupported(
+                        path,
+                        "sparse matrix",
+                        &format!("its minor axis of {n_minor} is longer than 2^32"),
+                    ));
+                }
+                if !fits {
                     return Err(bad());
                 }
                 Ok(if std::mem::size_of::<$t>() == 4 {
@@ -825,7 +896,6 @@ impl AnnDataStore {
     }
 }
 
-/// Elements per (outer) chunk declared by a v2 or v3 array document.
 /// One decoded chunk of a sparse matrix's `indices` and `data`, from entry `start`.
 struct Piece {
     start: u64,
@@ -895,18 +965,6 @@ fn split_rows(
         }
     }
     Ok(parts)
-}
-
-fn chunk_elements(doc: &serde_json::Value) -> Option<u64> {
-    let chunks = doc
-        .get("chunks")
-        .or_else(|| doc.pointer("/chunk_grid/configuration/chunk_shape"))?
-        .as_array()?;
-    chunks.iter().try_fold(1u64, |acc, c| {
-        c.as_u64()
-            .filter(|&c| c > 0)
-            .and_then(|c| acc.checked_mul(c))
-    })
 }
 
 /// Whether every value, as `unsigned` bits, is at most `last`. Runs of 4096 are folded without an

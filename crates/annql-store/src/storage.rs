@@ -17,33 +17,34 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
+use crate::limits::ReadLimit;
+use crate::local::{DirStorage, check_store_path, open_regular};
 
 /// A readable, listable store: what every backend provides.
 pub type Storage = Arc<dyn ReadableListableStorageTraits>;
 
 /// Opens the storage behind a local path: a zarr directory, a `.zip` archive of one, or an HDF5
-/// file (`.h5ad`, `.h5mu`) presented as a zarr v2 store.
+/// file (`.h5ad`, `.h5mu`) presented as a zarr v2 store, with the default [`ReadLimit`].
 pub fn open_local(path: &Path) -> Result<Storage> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    open_local_within(path, ReadLimit::default())
+}
+
+/// [`open_local`], every read bounded by `limit`. A FIFO, socket or device is refused without
+/// being opened for reading.
+pub fn open_local_within(path: &Path, limit: ReadLimit) -> Result<Storage> {
+    let meta = check_store_path(path)?;
     if meta.is_dir() {
-        let store = zarrs::filesystem::FilesystemStore::new(path).map_err(|e| Error::Open {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(DirStorage::open(path, limit)?));
     }
     let mut magic = [0u8; 8];
-    let n = File::open(path)
-        .and_then(|mut f| f.read(&mut magic))
+    let n = open_regular(path)?
+        .read(&mut magic)
         .map_err(|source| Error::Open {
             path: path.to_path_buf(),
             source,
         })?;
     match &magic[..n.min(8)] {
-        [b'P', b'K', ..] => Ok(Arc::new(ZipStorage::open(path)?)),
+        [b'P', b'K', ..] => Ok(Arc::new(ZipStorage::open(path, limit)?)),
         [0x89, b'H', b'D', b'F', ..] => Ok(Arc::new(crate::hdf5::Hdf5Storage::open(path)?)),
         // A user block moves the HDF5 signature to 512, 1024, ... bytes: trust the extension.
         _ if has_hdf5_extension(path) => Ok(Arc::new(crate::hdf5::Hdf5Storage::open(path)?)),
@@ -86,19 +87,17 @@ const CRC_BLOCK: u64 = 1 << 20;
 pub struct ZipStorage {
     path: PathBuf,
     file: File,
+    /// The archive's length: a stored member must lie within it.
+    file_len: u64,
+    limit: ReadLimit,
     archive: Mutex<zip::ZipArchive<File>>,
     members: BTreeMap<String, ZipMember>,
 }
 
 impl ZipStorage {
-    /// Reads the archive's central directory.
-    pub fn open(path: &Path) -> Result<Self> {
-        let open = |p: &Path| {
-            File::open(p).map_err(|source| Error::Open {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
+    /// Reads the archive's central directory; members are read within `limit`.
+    pub fn open(path: &Path, limit: ReadLimit) -> Result<Self> {
+        let open = |p: &Path| open_regular(p);
         let zip_err = |source| Error::Zip {
             path: path.to_path_buf(),
             source,
@@ -128,9 +127,19 @@ impl ZipStorage {
             .into_iter()
             .filter_map(|(k, v)| k.strip_prefix(&root).map(|k| (k.to_string(), v)))
             .collect();
+        let file = open(path)?;
+        let file_len = file
+            .metadata()
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
         Ok(Self {
             path: path.to_path_buf(),
-            file: open(path)?,
+            file,
+            file_len,
+            limit,
             archive: Mutex::new(archive),
             members,
         })
@@ -155,21 +164,56 @@ impl ZipStorage {
             .min_by_key(|dir| (dir.matches('/').count(), dir.clone()))
     }
 
+    /// An error about member `key`.
+    fn member_error(&self, key: &StoreKey, what: impl std::fmt::Display) -> StorageError {
+        StorageError::Other(format!("{}: member '{key}': {what}", self.path.display()))
+    }
+
+    /// Refuses a read of `len` bytes of member `key` above the read limit.
+    fn check_limit(&self, key: &StoreKey, len: u64) -> Result<usize, StorageError> {
+        if len > self.limit.bytes() {
+            return Err(self.member_error(
+                key,
+                format_args!(
+                    "reading {len} bytes would exceed the read limit of {} bytes",
+                    self.limit.bytes()
+                ),
+            ));
+        }
+        usize::try_from(len).map_err(|e| self.member_error(key, e))
+    }
+
+    /// Inflates a compressed member: at most the size the directory declares (and the read
+    /// limit), and exactly that size, or the member is damaged.
     fn read_member(&self, key: &StoreKey, member: &ZipMember) -> Result<Vec<u8>, StorageError> {
+        let capacity = self.check_limit(key, member.size)?;
         let mut archive = self
             .archive
             .lock()
             .map_err(|_| StorageError::Other("zip archive lock poisoned".into()))?;
-        let mut file = archive.by_index(member.index).map_err(|e| {
-            StorageError::Other(format!("{}: member '{key}': {e}", self.path.display()))
-        })?;
-        // A capacity hint only: members above 1 GiB grow the buffer as they inflate.
-        let mut buf = Vec::with_capacity(usize::try_from(member.size.min(1 << 30)).unwrap_or(0));
-        // The zip crate checks the member's CRC-32 when the read reaches its end ("Invalid
-        // checksum" otherwise).
-        file.read_to_end(&mut buf).map_err(|e| {
-            StorageError::Other(format!("{}: member '{key}': {e}", self.path.display()))
-        })?;
+        let file = archive
+            .by_index(member.index)
+            .map_err(|e| self.member_error(key, e))?;
+        let mut buf = Vec::with_capacity(capacity);
+        // One byte past the declared size tells a member that inflates to more. The zip crate
+        // checks the member's CRC-32 when the read reaches its end ("Invalid checksum" otherwise).
+        file.take(member.size.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| self.member_error(key, e))?;
+        if buf.len() as u64 != member.size {
+            let how = if buf.len() as u64 > member.size {
+                "more"
+            } else {
+                "fewer"
+            };
+            return Err(self.member_error(
+                key,
+                format_args!(
+                    "is damaged: it inflates to {how} bytes than the {} the archive declares",
+                    member.size
+                ),
+            ));
+        }
         Ok(buf)
     }
 
@@ -181,13 +225,20 @@ impl ZipStorage {
         start: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
-        let mut buf =
-            vec![0u8; usize::try_from(len).map_err(|e| StorageError::Other(e.to_string()))?];
+        let end = member.data_start.saturating_add(member.size);
+        if end > self.file_len {
+            return Err(self.member_error(
+                key,
+                format_args!(
+                    "is damaged: it declares {} bytes from offset {}, past the archive's end at {}",
+                    member.size, member.data_start, self.file_len
+                ),
+            ));
+        }
+        let mut buf = vec![0u8; self.check_limit(key, len)?];
         self.file
             .read_exact_at(&mut buf, member.data_start + start)
-            .map_err(|e| {
-                StorageError::Other(format!("{}: member '{key}': {e}", self.path.display()))
-            })?;
+            .map_err(|e| self.member_error(key, e))?;
         Ok(buf)
     }
 
@@ -243,7 +294,9 @@ impl ReadableStorageTraits for ZipStorage {
         } else {
             Some(Bytes::from(self.read_member(key, member)?))
         };
-        let len = member.size;
+        // A compressed member's ranges are taken from what it inflated to, which a damaged
+        // archive can make differ from the size its directory declares.
+        let len = inflated.as_ref().map_or(member.size, |b| b.len() as u64);
         let ranges: Vec<(u64, u64)> = byte_ranges.map(|r| (r.start(len), r.end(len))).collect();
         if let Some(&(start, end)) = ranges.iter().find(|(s, e)| *e > len || s > e) {
             return Err(StorageError::Other(format!(
@@ -487,8 +540,8 @@ mod tests {
 
     #[test]
     fn zip_last_duplicate_wins_and_nested_root_is_found() -> Result<()> {
-        let plain = ZipStorage::open(&fixture("tiny.v2.zarr.zip"))?;
-        let nested = ZipStorage::open(&fixture("tiny.nested.zarr.zip"))?;
+        let plain = ZipStorage::open(&fixture("tiny.v2.zarr.zip"), ReadLimit::default())?;
+        let nested = ZipStorage::open(&fixture("tiny.nested.zarr.zip"), ReadLimit::default())?;
         let key = StoreKey::new(".zattrs").map_err(|e| Error::UnsupportedSource {
             path: PathBuf::new(),
             reason: e.to_string(),

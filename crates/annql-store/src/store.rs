@@ -8,10 +8,14 @@ use arrow::array::ArrayRef;
 
 use crate::element::{Element, Encoding, build_tree};
 use crate::error::{Error, Result};
+use crate::limits::{ChunkGuard, ReadLimit};
 use crate::metadata::{ArrayMeta, Node, ZarrFormat, read_hierarchy};
 use crate::object::{FetchStats, ObjectStorage, StorageOptions, is_remote};
 use crate::read::ZArray;
-use crate::storage::{ReadStats, Storage, open_local};
+use crate::storage::{ReadStats, Storage, open_local_within};
+
+/// A zarrs array opened once, with what its encoded chunks are checked for.
+pub(crate) type OpenedArray = (Arc<ZArray>, Arc<ChunkGuard>);
 
 /// An AnnData (or MuData) store opened lazily: metadata is read, no chunk is.
 pub struct AnnDataStore {
@@ -23,7 +27,8 @@ pub struct AnnDataStore {
     root: Element,
     totals: Arc<ReadStats>,
     fetches: Option<Arc<FetchStats>>,
-    arrays: Mutex<HashMap<String, Arc<ZArray>>>,
+    limit: ReadLimit,
+    arrays: Mutex<HashMap<String, OpenedArray>>,
     categories: Mutex<HashMap<String, ArrayRef>>,
 }
 
@@ -52,7 +57,8 @@ impl AnnDataStore {
             return Self::open_with(local, options);
         }
         if !is_remote(&location) {
-            return Self::from_storage(open_local(path)?, path.display().to_string());
+            let storage = open_local_within(path, options.read_limit())?;
+            return Self::from_storage_within(storage, path.display(), options.read_limit());
         }
         if location.ends_with(".h5ad") || location.ends_with(".h5mu") {
             return Err(Error::Remote {
@@ -64,7 +70,11 @@ impl AnnDataStore {
         }
         let object = ObjectStorage::open(&location, options)?;
         let fetches = object.stats().clone();
-        let mut store = Self::from_storage(Arc::new(object), location.trim_end_matches('/'))?;
+        let mut store = Self::from_storage_within(
+            Arc::new(object),
+            location.trim_end_matches('/'),
+            options.read_limit(),
+        )?;
         if !store.consolidated {
             log::warn!(
                 "{}: no consolidated metadata, so opening read {} metadata documents one by one \
@@ -78,9 +88,19 @@ impl AnnDataStore {
         Ok(store)
     }
 
-    /// Opens a store over any storage; `name` is how errors and plans refer to it.
+    /// Opens a store over any storage, with the default [`ReadLimit`]; `name` is how errors and
+    /// plans refer to it.
     pub fn from_storage(storage: Storage, name: impl Into<String>) -> Result<Self> {
-        let name = name.into();
+        Self::from_storage_within(storage, name.into(), ReadLimit::default())
+    }
+
+    /// Opens a store over any storage, no read of it allocating more than `limit`.
+    pub fn from_storage_within(
+        storage: Storage,
+        name: impl std::fmt::Display,
+        limit: ReadLimit,
+    ) -> Result<Self> {
+        let name = name.to_string();
         let hierarchy = read_hierarchy(&storage, &name)?;
         // A store written before anndata 0.7 is read through its modern reading.
         let (storage, nodes) = crate::legacy::modernize(storage, &name, hierarchy.nodes)?;
@@ -94,6 +114,7 @@ impl AnnDataStore {
             root,
             totals: ReadStats::new_shared(),
             fetches: None,
+            limit,
             arrays: Mutex::default(),
             categories: Mutex::default(),
         })
@@ -155,6 +176,18 @@ impl AnnDataStore {
         self.fetches.as_ref()
     }
 
+    /// The most one read of this store may allocate.
+    pub fn read_limit(&self) -> ReadLimit {
+        self.limit
+    }
+
+    /// Refuses an allocation of `bytes` for `what` of the element at `path` above the read limit:
+    /// for callers that size buffers from the store's declared shapes (the engine's block
+    /// lists, id columns and lookup tables).
+    pub fn check_alloc(&self, path: &str, what: &str, bytes: u64) -> Result<()> {
+        self.limit.check(&self.name, path, what, bytes)
+    }
+
     /// The underlying storage.
     pub fn storage(&self) -> &Storage {
         &self.storage
@@ -174,7 +207,7 @@ impl AnnDataStore {
         }
     }
 
-    pub(crate) fn arrays_cache(&self) -> &Mutex<HashMap<String, Arc<ZArray>>> {
+    pub(crate) fn arrays_cache(&self) -> &Mutex<HashMap<String, OpenedArray>> {
         &self.arrays
     }
 

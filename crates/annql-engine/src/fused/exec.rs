@@ -335,11 +335,19 @@ impl Run {
             .element(&self.matrix.def.path)
             .map_err(store_err)?;
         let (major, minor) = self.matrix.store.sparse_dims(e).map_err(store_err)?;
-        Ok(if rows != self.matrix.column_major {
+        let len = if rows != self.matrix.column_major {
             major
         } else {
             minor
-        })
+        };
+        // The axis's grouping holds a group, an id and a first row per position (24 bytes),
+        // sized from the declared shape: within the read limit.
+        let what = format!("grouping the {len} positions of an axis");
+        self.matrix
+            .store
+            .check_alloc(&self.matrix.def.path, &what, len.saturating_mul(24))
+            .map_err(store_err)?;
+        Ok(len)
     }
 
     /// The matrix scan's own `obs_id`/`var_id` predicates drop cells and genes.

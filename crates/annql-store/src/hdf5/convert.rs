@@ -257,11 +257,12 @@ pub(crate) fn attribute_json(
                 .map(Value::String)
                 .collect(),
         ),
+        // JSON numbers hold integers of up to 8 bytes; wider ones are left out.
         Datatype::FixedPoint {
             size,
             signed,
             byte_order,
-        } => fixed(*size, &|b| int_json(b, *signed, *byte_order))?,
+        } if matches!(size, 1 | 2 | 4 | 8) => fixed(*size, &|b| int_json(b, *signed, *byte_order))?,
         Datatype::FloatingPoint { size, byte_order } => {
             fixed(*size, &|b| float_json(b, *byte_order))?
         }
@@ -273,7 +274,9 @@ pub(crate) fn attribute_json(
                 size,
                 signed,
                 byte_order,
-            } => fixed(*size, &|b| int_json(b, *signed, *byte_order))?,
+            } if matches!(size, 1 | 2 | 4 | 8) => {
+                fixed(*size, &|b| int_json(b, *signed, *byte_order))?
+            }
             _ => None,
         },
         Datatype::Reference {
@@ -346,7 +349,13 @@ fn shape_values(values: Vec<Value>, shape: &[u64]) -> Value {
         [] => values.into_iter().next().unwrap_or(Value::Null),
         [_] => Value::Array(values),
         [_, rest @ ..] => {
-            let inner = rest.iter().product::<u64>().max(1) as usize;
+            // A product that overflows cannot match the values read: one row then holds them all.
+            let inner = rest
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d))
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(usize::MAX)
+                .max(1);
             let mut rows = Vec::new();
             let mut it = values.into_iter().peekable();
             while it.peek().is_some() {

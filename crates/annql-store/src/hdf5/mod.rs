@@ -54,6 +54,11 @@ const CONTIGUOUS_STRING_CHUNK: u64 = 1 << 16;
 const MAX_OBJECTS: usize = 1_000_000;
 /// Largest decoded chunk annql accepts from a file.
 const MAX_CHUNK_BYTES: u64 = 1 << 32;
+/// Deepest nesting of groups walked: AnnData nests a few levels; a file nesting thousands of
+/// groups would otherwise exhaust the stack.
+const MAX_DEPTH: usize = 128;
+/// Most chunk keys a listing enumerates (listing is for tools; reads never list).
+const MAX_LISTED_CHUNKS: u64 = 1 << 24;
 
 /// An HDF5 file presented as a read-only zarr v2 store (see the module documentation).
 pub struct Hdf5Storage {
@@ -71,6 +76,10 @@ struct H5Array {
     shape: Vec<u64>,
     /// The zarr chunk shape (HDF5's for chunked datasets, whole rows otherwise).
     chunks: Vec<u64>,
+    /// Elements in one zarr chunk, and in one row (the axes after the first): the products of
+    /// dimensions taken from the file, checked once when the dataset is opened.
+    chunk_elements: u64,
+    row: u64,
     /// Bytes per stored element (a heap reference for vlen strings).
     elem_size: usize,
     values: Values,
@@ -125,7 +134,7 @@ impl Hdf5Storage {
         // First pass: every object and its path, so object references resolve to paths.
         let mut objects: Vec<(String, Object)> = Vec::new();
         let mut seen = HashSet::new();
-        collect(&root, "", &mut objects, &mut seen).map_err(|(p, e)| fail(&p, e))?;
+        collect(&root, "", 0, &mut objects, &mut seen).map_err(|(p, e)| fail(&p, e))?;
         if objects.len() > MAX_OBJECTS {
             return Err(Error::UnsupportedSource {
                 path: path.to_path_buf(),
@@ -227,8 +236,8 @@ impl Hdf5Storage {
             .then_some((array.as_ref(), index))
     }
 
-    /// Every key: metadata, then each array's chunk grid.
-    fn keys(&self) -> Vec<String> {
+    /// Every key: metadata, then each array's chunk grid (refused beyond [`MAX_LISTED_CHUNKS`]).
+    fn keys(&self) -> Result<Vec<String>, StorageError> {
         let mut keys: BTreeSet<String> = self.meta.keys().cloned().collect();
         for (node, array) in &self.arrays {
             if array.shape.is_empty() {
@@ -236,7 +245,14 @@ impl Hdf5Storage {
                 continue;
             }
             let grid = array.grid();
-            let total: u64 = grid.iter().product();
+            let total = product(&grid)
+                .filter(|&n| n <= MAX_LISTED_CHUNKS)
+                .ok_or_else(|| {
+                    StorageError::Other(format!(
+                        "{}: HDF5 dataset '/{node}' has too many chunks to list ({grid:?})",
+                        self.path.display()
+                    ))
+                })?;
             for linear in 0..total {
                 let mut rest = linear;
                 let mut parts = vec![0u64; grid.len()];
@@ -252,9 +268,17 @@ impl Hdf5Storage {
                 keys.insert(format!("{node}/{chunk}"));
             }
         }
-        keys.into_iter().collect()
+        Ok(keys.into_iter().collect())
     }
 }
+
+/// The product of dimensions read from a file, `None` when it overflows.
+fn product(dims: &[u64]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
+}
+
+/// A contiguous chunk whose position in the file overflows a 64-bit offset.
+const BEYOND_FILE: &str = "the dataset's bytes lie beyond any file offset";
 
 /// The filters annql decodes: hdf5-reader's built-ins, deflate replaced by annql's (which checks
 /// the Adler-32; its output bounded by `deflate_limit` where known), plus LZF.
@@ -293,16 +317,26 @@ impl Object {
     }
 }
 
-/// Walks the hierarchy below `group` (at node path `path`), depth first; hard links to an object
-/// already seen are skipped, so cycles end.
+/// Walks the hierarchy below `group` (at node path `path`, `depth` groups down), depth first;
+/// hard links to an object already seen are skipped, so cycles end, and nesting deeper than
+/// [`MAX_DEPTH`] is refused.
 fn collect(
     group: &Group,
     path: &str,
+    depth: usize,
     out: &mut Vec<(String, Object)>,
     seen: &mut HashSet<u64>,
 ) -> std::result::Result<(), (String, hdf5_reader::error::Error)> {
     if !seen.insert(group.address()) || out.len() > MAX_OBJECTS {
         return Ok(());
+    }
+    if depth > MAX_DEPTH {
+        return Err((
+            path.to_string(),
+            hdf5_reader::error::Error::InvalidData(format!(
+                "groups nested more than {MAX_DEPTH} deep"
+            )),
+        ));
     }
     out.push((path.to_string(), Object::Group(group.clone())));
     let (groups, datasets) = group.members().map_err(|e| (path.to_string(), e))?;
@@ -319,7 +353,7 @@ fn collect(
         }
     }
     for g in groups {
-        collect(&g, &child(g.name()), out, seen)?;
+        collect(&g, &child(g.name()), depth + 1, out, seen)?;
     }
     Ok(())
 }
@@ -331,6 +365,11 @@ impl H5Array {
         let shape = dataset.shape().to_vec();
         let (dtype, fill_value, filters_doc, values) = zarr_dtype(dataset.dtype());
         let elem_size = dataset.raw_element_size()?;
+        if elem_size == 0 {
+            return Err(hdf5_reader::error::Error::InvalidData(
+                "the dataset's elements have a size of 0 bytes".into(),
+            ));
+        }
         let mut layout = None;
         let mut filters = Vec::new();
         let mut external = false;
@@ -346,8 +385,16 @@ impl H5Array {
         let undefined = |address: u64| {
             address == u64::MAX || (offset_size < 8 && address == (1u64 << (8 * offset_size)) - 1)
         };
+        let too_large = || {
+            hdf5_reader::error::Error::InvalidData(format!(
+                "dataset shape {shape:?} has more elements than a 64-bit count holds"
+            ))
+        };
+        let row = product(&shape[shape.len().min(1)..])
+            .ok_or_else(too_large)?
+            .max(1);
+        product(&shape).ok_or_else(too_large)?;
         let whole_rows = |per_chunk: u64| {
-            let row: u64 = shape.iter().skip(1).product::<u64>().max(1);
             let mut chunks = shape.clone();
             if let Some(first) = chunks.first_mut() {
                 *first = (per_chunk / row).clamp(1, (*first).max(1));
@@ -410,6 +457,11 @@ impl H5Array {
         };
         // Zarr wants positive chunk lengths, also along empty axes.
         let chunks: Vec<u64> = chunks.into_iter().map(|c| c.max(1)).collect();
+        let chunk_elements = product(&chunks).ok_or_else(|| {
+            hdf5_reader::error::Error::InvalidData(format!(
+                "chunk shape {chunks:?} has more elements than a 64-bit count holds"
+            ))
+        })?;
         // A chunk beyond `MAX_CHUNK_BYTES` is refused when read; its limit here is moot.
         let chunk_bytes = chunks
             .iter()
@@ -436,6 +488,8 @@ impl H5Array {
             dataset: dataset.clone(),
             shape,
             chunks,
+            chunk_elements,
+            row,
             elem_size,
             values,
             source,
@@ -455,7 +509,7 @@ impl H5Array {
 
     /// The zarr bytes of chunk `index`, or `None` when the file holds nothing for it.
     fn chunk(&self, index: &[u64]) -> Result<Option<Vec<u8>>, String> {
-        let elements: u64 = self.chunks.iter().product();
+        let elements = self.chunk_elements;
         let full_bytes = elements
             .checked_mul(self.elem_size as u64)
             .filter(|&b| b <= MAX_CHUNK_BYTES)
@@ -465,18 +519,14 @@ impl H5Array {
         let (raw, stored) = match &self.source {
             Source::Unallocated => return Ok(None),
             Source::Unsupported(reason) => return Err(reason.clone()),
-            Source::Compact(data) => (data.to_vec(), self.shape.iter().product::<u64>()),
-            Source::Contiguous { address } => {
+            // The shape's product was checked when the dataset was opened.
+            Source::Compact(data) => (data.to_vec(), product(&self.shape).unwrap_or(u64::MAX)),
+            Source::Contiguous { .. } => {
                 // Whole rows: a chunk is one byte run; the last one is short.
-                let rows_per = self.chunks.first().copied().unwrap_or(1);
-                let row: u64 = self.shape.iter().skip(1).product::<u64>().max(1);
-                let first_row = index.first().copied().unwrap_or(0) * rows_per;
-                let rows = rows_per.min(self.shape.first().copied().unwrap_or(1) - first_row);
-                let stored = rows * row;
-                let offset = address + first_row * row * self.elem_size as u64;
-                let len = (stored * self.elem_size as u64) as usize;
+                let (offset, _, len) = self.contiguous_bytes(index).ok_or(BEYOND_FILE)?;
+                let len = usize::try_from(len).map_err(|e| e.to_string())?;
                 let bytes = storage.read_range(offset, len).map_err(|e| e.to_string())?;
-                (bytes.to_vec(), stored)
+                (bytes.to_vec(), len as u64 / self.elem_size as u64)
             }
             Source::Chunked {
                 index_address,
@@ -531,11 +581,12 @@ impl H5Array {
             }
         };
         let stored = usize::try_from(stored.min(elements)).map_err(|e| e.to_string())?;
-        if raw.len() < stored * self.elem_size {
+        // `stored` is at most the chunk's elements, whose bytes fit `MAX_CHUNK_BYTES`.
+        let stored_bytes = stored.saturating_mul(self.elem_size);
+        if raw.len() < stored_bytes {
             return Err(format!(
-                "{} bytes stored, expected {}",
+                "{} bytes stored, expected {stored_bytes}",
                 raw.len(),
-                stored * self.elem_size
             ));
         }
         let elements = usize::try_from(elements).map_err(|e| e.to_string())?;
@@ -576,7 +627,12 @@ impl H5Array {
             }
             Values::Record(members) => {
                 let packed: usize = members.iter().map(|(_, len)| len).sum();
-                let mut out = vec![0u8; elements * packed];
+                let mut out = vec![
+                    0u8;
+                    elements
+                        .checked_mul(packed)
+                        .ok_or("compound chunk too large")?
+                ];
                 for (i, record) in raw.chunks_exact(self.elem_size).take(stored).enumerate() {
                     let mut at = i * packed;
                     for &(offset, len) in members {
@@ -715,16 +771,22 @@ impl H5Array {
     /// For a contiguous numeric dataset, where chunk `index` starts in the file, its length as a
     /// zarr chunk, and how many of those bytes the file holds (the last chunk is short).
     fn contiguous_span(&self, index: &[u64]) -> Option<(u64, u64, u64)> {
-        let Source::Contiguous { address } = self.source else {
-            return None;
-        };
         if self.values != Values::Plain {
             return None;
         }
+        self.contiguous_bytes(index)
+    }
+
+    /// For a contiguous dataset, where chunk `index` starts in the file, its full length in
+    /// bytes, and how many of those the file holds; `None` when that arithmetic overflows (the
+    /// dataset's address and sizes come from the file).
+    fn contiguous_bytes(&self, index: &[u64]) -> Option<(u64, u64, u64)> {
+        let Source::Contiguous { address } = self.source else {
+            return None;
+        };
         let elem = self.elem_size as u64;
         let rows_per = self.chunks.first().copied().unwrap_or(1);
-        let row: u64 = self.shape.iter().skip(1).product::<u64>().max(1);
-        let first_row = index.first().copied().unwrap_or(0) * rows_per;
+        let first_row = index.first().copied().unwrap_or(0).checked_mul(rows_per)?;
         let rows = rows_per.min(
             self.shape
                 .first()
@@ -732,8 +794,10 @@ impl H5Array {
                 .unwrap_or(1)
                 .saturating_sub(first_row),
         );
-        let full = self.chunks.iter().product::<u64>() * elem;
-        Some((address + first_row * row * elem, full, rows * row * elem))
+        let row_bytes = self.row.checked_mul(elem)?;
+        let full = self.chunk_elements.checked_mul(elem)?;
+        let start = address.checked_add(first_row.checked_mul(row_bytes)?)?;
+        Some((start, full, rows.checked_mul(row_bytes)?))
     }
 }
 
@@ -816,11 +880,11 @@ fn store_key(k: &str) -> Result<StoreKey, StorageError> {
 
 impl ListableStorageTraits for Hdf5Storage {
     fn list(&self) -> Result<StoreKeys, StorageError> {
-        self.keys().iter().map(|k| store_key(k)).collect()
+        self.keys()?.iter().map(|k| store_key(k)).collect()
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
-        self.keys()
+        self.keys()?
             .iter()
             .filter(|k| k.starts_with(prefix.as_str()))
             .map(|k| store_key(k))
@@ -831,7 +895,7 @@ impl ListableStorageTraits for Hdf5Storage {
         let mut keys = StoreKeys::new();
         let mut prefixes = BTreeSet::new();
         for k in self
-            .keys()
+            .keys()?
             .iter()
             .filter(|k| k.starts_with(prefix.as_str()))
         {
@@ -853,7 +917,7 @@ impl ListableStorageTraits for Hdf5Storage {
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
         let mut total = 0;
         for k in self
-            .keys()
+            .keys()?
             .iter()
             .filter(|k| k.starts_with(prefix.as_str()))
         {
@@ -889,5 +953,18 @@ mod tests {
         };
         assert_eq!(describe(&h5), describe(&zarr));
         Ok(())
+    }
+
+    /// A file nesting groups 200 deep (anndata's file with a chain of `uns/d/d/...` groups added
+    /// by h5py; kept in the fuzz corpus) is refused with an error naming the depth, rather than
+    /// walked until the stack runs out.
+    #[test]
+    fn deep_groups_are_refused() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/hdf5/deep-groups.h5ad");
+        let err = AnnDataStore::open(&path).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("nested more than 128 deep"), "{err}");
+        assert!(err.contains("deep-groups.h5ad"), "{err}");
     }
 }

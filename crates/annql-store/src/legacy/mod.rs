@@ -441,7 +441,8 @@ impl Plan<'_> {
             let v = Virtual {
                 source: reader.clone(),
                 offset: f.offset,
-                count: f.shape.iter().product::<u64>() as usize,
+                // `parse_record` checked that the field's size fits a record.
+                count: f.size().map_or(0, |bytes| bytes / f.kind.size().max(1)),
                 kind: f.kind,
                 widen: false,
             };

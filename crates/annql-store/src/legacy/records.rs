@@ -71,6 +71,9 @@ impl Kind {
     }
 }
 
+/// Largest record annql reads (and so longest fixed-length string), in bytes.
+const MAX_RECORD: usize = 1 << 24;
+
 /// Parses a scalar numpy typestr: booleans, integers, floats, `S<n>` and `U<n>`.
 pub(crate) fn parse_typestr(typestr: &str) -> Result<Kind, String> {
     let unsupported = || format!("numpy type '{typestr}' is not one annql reads");
@@ -79,7 +82,7 @@ pub(crate) fn parse_typestr(typestr: &str) -> Result<Kind, String> {
         _ => ('|', typestr),
     };
     let code = rest.chars().next().ok_or_else(unsupported)?;
-    let n: usize = rest[1..].parse().map_err(|_| unsupported())?;
+    let n: usize = rest[code.len_utf8()..].parse().map_err(|_| unsupported())?;
     let number = |dtype: DType| Kind::Number {
         typestr: typestr.to_string(),
         dtype,
@@ -97,8 +100,9 @@ pub(crate) fn parse_typestr(typestr: &str) -> Result<Kind, String> {
         ('u', 8) => number(DType::UInt64),
         ('f', 4) => number(DType::Float32),
         ('f', 8) => number(DType::Float64),
-        ('S', n) if n > 0 => Kind::Bytes(n),
-        ('U', n) if n > 0 => Kind::Utf32 {
+        // A string longer than the largest record cannot be one of its fields.
+        ('S', n) if n > 0 && n <= MAX_RECORD => Kind::Bytes(n),
+        ('U', n) if n > 0 && n <= MAX_RECORD / 4 => Kind::Utf32 {
             chars: n,
             big_endian: order == '>',
         },
@@ -120,9 +124,10 @@ pub(crate) struct Field {
 }
 
 impl Field {
-    /// Bytes the field takes in a record.
-    pub(crate) fn size(&self) -> usize {
-        self.kind.size() * self.shape.iter().product::<u64>() as usize
+    /// Bytes the field takes in a record; `None` when the declared sub-array shape overflows.
+    pub(crate) fn size(&self) -> Option<usize> {
+        let count = self.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d))?;
+        self.kind.size().checked_mul(usize::try_from(count).ok()?)
     }
 }
 
@@ -165,9 +170,10 @@ pub(crate) fn parse_record(dtype: &Value) -> Result<(Vec<Field>, usize), String>
             kind,
             shape,
         };
-        offset = offset
-            .checked_add(field.size())
-            .filter(|&o| o <= 1 << 24)
+        offset = field
+            .size()
+            .and_then(|size| offset.checked_add(size))
+            .filter(|&o| o <= MAX_RECORD)
             .ok_or_else(|| format!("field '{name}': records too large"))?;
         if !name.is_empty() {
             fields.push(field);
@@ -269,6 +275,19 @@ mod tests {
         assert!(parse_record(&json!("<f4")).is_err());
         assert!(parse_record(&json!([["a", "<c8"]])).is_err());
         Ok(())
+    }
+
+    /// Dtypes a hostile store can declare are errors, never a panic or an overflow.
+    #[test]
+    fn hostile_dtypes_are_refused() {
+        assert!(parse_typestr("<\u{e9}4").is_err());
+        assert!(parse_typestr("|S").is_err());
+        assert!(parse_typestr("<U4611686018427387904").is_err());
+        assert!(parse_typestr("|S16777217").is_err());
+        let huge = json!([["a", "<f8", [4294967296u64, 4294967296u64]]]);
+        assert!(parse_record(&huge).is_err());
+        let wide = json!([["a", "<f8", [1u64 << 40]]]);
+        assert!(parse_record(&wide).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! no compressor.
 
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -104,10 +105,17 @@ impl Source {
             return Ok(bytes.clone());
         }
         let index: Vec<u64> = if self.zero_d { vec![] } else { vec![k] };
-        let bytes: ArrayBytes<'static> = self
-            .array
-            .retrieve_chunk(&index)
-            .map_err(|e| format!("array '/{}', chunk {k}: {e}", self.path))?;
+        // A panic in a zarrs decoder on damaged chunk bytes is that chunk's error (see
+        // `AnnDataStore::retrieve_as`).
+        let bytes: ArrayBytes<'static> =
+            catch_unwind(AssertUnwindSafe(|| self.array.retrieve_chunk(&index)))
+                .map_err(|_| {
+                    format!(
+                        "array '/{}', chunk {k}: the zarr decoder failed on damaged chunk data",
+                        self.path
+                    )
+                })?
+                .map_err(|e| format!("array '/{}', chunk {k}: {e}", self.path))?;
         let bytes = bytes
             .into_fixed()
             .map_err(|e| format!("array '/{}', chunk {k}: {e}", self.path))?;
