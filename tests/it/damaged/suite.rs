@@ -51,8 +51,10 @@ impl Run {
         if self.stderr.contains("memory allocation of") {
             return Some(format!("OOM: {}", first_line(&self.stderr)));
         }
-        if self.stderr.contains("panicked") {
-            return Some(format!("panic: {}", self.stderr.trim()));
+        if let Some(at) = self.stderr.lines().position(|l| l.contains("panicked")) {
+            // The panic's location and its message (the line after), without the backtrace.
+            let lines: Vec<&str> = self.stderr.lines().skip(at).take(2).collect();
+            return Some(format!("panic: {}", without_thread_id(&lines.join(" "))));
         }
         if let Some(sig) = self.signal {
             return Some(format!("killed by signal {sig}: {}", self.stderr.trim()));
@@ -63,6 +65,15 @@ impl Run {
 
 fn first_line(text: &str) -> &str {
     text.lines().find(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+/// A panic's first line without its thread id (`thread 'main' (1234) panicked`), so the
+/// generated table stays the same from run to run.
+fn without_thread_id(line: &str) -> String {
+    match (line.find("' ("), line.find(") panicked")) {
+        (Some(a), Some(b)) if a < b => format!("{}'{}", &line[..a], &line[b + 1..]),
+        _ => line.to_string(),
+    }
 }
 
 /// `annql run -d t=STORE --format csv -c SQL` under [`ADDRESS_SPACE`] and [`TIME_LIMIT`].
@@ -145,9 +156,10 @@ fn run_case(case: &Case, store: &Damaged, cache: &Pristine) -> Outcome {
     let tmp = store.path.parent().map(|p| p.display().to_string());
     let mut problems = Vec::new();
     let bad = annql(&store.path, case.fails, scratch.path());
+    let line = without_thread_id(first_line(&bad.stderr));
     let error = match &tmp {
-        Some(t) => first_line(&bad.stderr).replace(t.as_str(), "<tmp>"),
-        None => first_line(&bad.stderr).to_string(),
+        Some(t) => line.replace(t.as_str(), "<tmp>"),
+        None => line,
     };
     if let Some(crash) = bad.crash() {
         problems.push(crash);
