@@ -204,9 +204,32 @@ pub(crate) struct Hierarchy {
 
 /// Most nodes a hierarchy may have: bounds the work a hostile store can cause at open.
 const MAX_NODES: usize = 1_000_000;
+/// Deepest nesting of groups walked (AnnData nests a few levels): a store of groups nested
+/// thousands deep would otherwise exhaust the stack.
+const MAX_DEPTH: usize = 128;
 
-/// Reads the hierarchy of a store.
+/// Reads the hierarchy of a store, refusing nodes nested deeper than [`MAX_DEPTH`] (the element
+/// tree is built, walked and dropped recursively).
 pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy> {
+    let hierarchy = read_nodes(storage, store)?;
+    if let Some(deep) = hierarchy
+        .nodes
+        .keys()
+        .find(|path| path.split('/').count() > MAX_DEPTH)
+    {
+        return Err(Error::NotAnnData {
+            store: store.into(),
+            reason: format!(
+                "groups nested more than {MAX_DEPTH} deep at '{}...'",
+                deep.chars().take(80).collect::<String>()
+            ),
+        });
+    }
+    Ok(hierarchy)
+}
+
+/// The hierarchy as stored.
+fn read_nodes(storage: &Storage, store: &str) -> Result<Hierarchy> {
     // v2's consolidated document first: most AnnData zarr stores are v2, and for a remote
     // store this makes opening one request.
     if let Some(doc) = get_json(storage, store, ".zmetadata")? {
@@ -241,7 +264,7 @@ pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy
                     );
                 }
             }
-            None => walk(storage, store, ZarrFormat::V3, "", &mut nodes)?,
+            None => walk(storage, store, ZarrFormat::V3, "", 0, &mut nodes)?,
         }
         return Ok(Hierarchy {
             format: ZarrFormat::V3,
@@ -257,7 +280,7 @@ pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy
     let is_group = root.array.is_none();
     nodes.insert(String::new(), root);
     if is_group {
-        walk(storage, store, ZarrFormat::V2, "", &mut nodes)?;
+        walk(storage, store, ZarrFormat::V2, "", 0, &mut nodes)?;
     }
     Ok(Hierarchy {
         format: ZarrFormat::V2,
@@ -430,14 +453,25 @@ fn node_v2(storage: &Storage, store: &str, path: &str) -> Result<Option<Node>> {
     Ok(None)
 }
 
-/// Walks the groups below `path` one directory listing at a time (arrays are not descended into).
+/// Walks the groups below `path` (`depth` groups below the root) one directory listing at a time
+/// (arrays are not descended into); groups nested deeper than [`MAX_DEPTH`] are refused.
 fn walk(
     storage: &Storage,
     store: &str,
     format: ZarrFormat,
     path: &str,
+    depth: usize,
     nodes: &mut BTreeMap<String, Node>,
 ) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::NotAnnData {
+            store: store.into(),
+            reason: format!(
+                "groups nested more than {MAX_DEPTH} deep at '{}...'",
+                path.chars().take(80).collect::<String>()
+            ),
+        });
+    }
     let prefix = if path.is_empty() {
         String::new()
     } else {
@@ -476,7 +510,7 @@ fn walk(
             return Err(too_many(store));
         }
         if is_group {
-            walk(storage, store, format, &child, nodes)?;
+            walk(storage, store, format, &child, depth + 1, nodes)?;
         }
     }
     Ok(())
@@ -512,6 +546,51 @@ mod tests {
             DType::from_v3(&json!({"name": "struct"})),
             DType::Other("struct".into())
         );
+    }
+
+    /// Groups nested 200 deep, consolidated or walked, are refused naming the depth (rather
+    /// than recursing until the stack runs out, as a fuzzed zip archive did).
+    #[test]
+    fn deep_groups_are_refused() -> Result<()> {
+        use zarrs::storage::WritableStorageTraits;
+        let store = zarrs::storage::store::MemoryStore::new();
+        let group = zarrs::storage::Bytes::from_static(br#"{"zarr_format": 2}"#);
+        let mut path = String::new();
+        let mut consolidated = serde_json::Map::new();
+        for _ in 0..200 {
+            let key = |f: &str| format!("{path}{f}");
+            let zgroup = key(".zgroup");
+            consolidated.insert(zgroup.clone(), json!({"zarr_format": 2}));
+            let bad = |e: String| too_many(&e);
+            store
+                .set(
+                    &StoreKey::new(zgroup).map_err(|e| bad(e.to_string()))?,
+                    group.clone(),
+                )
+                .map_err(|e| bad(e.to_string()))?;
+            path.push_str("d/");
+        }
+        let storage: Storage = std::sync::Arc::new(store);
+        let walked = read_hierarchy(&storage, "s").err().map(|e| e.to_string());
+        assert!(
+            walked
+                .unwrap_or_default()
+                .contains("nested more than 128 deep")
+        );
+        let meta = json!({"metadata": consolidated}).to_string();
+        let one = zarrs::storage::store::MemoryStore::new();
+        one.set(
+            &StoreKey::new(".zmetadata").map_err(|e| too_many(&e.to_string()))?,
+            zarrs::storage::Bytes::from(meta.into_bytes()),
+        )
+        .map_err(|e| too_many(&e.to_string()))?;
+        let storage: Storage = std::sync::Arc::new(one);
+        let read = read_hierarchy(&storage, "s").err().map(|e| e.to_string());
+        assert!(
+            read.unwrap_or_default()
+                .contains("nested more than 128 deep")
+        );
+        Ok(())
     }
 
     #[test]

@@ -289,6 +289,24 @@ impl ReadableStorageTraits for ZipStorage {
         let Some(member) = self.members.get(key.as_str()) else {
             return Ok(None);
         };
+        // A stored member is read by the size its directory entry declares: it must lie within the
+        // archive, or a damaged entry would allocate what it claims (fuzz: 4 GiB).
+        if member.stored {
+            let file_len = self.file.metadata().map_err(StorageError::from)?.len();
+            if member
+                .data_start
+                .checked_add(member.size)
+                .is_none_or(|end| end > file_len)
+            {
+                return Err(StorageError::Other(format!(
+                    "{}: member '{key}' is damaged: it declares {} bytes from offset {}, past the \
+                     archive's end at {file_len}",
+                    self.path.display(),
+                    member.size,
+                    member.data_start
+                )));
+            }
+        }
         // Uncompressed members are sliced from the file directly; compressed ones are inflated once.
         let inflated = if member.stored {
             None
