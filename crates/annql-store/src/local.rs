@@ -200,9 +200,15 @@ mod tests {
     fn byte_ranges_outside_the_value_are_none_not_an_underflow() {
         assert_eq!(range_bounds(&ByteRange::Suffix(20), 100), Some((80, 100)));
         assert_eq!(range_bounds(&ByteRange::Suffix(20), 0), None);
-        assert_eq!(range_bounds(&ByteRange::FromStart(10, None), 100), Some((10, 100)));
+        assert_eq!(
+            range_bounds(&ByteRange::FromStart(10, None), 100),
+            Some((10, 100))
+        );
         assert_eq!(range_bounds(&ByteRange::FromStart(90, Some(20)), 100), None);
-        assert_eq!(range_bounds(&ByteRange::FromStart(u64::MAX, Some(2)), 100), None);
+        assert_eq!(
+            range_bounds(&ByteRange::FromStart(u64::MAX, Some(2)), 100),
+            None
+        );
         assert_eq!(range_bounds(&ByteRange::FromStart(101, None), 100), None);
     }
 
