@@ -408,7 +408,16 @@ fn a_matrix_of_more_than_2_31_entries_with_int64_indptr_opens_and_answers() {
     let made: Value = serde_json::from_str(&make_hostile(&["wide", &store.to_string_lossy()]))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(made["nnz"], ROWS * PER_ROW);
-    assert!(ROWS * PER_ROW > 1 << 31);
+    // What the store declares: more than 2³¹ entries, reached through an int64 indptr.
+    let opened = annql::store::AnnDataStore::open(&store).unwrap_or_else(|e| panic!("{e}"));
+    let meta = |p: &str| {
+        opened
+            .array_meta(p)
+            .cloned()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert!(meta("X/data").shape[0] > 1 << 31);
+    assert_eq!(meta("X/indptr").dtype, annql::store::DType::Int64);
     // The rows read start past entry 2³¹ and lie in the chunks written.
     let first = 65_530;
     assert!(first * PER_ROW > 1 << 31);

@@ -261,10 +261,22 @@ def client(srv, deadline, queries, catalog, weights, seed):
                 else:
                     fail("wrong catalog answer", sql, f"{got[:3]} vs {want[:3]}")
             elif kind == "cancel":
-                timer = threading.Timer(rnd.uniform(0.05, 0.5), conn.cancel)
-                timer.start()
-                expect_57014(conn, ENDLESS, "cancel")
-                timer.join()
+                # A cancel that arrives before the statement has started cancels nothing (as in
+                # PostgreSQL), so keep cancelling, as a user presses Ctrl-C again, until it ends.
+                done = threading.Event()
+
+                def cancel(delay=rnd.uniform(0.05, 0.5)):
+                    while not done.wait(delay):
+                        conn.cancel()
+                        delay = 0.5
+
+                canceller = threading.Thread(target=cancel)
+                canceller.start()
+                try:
+                    expect_57014(conn, ENDLESS, "cancel")
+                finally:
+                    done.set()
+                    canceller.join()
             elif kind == "timeout":
                 conn.execute(f"SET statement_timeout = '{rnd.randint(50, 400)}ms'")
                 expect_57014(conn, ENDLESS, "statement timeout")
@@ -294,6 +306,7 @@ def main():
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--settle", type=float, default=10, help="seconds to wait after the clients leave")
+    ap.add_argument("--grace", type=float, default=300, help="seconds a statement may run past the end")
     ap.add_argument("--final-slack-mb", type=float, default=100)
     ap.add_argument("--max-peak-mb", type=float, default=1536)
     ap.add_argument("--queries", default="q1,q2,q3,q4,q5,q6,q7", help="which of Q1-Q7 the clients run")
@@ -341,12 +354,16 @@ def main():
     weights = {"query": 50, "catalog": 20, "cancel": 5, "timeout": 5, "disconnect": 5, "reconnect": 5}
     began = time.time()
     deadline = began + a.seconds
-    threads = [threading.Thread(target=client, args=(srv, deadline, queries, catalog, weights, i))
+    threads = [threading.Thread(target=client, args=(srv, deadline, queries, catalog, weights, i), daemon=True)
                for i in range(a.clients)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        # A statement still running this long after the end is a hang: fail instead of waiting.
+        t.join(max(0.0, deadline + a.grace - time.time()))
+    hung = sum(t.is_alive() for t in threads)
+    if hung:
+        fail("hang", f"{hung} clients", f"still in a statement {a.grace:.0f} s after the end")
     ran = time.time() - began
     time.sleep(a.settle)
     final_rss = rss_mb(pid) if srv.proc.poll() is None else float("nan")

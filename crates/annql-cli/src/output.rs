@@ -79,22 +79,23 @@ impl Preview {
     fn push(&mut self, batch: &RecordBatch, max_rows: usize, stop: Stop) -> Result<()> {
         let half = max_rows / 2;
         let n = batch.num_rows();
-        // Rows this batch gives the head, and the last rows it gives the tail (one at most
-        // `half` long, so earlier tail rows it replaces need not be formatted).
+        // Rows this batch gives the head, and its last rows, which the tail (at most `half`
+        // long) keeps: a row can be in both until the result outgrows `max_rows`.
         let head_take = max_rows.saturating_sub(self.rows).min(n);
-        let tail_from = n.saturating_sub(half).max(head_take);
+        let tail_from = n.saturating_sub(half);
         if head_take > 0 || tail_from < n {
             let fmts = formatters(batch)?;
-            for r in (0..head_take).chain(tail_from..n) {
+            let row =
+                |r: usize| -> Vec<String> { fmts.iter().map(|f| f.value(r).to_string()).collect() };
+            for r in 0..head_take {
                 stop.check()?;
-                let row = fmts.iter().map(|f| f.value(r).to_string()).collect();
-                if r < head_take {
-                    self.head.push(row);
-                } else {
-                    self.tail.push_back(row);
-                    if self.tail.len() > half {
-                        self.tail.pop_front();
-                    }
+                self.head.push(row(r));
+            }
+            for r in tail_from..n {
+                stop.check()?;
+                self.tail.push_back(row(r));
+                if self.tail.len() > half {
+                    self.tail.pop_front();
                 }
             }
         }
@@ -507,4 +508,67 @@ fn header_line(schema: &SchemaRef) -> String {
         .map(|f| f.name().clone())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    fn batches(sizes: &[usize]) -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mut next = 0i64;
+        let batches = sizes
+            .iter()
+            .map(|&len| {
+                let values: Int64Array = (next..next + len as i64).collect();
+                next += len as i64;
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(values)])
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (schema, batches)
+    }
+
+    /// The rows a table shows are the first and last halves of the result, whatever its
+    /// batches' lengths (empty ones, ones shorter than a half, ones longer than the result's
+    /// display limit).
+    #[test]
+    fn a_table_shows_the_first_and_last_rows_however_batched() {
+        for sizes in [
+            &[0, 3, 0, 1, 50, 7][..],
+            &[100],
+            &[1; 61],
+            &[39, 1],
+            &[40, 1],
+            &[],
+            &[5, 0, 2],
+        ] {
+            let (_, batches) = batches(sizes);
+            let total: usize = sizes.iter().sum();
+            for max_rows in [0, 1, 6, 40] {
+                let mut preview = Preview::default();
+                for b in &batches {
+                    preview
+                        .push(b, max_rows, Stop::Never)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+                assert_eq!(preview.rows, total);
+                let (shown, elided) = preview.shown(max_rows);
+                let want: Vec<usize> = if total <= max_rows {
+                    (0..total).collect()
+                } else {
+                    (0..max_rows / 2)
+                        .chain(total - max_rows / 2..total)
+                        .collect()
+                };
+                let got: Vec<usize> = shown
+                    .iter()
+                    .map(|r| r[0].parse().unwrap_or_else(|e| panic!("{e}")))
+                    .collect();
+                assert_eq!(got, want, "batches {sizes:?}, max_rows {max_rows}");
+                assert_eq!(elided, total > max_rows);
+            }
+        }
+    }
 }

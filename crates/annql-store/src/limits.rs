@@ -237,22 +237,12 @@ impl ChunkGuard {
 pub(crate) struct GuardedStorage {
     inner: Arc<dyn ReadableStorageTraits>,
     guard: Arc<ChunkGuard>,
-    /// `<store>: element '/<path>'`, for errors.
-    element: String,
 }
 
 impl GuardedStorage {
-    pub(crate) fn new(
-        inner: Arc<dyn ReadableStorageTraits>,
-        guard: Arc<ChunkGuard>,
-        store: &str,
-        path: &str,
-    ) -> Self {
-        Self {
-            inner,
-            guard,
-            element: format!("{store}: element '/{}'", path.trim_start_matches('/')),
-        }
+    /// `inner`'s reads checked by `guard` (the caller's error names the store and element).
+    pub(crate) fn new(inner: Arc<dyn ReadableStorageTraits>, guard: Arc<ChunkGuard>) -> Self {
+        Self { inner, guard }
     }
 
     /// Checks one fetched range of `key`: a whole chunk or shard, an inner chunk, or (passed)
@@ -286,9 +276,8 @@ impl ReadableStorageTraits for GuardedStorage {
         for (range, value) in ranges.iter().zip(&values) {
             // A failed read is reported by zarrs, as it is.
             let Ok(bytes) = value else { continue };
-            self.check(range, bytes).map_err(|reason| {
-                StorageError::Other(format!("{}: chunk '{key}': {reason}", self.element))
-            })?;
+            self.check(range, bytes)
+                .map_err(|reason| StorageError::Other(format!("chunk '{key}': {reason}")))?;
         }
         Ok(Some(Box::new(values.into_iter())))
     }

@@ -231,7 +231,7 @@ impl AnnDataStore {
             vec![stats.clone(), self.totals().clone()],
         ));
         if guard.is_active() {
-            storage = Arc::new(GuardedStorage::new(storage, guard, self.name(), path));
+            storage = Arc::new(GuardedStorage::new(storage, guard));
         }
         if array.path().as_str() == "/" && !path.trim_matches('/').is_empty() {
             // Opened at the root of a view rooted at its node (see `zarray`): read it there too.

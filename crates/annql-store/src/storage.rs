@@ -225,6 +225,7 @@ impl ZipStorage {
         start: u64,
         len: u64,
     ) -> Result<Vec<u8>, StorageError> {
+        let len = self.check_limit(key, len)?;
         let end = member.data_start.saturating_add(member.size);
         if end > self.file_len {
             return Err(self.member_error(
@@ -235,7 +236,7 @@ impl ZipStorage {
                 ),
             ));
         }
-        let mut buf = vec![0u8; self.check_limit(key, len)?];
+        let mut buf = vec![0u8; len];
         self.file
             .read_exact_at(&mut buf, member.data_start + start)
             .map_err(|e| self.member_error(key, e))?;
@@ -558,6 +559,47 @@ mod tests {
             "last .zattrs carries the encoding: {text}"
         );
         Ok(())
+    }
+
+    /// A copy of `tiny.v2.zarr.zip` (stored members) whose central directory declares `size`
+    /// bytes for `X/data/0`.
+    fn zip_declaring(dir: &Path, size: u32) -> PathBuf {
+        let mut bytes = std::fs::read(fixture("tiny.v2.zarr.zip")).unwrap_or_default();
+        let name = b"X/data/0";
+        let at = (0..bytes.len().saturating_sub(46))
+            .find(|&i| {
+                bytes[i..i + 4] == *b"PK\x01\x02"
+                    && usize::from(u16::from_le_bytes([bytes[i + 28], bytes[i + 29]])) == name.len()
+                    && bytes[i + 46..].starts_with(name)
+            })
+            .unwrap_or_else(|| panic!("no central directory entry for X/data/0"));
+        for field in [at + 20, at + 24] {
+            bytes[field..field + 4].copy_from_slice(&size.to_le_bytes());
+        }
+        let path = dir.join("s.zarr.zip");
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
+    #[test]
+    fn stored_zip_members_are_read_within_the_archive_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = StoreKey::new("X/data/0").unwrap_or_else(|e| panic!("{e}"));
+        let read = |size: u32, limit: u64| {
+            let zip = ZipStorage::open(&zip_declaring(dir.path(), size), ReadLimit::new(limit))
+                .unwrap_or_else(|e| panic!("{e}"));
+            zip.get(&key)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let past_end = read(1 << 30, 1 << 31);
+        assert!(past_end.contains("past the archive's end"), "{past_end}");
+        let too_big = read(1 << 30, 1 << 20);
+        assert!(
+            too_big.contains("exceed the read limit of 1048576 bytes"),
+            "{too_big}"
+        );
     }
 
     #[test]
