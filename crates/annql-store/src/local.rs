@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use zarrs::filesystem::FilesystemStore;
-use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{
     Bytes, ListableStorageTraits, MaybeBytesIterator, ReadableStorageTraits, StorageError,
     StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix,
@@ -57,6 +57,19 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
         });
     }
     Ok(file)
+}
+
+/// A byte range's `start..end` within a value of `len` bytes, or None when it reaches outside.
+/// zarrs' own `ByteRange::start` subtracts a suffix's length from `len` unchecked: a panic in
+/// debug builds (a wrapped offset in release) for a suffix longer than the value, which is what
+/// reading a shard's index from an empty or truncated shard asks for.
+pub(crate) fn range_bounds(range: &ByteRange, len: u64) -> Option<(u64, u64)> {
+    let (start, end) = match *range {
+        ByteRange::FromStart(offset, None) => (offset, len),
+        ByteRange::FromStart(offset, Some(n)) => (offset, offset.checked_add(n)?),
+        ByteRange::Suffix(n) => (len.checked_sub(n)?, len),
+    };
+    (start <= end && end <= len).then_some((start, end))
 }
 
 /// Refuses anything but a directory or a regular file at `path` (following symlinks), by `stat`
@@ -126,13 +139,12 @@ impl ReadableStorageTraits for DirStorage {
         };
         let mut out = Vec::new();
         for range in byte_ranges {
-            let (start, end) = (range.start(len), range.end(len));
-            if start > end || end > len {
+            let Some((start, end)) = range_bounds(&range, len) else {
                 return Err(StorageError::Other(format!(
-                    "{}: byte range {start}..{end} is outside the file's {len} bytes",
+                    "{}: byte range {range} is outside the file's {len} bytes",
                     path.display()
                 )));
-            }
+            };
             let n = end - start;
             if n > self.limit.bytes() {
                 return Err(StorageError::Other(format!(
@@ -183,6 +195,22 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn byte_ranges_outside_the_value_are_none_not_an_underflow() {
+        assert_eq!(range_bounds(&ByteRange::Suffix(20), 100), Some((80, 100)));
+        assert_eq!(range_bounds(&ByteRange::Suffix(20), 0), None);
+        assert_eq!(
+            range_bounds(&ByteRange::FromStart(10, None), 100),
+            Some((10, 100))
+        );
+        assert_eq!(range_bounds(&ByteRange::FromStart(90, Some(20)), 100), None);
+        assert_eq!(
+            range_bounds(&ByteRange::FromStart(u64::MAX, Some(2)), 100),
+            None
+        );
+        assert_eq!(range_bounds(&ByteRange::FromStart(101, None), 100), None);
+    }
 
     /// Runs `f` on another thread; a refusal that regresses into a block fails here, not hangs.
     fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

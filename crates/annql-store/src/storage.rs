@@ -18,7 +18,7 @@ use zarrs::storage::{
 
 use crate::error::{Error, Result};
 use crate::limits::ReadLimit;
-use crate::local::{DirStorage, check_store_path, open_regular};
+use crate::local::{DirStorage, check_store_path, open_regular, range_bounds};
 
 /// A readable, listable store: what every backend provides.
 pub type Storage = Arc<dyn ReadableListableStorageTraits>;
@@ -316,12 +316,15 @@ impl ReadableStorageTraits for ZipStorage {
         // A compressed member's ranges are taken from what it inflated to, which a damaged
         // archive can make differ from the size its directory declares.
         let len = inflated.as_ref().map_or(member.size, |b| b.len() as u64);
-        let ranges: Vec<(u64, u64)> = byte_ranges.map(|r| (r.start(len), r.end(len))).collect();
-        if let Some(&(start, end)) = ranges.iter().find(|(s, e)| *e > len || s > e) {
-            return Err(StorageError::Other(format!(
-                "{}: byte range {start}..{end} is outside member '{key}' of {len} bytes",
-                self.path.display()
-            )));
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for range in byte_ranges {
+            let Some(bounds) = range_bounds(&range, len) else {
+                return Err(StorageError::Other(format!(
+                    "{}: byte range {range} is outside member '{key}' of {len} bytes",
+                    self.path.display()
+                )));
+            };
+            ranges.push(bounds);
         }
         let out: Vec<Result<Bytes, StorageError>> = match inflated {
             Some(bytes) => ranges
