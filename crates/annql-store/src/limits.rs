@@ -56,6 +56,18 @@ impl ReadLimit {
     }
 }
 
+/// The `start..end` of `range` in a value of `len` bytes, or None when it does not lie within
+/// it. zarrs' own `ByteRange::start`/`end` subtract and add unchecked: a suffix longer than the
+/// value (an empty shard's index) or an offset near `u64::MAX` would panic in a debug build.
+pub fn range_within(range: &ByteRange, len: u64) -> Option<(u64, u64)> {
+    let (start, end) = match *range {
+        ByteRange::FromStart(offset, None) => (offset, len),
+        ByteRange::FromStart(offset, Some(n)) => (offset, offset.checked_add(n)?),
+        ByteRange::Suffix(n) => (len.checked_sub(n)?, len),
+    };
+    (start <= end && end <= len).then_some((start, end))
+}
+
 /// `count` items of `size` bytes, saturating: a product that overflows is above any limit.
 pub fn bytes_of(count: u64, size: u64) -> u64 {
     count.saturating_mul(size)

@@ -16,7 +16,7 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::ReadLimit;
+use crate::limits::{ReadLimit, range_within};
 
 /// What a non-regular file is, for errors.
 fn kind_of(file_type: std::fs::FileType) -> &'static str {
@@ -126,13 +126,12 @@ impl ReadableStorageTraits for DirStorage {
         };
         let mut out = Vec::new();
         for range in byte_ranges {
-            let (start, end) = (range.start(len), range.end(len));
-            if start > end || end > len {
+            let Some((start, end)) = range_within(&range, len) else {
                 return Err(StorageError::Other(format!(
-                    "{}: byte range {start}..{end} is outside the file's {len} bytes",
+                    "{}: byte range {range} is outside the file's {len} bytes",
                     path.display()
                 )));
-            }
+            };
             let n = end - start;
             if n > self.limit.bytes() {
                 return Err(StorageError::Other(format!(

@@ -200,6 +200,39 @@ pub(crate) struct Hierarchy {
     pub format: ZarrFormat,
     pub consolidated: bool,
     pub nodes: BTreeMap<String, Node>,
+    /// Nodes below the root whose metadata could not be read, with why (see [`Damaged`]).
+    pub damaged: Damaged,
+}
+
+/// Node path to why its metadata could not be read (the error without the store's name). One
+/// element's unreadable metadata does not fail the store: the node stays in the tree as an empty
+/// group, and reading it raises the reason ([`crate::AnnDataStore::damage`]).
+pub(crate) type Damaged = BTreeMap<String, String>;
+
+/// Keeps node `path` whose metadata failed with `error` as an empty group, and why; the root's
+/// failure is the store's.
+fn keep_damaged(
+    store: &str,
+    path: &str,
+    error: Error,
+    nodes: &mut BTreeMap<String, Node>,
+    damaged: &mut Damaged,
+) -> Result<()> {
+    if path.is_empty() {
+        return Err(error);
+    }
+    let text = error.to_string();
+    let prefix = format!("{store}: ");
+    let reason = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+    damaged.insert(path.to_string(), reason);
+    nodes.insert(
+        path.to_string(),
+        Node {
+            attrs: Map::new(),
+            array: None,
+        },
+    );
+    Ok(())
 }
 
 /// Most nodes a hierarchy may have: bounds the work a hostile store can cause at open.
@@ -218,14 +251,18 @@ pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy
                 key: ".zmetadata".into(),
                 reason: "no 'metadata' object".into(),
             })?;
+        let mut damaged = Damaged::new();
+        let nodes = nodes_from_v2_documents(store, meta, &mut damaged)?;
         return Ok(Hierarchy {
             format: ZarrFormat::V2,
             consolidated: true,
-            nodes: nodes_from_v2_documents(store, meta)?,
+            nodes,
+            damaged,
         });
     }
     if let Some(root) = get_json(storage, store, "zarr.json")? {
         let mut nodes = BTreeMap::new();
+        let mut damaged = Damaged::new();
         let consolidated = root
             .pointer("/consolidated_metadata/metadata")
             .and_then(Value::as_object)
@@ -235,21 +272,26 @@ pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy
             Some(children) => {
                 for (path, doc) in children {
                     let key = format!("{path}/zarr.json");
-                    nodes.insert(
-                        path.trim_matches('/').to_string(),
-                        node_v3(store, &key, doc)?,
-                    );
+                    let path = path.trim_matches('/');
+                    match node_v3(store, &key, doc) {
+                        Ok(node) => {
+                            nodes.insert(path.to_string(), node);
+                        }
+                        Err(e) => keep_damaged(store, path, e, &mut nodes, &mut damaged)?,
+                    }
                 }
             }
-            None => walk(storage, store, ZarrFormat::V3, "", &mut nodes)?,
+            None => walk(storage, store, ZarrFormat::V3, "", &mut nodes, &mut damaged)?,
         }
         return Ok(Hierarchy {
             format: ZarrFormat::V3,
             consolidated: consolidated.is_some(),
             nodes,
+            damaged,
         });
     }
     let mut nodes = BTreeMap::new();
+    let mut damaged = Damaged::new();
     let root = node_v2(storage, store, "")?.ok_or_else(|| Error::NotAnnData {
         store: store.into(),
         reason: "not a zarr store: no zarr.json, .zmetadata, .zgroup or .zarray at its root".into(),
@@ -257,12 +299,13 @@ pub(crate) fn read_hierarchy(storage: &Storage, store: &str) -> Result<Hierarchy
     let is_group = root.array.is_none();
     nodes.insert(String::new(), root);
     if is_group {
-        walk(storage, store, ZarrFormat::V2, "", &mut nodes)?;
+        walk(storage, store, ZarrFormat::V2, "", &mut nodes, &mut damaged)?;
     }
     Ok(Hierarchy {
         format: ZarrFormat::V2,
         consolidated: false,
         nodes,
+        damaged,
     })
 }
 
@@ -345,6 +388,7 @@ fn array_v2(store: &str, key: &str, doc: &Value) -> Result<ArrayMeta> {
 fn nodes_from_v2_documents(
     store: &str,
     meta: &Map<String, Value>,
+    damaged: &mut Damaged,
 ) -> Result<BTreeMap<String, Node>> {
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     // Attributes alone do not make a node: a path needs a `.zgroup` or `.zarray` to exist.
@@ -368,13 +412,15 @@ fn nodes_from_v2_documents(
             ".zgroup" => {
                 nodes.entry(dir.to_string()).or_insert_with(entry);
             }
-            ".zarray" => {
-                let array = array_v2(store, key, doc)?;
-                nodes.entry(dir.to_string()).or_insert_with(entry).array = Some(array);
-            }
-            ".zattrs" if exists(dir) => {
-                let attrs = attrs_v2(store, key, doc.clone())?;
-                nodes.entry(dir.to_string()).or_insert_with(entry).attrs = attrs;
+            ".zarray" if !damaged.contains_key(dir) => match array_v2(store, key, doc) {
+                Ok(array) => nodes.entry(dir.to_string()).or_insert_with(entry).array = Some(array),
+                Err(e) => keep_damaged(store, dir, e, &mut nodes, damaged)?,
+            },
+            ".zattrs" if exists(dir) && !damaged.contains_key(dir) => {
+                match attrs_v2(store, key, doc.clone()) {
+                    Ok(attrs) => nodes.entry(dir.to_string()).or_insert_with(entry).attrs = attrs,
+                    Err(e) => keep_damaged(store, dir, e, &mut nodes, damaged)?,
+                }
             }
             _ => {}
         }
@@ -437,6 +483,7 @@ fn walk(
     format: ZarrFormat,
     path: &str,
     nodes: &mut BTreeMap<String, Node>,
+    damaged: &mut Damaged,
 ) -> Result<()> {
     let prefix = if path.is_empty() {
         String::new()
@@ -461,22 +508,33 @@ fn walk(
     for child in listing.prefixes() {
         let child = child.as_str().trim_end_matches('/').to_string();
         let node = match format {
-            ZarrFormat::V2 => node_v2(storage, store, &child)?,
+            ZarrFormat::V2 => node_v2(storage, store, &child),
             ZarrFormat::V3 => {
                 let key = format!("{child}/zarr.json");
-                get_json(storage, store, &key)?
-                    .map(|doc| node_v3(store, &key, &doc))
-                    .transpose()?
+                get_json(storage, store, &key).and_then(|doc| {
+                    doc.map(|doc| node_v3(store, &key, &doc)).transpose()
+                })
             }
         };
-        let Some(node) = node else { continue };
+        let node = match node {
+            Ok(Some(node)) => node,
+            Ok(None) => continue,
+            // Not descended into: what lies below a node of unknown kind is not its elements.
+            Err(e) => {
+                keep_damaged(store, &child, e, nodes, damaged)?;
+                if nodes.len() > MAX_NODES {
+                    return Err(too_many(store));
+                }
+                continue;
+            }
+        };
         let is_group = node.array.is_none();
         nodes.insert(child.clone(), node);
         if nodes.len() > MAX_NODES {
             return Err(too_many(store));
         }
         if is_group {
-            walk(storage, store, format, &child, nodes)?;
+            walk(storage, store, format, &child, nodes, damaged)?;
         }
     }
     Ok(())
@@ -522,7 +580,12 @@ mod tests {
             "obs/.zgroup": {"zarr_format": 2},
             "obs/_index/.zarray": {"shape": [3], "dtype": "|O", "filters": [{"id": "vlen-utf8"}]},
         });
-        let nodes = nodes_from_v2_documents("s", meta.as_object().ok_or_else(|| too_many("s"))?)?;
+        let mut damaged = Damaged::new();
+        let nodes = nodes_from_v2_documents(
+            "s",
+            meta.as_object().ok_or_else(|| too_many("s"))?,
+            &mut damaged,
+        )?;
         assert_eq!(nodes.len(), 3);
         assert_eq!(nodes[""].attrs["encoding-type"], "anndata");
         assert_eq!(

@@ -17,7 +17,7 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::ReadLimit;
+use crate::limits::{ReadLimit, range_within};
 use crate::local::{DirStorage, check_store_path, open_regular};
 
 /// A readable, listable store: what every backend provides.
@@ -44,6 +44,10 @@ pub fn open_local_within(path: &Path, limit: ReadLimit) -> Result<Storage> {
             source,
         })?;
     match &magic[..n.min(8)] {
+        [] => Err(Error::UnsupportedSource {
+            path: path.to_path_buf(),
+            reason: "the file is empty (0 bytes): neither a zip archive nor an HDF5 file".into(),
+        }),
         [b'P', b'K', ..] => Ok(Arc::new(ZipStorage::open(path, limit)?)),
         [0x89, b'H', b'D', b'F', ..] => Ok(Arc::new(crate::hdf5::Hdf5Storage::open(path)?)),
         // A user block moves the HDF5 signature to 512, 1024, ... bytes: trust the extension.
@@ -298,13 +302,16 @@ impl ReadableStorageTraits for ZipStorage {
         // A compressed member's ranges are taken from what it inflated to, which a damaged
         // archive can make differ from the size its directory declares.
         let len = inflated.as_ref().map_or(member.size, |b| b.len() as u64);
-        let ranges: Vec<(u64, u64)> = byte_ranges.map(|r| (r.start(len), r.end(len))).collect();
-        if let Some(&(start, end)) = ranges.iter().find(|(s, e)| *e > len || s > e) {
-            return Err(StorageError::Other(format!(
-                "{}: byte range {start}..{end} is outside member '{key}' of {len} bytes",
-                self.path.display()
-            )));
-        }
+        let ranges = byte_ranges
+            .map(|r| {
+                range_within(&r, len).ok_or_else(|| {
+                    StorageError::Other(format!(
+                        "{}: byte range {r} is outside member '{key}' of {len} bytes",
+                        self.path.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<(u64, u64)>, StorageError>>()?;
         let out: Vec<Result<Bytes, StorageError>> = match inflated {
             Some(bytes) => ranges
                 .iter()
