@@ -511,9 +511,8 @@ fn walk(
             ZarrFormat::V2 => node_v2(storage, store, &child),
             ZarrFormat::V3 => {
                 let key = format!("{child}/zarr.json");
-                get_json(storage, store, &key).and_then(|doc| {
-                    doc.map(|doc| node_v3(store, &key, &doc)).transpose()
-                })
+                get_json(storage, store, &key)
+                    .and_then(|doc| doc.map(|doc| node_v3(store, &key, &doc)).transpose())
             }
         };
         let node = match node {

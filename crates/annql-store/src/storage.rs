@@ -77,6 +77,9 @@ struct ZipMember {
     /// Whether a stored member's bytes have been checked against `crc32` (the zip crate checks
     /// compressed members as it inflates them; stored ones are sliced from the file past it).
     verified: AtomicBool,
+    /// Why the member cannot be read (its local header is damaged): reading it fails with this,
+    /// the rest of the archive still reads.
+    damage: Option<String>,
 }
 
 /// Bytes hashed per positional read when a stored member is checked before a partial read.
@@ -109,19 +112,37 @@ impl ZipStorage {
         let mut archive = zip::ZipArchive::new(open(path)?).map_err(zip_err)?;
         let mut all = BTreeMap::new();
         for index in 0..archive.len() {
-            let member = archive.by_index_raw(index).map_err(zip_err)?;
-            if member.is_dir() {
+            // The central directory names every member; the zip crate reads a member's local
+            // header (where its data starts) here too. A damaged one fails that member only.
+            let name = archive.name_for_index(index).map(str::to_string);
+            let entry = match archive.by_index_raw(index) {
+                Ok(member) if member.is_dir() => continue,
+                Ok(member) => ZipMember {
+                    index,
+                    data_start: member.data_start(),
+                    size: member.size(),
+                    stored: member.compression() == zip::CompressionMethod::Stored,
+                    crc32: member.crc32(),
+                    verified: AtomicBool::new(false),
+                    damage: None,
+                },
+                Err(e) => ZipMember {
+                    index,
+                    data_start: 0,
+                    size: 0,
+                    stored: true,
+                    crc32: 0,
+                    verified: AtomicBool::new(false),
+                    damage: Some(format!("its local header is damaged: {e}")),
+                },
+            };
+            let Some(name) = name else {
+                return Err(zip_err(zip::result::ZipError::FileNotFound));
+            };
+            if name.ends_with('/') {
                 continue;
             }
-            let entry = ZipMember {
-                index,
-                data_start: member.data_start(),
-                size: member.size(),
-                stored: member.compression() == zip::CompressionMethod::Stored,
-                crc32: member.crc32(),
-                verified: AtomicBool::new(false),
-            };
-            all.insert(member.name().to_string(), entry);
+            all.insert(name, entry);
         }
         let root = Self::find_root(&all).ok_or_else(|| Error::UnsupportedSource {
             path: path.to_path_buf(),
@@ -293,6 +314,9 @@ impl ReadableStorageTraits for ZipStorage {
         let Some(member) = self.members.get(key.as_str()) else {
             return Ok(None);
         };
+        if let Some(damage) = &member.damage {
+            return Err(self.member_error(key, damage));
+        }
         // Uncompressed members are sliced from the file directly; compressed ones are inflated once.
         let inflated = if member.stored {
             None
@@ -339,7 +363,13 @@ impl ReadableStorageTraits for ZipStorage {
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
-        Ok(self.members.get(key.as_str()).map(|m| m.size))
+        match self.members.get(key.as_str()) {
+            Some(ZipMember {
+                damage: Some(damage),
+                ..
+            }) => Err(self.member_error(key, damage)),
+            member => Ok(member.map(|m| m.size)),
+        }
     }
 
     fn supports_get_partial(&self) -> bool {

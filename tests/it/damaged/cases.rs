@@ -27,8 +27,6 @@ pub struct Case {
 /// Cases whose promise annql does not keep yet, with why and whose area the fix is in; they run,
 /// their outcome is listed, and one that starts passing fails the suite until it leaves the list.
 pub const KNOWN_GAPS: &[(&str, &str)] = &[
-    ("zip local header signature", EAGER_LOCAL_HEADERS),
-    ("zip v3 local header of a shard", EAGER_LOCAL_HEADERS),
     ("h5ad column header version", EAGER_HDF5_TREE),
     ("h5ad X/indptr header size huge", EAGER_HDF5_TREE),
     ("h5ad column header message type", EAGER_HDF5_TREE),
@@ -36,9 +34,6 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
     ("h5ad obsm header garbage", EAGER_HDF5_TREE),
 ];
 
-const EAGER_LOCAL_HEADERS: &str = "store (storage.rs, ZipStorage::open): every member's local \
-    header is read at open (data_start), so one damaged header fails the whole archive, \
-    without the member's name";
 const EAGER_HDF5_TREE: &str = "hdf5 (the fuzz helper's area): the element tree is read at \
     open, so one damaged object header fails the whole file, and the error names the parent \
     group and the child's name instead of the element's path";
