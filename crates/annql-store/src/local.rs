@@ -16,7 +16,7 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::{ReadLimit, range_within};
+use crate::limits::{ReadLimit, describe_range, range_within};
 
 /// What a non-regular file is, for errors.
 fn kind_of(file_type: std::fs::FileType) -> &'static str {
@@ -128,8 +128,9 @@ impl ReadableStorageTraits for DirStorage {
         for range in byte_ranges {
             let Some((start, end)) = range_within(&range, len) else {
                 return Err(StorageError::Other(format!(
-                    "{}: byte range {range} is outside the file's {len} bytes",
-                    path.display()
+                    "{}: the file holds {len} bytes, so {} of it cannot be read",
+                    path.display(),
+                    describe_range(&range)
                 )));
             };
             let n = end - start;

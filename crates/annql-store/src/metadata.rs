@@ -593,4 +593,33 @@ mod tests {
         );
         Ok(())
     }
+
+    #[test]
+    fn one_unreadable_array_document_is_that_node_s_damage() -> Result<()> {
+        let meta = json!({
+            ".zgroup": {"zarr_format": 2},
+            "obs/.zgroup": {"zarr_format": 2},
+            "obs/a/.zarray": {"shape": [-5], "dtype": "<f4"},
+            "obs/b/.zarray": {"shape": [3], "dtype": "<f4"},
+        });
+        let mut damaged = Damaged::new();
+        let nodes = nodes_from_v2_documents(
+            "s",
+            meta.as_object().ok_or_else(|| too_many("s"))?,
+            &mut damaged,
+        )?;
+        assert!(nodes["obs/a"].array.is_none());
+        assert!(nodes["obs/b"].array.is_some());
+        assert_eq!(damaged.keys().collect::<Vec<_>>(), ["obs/a"]);
+        assert!(damaged["obs/a"].contains("'obs/a/.zarray'"), "{damaged:?}");
+        // The root's own damage is the store's.
+        let root = json!({".zgroup": {"zarr_format": 2}, ".zarray": {"shape": "x"}});
+        let whole = nodes_from_v2_documents(
+            "s",
+            root.as_object().ok_or_else(|| too_many("s"))?,
+            &mut Damaged::new(),
+        );
+        assert!(whole.is_err());
+        Ok(())
+    }
 }

@@ -17,7 +17,7 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::{ReadLimit, range_within};
+use crate::limits::{ReadLimit, describe_range, range_within};
 use crate::local::{DirStorage, check_store_path, open_regular};
 
 /// A readable, listable store: what every backend provides.
@@ -330,8 +330,9 @@ impl ReadableStorageTraits for ZipStorage {
             .map(|r| {
                 range_within(&r, len).ok_or_else(|| {
                     StorageError::Other(format!(
-                        "{}: byte range {r} is outside member '{key}' of {len} bytes",
-                        self.path.display()
+                        "{}: member '{key}' holds {len} bytes, so {} of it cannot be read",
+                        self.path.display(),
+                        describe_range(&r)
                     ))
                 })
             })
