@@ -65,6 +65,15 @@ pub(crate) fn unsupported(
 /// The element's encoding is one annql knows, and so is its `encoding-version`; an element
 /// without `encoding-type` is taken as its layout says (anndata reads those too).
 pub(crate) fn encoding(store: &AnnDataStore, e: &Element) -> Result<(), StoreError> {
+    // Metadata unreadable at open: the element's own, or (for an element whose parts are not
+    // elements of their own: a matrix, a categorical) a part's.
+    let container = matches!(
+        e.encoding,
+        Encoding::AnnData | Encoding::MuData | Encoding::Raw | Encoding::Dict | Encoding::DataFrame
+    );
+    if let Some(damage) = store.damage(&e.path, !container) {
+        return Err(damage);
+    }
     if let Encoding::Unknown(name) = &e.encoding {
         return Err(unsupported(
             store,
@@ -154,6 +163,9 @@ fn part<'a>(
 
 /// A dataframe: the name of its index column and its length (the frame's row count).
 pub(crate) fn frame(store: &AnnDataStore, e: &Element) -> Result<(String, u64), StoreError> {
+    if let Some(damage) = store.damage(&e.path, false) {
+        return Err(damage);
+    }
     match &e.encoding {
         Encoding::DataFrame => {}
         Encoding::Dict if e.attrs.get("encoding-type").is_none() => {

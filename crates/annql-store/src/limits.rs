@@ -56,6 +56,27 @@ impl ReadLimit {
     }
 }
 
+/// The `start..end` of `range` in a value of `len` bytes, or None when it does not lie within
+/// it. zarrs' own `ByteRange::start`/`end` subtract and add unchecked: a suffix longer than the
+/// value (an empty shard's index) or an offset near `u64::MAX` would panic in a debug build.
+pub fn range_within(range: &ByteRange, len: u64) -> Option<(u64, u64)> {
+    let (start, end) = match *range {
+        ByteRange::FromStart(offset, None) => (offset, len),
+        ByteRange::FromStart(offset, Some(n)) => (offset, offset.checked_add(n)?),
+        ByteRange::Suffix(n) => (len.checked_sub(n)?, len),
+    };
+    (start <= end && end <= len).then_some((start, end))
+}
+
+/// `range` in words, for errors (zarrs' own display writes a suffix as `-20..`).
+pub fn describe_range(range: &ByteRange) -> String {
+    match *range {
+        ByteRange::FromStart(offset, None) => format!("the bytes from offset {offset}"),
+        ByteRange::FromStart(offset, Some(n)) => format!("{n} bytes from offset {offset}"),
+        ByteRange::Suffix(n) => format!("the last {n} bytes"),
+    }
+}
+
 /// `count` items of `size` bytes, saturating: a product that overflows is above any limit.
 pub fn bytes_of(count: u64, size: u64) -> u64 {
     count.saturating_mul(size)
@@ -441,5 +462,21 @@ mod tests {
         let rle = [0x28, 0xB5, 0x2F, 0xFD, 0x00, 0x58, 0x43, 0x1F, 0x00, 0x07];
         assert_eq!(zstd_bound(&rle), Ok(1000));
         assert!(zstd_bound(b"not zstd").is_err());
+    }
+
+    #[test]
+    fn byte_ranges_outside_the_value_are_refused_without_overflow() {
+        assert_eq!(range_within(&ByteRange::Suffix(20), 0), None);
+        assert_eq!(range_within(&ByteRange::Suffix(20), 100), Some((80, 100)));
+        assert_eq!(
+            range_within(&ByteRange::FromStart(u64::MAX, Some(2)), 10),
+            None
+        );
+        assert_eq!(range_within(&ByteRange::FromStart(11, None), 10), None);
+        assert_eq!(
+            range_within(&ByteRange::FromStart(2, Some(3)), 10),
+            Some((2, 5))
+        );
+        assert_eq!(describe_range(&ByteRange::Suffix(20)), "the last 20 bytes");
     }
 }

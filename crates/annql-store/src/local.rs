@@ -16,7 +16,7 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::ReadLimit;
+use crate::limits::{ReadLimit, describe_range, range_within};
 
 /// What a non-regular file is, for errors.
 fn kind_of(file_type: std::fs::FileType) -> &'static str {
@@ -57,19 +57,6 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
         });
     }
     Ok(file)
-}
-
-/// A byte range's `start..end` within a value of `len` bytes, or None when it reaches outside.
-/// zarrs' own `ByteRange::start` subtracts a suffix's length from `len` unchecked: a panic in
-/// debug builds (a wrapped offset in release) for a suffix longer than the value, which is what
-/// reading a shard's index from an empty or truncated shard asks for.
-pub(crate) fn range_bounds(range: &ByteRange, len: u64) -> Option<(u64, u64)> {
-    let (start, end) = match *range {
-        ByteRange::FromStart(offset, None) => (offset, len),
-        ByteRange::FromStart(offset, Some(n)) => (offset, offset.checked_add(n)?),
-        ByteRange::Suffix(n) => (len.checked_sub(n)?, len),
-    };
-    (start <= end && end <= len).then_some((start, end))
 }
 
 /// Refuses anything but a directory or a regular file at `path` (following symlinks), by `stat`
@@ -139,10 +126,11 @@ impl ReadableStorageTraits for DirStorage {
         };
         let mut out = Vec::new();
         for range in byte_ranges {
-            let Some((start, end)) = range_bounds(&range, len) else {
+            let Some((start, end)) = range_within(&range, len) else {
                 return Err(StorageError::Other(format!(
-                    "{}: byte range {range} is outside the file's {len} bytes",
-                    path.display()
+                    "{}: the file holds {len} bytes, so {} of it cannot be read",
+                    path.display(),
+                    describe_range(&range)
                 )));
             };
             let n = end - start;
@@ -195,22 +183,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn byte_ranges_outside_the_value_are_none_not_an_underflow() {
-        assert_eq!(range_bounds(&ByteRange::Suffix(20), 100), Some((80, 100)));
-        assert_eq!(range_bounds(&ByteRange::Suffix(20), 0), None);
-        assert_eq!(
-            range_bounds(&ByteRange::FromStart(10, None), 100),
-            Some((10, 100))
-        );
-        assert_eq!(range_bounds(&ByteRange::FromStart(90, Some(20)), 100), None);
-        assert_eq!(
-            range_bounds(&ByteRange::FromStart(u64::MAX, Some(2)), 100),
-            None
-        );
-        assert_eq!(range_bounds(&ByteRange::FromStart(101, None), 100), None);
-    }
 
     /// Runs `f` on another thread; a refusal that regresses into a block fails here, not hangs.
     fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

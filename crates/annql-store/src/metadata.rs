@@ -200,6 +200,39 @@ pub(crate) struct Hierarchy {
     pub format: ZarrFormat,
     pub consolidated: bool,
     pub nodes: BTreeMap<String, Node>,
+    /// Nodes below the root whose metadata could not be read, with why (see [`Damaged`]).
+    pub damaged: Damaged,
+}
+
+/// Node path to why its metadata could not be read (the error without the store's name). One
+/// element's unreadable metadata does not fail the store: the node stays in the tree as an empty
+/// group, and reading it raises the reason ([`crate::AnnDataStore::damage`]).
+pub(crate) type Damaged = BTreeMap<String, String>;
+
+/// Keeps node `path` whose metadata failed with `error` as an empty group, and why; the root's
+/// failure is the store's.
+fn keep_damaged(
+    store: &str,
+    path: &str,
+    error: Error,
+    nodes: &mut BTreeMap<String, Node>,
+    damaged: &mut Damaged,
+) -> Result<()> {
+    if path.is_empty() {
+        return Err(error);
+    }
+    let text = error.to_string();
+    let prefix = format!("{store}: ");
+    let reason = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+    damaged.insert(path.to_string(), reason);
+    nodes.insert(
+        path.to_string(),
+        Node {
+            attrs: Map::new(),
+            array: None,
+        },
+    );
+    Ok(())
 }
 
 /// Most nodes a hierarchy may have: bounds the work a hostile store can cause at open.
@@ -241,14 +274,18 @@ fn read_nodes(storage: &Storage, store: &str) -> Result<Hierarchy> {
                 key: ".zmetadata".into(),
                 reason: "no 'metadata' object".into(),
             })?;
+        let mut damaged = Damaged::new();
+        let nodes = nodes_from_v2_documents(store, meta, &mut damaged)?;
         return Ok(Hierarchy {
             format: ZarrFormat::V2,
             consolidated: true,
-            nodes: nodes_from_v2_documents(store, meta)?,
+            nodes,
+            damaged,
         });
     }
     if let Some(root) = get_json(storage, store, "zarr.json")? {
         let mut nodes = BTreeMap::new();
+        let mut damaged = Damaged::new();
         let consolidated = root
             .pointer("/consolidated_metadata/metadata")
             .and_then(Value::as_object)
@@ -258,21 +295,34 @@ fn read_nodes(storage: &Storage, store: &str) -> Result<Hierarchy> {
             Some(children) => {
                 for (path, doc) in children {
                     let key = format!("{path}/zarr.json");
-                    nodes.insert(
-                        path.trim_matches('/').to_string(),
-                        node_v3(store, &key, doc)?,
-                    );
+                    let path = path.trim_matches('/');
+                    match node_v3(store, &key, doc) {
+                        Ok(node) => {
+                            nodes.insert(path.to_string(), node);
+                        }
+                        Err(e) => keep_damaged(store, path, e, &mut nodes, &mut damaged)?,
+                    }
                 }
             }
-            None => walk(storage, store, ZarrFormat::V3, "", 0, &mut nodes)?,
+            None => walk(
+                storage,
+                store,
+                ZarrFormat::V3,
+                "",
+                0,
+                &mut nodes,
+                &mut damaged,
+            )?,
         }
         return Ok(Hierarchy {
             format: ZarrFormat::V3,
             consolidated: consolidated.is_some(),
             nodes,
+            damaged,
         });
     }
     let mut nodes = BTreeMap::new();
+    let mut damaged = Damaged::new();
     let root = node_v2(storage, store, "")?.ok_or_else(|| Error::NotAnnData {
         store: store.into(),
         reason: "not a zarr store: no zarr.json, .zmetadata, .zgroup or .zarray at its root".into(),
@@ -280,12 +330,21 @@ fn read_nodes(storage: &Storage, store: &str) -> Result<Hierarchy> {
     let is_group = root.array.is_none();
     nodes.insert(String::new(), root);
     if is_group {
-        walk(storage, store, ZarrFormat::V2, "", 0, &mut nodes)?;
+        walk(
+            storage,
+            store,
+            ZarrFormat::V2,
+            "",
+            0,
+            &mut nodes,
+            &mut damaged,
+        )?;
     }
     Ok(Hierarchy {
         format: ZarrFormat::V2,
         consolidated: false,
         nodes,
+        damaged,
     })
 }
 
@@ -368,6 +427,7 @@ fn array_v2(store: &str, key: &str, doc: &Value) -> Result<ArrayMeta> {
 fn nodes_from_v2_documents(
     store: &str,
     meta: &Map<String, Value>,
+    damaged: &mut Damaged,
 ) -> Result<BTreeMap<String, Node>> {
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     // Attributes alone do not make a node: a path needs a `.zgroup` or `.zarray` to exist.
@@ -391,13 +451,15 @@ fn nodes_from_v2_documents(
             ".zgroup" => {
                 nodes.entry(dir.to_string()).or_insert_with(entry);
             }
-            ".zarray" => {
-                let array = array_v2(store, key, doc)?;
-                nodes.entry(dir.to_string()).or_insert_with(entry).array = Some(array);
-            }
-            ".zattrs" if exists(dir) => {
-                let attrs = attrs_v2(store, key, doc.clone())?;
-                nodes.entry(dir.to_string()).or_insert_with(entry).attrs = attrs;
+            ".zarray" if !damaged.contains_key(dir) => match array_v2(store, key, doc) {
+                Ok(array) => nodes.entry(dir.to_string()).or_insert_with(entry).array = Some(array),
+                Err(e) => keep_damaged(store, dir, e, &mut nodes, damaged)?,
+            },
+            ".zattrs" if exists(dir) && !damaged.contains_key(dir) => {
+                match attrs_v2(store, key, doc.clone()) {
+                    Ok(attrs) => nodes.entry(dir.to_string()).or_insert_with(entry).attrs = attrs,
+                    Err(e) => keep_damaged(store, dir, e, &mut nodes, damaged)?,
+                }
             }
             _ => {}
         }
@@ -462,6 +524,7 @@ fn walk(
     path: &str,
     depth: usize,
     nodes: &mut BTreeMap<String, Node>,
+    damaged: &mut Damaged,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::NotAnnData {
@@ -495,22 +558,32 @@ fn walk(
     for child in listing.prefixes() {
         let child = child.as_str().trim_end_matches('/').to_string();
         let node = match format {
-            ZarrFormat::V2 => node_v2(storage, store, &child)?,
+            ZarrFormat::V2 => node_v2(storage, store, &child),
             ZarrFormat::V3 => {
                 let key = format!("{child}/zarr.json");
-                get_json(storage, store, &key)?
-                    .map(|doc| node_v3(store, &key, &doc))
-                    .transpose()?
+                get_json(storage, store, &key)
+                    .and_then(|doc| doc.map(|doc| node_v3(store, &key, &doc)).transpose())
             }
         };
-        let Some(node) = node else { continue };
+        let node = match node {
+            Ok(Some(node)) => node,
+            Ok(None) => continue,
+            // Not descended into: what lies below a node of unknown kind is not its elements.
+            Err(e) => {
+                keep_damaged(store, &child, e, nodes, damaged)?;
+                if nodes.len() > MAX_NODES {
+                    return Err(too_many(store));
+                }
+                continue;
+            }
+        };
         let is_group = node.array.is_none();
         nodes.insert(child.clone(), node);
         if nodes.len() > MAX_NODES {
             return Err(too_many(store));
         }
         if is_group {
-            walk(storage, store, format, &child, depth + 1, nodes)?;
+            walk(storage, store, format, &child, depth + 1, nodes, damaged)?;
         }
     }
     Ok(())
@@ -601,13 +674,47 @@ mod tests {
             "obs/.zgroup": {"zarr_format": 2},
             "obs/_index/.zarray": {"shape": [3], "dtype": "|O", "filters": [{"id": "vlen-utf8"}]},
         });
-        let nodes = nodes_from_v2_documents("s", meta.as_object().ok_or_else(|| too_many("s"))?)?;
+        let mut damaged = Damaged::new();
+        let nodes = nodes_from_v2_documents(
+            "s",
+            meta.as_object().ok_or_else(|| too_many("s"))?,
+            &mut damaged,
+        )?;
         assert_eq!(nodes.len(), 3);
         assert_eq!(nodes[""].attrs["encoding-type"], "anndata");
         assert_eq!(
             nodes["obs/_index"].array.as_ref().map(|a| a.dtype.clone()),
             Some(DType::String)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn one_unreadable_array_document_is_that_node_s_damage() -> Result<()> {
+        let meta = json!({
+            ".zgroup": {"zarr_format": 2},
+            "obs/.zgroup": {"zarr_format": 2},
+            "obs/a/.zarray": {"shape": [-5], "dtype": "<f4"},
+            "obs/b/.zarray": {"shape": [3], "dtype": "<f4"},
+        });
+        let mut damaged = Damaged::new();
+        let nodes = nodes_from_v2_documents(
+            "s",
+            meta.as_object().ok_or_else(|| too_many("s"))?,
+            &mut damaged,
+        )?;
+        assert!(nodes["obs/a"].array.is_none());
+        assert!(nodes["obs/b"].array.is_some());
+        assert_eq!(damaged.keys().collect::<Vec<_>>(), ["obs/a"]);
+        assert!(damaged["obs/a"].contains("'obs/a/.zarray'"), "{damaged:?}");
+        // The root's own damage is the store's.
+        let root = json!({".zgroup": {"zarr_format": 2}, ".zarray": {"shape": "x"}});
+        let whole = nodes_from_v2_documents(
+            "s",
+            root.as_object().ok_or_else(|| too_many("s"))?,
+            &mut Damaged::new(),
+        );
+        assert!(whole.is_err());
         Ok(())
     }
 }

@@ -149,7 +149,11 @@ impl AnnDataStore {
         let elements = match sharding {
             Some(codec) => {
                 let inner = shape_of(codec.pointer("/configuration/chunk_shape"))?;
-                self.check_alloc(path, "the shard index", bytes_of(outer.div_ceil(inner), 16))?;
+                self.check_alloc(
+                    path,
+                    "the index of a shard of the declared chunk shape",
+                    bytes_of(outer.div_ceil(inner), 16),
+                )?;
                 inner
             }
             None => outer,

@@ -17,8 +17,8 @@ use zarrs::storage::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::ReadLimit;
-use crate::local::{DirStorage, check_store_path, open_regular, range_bounds};
+use crate::limits::{ReadLimit, describe_range, range_within};
+use crate::local::{DirStorage, check_store_path, open_regular};
 
 /// A readable, listable store: what every backend provides.
 pub type Storage = Arc<dyn ReadableListableStorageTraits>;
@@ -44,6 +44,10 @@ pub fn open_local_within(path: &Path, limit: ReadLimit) -> Result<Storage> {
             source,
         })?;
     match &magic[..n.min(8)] {
+        [] => Err(Error::UnsupportedSource {
+            path: path.to_path_buf(),
+            reason: "the file is empty (0 bytes): neither a zip archive nor an HDF5 file".into(),
+        }),
         [b'P', b'K', ..] => Ok(Arc::new(ZipStorage::open(path, limit)?)),
         [0x89, b'H', b'D', b'F', ..] => Ok(Arc::new(crate::hdf5::Hdf5Storage::open(path)?)),
         // A user block moves the HDF5 signature to 512, 1024, ... bytes: trust the extension.
@@ -73,6 +77,9 @@ struct ZipMember {
     /// Whether a stored member's bytes have been checked against `crc32` (the zip crate checks
     /// compressed members as it inflates them; stored ones are sliced from the file past it).
     verified: AtomicBool,
+    /// Why the member cannot be read (its local header is damaged): reading it fails with this,
+    /// the rest of the archive still reads.
+    damage: Option<String>,
 }
 
 /// Bytes hashed per positional read when a stored member is checked before a partial read.
@@ -105,19 +112,37 @@ impl ZipStorage {
         let mut archive = zip::ZipArchive::new(open(path)?).map_err(zip_err)?;
         let mut all = BTreeMap::new();
         for index in 0..archive.len() {
-            let member = archive.by_index_raw(index).map_err(zip_err)?;
-            if member.is_dir() {
+            // The central directory names every member; the zip crate reads a member's local
+            // header (where its data starts) here too. A damaged one fails that member only.
+            let name = archive.name_for_index(index).map(str::to_string);
+            let entry = match archive.by_index_raw(index) {
+                Ok(member) if member.is_dir() => continue,
+                Ok(member) => ZipMember {
+                    index,
+                    data_start: member.data_start(),
+                    size: member.size(),
+                    stored: member.compression() == zip::CompressionMethod::Stored,
+                    crc32: member.crc32(),
+                    verified: AtomicBool::new(false),
+                    damage: None,
+                },
+                Err(e) => ZipMember {
+                    index,
+                    data_start: 0,
+                    size: 0,
+                    stored: true,
+                    crc32: 0,
+                    verified: AtomicBool::new(false),
+                    damage: Some(format!("its local header is damaged: {e}")),
+                },
+            };
+            let Some(name) = name else {
+                return Err(zip_err(zip::result::ZipError::FileNotFound));
+            };
+            if name.ends_with('/') {
                 continue;
             }
-            let entry = ZipMember {
-                index,
-                data_start: member.data_start(),
-                size: member.size(),
-                stored: member.compression() == zip::CompressionMethod::Stored,
-                crc32: member.crc32(),
-                verified: AtomicBool::new(false),
-            };
-            all.insert(member.name().to_string(), entry);
+            all.insert(name, entry);
         }
         let root = Self::find_root(&all).ok_or_else(|| Error::UnsupportedSource {
             path: path.to_path_buf(),
@@ -289,23 +314,8 @@ impl ReadableStorageTraits for ZipStorage {
         let Some(member) = self.members.get(key.as_str()) else {
             return Ok(None);
         };
-        // A stored member is read by the size its directory entry declares: it must lie within the
-        // archive, or a damaged entry would allocate what it claims (fuzz: 4 GiB).
-        if member.stored {
-            let file_len = self.file.metadata().map_err(StorageError::from)?.len();
-            if member
-                .data_start
-                .checked_add(member.size)
-                .is_none_or(|end| end > file_len)
-            {
-                return Err(StorageError::Other(format!(
-                    "{}: member '{key}' is damaged: it declares {} bytes from offset {}, past the \
-                     archive's end at {file_len}",
-                    self.path.display(),
-                    member.size,
-                    member.data_start
-                )));
-            }
+        if let Some(damage) = &member.damage {
+            return Err(self.member_error(key, damage));
         }
         // Uncompressed members are sliced from the file directly; compressed ones are inflated once.
         let inflated = if member.stored {
@@ -316,16 +326,17 @@ impl ReadableStorageTraits for ZipStorage {
         // A compressed member's ranges are taken from what it inflated to, which a damaged
         // archive can make differ from the size its directory declares.
         let len = inflated.as_ref().map_or(member.size, |b| b.len() as u64);
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for range in byte_ranges {
-            let Some(bounds) = range_bounds(&range, len) else {
-                return Err(StorageError::Other(format!(
-                    "{}: byte range {range} is outside member '{key}' of {len} bytes",
-                    self.path.display()
-                )));
-            };
-            ranges.push(bounds);
-        }
+        let ranges = byte_ranges
+            .map(|r| {
+                range_within(&r, len).ok_or_else(|| {
+                    StorageError::Other(format!(
+                        "{}: member '{key}' holds {len} bytes, so {} of it cannot be read",
+                        self.path.display(),
+                        describe_range(&r)
+                    ))
+                })
+            })
+            .collect::<Result<Vec<(u64, u64)>, StorageError>>()?;
         let out: Vec<Result<Bytes, StorageError>> = match inflated {
             Some(bytes) => ranges
                 .iter()
@@ -353,7 +364,13 @@ impl ReadableStorageTraits for ZipStorage {
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
-        Ok(self.members.get(key.as_str()).map(|m| m.size))
+        match self.members.get(key.as_str()) {
+            Some(ZipMember {
+                damage: Some(damage),
+                ..
+            }) => Err(self.member_error(key, damage)),
+            member => Ok(member.map(|m| m.size)),
+        }
     }
 
     fn supports_get_partial(&self) -> bool {

@@ -9,7 +9,7 @@ use arrow::array::ArrayRef;
 use crate::element::{Element, Encoding, build_tree};
 use crate::error::{Error, Result};
 use crate::limits::{ChunkGuard, ReadLimit};
-use crate::metadata::{ArrayMeta, Node, ZarrFormat, read_hierarchy};
+use crate::metadata::{ArrayMeta, Damaged, Node, ZarrFormat, read_hierarchy};
 use crate::object::{FetchStats, ObjectStorage, StorageOptions, is_remote};
 use crate::read::ZArray;
 use crate::storage::{ReadStats, Storage, open_local_within};
@@ -24,6 +24,7 @@ pub struct AnnDataStore {
     format: ZarrFormat,
     consolidated: bool,
     nodes: BTreeMap<String, Node>,
+    damaged: Damaged,
     root: Element,
     totals: Arc<ReadStats>,
     fetches: Option<Arc<FetchStats>>,
@@ -111,6 +112,7 @@ impl AnnDataStore {
             format: hierarchy.format,
             consolidated: hierarchy.consolidated,
             nodes,
+            damaged: hierarchy.damaged,
             root,
             totals: ReadStats::new_shared(),
             fetches: None,
@@ -193,9 +195,32 @@ impl AnnDataStore {
         &self.storage
     }
 
+    /// Why the metadata of the node at `path` (with `within`, of it or of any node below it)
+    /// could not be read at open, as that element's error; None when it was read. Such a node
+    /// is an empty group in the tree: whoever reads it asks here first.
+    pub fn damage(&self, path: &str, within: bool) -> Option<Error> {
+        let path = path.trim_matches('/');
+        let (at, reason) = if within {
+            let below = format!("{path}/");
+            self.damaged
+                .iter()
+                .find(|(p, _)| path.is_empty() || p.as_str() == path || p.starts_with(&below))?
+        } else {
+            self.damaged.get_key_value(path)?
+        };
+        Some(Error::Malformed {
+            store: self.name.clone(),
+            path: at.clone(),
+            reason: format!("its metadata cannot be read: {reason}"),
+        })
+    }
+
     /// Shape and dtype of the array node at `path`.
     pub fn array_meta(&self, path: &str) -> Result<&ArrayMeta> {
         let path = path.trim_start_matches('/');
+        if let Some(e) = self.damage(path, false) {
+            return Err(e);
+        }
         match self.nodes.get(path) {
             Some(Node { array: Some(a), .. }) => Ok(a),
             Some(_) => Err(self.malformed(path, "expected an array, found a group")),

@@ -27,18 +27,6 @@ pub struct Case {
 /// Cases whose promise annql does not keep yet, with why and whose area the fix is in; they run,
 /// their outcome is listed, and one that starts passing fails the suite until it leaves the list.
 pub const KNOWN_GAPS: &[(&str, &str)] = &[
-    ("v2 array metadata not JSON", EAGER_METADATA),
-    ("v2 dataframe attributes not JSON", EAGER_METADATA),
-    ("v3 array zarr.json not JSON", EAGER_METADATA),
-    ("v2 X/data shape negative", EAGER_METADATA),
-    ("v3 X/data shape negative", EAGER_METADATA),
-    ("v2 array metadata empty", EAGER_METADATA),
-    ("v3 group zarr.json empty", EAGER_METADATA),
-    ("v2 directory for array metadata", EAGER_METADATA),
-    ("zip local header signature", EAGER_LOCAL_HEADERS),
-    ("zip v3 local header of a shard", EAGER_LOCAL_HEADERS),
-    ("zip v3 empty", EMPTY_FILE),
-    ("h5ad empty", EMPTY_FILE),
     ("h5ad column header version", EAGER_HDF5_TREE),
     ("h5ad X/indptr header size huge", EAGER_HDF5_TREE),
     ("h5ad column header message type", EAGER_HDF5_TREE),
@@ -46,13 +34,6 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
     ("h5ad obsm header garbage", EAGER_HDF5_TREE),
 ];
 
-const EAGER_METADATA: &str = "store (metadata.rs, read_hierarchy): one element's metadata \
-    that cannot be parsed fails the whole store at open instead of becoming that element's note";
-const EAGER_LOCAL_HEADERS: &str = "store (storage.rs, ZipStorage::open): every member's local \
-    header is read at open (data_start), so one damaged header fails the whole archive, \
-    without the member's name";
-const EMPTY_FILE: &str = "store (storage.rs, open_local): an empty file is reported as \
-    'invalid HDF5 magic bytes' or 'neither a zarr directory nor a zip archive', not as empty";
 const EAGER_HDF5_TREE: &str = "hdf5 (the fuzz helper's area): the element tree is read at \
     open, so one damaged object header fails the whole file, and the error names the parent \
     group and the child's name instead of the element's path";

@@ -36,13 +36,14 @@ use hdf5_reader::messages::filter_pipeline::FilterDescription;
 use hdf5_reader::messages::layout::{ChunkIndexing, DataLayout};
 use hdf5_reader::{Dataset, FilterRegistry, Hdf5File, OpenOptions};
 use serde_json::{Map, Value, json};
-use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{
     Bytes, ListableStorageTraits, MaybeBytesIterator, ReadableStorageTraits, StorageError,
     StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix, StorePrefixes,
 };
 
 use crate::error::{Error, Result};
+use crate::limits::{describe_range, range_within};
 pub(crate) use convert::vlen_utf8;
 use convert::{Values, attribute_json, fixed_string, zarr_dtype};
 
@@ -807,10 +808,11 @@ impl ReadableStorageTraits for Hdf5Storage {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        let out_of_range = |start: u64, end: u64, len: u64| {
+        let out_of_range = |range: &ByteRange, len: u64| {
             StorageError::Other(format!(
-                "{}: byte range {start}..{end} is outside '{key}' of {len} bytes",
-                self.path.display()
+                "{}: '{key}' holds {len} bytes, so {} of it cannot be read",
+                self.path.display(),
+                describe_range(range)
             ))
         };
         // Contiguous numbers: read just the bytes asked for, never the whole chunk.
@@ -820,10 +822,9 @@ impl ReadableStorageTraits for Hdf5Storage {
             let storage = array.dataset_storage();
             let out = byte_ranges
                 .map(|range| {
-                    let (start, end) = (range.start(len), range.end(len));
-                    if end > len || start > end {
-                        return Err(out_of_range(start, end, len));
-                    }
+                    let Some((start, end)) = range_within(&range, len) else {
+                        return Err(out_of_range(&range, len));
+                    };
                     let have = end.min(stored).saturating_sub(start);
                     let mut buf = if have > 0 {
                         storage
@@ -850,10 +851,9 @@ impl ReadableStorageTraits for Hdf5Storage {
         let len = value.len() as u64;
         let out = byte_ranges
             .map(|range| {
-                let (start, end) = (range.start(len), range.end(len));
-                if end > len || start > end {
-                    return Err(out_of_range(start, end, len));
-                }
+                let Some((start, end)) = range_within(&range, len) else {
+                    return Err(out_of_range(&range, len));
+                };
                 Ok(value.slice(start as usize..end as usize))
             })
             .collect::<Vec<_>>();

@@ -21,6 +21,7 @@ use zarrs::storage::{
 
 use super::records::{Kind, decode_number, decode_string};
 use crate::hdf5::vlen_utf8;
+use crate::limits::{describe_range, range_within};
 use crate::metadata::ArrayMeta;
 use crate::storage::Storage;
 
@@ -304,13 +305,13 @@ impl ReadableStorageTraits for LegacyStorage {
         let len = value.len() as u64;
         let out = byte_ranges
             .map(|range| {
-                let (start, end) = (range.start(len), range.end(len));
-                if end > len || start > end {
+                let Some((start, end)) = range_within(&range, len) else {
                     return Err(StorageError::Other(format!(
-                        "{}: byte range {start}..{end} is outside '{key}' of {len} bytes",
-                        self.name
+                        "{}: '{key}' holds {len} bytes, so {} of it cannot be read",
+                        self.name,
+                        describe_range(&range)
                     )));
-                }
+                };
                 Ok(value.slice(start as usize..end as usize))
             })
             .collect::<Vec<_>>();
