@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use zarrs::filesystem::FilesystemStore;
-use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
+use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{
     Bytes, ListableStorageTraits, MaybeBytesIterator, ReadableStorageTraits, StorageError,
     StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix,
