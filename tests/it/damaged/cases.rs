@@ -158,7 +158,7 @@ fn metadata() -> Vec<Case> {
         c("v3 categories huge", V3, vec![meta("obs/tissue/categories", Array("shape"), json!([HUGE]))], TISSUE, &["'/obs/tissue/categories'"], Some(CELL_TYPE)),
         c("h5ad categories huge", H5, vec![py("with h5py.File(P, 'a') as f:\n    g = f['obs/cell_type']\n    a = dict(g['categories'].attrs)\n    del g['categories']\n    d = g.create_dataset('categories', shape=(10**15), chunks=(1000), dtype=h5py.string_dtype())\n    d.attrs.update(a)")], CELL_TYPE, &["'/obs/cell_type/categories'"], Some(TISSUE)),
         c("v2 X/data chunk huge", V2, vec![meta("X/data", Array("chunks"), json!([HUGE]))], X_VALUES, &["'/X/data'", "chunk"], Some(LAYER)),
-        c("v3 X/data shard huge", V3, vec![meta("X/data", Array("chunk_grid"), json!({"name": "regular", "configuration": {"chunk_shape": [HUGE]}}))], X_VALUES, &["'/X/data'", "shard index", "read limit"], Some(LAYER)),
+        c("v3 X/data shard huge", V3, vec![meta("X/data", Array("chunk_grid"), json!({"name": "regular", "configuration": {"chunk_shape": [HUGE]}}))], X_VALUES, &["'/X/data'", "index of a shard", "read limit"], Some(LAYER)),
         c("v2 X/data chunk zero", V2, vec![meta("X/data", Array("chunks"), json!([0]))], X_VALUES, &["'/X/data'", "chunk"], Some(LAYER)),
         c("v2 X/indices shorter than data", V2, vec![meta("X/indices", Array("shape"), json!([719]))], X_COLUMNS, &["'/X'", "719", "720"], Some(LAYER)),
         c("v3 X/indices shorter than data", V3, vec![meta("X/indices", Array("shape"), json!([719]))], X_COLUMNS, &["'/X'", "719", "720"], Some(LAYER)),
