@@ -138,3 +138,18 @@ pub fn corpus_stores(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A tokio-postgres client of the annql server at `addr` (user `annql`, no TLS); its connection
+/// is driven on a spawned task.
+pub async fn pg_connect(
+    addr: std::net::SocketAddr,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let dsn = format!(
+        "host={} port={} user=annql dbname=annql",
+        addr.ip(),
+        addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}

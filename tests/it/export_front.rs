@@ -10,9 +10,9 @@ use annql::engine::AnnSession;
 use annql::engine::datafusion::arrow::array::{AsArray, RecordBatch};
 use annql::engine::datafusion::arrow::datatypes::Int64Type;
 use annql_server::{Dataset, Server, ServerConfig};
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
-use crate::common::{fixture, python};
+use crate::common::{fixture, pg_connect, python};
 
 /// What tiny holds that annql refuses to cut (an awkward array, a rec-array in uns): left out.
 const EXCLUDE: &str = "EXCLUDE 'obsm/awk, uns/rec'";
@@ -517,18 +517,7 @@ async fn serve(writable: Option<PathBuf>) -> std::net::SocketAddr {
 }
 
 async fn client(addr: std::net::SocketAddr) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user=annql dbname=annql",
-            addr.ip(),
-            addr.port()
-        ),
-        NoTls,
-    )
-    .await
-    .expect("connects");
-    tokio::spawn(connection);
-    client
+    pg_connect(addr).await.expect("connects")
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {

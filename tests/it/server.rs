@@ -16,7 +16,7 @@ use sqllogictest::{DBOutput, DefaultColumnType};
 use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::common::{fixture, python};
+use crate::common::{fixture, pg_connect, python};
 
 /// Starts a server over the fixtures (`tiny`, `chunky`) on a free loopback port, without auth.
 async fn start(tiny: &str, chunky: &str) -> SocketAddr {
@@ -200,20 +200,6 @@ fn extended_value(row: &tokio_postgres::Row, i: usize, ty: &Type) -> String {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user=annql dbname=annql",
-            addr.ip(),
-            addr.port()
-        ),
-        NoTls,
-    )
-    .await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
 /// The .slt records a read-only server can run: everything up to a `DETACH` (after it, the files
 /// check that the dataset is gone, which only the session that detached it can show). `ATTACH` of
 /// a dataset the server serves is run as a no-op by the driver below.
@@ -256,7 +242,7 @@ async fn slt_through_the_server() {
         for file in crate::slt::files() {
             let mut runner = sqllogictest::Runner::new(move || async move {
                 Ok::<_, PgError>(PgDb {
-                    client: connect(addr).await?,
+                    client: pg_connect(addr).await?,
                     protocol,
                 })
             });
@@ -275,7 +261,7 @@ async fn slt_through_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_sqlstates() {
     let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
-    let client = connect(addr).await.expect("connect");
+    let client = pg_connect(addr).await.expect("connect");
     for (sql, code) in [
         ("SELECT * FROM nope", "42P01"),
         ("SELEC 1", "42601"),
@@ -303,7 +289,7 @@ async fn errors_carry_sqlstates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameters_and_types() {
     let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
-    let client = connect(addr).await.expect("connect");
+    let client = pg_connect(addr).await.expect("connect");
     let total: i64 = client
         .query_one("SELECT count(*) FROM tiny.obs", &[])
         .await
@@ -378,7 +364,7 @@ fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_prepare_and_execute() {
     let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
-    let client = connect(addr).await.expect("connect");
+    let client = pg_connect(addr).await.expect("connect");
     let below = |n: i64| Some(tiny_cells_below(n).to_string());
 
     // The simple protocol, one statement per query string.
@@ -457,7 +443,7 @@ async fn sql_prepare_and_execute() {
         .simple_query("PREPARE mine AS SELECT 1")
         .await
         .expect("PREPARE");
-    let other = connect(addr).await.expect("connect");
+    let other = pg_connect(addr).await.expect("connect");
     let r = other.simple_query("EXECUTE mine").await;
     assert_eq!(sqlstate_of(&r).as_deref(), Some("26000"), "{r:?}");
 }
@@ -632,7 +618,7 @@ async fn malformed_frames_close_with_08p01() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.lines().count() >= 31, "{stdout}");
     // The server answers new connections afterwards.
-    let client = connect(addr).await.expect("connect after the abuse");
+    let client = pg_connect(addr).await.expect("connect after the abuse");
     client.simple_query("SELECT 1").await.expect("query");
 }
 

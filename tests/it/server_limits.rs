@@ -7,9 +7,9 @@ use std::process::Command;
 
 use annql_server::config::DEFAULT_QUERY_MEMORY;
 use annql_server::{Dataset, Server, ServerConfig};
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
-use crate::common::fixture;
+use crate::common::{fixture, pg_connect};
 
 /// A server over the `chunky` fixture on a free loopback port, without auth.
 async fn start(config: ServerConfig) -> SocketAddr {
@@ -30,18 +30,7 @@ async fn start(config: ServerConfig) -> SocketAddr {
 }
 
 async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user=annql dbname=annql",
-            addr.ip(),
-            addr.port()
-        ),
-        NoTls,
-    )
-    .await
-    .expect("connect");
-    tokio::spawn(connection);
-    client
+    pg_connect(addr).await.expect("connect")
 }
 
 /// The first column of every row of a simple query.
