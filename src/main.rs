@@ -41,8 +41,9 @@ mod serving {
         {
             return;
         }
-        let Ok(exe) = std::env::current_exe() else {
-            return;
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(error) => return log_failure(&error),
         };
         let error = std::process::Command::new(exe)
             .args(std::env::args_os().skip(1))
@@ -57,7 +58,7 @@ mod serving {
         // may not come back.
         #[allow(clippy::print_stderr)]
         {
-            eprintln!("annql: serving without the allocator settings (re-exec failed: {error})");
+            eprintln!("annql: serving without the allocator settings (cannot re-execute: {error})");
         }
     }
 }
