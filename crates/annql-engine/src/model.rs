@@ -16,6 +16,13 @@
 
 use annql_store::{Element, Encoding};
 
+/// The column of a cell's row number (0-based), in `obs` and every table with a cell axis.
+pub const OBS_ID: &str = "obs_id";
+/// The column of a gene's row number (0-based), in `var` and every table with a gene axis.
+pub const VAR_ID: &str = "var_id";
+/// The column of a matrix entry's value.
+pub const VALUE: &str = "value";
+
 /// Which axis a table's rows (or ids) refer to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Axis {
