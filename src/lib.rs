@@ -1,22 +1,26 @@
 //! annql: a lazy, out-of-core query engine for AnnData stores.
 //!
-//! This facade re-exports the crates a user of annql needs:
+//! This facade is the library a Rust program embeds; the `annql` command is the `annql-cli`
+//! package. The workspace's crates, in pipeline order (each depends only on those above it):
 //!
-//! - [`store`] (`annql-store`): opens zarr stores and reads ranges of their elements into Arrow,
-//!   reading only the chunks a read covers.
-//! - [`engine`] (`annql-engine`): AnnData stores as DataFusion tables, with pushdown into chunk reads.
-//! - [`lang`] (`annql-lang`): the pipeline language, lowered to the same plans as SQL; [`session`]
-//!   opens a session where SQL can also call pipelines as `aql('…')`.
+//! | crate | here as | job |
+//! |---|---|---|
+//! | `annql-store` | [`store`] | opens zarr v2/v3 (directories, zip, object storage) and `.h5ad` stores; reads ranges of their elements into Arrow, only the chunks a read covers |
+//! | `annql-write` | [`write`] | writes subsets and aggregates of a store as new AnnData stores (zarr v2/v3, `.h5ad`) |
+//! | `annql-engine` | [`engine`] | AnnData stores as DataFusion tables: pushdown into chunk reads, the fused aggregation, export by predicate |
+//! | `annql-syntax` | (through [`lang`]) | the pipeline language's grammar, AST and diagnostics |
+//! | `annql-lang` | [`lang`] | binds and lowers pipelines to the same plans as SQL; `aql('…')` in SQL |
+//! | `annql-server` | [`server`] (feature `server`) | `annql serve`: the PostgreSQL wire protocol over sessions |
+//! | `annql-cli` | (the `annql` command) | the REPL, batch runs, output formats, `export`, `serve` |
 //!
-//! - [`write`] (`annql-write`): subsets and aggregates of a store written as new AnnData stores
-//!   (zarr v2/v3, `.h5ad`); the engine's `export` module runs them from predicates.
+//! [`session`] opens a session with the language installed; [`open`] does the same from a
+//! [`SessionBuilder`].
 //!
-//! - [`server`] (`annql-server`): `annql serve`, the PostgreSQL wire protocol over sessions.
-//!
-//! Data flows one way: storage → engine → front-ends (CLI, server, language).
+#![doc = include_str!("../docs/architecture.md")]
 
 pub use annql_engine as engine;
 pub use annql_lang as lang;
+#[cfg(feature = "server")]
 pub use annql_server as server;
 pub use annql_store as store;
 pub use annql_write as write;

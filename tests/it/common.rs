@@ -19,16 +19,20 @@ pub const TINY_LAYOUTS: [&str; 9] = [
     "tiny.lzf.h5ad",
 ];
 
+/// The repository's root: the tests are annql-cli's (beside the binary they run), their files
+/// the repository's.
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
 /// A file under `tests/fixtures/data/`.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(crate::common::REPO)
         .join("tests/fixtures/data")
         .join(name)
 }
 
 /// The shared corpus of AnnData files written by many tools (`../shared/corpus/anndata-files`).
 pub fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/anndata-files")
+    Path::new(crate::common::REPO).join("../shared/corpus/anndata-files")
 }
 
 /// What anndata read back from a fixture (written by `tests/fixtures/make_fixtures.py`).
@@ -92,7 +96,7 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Value> {
 pub fn python() -> PathBuf {
     let path = std::env::var_os("ANNQL_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+        .unwrap_or_else(|| Path::new(crate::common::REPO).join(".venv/bin/python"));
     assert!(
         path.exists(),
         "no Python environment at {} (run `bash .ci/deps`, or set ANNQL_PYTHON)",

@@ -36,7 +36,7 @@ const REFUSED: &[(&str, &str, &str)] = &[
 
 /// The expected values, keyed by path relative to the corpus root.
 fn expected() -> BTreeMap<String, Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus.expected.json");
+    let path = Path::new(crate::common::REPO).join("tests/fixtures/corpus.expected.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (run tests/fixtures/make_corpus_expected.py)",

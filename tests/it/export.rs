@@ -228,7 +228,7 @@ async fn fixture_jobs() -> Vec<Job> {
 /// `uns["<column>_colors"]`: trimmed with the categories kept, deleted when their length does not
 /// match, and a column name shared by obs and var.
 fn colors_jobs(dir: &Path) -> Vec<Job> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_colors.py");
+    let script = Path::new(crate::common::REPO).join("tests/fixtures/make_colors.py");
     let made = Command::new(python())
         .arg(&script)
         .arg(dir)
@@ -266,7 +266,7 @@ fn colors_jobs(dir: &Path) -> Vec<Job> {
 fn corpus_jobs(skipped: &mut Vec<String>) -> Vec<Job> {
     let root = corpus_dir();
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus.expected.json"),
+        Path::new(crate::common::REPO).join("tests/fixtures/corpus.expected.json"),
     )
     .unwrap_or_else(|e| panic!("corpus.expected.json: {e}"));
     let expected: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -369,7 +369,7 @@ async fn exports_equal_anndata_subsets() {
     let manifest_path = dir.path().join("manifest.json");
     std::fs::write(&manifest_path, Value::Array(manifest.clone()).to_string())
         .unwrap_or_else(|e| panic!("{e}"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_export.py");
+    let script = Path::new(crate::common::REPO).join("tests/fixtures/check_export.py");
     let run = Command::new(python())
         .arg(&script)
         .arg(&manifest_path)

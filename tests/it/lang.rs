@@ -272,7 +272,7 @@ async fn joins_and_unions_across_datasets() {
 fn demo() -> AnnSession {
     let s = session();
     let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/pbmc68k_reduced.zarr");
+        std::path::Path::new(crate::common::REPO).join("examples/data/pbmc68k_reduced.zarr");
     s.attach("pbmc", path).unwrap_or_else(|e| panic!("{e}"));
     s
 }

@@ -151,7 +151,7 @@ impl Moto {
             port,
             _process: Running(child),
         };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/remote/s3_upload.py");
+        let script = Path::new(crate::common::REPO).join("tests/remote/s3_upload.py");
         let out = Command::new(python())
             .arg(script)
             .arg(moto.endpoint())
@@ -387,7 +387,7 @@ async fn server_faults_are_retried_then_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_bodies_are_errors() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/remote/truncating_server.py");
+    let script = Path::new(crate::common::REPO).join("tests/remote/truncating_server.py");
     let mut child = Command::new(python())
         .arg(script)
         .arg(fixture(""))

@@ -7,7 +7,7 @@ use crate::common::{fixture, python};
 
 #[test]
 fn repl_in_a_terminal() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/repl_pty.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/it/repl_pty.py");
     let dataset = format!("tiny={}", fixture("tiny.v2.zarr").display());
     let out = Command::new(python())
         .args([script, env!("CARGO_BIN_EXE_annql"), &dataset])

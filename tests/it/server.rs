@@ -574,7 +574,7 @@ async fn startup_without_a_user_is_refused() {
 
 #[test]
 fn real_clients() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(crate::common::REPO);
     let out = Command::new(python())
         .arg(root.join("tests/server/run_probes.py"))
         .args(["--annql", env!("CARGO_BIN_EXE_annql")])
@@ -603,7 +603,7 @@ fn real_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_close_with_08p01() {
     let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(crate::common::REPO);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python())
             .arg(root.join("tests/server/wire_abuse.py"))
@@ -628,7 +628,7 @@ async fn malformed_frames_close_with_08p01() {
 /// error, every answer right, RSS bounded and back within 100 MB of its start afterwards.
 #[test]
 fn soak_short() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(crate::common::REPO);
     let seconds = std::env::var("ANNQL_SOAK_SECONDS").unwrap_or_else(|_| "60".into());
     let out = Command::new(python())
         .arg(root.join("tests/server/soak.py"))

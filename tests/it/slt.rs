@@ -124,7 +124,7 @@ const LAYOUTS: [(&str, &str, &str); 5] = [
 ];
 
 pub fn files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let dir = Path::new(crate::common::REPO).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()

@@ -309,7 +309,7 @@ fn damaged_stores_fail_cleanly_naming_store_and_element() {
         slowest = &slowest[..slowest.len().min(5)]
     );
     if std::env::var_os("ANNQL_DAMAGED_TABLE").is_some() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/damaged.cases.md");
+        let path = Path::new(crate::common::REPO).join("tests/it/damaged.cases.md");
         std::fs::write(&path, table(&cases, &outcomes)).unwrap_or_else(|e| panic!("{e}"));
     }
     let mut failures = Vec::new();
