@@ -56,7 +56,10 @@ fn examples_run() {
 /// The `.aql` example file runs on the demo and gives the language reference's answers.
 #[test]
 fn aql_example_file_runs() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/queries/dotplot.aql");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/queries/dotplot.aql"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_annql"))
         .args(["run", "--format", "csv", file])
         .output()

@@ -271,8 +271,7 @@ async fn joins_and_unions_across_datasets() {
 /// The demo dataset (scanpy's PBMC 700 cells) attached as `pbmc`, as the CLI attaches it.
 fn demo() -> AnnSession {
     let s = session();
-    let path =
-        std::path::Path::new(crate::common::REPO).join("examples/data/pbmc68k_reduced.zarr");
+    let path = std::path::Path::new(crate::common::REPO).join("examples/data/pbmc68k_reduced.zarr");
     s.attach("pbmc", path).unwrap_or_else(|e| panic!("{e}"));
     s
 }
