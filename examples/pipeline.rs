@@ -3,6 +3,9 @@
 //!
 //! `cargo run --example pipeline`
 
+// An example prints its answers.
+#![allow(clippy::print_stdout)]
+
 use annql::engine::datafusion::arrow::util::pretty::pretty_format_batches;
 
 const DEMO: &str = concat!(

@@ -2,6 +2,9 @@
 //!
 //! `cargo run --example quickstart`
 
+// An example prints its answers.
+#![allow(clippy::print_stdout)]
+
 use annql::engine::AnnSession;
 use annql::engine::datafusion::arrow::util::pretty::pretty_format_batches;
 

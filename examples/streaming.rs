@@ -2,6 +2,9 @@
 //!
 //! `cargo run --example streaming`
 
+// An example prints its answers.
+#![allow(clippy::print_stdout)]
+
 use annql::engine::AnnSession;
 use futures::StreamExt;
 

@@ -5,6 +5,9 @@
 //!
 //! `cargo run --example subset_matrix`
 
+// An example prints its answers.
+#![allow(clippy::print_stdout)]
+
 use annql::engine::AnnSession;
 use annql::engine::sprs::CsMat;
 

@@ -1,5 +1,9 @@
 //! annql's integration tests, in one binary to keep link time down.
 
+// Tests report what they measured and why they failed on stderr, and unwrap where a panic is
+// the failure they mean.
+#![allow(clippy::print_stderr, clippy::print_stdout, clippy::unwrap_used)]
+
 mod aggregate_export;
 mod cli;
 mod cli_stream;
