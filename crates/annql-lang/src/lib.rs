@@ -22,6 +22,8 @@ pub mod catalog;
 pub mod embed;
 /// Diagnostics and the error type.
 pub mod error;
+/// The bound IR: what `bind` produces and `lower` consumes.
+pub mod ir;
 /// `lower`: blocks → SQL AST.
 pub mod lower;
 /// Language `where` expressions as SQL predicates over obs/var.
@@ -35,10 +37,11 @@ pub mod write;
 pub use annql_syntax::{ast, parse, split_programs};
 
 pub use ast::{Pipeline, Span};
-pub use bind::{Bound, bind};
+pub use bind::bind;
 pub use catalog::Catalog;
 pub use embed::{AqlTableFunction, install};
 pub use error::{Diagnostic, Diagnostics, Error, Result};
+pub use ir::Bound;
 pub use lower::lower;
 pub use predicate::where_to_sql;
 pub use run::{plan, query, to_sql};

@@ -19,11 +19,11 @@ use annql_engine::datafusion::sql::unparser::ast::{
 };
 
 use crate::ast::{BinaryOp, Literal, Test, UnaryOp};
-use crate::bind::{
+use crate::error::{Error, Result};
+use crate::ir::{
     AggFn, BExpr, Block, Bound, CellFn, ColRef, Columns, Combine, GeneJoin, Genes, Layout,
     MatrixRef,
 };
-use crate::error::{Error, Result};
 
 /// Lowers a bound pipeline to one SQL query statement.
 pub fn lower(bound: &Bound) -> Result<Statement> {
@@ -835,7 +835,7 @@ fn item(e: sql::Expr, name: &str) -> SelectItem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bind::{Block, Named};
+    use crate::ir::{Block, Named};
 
     /// A gene predicate (`X[pred]`) lowering cannot express: `in` as a plain operator.
     fn unlowerable_selection() -> MatrixRef {
