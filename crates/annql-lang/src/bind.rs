@@ -13,16 +13,20 @@ use crate::catalog::{Catalog, Column, Dataset, Ty};
 use crate::error::{Diagnostic, Diagnostics, did_you_mean};
 use crate::ir::{BExpr, Bound, MatrixRef};
 
-/// The block being built, and how it is closed into an IR block.
-mod block;
-/// `join` and `union`: their keys and the combined columns.
-mod combine;
-/// Expressions: operators, calls, names (columns, matrices, genes, embeddings).
-mod expr;
-/// How a closed block reads its matrices (cells, or cells × genes, and how entries are joined).
-mod layout;
 /// The stages of one pipeline, read top to bottom into blocks.
 mod stages;
+
+/// Expressions: operators, calls, names (columns, matrices, genes, embeddings).
+mod expr;
+
+/// The block being built, and how it is closed into an IR block.
+mod block;
+
+/// How a closed block reads its matrices (cells, or cells × genes, and how entries are joined).
+mod layout;
+
+/// `join` and `union`: their keys and the combined columns.
+mod combine;
 
 /// Resolves `pipeline` against `catalog`.
 pub fn bind(source: &str, pipeline: &Pipeline, catalog: &Catalog) -> Result<Bound, Diagnostics> {

@@ -13,12 +13,14 @@ use crate::catalog::Ty;
 use crate::error::Diagnostic;
 use crate::ir::{BExpr, visit};
 
-/// Function calls: scalar functions, group reductions, and per-cell reductions over genes.
-mod call;
-/// Matrices named in expressions and their gene selections.
-mod genes;
 /// Names: paths resolved to columns, genes, matrices and embeddings.
 mod names;
+
+/// Function calls: scalar functions, group reductions, and per-cell reductions over genes.
+mod call;
+
+/// Matrices named in expressions and their gene selections.
+mod genes;
 
 impl Binder<'_> {
     pub(super) fn bind_item(
