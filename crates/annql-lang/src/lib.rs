@@ -7,10 +7,10 @@
 //!
 //! [`query`] runs one on an [`AnnSession`](annql_engine::AnnSession). The stages are functions:
 //! [`parse`] (text → [`Pipeline`], grammar in `grammar/annql.pest`) → [`bind`] (names resolved
-//! against a [`Catalog`] → [`Bound`], the [`ir`]) → [`lower`] (→ a SQL [`Statement`] that DataFusion's SQL
-//! planner plans exactly as it plans the same question written in SQL). Reference:
-//! `docs/language.md`. [`install`] adds the `aql('…')` table function, so SQL (and every client
-//! of SQL) can run pipelines.
+//! against a [`Catalog`] → [`Bound`], the [`ir`]) → [`lower`] (→ a SQL [`Statement`] that
+//! DataFusion's SQL planner plans exactly as it plans the same question written in SQL).
+//! Reference: `docs/language.md`. [`install`] adds the `aql('…')` table function, so SQL (and
+//! every client of SQL) can run pipelines.
 //!
 //! [`Statement`]: annql_engine::datafusion::sql::sqlparser::ast::Statement
 
