@@ -104,11 +104,13 @@ struct Binder<'a> {
 }
 
 impl Binder<'_> {
+    /// Records `d`; a null of unknown type stands in for the expression.
     fn err(&mut self, d: Diagnostic) -> (BExpr, Ty) {
         self.errors.push(d);
         (BExpr::Lit(Literal::Null), Ty::Unknown)
     }
 
+    /// Records an error at `span` when type `got` is not `want` (unknown and other types pass).
     fn check(&mut self, got: Ty, want: Ty, span: Span, what: &str) {
         if got != want
             && got != Ty::Unknown

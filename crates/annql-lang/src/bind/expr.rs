@@ -23,6 +23,7 @@ mod call;
 mod genes;
 
 impl Binder<'_> {
+    /// An item of `derive`/`select`/`group`/`agg`: its output name and bound expression.
     pub(super) fn bind_item(
         &mut self,
         item: &Item,
@@ -33,6 +34,7 @@ impl Binder<'_> {
         (item_name(self.source, item), e)
     }
 
+    /// The items of `agg`, each a reduction over the group; the group `keys` are in scope.
     pub(super) fn bind_aggs(
         &mut self,
         items: &[Item],
@@ -64,6 +66,7 @@ impl Binder<'_> {
             .collect()
     }
 
+    /// An expression and its coarse type.
     pub(super) fn bind_expr(&mut self, e: &Expr, st: &BlockState, ctx: Ctx) -> (BExpr, Ty) {
         match &e.kind {
             ExprKind::Lit(l) => {
@@ -105,6 +108,7 @@ impl Binder<'_> {
         }
     }
 
+    /// An infix operator; `in` takes a list or a range.
     fn bind_binary(
         &mut self,
         op: BinaryOp,
@@ -178,6 +182,7 @@ impl Binder<'_> {
         (BExpr::Binary(op, Box::new(lx), Box::new(rx)), ty)
     }
 
+    /// The value of `e` if it names a `let` constant, else `e`.
     pub(super) fn resolve_let<'e>(&self, e: &'e Expr) -> Cow<'e, Expr> {
         if let ExprKind::Path(p) = &e.kind
             && p.len() == 1

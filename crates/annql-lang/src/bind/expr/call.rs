@@ -7,7 +7,7 @@ use crate::bind::block::BlockState;
 use crate::bind::{Binder, Ctx};
 use crate::catalog::Ty;
 use crate::error::{Diagnostic, did_you_mean};
-use crate::ir::{AggFn, BExpr, CellFn, Genes};
+use crate::ir::{AggFn, BExpr, CellFn, Genes, MatrixRef};
 
 /// Scalar functions: name in the language, SQL name, argument types, result type.
 const FUNCTIONS: &[(&str, &str, &[Ty], Ty)] = &[
@@ -53,6 +53,7 @@ fn agg_fn(name: &str) -> Option<AggFn> {
 }
 
 impl Binder<'_> {
+    /// A call: a reduction over the group (in `agg`), over a cell's genes, or a scalar function.
     pub(super) fn bind_call(
         &mut self,
         name: &Name,
@@ -78,32 +79,7 @@ impl Binder<'_> {
                         args[0].span,
                     ));
                 }
-                return match f {
-                    AggFn::Sum => (BExpr::Reduce(CellFn::Sum, m), Ty::Num),
-                    AggFn::Nnz => (BExpr::Reduce(CellFn::Nnz, m), Ty::Num),
-                    _ => {
-                        let n = match &m.genes {
-                            Genes::All => self.dataset.genes.get(&m.var_table).map(Vec::len),
-                            Genes::Names(n) => Some(n.len()),
-                            Genes::Ids(i) => Some(i.len()),
-                            Genes::Where(_) => None,
-                        };
-                        match n {
-                            Some(n) => (
-                                BExpr::Binary(
-                                    BinaryOp::Div,
-                                    Box::new(BExpr::Reduce(CellFn::Sum, m)),
-                                    Box::new(BExpr::Lit(Literal::Float(format!("{n}.0")))),
-                                ),
-                                Ty::Num,
-                            ),
-                            None => self.err(Diagnostic::new(
-                                "the per-cell mean over genes chosen by a predicate is not supported yet",
-                                span,
-                            ).with_hint("use sum(…) / n, or name the genes")),
-                        }
-                    }
-                };
+                return self.cell_reduction(f, m, span);
             }
             if ctx != Ctx::AggTop {
                 let msg = if ctx == Ctx::InAgg {
@@ -202,5 +178,37 @@ impl Binder<'_> {
             );
         }
         (BExpr::Func((*sql).into(), bound), *ret)
+    }
+
+    /// `sum`, `nnz` or `mean` of matrix `m` per cell: a reduction over its genes (`mean` is the
+    /// sum over the number of genes selected, which a predicate leaves unknown: an error at
+    /// `span`).
+    fn cell_reduction(&mut self, f: AggFn, m: MatrixRef, span: Span) -> (BExpr, Ty) {
+        match f {
+            AggFn::Sum => (BExpr::Reduce(CellFn::Sum, m), Ty::Num),
+            AggFn::Nnz => (BExpr::Reduce(CellFn::Nnz, m), Ty::Num),
+            _ => {
+                let n = match &m.genes {
+                    Genes::All => self.dataset.genes.get(&m.var_table).map(Vec::len),
+                    Genes::Names(n) => Some(n.len()),
+                    Genes::Ids(i) => Some(i.len()),
+                    Genes::Where(_) => None,
+                };
+                match n {
+                    Some(n) => (
+                        BExpr::Binary(
+                            BinaryOp::Div,
+                            Box::new(BExpr::Reduce(CellFn::Sum, m)),
+                            Box::new(BExpr::Lit(Literal::Float(format!("{n}.0")))),
+                        ),
+                        Ty::Num,
+                    ),
+                    None => self.err(Diagnostic::new(
+                        "the per-cell mean over genes chosen by a predicate is not supported yet",
+                        span,
+                    ).with_hint("use sum(…) / n, or name the genes")),
+                }
+            }
+        }
     }
 }

@@ -161,6 +161,8 @@ impl Binder<'_> {
         cols
     }
 
+    /// Whether `gene` is a gene of `var_table` (true when the catalog does not know its genes);
+    /// an error with a did-you-mean hint when not.
     fn check_gene(&mut self, var_table: &str, gene: &str, span: Span) -> bool {
         let Some(genes) = self.dataset.genes.get(var_table) else {
             return true;

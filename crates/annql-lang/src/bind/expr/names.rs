@@ -14,6 +14,8 @@ use crate::ir::{BExpr, ColRef};
 const MATRIX_ROOTS: &[&str] = &["X", "layers", "raw", "obsm", "obs", "var", "gene"];
 
 impl Binder<'_> {
+    /// A path, with its `[…]` selector if any: a derived or output column, a `let` constant, a
+    /// matrix value, a gene column, an embedding component, or a column of the input.
     pub(super) fn bind_path(
         &mut self,
         path: &[Name],
@@ -109,6 +111,7 @@ impl Binder<'_> {
         }
     }
 
+    /// A component of embedding `obsm.key`: `obsm.key[i]` or a dataframe column `obsm.key.col`.
     fn embedding(
         &mut self,
         key: &str,
@@ -155,6 +158,7 @@ impl Binder<'_> {
         }
     }
 
+    /// A visible column of the block's input.
     fn column(&mut self, col: &str, span: Span, st: &BlockState) -> (BExpr, Ty) {
         match st
             .input
@@ -171,6 +175,7 @@ impl Binder<'_> {
         }
     }
 
+    /// The error for a column not among `cols` of `table`, with a did-you-mean hint.
     fn unknown(&mut self, col: &str, span: Span, cols: &[Column], table: &str) -> (BExpr, Ty) {
         let mut candidates: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
         candidates.extend(self.lets.keys().map(String::as_str));
