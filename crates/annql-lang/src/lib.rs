@@ -7,38 +7,49 @@
 //!
 //! [`query`] runs one on an [`AnnSession`](annql_engine::AnnSession). The stages are functions:
 //! [`parse`] (text → [`Pipeline`], grammar in `grammar/annql.pest`) → [`bind`] (names resolved
-//! against a [`Catalog`] → [`Bound`]) → [`lower`] (→ a SQL [`Statement`] that DataFusion's SQL
-//! planner plans exactly as it plans the same question written in SQL). Reference:
-//! `docs/language.md`. [`install`] adds the `aql('…')` table function, so SQL (and every client
-//! of SQL) can run pipelines.
+//! against a [`Catalog`] → [`Bound`], the [`ir`]) → [`lower`] (→ a SQL [`Statement`] that
+//! DataFusion's SQL planner plans exactly as it plans the same question written in SQL).
+//! Reference: `docs/language.md`. [`install`] adds the `aql('…')` table function, so SQL (and
+//! every client of SQL) can run pipelines.
 //!
 //! [`Statement`]: annql_engine::datafusion::sql::sqlparser::ast::Statement
 
-/// `bind`: names, genes and types resolved; SQL-shaped blocks.
-pub mod bind;
 /// What binding knows of the attached datasets.
 pub mod catalog;
-/// Pipelines inside SQL: the `aql('…')` table function.
-pub mod embed;
-/// Diagnostics and the error type.
-pub mod error;
+
+/// `bind`: names, genes and types resolved; SQL-shaped blocks.
+pub mod bind;
+
+/// The bound IR: what `bind` produces and `lower` consumes.
+pub mod ir;
+
 /// `lower`: blocks → SQL AST.
 pub mod lower;
-/// Language `where` expressions as SQL predicates over obs/var.
-pub mod predicate;
+
 /// Running a pipeline on a session.
 pub mod run;
+
+/// Pipelines inside SQL: the `aql('…')` table function.
+pub mod embed;
+
+/// Language `where` expressions as SQL predicates over obs/var.
+pub mod predicate;
+
 /// `… | write "out.h5ad"`: a pipeline's cells written as a new AnnData store.
 pub mod write;
+
+/// Diagnostics and the error type.
+pub mod error;
 
 /// The syntax tree with spans, and `parse` (text → tree), from `annql-syntax`.
 pub use annql_syntax::{ast, parse, split_programs};
 
 pub use ast::{Pipeline, Span};
-pub use bind::{Bound, bind};
+pub use bind::bind;
 pub use catalog::Catalog;
 pub use embed::{AqlTableFunction, install};
 pub use error::{Diagnostic, Diagnostics, Error, Result};
+pub use ir::Bound;
 pub use lower::lower;
 pub use predicate::where_to_sql;
 pub use run::{plan, query, to_sql};

@@ -3,6 +3,7 @@
 //! language too.
 
 use annql_engine::AnnSession;
+use annql_engine::model::{OBS_ID, VAR_ID};
 use annql_engine::select::{SelectAxis, quote_ident};
 
 use crate::error::Result;
@@ -18,15 +19,14 @@ pub async fn where_to_sql(
     axis: SelectAxis,
     expr: &str,
 ) -> Result<String> {
-    let id = format!("{}_id", axis.name());
-    let from = match axis {
-        SelectAxis::Obs => dataset.to_string(),
-        SelectAxis::Var => format!("{dataset}.var"),
+    let (id, from) = match axis {
+        SelectAxis::Obs => (OBS_ID, dataset.to_string()),
+        SelectAxis::Var => (VAR_ID, format!("{dataset}.var")),
     };
     let sql = to_sql(
         session,
         &format!("from {from} | where {expr} | select {id}"),
     )
     .await?;
-    Ok(format!("{} IN ({sql})", quote_ident(&id)))
+    Ok(format!("{} IN ({sql})", quote_ident(id)))
 }

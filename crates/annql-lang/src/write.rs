@@ -7,6 +7,7 @@
 use annql_engine::AnnSession;
 use annql_engine::datafusion::dataframe::DataFrame;
 use annql_engine::export::{ExportChoices, ExportRequest, export_subset, summary_batch};
+use annql_engine::model::{OBS_ID, VAR_ID};
 
 use crate::ast::{
     BinaryOp, Expr, ExprKind, Item, Literal, Name, Pipeline, Source, Span, Stage, StageKind, Write,
@@ -72,7 +73,7 @@ pub async fn request(
             ..pipeline.clone()
         };
         Some(format!(
-            "obs_id IN (SELECT obs_id FROM ({}) AS kept)",
+            "{OBS_ID} IN (SELECT {OBS_ID} FROM ({}) AS kept)",
             lowered(ctx, source, &cells).await?
         ))
     };
@@ -96,7 +97,7 @@ pub async fn request(
                 span: pipeline.span,
             };
             Some(format!(
-                "var_id IN (SELECT var_id FROM ({}) AS kept)",
+                "{VAR_ID} IN (SELECT {VAR_ID} FROM ({}) AS kept)",
                 lowered(ctx, source, &genes_pipeline).await?
             ))
         }

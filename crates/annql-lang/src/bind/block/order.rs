@@ -4,7 +4,12 @@
 //! rewritten over its input. A key that is not an output column of the sorted block (dropped by
 //! a `select`, or an expression) travels as a hidden output column, left out of what users see.
 
-use super::{BExpr, Binder, BlockState, ColRef, Diagnostic, Span, Ty};
+use super::BlockState;
+use crate::ast::Span;
+use crate::bind::Binder;
+use crate::catalog::Ty;
+use crate::error::Diagnostic;
+use crate::ir::{BExpr, ColRef};
 
 /// The name of the hidden columns that carry sort keys from one block to the next.
 const HIDDEN_PREFIX: &str = "__sort_key_";
