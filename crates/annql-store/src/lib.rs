@@ -18,17 +18,22 @@ pub mod limits;
 
 /// Where bytes come from: directories, zip archives, and read accounting.
 pub mod storage;
+
 /// Local files opened without blocking: regular files only.
 mod local;
+
 /// Stores in object storage (HTTP, S3, GCS, Azure), with the shared chunk cache.
 pub mod object;
+
 /// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
 pub mod hdf5;
+
 /// A view of a store rooted at one node (arrays at paths zarrs refuses).
 mod rooted;
 
 /// Reading the zarr hierarchy (consolidated or walked) and array data types.
 pub mod metadata;
+
 /// Stores written before anndata 0.7, presented in the modern element tree.
 mod legacy;
 
