@@ -6,35 +6,49 @@
 //! chunks the range covers (through zarrs, in parallel), return Arrow arrays, and record what they
 //! touched in a [`ReadStats`].
 //!
-//! Stages: `open` ([`storage`], [`metadata`]) → `plan` ([`element`]) → `scan`/`decode` ([`read`]).
+//! Stages: `open` ([`storage`], [`object`], [`hdf5`] for where bytes come from; [`metadata`] for
+//! the hierarchy) → `plan` ([`element`]) → `scan`/`decode` ([`read`]), brought together by the
+//! opened [`store`].
+
+/// The error type.
+pub mod error;
+
+/// Read limits: what one read may allocate, checked before allocating; decompression bombs.
+pub mod limits;
+
+/// Where bytes come from: directories, zip archives, and read accounting.
+pub mod storage;
+
+/// Local files opened without blocking: regular files only.
+mod local;
+
+/// Stores in object storage (HTTP, S3, GCS, Azure), with the shared chunk cache.
+pub mod object;
+
+/// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
+pub mod hdf5;
+
+/// A view of a store rooted at one node (arrays at paths zarrs refuses).
+mod rooted;
+
+/// Reading the zarr hierarchy (consolidated or walked) and array data types.
+pub mod metadata;
+
+/// Stores written before anndata 0.7, presented in the modern element tree.
+mod legacy;
 
 /// The typed element tree of the AnnData spec.
 pub mod element;
-/// The error type.
-pub mod error;
+
+/// Range reads into Arrow.
+pub mod read;
+
+/// The opened store.
+pub mod store;
+
 /// Entry points for the fuzz targets and their corpus-replay tests (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing;
-/// HDF5 files (`.h5ad`, `.h5mu`) presented as zarr v2 stores.
-pub mod hdf5;
-/// Stores written before anndata 0.7, presented in the modern element tree.
-mod legacy;
-/// Read limits: what one read may allocate, checked before allocating; decompression bombs.
-pub mod limits;
-/// Local files opened without blocking: regular files only.
-mod local;
-/// Reading the zarr hierarchy (consolidated or walked) and array data types.
-pub mod metadata;
-/// Stores in object storage (HTTP, S3, GCS, Azure), with the shared chunk cache.
-pub mod object;
-/// Range reads into Arrow.
-pub mod read;
-/// A view of a store rooted at one node (arrays at paths zarrs refuses).
-mod rooted;
-/// Where bytes come from: directories, zip archives, and read accounting.
-pub mod storage;
-/// The opened store.
-pub mod store;
 
 pub use element::{Element, Encoding};
 pub use error::{Error, Result};

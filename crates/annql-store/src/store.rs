@@ -1,42 +1,32 @@
 //! [`AnnDataStore`]: an opened store — its element tree, its storage, and what reads cost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 
 use crate::element::{Element, Encoding, build_tree};
 use crate::error::{Error, Result};
-use crate::limits::{ChunkGuard, ReadLimit};
-use crate::metadata::{ArrayMeta, Damaged, Node, ZarrFormat, read_hierarchy};
+use crate::limits::ReadLimit;
+use crate::metadata::{ArrayMeta, ZarrFormat, read_hierarchy};
 use crate::object::{FetchStats, ObjectStorage, StorageOptions, is_remote};
-use crate::read::ZArray;
+use crate::read::{DenseBlock, Reader, SparseBlock, SparseCarry};
 use crate::storage::{ReadStats, Storage, open_local_within};
-
-/// A zarrs array opened once, with what its encoded chunks are checked for.
-pub(crate) type OpenedArray = (Arc<ZArray>, Arc<ChunkGuard>);
 
 /// An AnnData (or MuData) store opened lazily: metadata is read, no chunk is.
 pub struct AnnDataStore {
-    name: String,
-    storage: Storage,
+    /// The element tree, the storage and what reads need of them.
+    reader: Reader,
     format: ZarrFormat,
     consolidated: bool,
-    nodes: BTreeMap<String, Node>,
-    damaged: Damaged,
-    root: Element,
-    totals: Arc<ReadStats>,
     fetches: Option<Arc<FetchStats>>,
-    limit: ReadLimit,
-    arrays: Mutex<HashMap<String, OpenedArray>>,
-    categories: Mutex<HashMap<String, ArrayRef>>,
 }
 
 impl std::fmt::Debug for AnnDataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnnDataStore")
-            .field("name", &self.name)
+            .field("name", &self.reader.name())
             .field("format", &self.format)
             .field("consolidated", &self.consolidated)
             .finish_non_exhaustive()
@@ -80,8 +70,8 @@ impl AnnDataStore {
             log::warn!(
                 "{}: no consolidated metadata, so opening read {} metadata documents one by one \
                  ({} requests); consolidate it (zarr.consolidate_metadata) to open in one",
-                store.name,
-                store.nodes.len(),
+                store.name(),
+                store.reader.node_count(),
                 fetches.requests()
             );
         }
@@ -107,24 +97,17 @@ impl AnnDataStore {
         let (storage, nodes) = crate::legacy::modernize(storage, &name, hierarchy.nodes)?;
         let root = build_tree(&name, &nodes)?;
         Ok(Self {
-            name,
-            storage,
+            reader: Reader::new(name, storage, nodes, hierarchy.damaged, root, limit),
             format: hierarchy.format,
             consolidated: hierarchy.consolidated,
-            nodes,
-            damaged: hierarchy.damaged,
-            root,
-            totals: ReadStats::new_shared(),
             fetches: None,
-            limit,
-            arrays: Mutex::default(),
-            categories: Mutex::default(),
         })
     }
 
     /// How the store is referred to in messages (its path or URL).
+    #[inline]
     pub fn name(&self) -> &str {
-        &self.name
+        self.reader.name()
     }
 
     /// Zarr format 2 or 3.
@@ -138,15 +121,16 @@ impl AnnDataStore {
     }
 
     /// The root element (`anndata` or `MuData`).
+    #[inline]
     pub fn root(&self) -> &Element {
-        &self.root
+        self.reader.root()
     }
 
     /// The AnnData objects in the store: the root, or each `mod/<name>` of a MuData store.
     pub fn anndatas(&self) -> Vec<&Element> {
-        match self.root.encoding {
-            Encoding::MuData => self
-                .root
+        let root = self.root();
+        match root.encoding {
+            Encoding::MuData => root
                 .child("mod")
                 .map(|m| {
                     m.children
@@ -156,21 +140,20 @@ impl AnnDataStore {
                 })
                 // A MuData store without `mod` holds no AnnData objects.
                 .unwrap_or_default(),
-            _ => vec![&self.root],
+            _ => vec![root],
         }
     }
 
     /// The element at `path` (no leading slash needed).
+    #[inline]
     pub fn element(&self, path: &str) -> Result<&Element> {
-        self.root.find(path).ok_or_else(|| Error::NotFound {
-            store: self.name.clone(),
-            path: path.trim_start_matches('/').to_string(),
-        })
+        self.reader.element(path)
     }
 
     /// Running totals of every read made through this store.
+    #[inline]
     pub fn totals(&self) -> &Arc<ReadStats> {
-        &self.totals
+        self.reader.totals()
     }
 
     /// What a remote store fetched over the network (None for local stores).
@@ -179,81 +162,147 @@ impl AnnDataStore {
     }
 
     /// The most one read of this store may allocate.
+    #[inline]
     pub fn read_limit(&self) -> ReadLimit {
-        self.limit
+        self.reader.read_limit()
     }
 
     /// Refuses an allocation of `bytes` for `what` of the element at `path` above the read limit:
     /// for callers that size buffers from the store's declared shapes (the engine's block
     /// lists, id columns and lookup tables).
+    #[inline]
     pub fn check_alloc(&self, path: &str, what: &str, bytes: u64) -> Result<()> {
-        self.limit.check(&self.name, path, what, bytes)
+        self.reader.check_alloc(path, what, bytes)
     }
 
     /// The underlying storage.
+    #[inline]
     pub fn storage(&self) -> &Storage {
-        &self.storage
+        self.reader.storage()
     }
 
     /// Why the metadata of the node at `path` (with `within`, of it or of any node below it)
     /// could not be read at open, as that element's error; None when it was read. Such a node
     /// is an empty group in the tree: whoever reads it asks here first.
+    #[inline]
     pub fn damage(&self, path: &str, within: bool) -> Option<Error> {
-        let path = path.trim_matches('/');
-        let (at, reason) = if within {
-            let below = format!("{path}/");
-            self.damaged
-                .iter()
-                .find(|(p, _)| path.is_empty() || p.as_str() == path || p.starts_with(&below))?
-        } else {
-            self.damaged.get_key_value(path)?
-        };
-        Some(Error::Malformed {
-            store: self.name.clone(),
-            path: at.clone(),
-            reason: format!("its metadata cannot be read: {reason}"),
-        })
+        self.reader.damage(path, within)
     }
 
     /// Shape and dtype of the array node at `path`.
+    #[inline]
     pub fn array_meta(&self, path: &str) -> Result<&ArrayMeta> {
-        let path = path.trim_start_matches('/');
-        if let Some(e) = self.damage(path, false) {
-            return Err(e);
-        }
-        match self.nodes.get(path) {
-            Some(Node { array: Some(a), .. }) => Ok(a),
-            Some(_) => Err(self.malformed(path, "expected an array, found a group")),
-            None => Err(Error::Malformed {
-                store: self.name.clone(),
-                path: path.to_string(),
-                reason: "array is missing from the store".into(),
-            }),
-        }
+        self.reader.array_meta(path)
+    }
+}
+
+/// Reads by range (see [`crate::read`]): each decodes only the chunks its range covers.
+impl AnnDataStore {
+    /// Reads `rows` of a 1-D array (or the first axis of an n-d one) into an Arrow array.
+    #[inline]
+    pub fn read_array(
+        &self,
+        path: &str,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<ArrayRef> {
+        self.reader.read_array(path, rows, stats)
     }
 
-    pub(crate) fn arrays_cache(&self) -> &Mutex<HashMap<String, OpenedArray>> {
-        &self.arrays
+    /// Reads a range of an integer array as `u64`, refusing negative values (index arrays).
+    #[inline]
+    pub fn read_offsets(
+        &self,
+        path: &str,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Vec<u64>> {
+        self.reader.read_offsets(path, rows, stats)
     }
 
-    pub(crate) fn categories_cache(&self) -> &Mutex<HashMap<String, ArrayRef>> {
-        &self.categories
+    /// Reads the major-axis range `major` of a CSR (rows) or CSC (columns) matrix: the `indptr` slice,
+    /// then only the `indices`/`data` chunks it covers.
+    #[inline]
+    pub fn read_sparse(
+        &self,
+        path: &str,
+        major: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<SparseBlock> {
+        self.reader.read_sparse(path, major, stats)
     }
 
-    pub(crate) fn malformed(&self, path: &str, reason: &str) -> Error {
-        Error::Malformed {
-            store: self.name.clone(),
-            path: path.trim_start_matches('/').to_string(),
-            reason: reason.to_string(),
-        }
+    /// The chunk length shared by a sparse matrix's `indices` and `data`, if they are chunked
+    /// alike (what reads aligned to chunks need).
+    #[inline]
+    pub fn sparse_chunk_len(&self, path: &str) -> Option<u64> {
+        self.reader.sparse_chunk_len(path)
     }
 
-    pub(crate) fn unsupported(&self, path: &str, what: &str, reason: &str) -> Error {
-        Error::Unsupported {
-            store: self.name.clone(),
-            path: path.trim_start_matches('/').to_string(),
-            what: what.to_string(),
-            reason: reason.to_string(),
-        }
+    /// [`read_sparse`](Self::read_sparse) for a scan that reads blocks in order, as parts that
+    /// together cover `major` in order. The block's `indices`/`data` chunks are decoded one by one
+    /// (in parallel), each whole into its own buffer; a part is a run of rows within one chunk,
+    /// a slice of it without a copy, or a single row that crosses chunks, copied. The last
+    /// chunk, which the next block starts in, is kept in `carry`, so row blocks that share a
+    /// chunk decode it once.
+    #[inline]
+    pub fn read_sparse_parts(
+        &self,
+        path: &str,
+        major: Range<u64>,
+        carry: &mut SparseCarry,
+        stats: &Arc<ReadStats>,
+    ) -> Result<Vec<SparseBlock>> {
+        self.reader.read_sparse_parts(path, major, carry, stats)
+    }
+
+    /// Reads the stored entries `entries` of a CSR/CSC matrix whose whole `indptr` is given: the
+    /// rows (columns for CSC) they fall in, the first and last possibly in part. With `entries`
+    /// on chunk boundaries, every chunk of `indices`/`data` is decoded by exactly one such read,
+    /// where row ranges share the chunks at their edges.
+    #[inline]
+    pub fn read_sparse_entries(
+        &self,
+        path: &str,
+        entries: Range<u64>,
+        indptr: &[u64],
+        stats: &Arc<ReadStats>,
+    ) -> Result<SparseBlock> {
+        self.reader
+            .read_sparse_entries(path, entries, indptr, stats)
+    }
+
+    /// Stored entries in the major-axis range `major`, from `indptr` alone.
+    #[inline]
+    pub fn sparse_nnz(&self, path: &str, major: Range<u64>, stats: &Arc<ReadStats>) -> Result<u64> {
+        self.reader.sparse_nnz(path, major, stats)
+    }
+
+    /// (major, minor) lengths of a sparse matrix element, validated against its arrays.
+    #[inline]
+    pub fn sparse_dims(&self, element: &Element) -> Result<(u64, u64)> {
+        self.reader.sparse_dims(element)
+    }
+
+    /// Reads `rows` of a dense 2-D array, all columns, row-major.
+    #[inline]
+    pub fn read_dense_rows(
+        &self,
+        path: &str,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<DenseBlock> {
+        self.reader.read_dense_rows(path, rows, stats)
+    }
+
+    /// Reads `rows` of a dataframe column (any of the column encodings) into Arrow.
+    #[inline]
+    pub fn read_column(
+        &self,
+        column: &Element,
+        rows: Range<u64>,
+        stats: &Arc<ReadStats>,
+    ) -> Result<ArrayRef> {
+        self.reader.read_column(column, rows, stats)
     }
 }
