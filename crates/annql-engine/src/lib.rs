@@ -30,14 +30,20 @@ pub mod export_sql;
 mod fetch;
 /// The fused group-by over a matrix joined to obs/var.
 pub mod fused;
+/// The sparse-matrix reads of a table, for operators that read a matrix themselves.
+mod matrix_reads;
 /// Which tables a store exposes, and their names.
 pub mod model;
+/// The query planner: DataFusion's, with annql's extension planners.
+pub mod planner;
 /// Table and schema providers.
 pub mod provider;
 /// Filter classification and categorical predicates by code.
 pub mod pushdown;
 /// The scan operator.
 pub mod scan;
+/// Where work runs: blocking work off the async runtime, bounded parallel workers.
+mod schedule;
 /// Predicates over obs/var turned into the row ids they keep.
 pub mod select;
 /// The session: attach, detach, run SQL.

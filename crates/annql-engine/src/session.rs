@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::export::WritePolicy;
 use crate::export_sql::{execute_copy, parse_copy};
 use crate::fused::FusedAggregateRule;
-use crate::fused::exec::AnnQueryPlanner;
+use crate::planner::AnnQueryPlanner;
 use crate::provider::AnnDataSchemaProvider;
 use crate::scan::Progress;
 

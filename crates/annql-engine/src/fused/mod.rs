@@ -4,15 +4,22 @@
 //!
 //! Stages: [`rule`] recognises the plan shape and replaces the `Aggregate` with a
 //! [`FusedAggregateNode`]; [`exec`] plans and runs it ([`FusedAggregateExec`]): the obs side
-//! becomes a cell → group map, the var side a gene → slot map, and the matrix's row blocks are
-//! folded into per-thread group × slot accumulators ([`kernel`]) that merge at the end. Memory is
-//! O(groups × slots), never O(stored entries). Anything the rule does not match runs on
+//! becomes a cell → group map, the var side a gene → slot map (`grouping`); the matrix's blocks
+//! are folded by the strategy `fold` chooses into group × slot accumulators (`kernel`), per
+//! worker and merged, or shared in tiles; and the grid is read out as batches (`output`). Memory
+//! is O(groups × slots), never O(stored entries). Anything the rule does not match runs on
 //! DataFusion's own operators, with the same results.
 
-/// Execution: the physical operator and its planner.
+/// The physical operator and the extension planner that builds it.
 pub mod exec;
-/// The accumulators and the per-block loop.
-pub mod kernel;
+/// The fold strategies and their chooser.
+mod fold;
+/// Cells and genes mapped to groups and slots.
+mod grouping;
+/// The accumulators and the per-block loops.
+mod kernel;
+/// The grid read out as batches.
+mod output;
 /// The optimizer rule and the logical node.
 pub mod rule;
 

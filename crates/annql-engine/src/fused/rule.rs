@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, DFSchemaRef, JoinType, Result, ScalarValue};
+use datafusion::common::{Column, DFSchemaRef, JoinType, Result, ScalarValue, TableReference};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::{
     Aggregate, Expr, Extension, LogicalPlan, Operator, TableScan, UserDefinedLogicalNodeCore,
@@ -19,8 +19,8 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
 use super::{AggFunc, AggSpec, FusedSpec, KeySource, ValueFilter};
-use crate::decode::AnnTable;
-use crate::model::{Axis, TableKind};
+use crate::AnnTable;
+use crate::model::{Axis, OBS_ID, TableKind, VALUE, VAR_ID};
 use crate::provider::AnnDataTableProvider;
 
 /// The optimizer rule. Appended after DataFusion's own rules, so it sees scans with their
@@ -139,8 +139,8 @@ pub(crate) fn describe(spec: &FusedSpec) -> String {
         .map(|k| match k {
             KeySource::Obs(i) => format!("obs#{i}"),
             KeySource::Var(i) => format!("var#{i}"),
-            KeySource::MatrixRow => "obs_id".into(),
-            KeySource::MatrixCol => "var_id".into(),
+            KeySource::MatrixRow => OBS_ID.into(),
+            KeySource::MatrixCol => VAR_ID.into(),
         })
         .collect();
     let aggs: Vec<String> = spec
@@ -183,153 +183,23 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
     // common-subexpression elimination hoists out of aggregates) are seen through.
     let (input, through) = peel_projections(&agg.input)?;
     collect_leaves(input, &mut leaves)?;
-    // Exactly one matrix leaf; the others are obs and var frames of the same store.
-    let mut matrix = None;
-    let mut others = Vec::new();
-    for leaf in &leaves.all {
-        let (scan, table) = base_scan(leaf)?;
-        if matches!(table.def.kind, TableKind::Matrix { .. }) {
-            if matrix.is_some() || !is_plain_scan(leaf) {
-                return None;
-            }
-            matrix = Some((*leaf, scan, table));
-        } else {
-            others.push((*leaf, table));
-        }
-    }
-    let (m_leaf, m_scan, m_table) = matrix?;
-    // A matrix that cannot be read is left to its scan, which fails with the reason.
-    if m_table.unmapped.is_some() {
-        return None;
-    }
-    let TableKind::Matrix {
-        rows: Axis::Obs,
-        cols: Axis::Var,
-        dense,
-    } = m_table.def.kind
-    else {
-        return None;
-    };
-    // Not found or not sparse: the rule does not apply; the scan reports any error.
-    let element = m_table.store.element(&m_table.def.path).ok()?;
-    if element.encoding == annql_store::Encoding::Array {
-        return None;
-    }
-    let (n_obs, n_var) = m_table.store.sparse_dims(element).ok()?;
-    let (n_obs, n_var) = if m_table.column_major {
-        (n_var, n_obs)
-    } else {
-        (n_obs, n_var)
-    };
+    let (matrix, others) = matrix_leaf(&leaves)?;
+    let (dense, n_obs, n_var) = matrix_axes(&matrix.table)?;
     // Matrix scan filters: only on the id columns (gene or cell selections).
-    for f in &m_scan.filters {
+    for f in &matrix.scan.filters {
         let cols = f.column_refs();
-        if cols.is_empty()
-            || cols
-                .iter()
-                .any(|c| c.name != "obs_id" && c.name != "var_id")
-        {
+        if cols.is_empty() || cols.iter().any(|c| c.name != OBS_ID && c.name != VAR_ID) {
             return None;
         }
     }
-    // Each equi-join pairs a matrix id column with the id column of an obs or var frame.
-    let (mut obs_leaf, mut var_leaf) = (None, None);
-    for (l, r) in &leaves.on {
-        let (Expr::Column(l), Expr::Column(r)) = (l, r) else {
-            return None;
-        };
-        let (mcol, ocol) = if m_leaf.schema().has_column(l) {
-            (l, r)
-        } else {
-            (r, l)
-        };
-        let mname = trace(m_leaf, mcol)?;
-        let (other, table) = others
-            .iter()
-            .find(|(leaf, _)| leaf.schema().has_column(ocol))?;
-        let oname = trace(other, ocol)?;
-        let TableKind::Frame { axis, .. } = table.def.kind else {
-            return None;
-        };
-        if !Arc::ptr_eq(&table.store, &m_table.store) {
-            return None;
-        }
-        let idx = other.schema().index_of_column(ocol).ok()?;
-        match (mname.as_str(), oname.as_str(), axis) {
-            ("obs_id", "obs_id", Axis::Obs) if obs_leaf.is_none() && table.major_len == n_obs => {
-                obs_leaf = Some((*other, idx));
-            }
-            ("var_id", "var_id", Axis::Var) if var_leaf.is_none() && table.major_len == n_var => {
-                var_leaf = Some((*other, idx));
-            }
-            _ => return None,
-        }
-    }
+    let (obs_leaf, var_leaf) = join_sides(&leaves, &matrix, &others, n_obs, n_var)?;
     let joined = usize::from(obs_leaf.is_some()) + usize::from(var_leaf.is_some());
     if joined != others.len() {
         return None;
     }
-    // Group keys.
-    let mut keys = Vec::new();
-    for g in &agg.group_expr {
-        let g = see_through(g, &through)?;
-        let Expr::Column(c) = &g else {
-            return None;
-        };
-        let key = if let Some((leaf, _)) = obs_leaf.filter(|(l, _)| l.schema().has_column(c)) {
-            KeySource::Obs(leaf.schema().index_of_column(c).ok()?)
-        } else if let Some((leaf, _)) = var_leaf.filter(|(l, _)| l.schema().has_column(c)) {
-            KeySource::Var(leaf.schema().index_of_column(c).ok()?)
-        } else if m_leaf.schema().has_column(c) {
-            match trace(m_leaf, c)?.as_str() {
-                "obs_id" => KeySource::MatrixRow,
-                "var_id" => KeySource::MatrixCol,
-                _ => return None,
-            }
-        } else {
-            return None;
-        };
-        keys.push(key);
-    }
-    // Aggregates over the matrix's value.
-    let is_value = |e: &Expr| {
-        value_column(unalias(e)).is_some_and(|c| trace(m_leaf, c).as_deref() == Some("value"))
-    };
-    let mut aggs = Vec::new();
-    for a in &agg.aggr_expr {
-        let Expr::AggregateFunction(f) = unalias(a) else {
-            return None;
-        };
-        let p = &f.params;
-        if p.distinct || !p.order_by.is_empty() {
-            return None;
-        }
-        let func = AggFunc::from_name(f.func.name())?;
-        let args = p
-            .args
-            .iter()
-            .map(|a| see_through(a, &through))
-            .collect::<Option<Vec<_>>>()?;
-        match (func, args.as_slice()) {
-            (AggFunc::Count, [Expr::Literal(v, _)]) if !v.is_null() => {}
-            (_, [arg]) if is_value(arg) => {}
-            _ => return None,
-        }
-        let filter = match &p.filter {
-            None => None,
-            Some(e) => Some(value_filter(&see_through(e, &through)?, &is_value)?),
-        };
-        aggs.push(AggSpec { func, filter });
-    }
-    let (dataset, table) = match &m_scan.table_name {
-        datafusion::common::TableReference::Partial { schema, table } => {
-            (schema.to_string(), table.to_string())
-        }
-        datafusion::common::TableReference::Full { schema, table, .. } => {
-            (schema.to_string(), table.to_string())
-        }
-        datafusion::common::TableReference::Bare { table } => (String::new(), table.to_string()),
-    };
+    let keys = group_keys(agg, &through, &matrix, obs_leaf, var_leaf)?;
+    let aggs = aggregates(agg, &through, matrix.leaf)?;
+    let (dataset, table) = table_name(&matrix.scan.table_name);
     let mut inputs = Vec::new();
     let obs_key = obs_leaf.map(|(leaf, idx)| {
         inputs.push(leaf.clone());
@@ -340,7 +210,8 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
         idx
     });
     // Matrix filters are re-expressed on the bare table columns (qualifiers dropped).
-    let matrix_filters = m_scan
+    let matrix_filters = matrix
+        .scan
         .filters
         .iter()
         .map(|f| unqualify(f.clone()))
@@ -355,11 +226,186 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
             keys,
             aggs,
         },
-        matrix: m_table,
+        matrix: matrix.table,
         matrix_filters,
         inputs,
         schema: agg.schema.clone(),
     })
+}
+
+/// The matrix leaf of a join: the plan, its scan and its table.
+struct MatrixLeaf<'a> {
+    leaf: &'a LogicalPlan,
+    scan: &'a TableScan,
+    table: Arc<AnnTable>,
+}
+
+/// An obs or var side: its leaf, and the column of its id.
+type Side<'a> = Option<(&'a LogicalPlan, usize)>;
+
+/// The obs and var frames of a join, with their tables.
+type Others<'a> = Vec<(&'a LogicalPlan, Arc<AnnTable>)>;
+
+/// Exactly one matrix leaf, a plain scan; the other leaves (obs and var frames) with their
+/// tables.
+fn matrix_leaf<'a>(leaves: &Leaves<'a>) -> Option<(MatrixLeaf<'a>, Others<'a>)> {
+    let mut matrix = None;
+    let mut others = Vec::new();
+    for leaf in &leaves.all {
+        let (scan, table) = base_scan(leaf)?;
+        if matches!(table.def.kind, TableKind::Matrix { .. }) {
+            if matrix.is_some() || !is_plain_scan(leaf) {
+                return None;
+            }
+            matrix = Some(MatrixLeaf { leaf, scan, table });
+        } else {
+            others.push((*leaf, table));
+        }
+    }
+    Some((matrix?, others))
+}
+
+/// Whether the matrix is dense (`x_dense`), and its cells and genes: None unless it is a sparse
+/// cells × genes matrix that can be read.
+fn matrix_axes(table: &AnnTable) -> Option<(bool, u64, u64)> {
+    // A matrix that cannot be read is left to its scan, which fails with the reason.
+    if table.unmapped.is_some() {
+        return None;
+    }
+    let TableKind::Matrix {
+        rows: Axis::Obs,
+        cols: Axis::Var,
+        dense,
+    } = table.def.kind
+    else {
+        return None;
+    };
+    // Not found or not sparse: the rule does not apply; the scan reports any error.
+    if *table.stored_as().ok()? == annql_store::Encoding::Array {
+        return None;
+    }
+    let (n_obs, n_var) = table.matrix_shape().ok()?;
+    Some((dense, n_obs, n_var))
+}
+
+/// The obs and var sides: each equi-join pairs a matrix id column with the id column of an obs
+/// or var frame of the same store and length.
+fn join_sides<'a>(
+    leaves: &Leaves<'a>,
+    matrix: &MatrixLeaf<'a>,
+    others: &[(&'a LogicalPlan, Arc<AnnTable>)],
+    n_obs: u64,
+    n_var: u64,
+) -> Option<(Side<'a>, Side<'a>)> {
+    let (mut obs_leaf, mut var_leaf) = (None, None);
+    for (l, r) in &leaves.on {
+        let (Expr::Column(l), Expr::Column(r)) = (l, r) else {
+            return None;
+        };
+        let (mcol, ocol) = if matrix.leaf.schema().has_column(l) {
+            (l, r)
+        } else {
+            (r, l)
+        };
+        let mname = trace(matrix.leaf, mcol)?;
+        let (other, table) = others
+            .iter()
+            .find(|(leaf, _)| leaf.schema().has_column(ocol))?;
+        let oname = trace(other, ocol)?;
+        let TableKind::Frame { axis, .. } = table.def.kind else {
+            return None;
+        };
+        if !Arc::ptr_eq(&table.store, &matrix.table.store) {
+            return None;
+        }
+        let idx = other.schema().index_of_column(ocol).ok()?;
+        match (mname.as_str(), oname.as_str(), axis) {
+            (OBS_ID, OBS_ID, Axis::Obs) if obs_leaf.is_none() && table.major_len == n_obs => {
+                obs_leaf = Some((*other, idx));
+            }
+            (VAR_ID, VAR_ID, Axis::Var) if var_leaf.is_none() && table.major_len == n_var => {
+                var_leaf = Some((*other, idx));
+            }
+            _ => return None,
+        }
+    }
+    Some((obs_leaf, var_leaf))
+}
+
+/// Where each group key comes from: a column of the obs or var side, or a matrix id.
+fn group_keys(
+    agg: &Aggregate,
+    through: &Through,
+    matrix: &MatrixLeaf,
+    obs_leaf: Side,
+    var_leaf: Side,
+) -> Option<Vec<KeySource>> {
+    let mut keys = Vec::new();
+    for g in &agg.group_expr {
+        let g = see_through(g, through)?;
+        let Expr::Column(c) = &g else {
+            return None;
+        };
+        let key = if let Some((leaf, _)) = obs_leaf.filter(|(l, _)| l.schema().has_column(c)) {
+            KeySource::Obs(leaf.schema().index_of_column(c).ok()?)
+        } else if let Some((leaf, _)) = var_leaf.filter(|(l, _)| l.schema().has_column(c)) {
+            KeySource::Var(leaf.schema().index_of_column(c).ok()?)
+        } else if matrix.leaf.schema().has_column(c) {
+            match trace(matrix.leaf, c)?.as_str() {
+                OBS_ID => KeySource::MatrixRow,
+                VAR_ID => KeySource::MatrixCol,
+                _ => return None,
+            }
+        } else {
+            return None;
+        };
+        keys.push(key);
+    }
+    Some(keys)
+}
+
+/// The aggregates, each over the matrix's value (or `count` of a constant), with an optional
+/// `FILTER (WHERE value <op> constant)`.
+fn aggregates(agg: &Aggregate, through: &Through, m_leaf: &LogicalPlan) -> Option<Vec<AggSpec>> {
+    let is_value = |e: &Expr| {
+        value_column(unalias(e)).is_some_and(|c| trace(m_leaf, c).as_deref() == Some(VALUE))
+    };
+    let mut aggs = Vec::new();
+    for a in &agg.aggr_expr {
+        let Expr::AggregateFunction(f) = unalias(a) else {
+            return None;
+        };
+        let p = &f.params;
+        if p.distinct || !p.order_by.is_empty() {
+            return None;
+        }
+        let func = AggFunc::from_name(f.func.name())?;
+        let args = p
+            .args
+            .iter()
+            .map(|a| see_through(a, through))
+            .collect::<Option<Vec<_>>>()?;
+        match (func, args.as_slice()) {
+            (AggFunc::Count, [Expr::Literal(v, _)]) if !v.is_null() => {}
+            (_, [arg]) if is_value(arg) => {}
+            _ => return None,
+        }
+        let filter = match &p.filter {
+            None => None,
+            Some(e) => Some(value_filter(&see_through(e, through)?, &is_value)?),
+        };
+        aggs.push(AggSpec { func, filter });
+    }
+    Some(aggs)
+}
+
+/// The dataset (schema) and table of the matrix scan, for display.
+fn table_name(name: &TableReference) -> (String, String) {
+    match name {
+        TableReference::Partial { schema, table } => (schema.to_string(), table.to_string()),
+        TableReference::Full { schema, table, .. } => (schema.to_string(), table.to_string()),
+        TableReference::Bare { table } => (String::new(), table.to_string()),
+    }
 }
 
 /// Output column → the expression it stands for, in terms of the input under the projections.
