@@ -56,9 +56,10 @@ pub enum CliError {
         path: PathBuf,
         /// 1-based line.
         line: usize,
-        /// The store's error about the option.
+        /// The store's error about the option (boxed: it is large, and every Result carries
+        /// it).
         #[source]
-        source: annql_store::Error,
+        source: Box<annql_store::Error>,
     },
     /// A statement in a script failed: where, and why.
     #[error("{file}:{line}:{column}: {source}")]

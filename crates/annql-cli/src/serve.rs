@@ -53,10 +53,10 @@ pub fn read_catalog(file: &Path) -> Result<Vec<Dataset>> {
                 v.trim_matches('"').trim_matches('\'').to_string(),
             ));
         }
-        let options = StorageOptions::from_pairs(pairs).map_err(|source| CliError::Catalog {
+        let options = StorageOptions::from_pairs(pairs).map_err(|e| CliError::Catalog {
             path: file.to_path_buf(),
             line: n + 1,
-            source,
+            source: Box::new(e),
         })?;
         let path = Path::new(location);
         let location = if is_remote(location) || !path.is_relative() {
