@@ -286,6 +286,98 @@ async fn errors_carry_sqlstates() {
     assert_eq!(rows.len(), 1);
 }
 
+/// The SQLSTATE of each class of error, chosen by the error's type (not XX000 for everything),
+/// and where the error points: `P` in the query, or `p` and `q` inside a pipeline of `aql('…')`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlstates_by_error_type_and_positions() {
+    use tokio_postgres::error::ErrorPosition;
+    let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;
+    let client = pg_connect(addr).await.expect("connect");
+    let db_error = |r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>| {
+        r.err()
+            .and_then(|e| e.as_db_error().cloned())
+            .expect("a server error")
+    };
+    for (sql, code) in [
+        // The pipeline language's diagnostics.
+        ("SELECT * FROM aql('from tiny |')", "42601"),
+        (
+            "SELECT * FROM aql('from tiny | where cel_type == \"B cell\"')",
+            "42703",
+        ),
+        ("SELECT * FROM aql('from nosuch | take 1')", "3F000"),
+        (
+            "SELECT * FROM aql('from tiny | group cell_type | agg n = nosuch()')",
+            "42883",
+        ),
+        // Names SQL could not resolve.
+        ("SELECT * FROM tiny.nope", "42P01"),
+        ("SELECT nope FROM tiny.obs", "42703"),
+        // Not supported; read-only.
+        ("FETCH BACKWARD 1 FROM c", "0A000"),
+        ("CREATE TABLE t (a int)", "25006"),
+    ] {
+        let e = db_error(client.simple_query(sql).await);
+        assert_eq!(e.code().code(), code, "{sql}: {e:?}");
+    }
+
+    // SQL errors carry no `P` yet: datafusion-pg-catalog's parser keeps no token locations, so
+    // neither sqlparser's errors nor DataFusion's diagnostics have one to give.
+    // A pipeline's diagnostic points into the pipeline.
+    let pipeline = "from tiny | where cel_type == 1";
+    let e = db_error(
+        client
+            .simple_query(&format!("SELECT * FROM aql('{pipeline}')"))
+            .await,
+    );
+    assert_eq!(
+        e.position(),
+        Some(&ErrorPosition::Internal {
+            position: 19,
+            query: pipeline.into()
+        }),
+        "{e:?}"
+    );
+
+    // A statement past its timeout is cancelled.
+    client
+        .simple_query("SET statement_timeout = 100")
+        .await
+        .expect("SET");
+    let e = db_error(
+        client
+            .simple_query("SELECT count(*) FROM range(0, 100000000000) t(v) WHERE v % 7 = 3")
+            .await,
+    );
+    assert_eq!(e.code().code(), "57014", "{e:?}");
+}
+
+/// A store whose chunk cannot be decoded answers XX001 (data corrupted), not XX000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_is_data_corrupted() {
+    let damaged = crate::damage::copy("tiny.v2.zarr");
+    std::fs::write(damaged.path.join("obs/n_counts/0"), b"not a chunk at all")
+        .expect("damage a chunk");
+    let config = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        datasets: vec![Dataset {
+            name: "tiny".into(),
+            location: damaged.path.clone(),
+            options: Default::default(),
+        }],
+        threads: Some(2),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).await.expect("server starts");
+    let addr = server.local_addr().expect("bound");
+    tokio::spawn(server.run());
+    let client = pg_connect(addr).await.expect("connect");
+    let r = client
+        .simple_query("SELECT sum(n_counts) FROM tiny.obs")
+        .await;
+    assert_eq!(sqlstate_of(&r).as_deref(), Some("XX001"), "{r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameters_and_types() {
     let addr = start("tiny.v2.zarr", "chunky.v2.zarr").await;

@@ -13,8 +13,12 @@ use crate::args::Format;
 use crate::error::{CliError, Result};
 
 /// An error writing `path`, named after it.
-fn in_file(path: &Path, e: &dyn std::fmt::Display) -> CliError {
-    CliError::Usage(format!("{}: {e}", path.display()))
+fn in_file(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> CliError {
+    CliError::File {
+        what: "",
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
 }
 
 /// A Parquet or Arrow IPC file written a window of batches at a time, so a large result streams
@@ -175,12 +179,11 @@ impl Written {
 impl BinaryWriter {
     /// Creates `path` for a result of `schema` in `format` (Parquet or Arrow).
     pub fn create(format: Format, path: &Path, schema: &SchemaRef) -> Result<Self> {
-        let named = |e: &dyn std::fmt::Display| in_file(path, e);
-        let file = std::fs::File::create(path).map_err(|e| named(&e))?;
+        let file = std::fs::File::create(path).map_err(|e| in_file(path, e))?;
         let inner = match format {
             Format::Parquet => BinaryInner::Parquet(
                 datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
-                    .map_err(|e| named(&e))?,
+                    .map_err(|e| in_file(path, e))?,
             ),
             Format::Arrow => {
                 let dictionaries = Dictionaries::new(schema);
@@ -191,7 +194,7 @@ impl BinaryWriter {
                     &dictionaries.schema,
                     options,
                 )
-                .map_err(|e| named(&e))?;
+                .map_err(|e| in_file(path, e))?;
                 BinaryInner::Arrow(writer, dictionaries)
             }
             other => {
@@ -206,16 +209,16 @@ impl BinaryWriter {
 
     /// Appends batches.
     pub fn write(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        let named = |e: &dyn std::fmt::Display| in_file(&self.path, e);
         match &mut self.inner {
             BinaryInner::Parquet(w) => {
                 for b in batches {
-                    w.write(b).map_err(|e| named(&e))?;
+                    w.write(b).map_err(|e| in_file(&self.path, e))?;
                 }
             }
             BinaryInner::Arrow(w, dictionaries) => {
                 for b in batches {
-                    w.write(&dictionaries.unify(b)?).map_err(|e| named(&e))?;
+                    w.write(&dictionaries.unify(b)?)
+                        .map_err(|e| in_file(&self.path, e))?;
                 }
             }
         }
@@ -224,17 +227,16 @@ impl BinaryWriter {
 
     /// Writes the file's footer; a file not finished is not a valid Parquet/Arrow file.
     pub fn finish(self) -> Result<()> {
-        let named = |e: &dyn std::fmt::Display| in_file(&self.path, e);
         match self.inner {
             BinaryInner::Parquet(w) => {
-                w.close().map_err(|e| named(&e))?;
+                w.close().map_err(|e| in_file(&self.path, e))?;
             }
             BinaryInner::Arrow(mut w, _) => {
-                w.finish().map_err(|e| named(&e))?;
+                w.finish().map_err(|e| in_file(&self.path, e))?;
                 w.into_inner()
-                    .map_err(|e| named(&e))?
+                    .map_err(|e| in_file(&self.path, e))?
                     .flush()
-                    .map_err(|e| named(&e))?;
+                    .map_err(|e| in_file(&self.path, e))?;
             }
         }
         Ok(())

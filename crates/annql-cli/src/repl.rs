@@ -20,9 +20,7 @@ use rustyline::{Context, Editor, Helper};
 use crate::args::{Format, Language, Options};
 use crate::error::{CliError, Result};
 use crate::output::{Stop, TableStyle, TextWriter};
-use crate::script::{
-    error_position, execute_streaming, open_session, quote, read_totals, split, type_name,
-};
+use crate::script::{execute_streaming, open_session, quote, read_totals, split, type_name};
 
 /// The help shown by `\?`.
 pub const HELP: &str = "\
@@ -196,7 +194,10 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
     };
     refresh_words(&state.session, &words);
     let mut editor: Editor<SqlHelper, DefaultHistory> =
-        Editor::new().map_err(|e| CliError::Usage(format!("cannot start the line editor: {e}")))?;
+        Editor::new().map_err(|source| CliError::Editor {
+            what: "cannot start the line editor",
+            source,
+        })?;
     editor.set_helper(Some(SqlHelper {
         words: words.clone(),
         aql,
@@ -237,7 +238,12 @@ pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
             }
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(CliError::Usage(format!("line editor: {e}"))),
+            Err(source) => {
+                return Err(CliError::Editor {
+                    what: "line editor",
+                    source,
+                });
+            }
         }
     }
     if let Some(h) = &history
@@ -288,8 +294,9 @@ async fn run_text(state: &mut State, text: &str) {
                 let message = e.to_string();
                 eprintln!("Error: {message}");
                 // Pipeline diagnostics draw their own carets.
-                if let Some((line, col)) =
-                    error_position(&message).filter(|_| state.lang == Language::Sql)
+                if let Some((line, col)) = e
+                    .position(state.lang)
+                    .filter(|_| state.lang == Language::Sql)
                     && let Some(text) = st.text.lines().nth(line.saturating_sub(1))
                 {
                     eprintln!("  {text}\n  {}^", " ".repeat(col.saturating_sub(1)));
@@ -507,8 +514,11 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
             };
         }
         "\\i" | ".read" => {
-            let text = std::fs::read_to_string(&arg)
-                .map_err(|e| CliError::Usage(format!("{arg}: {e}")))?;
+            let text = std::fs::read_to_string(&arg).map_err(|e| CliError::File {
+                what: "",
+                path: PathBuf::from(&arg),
+                source: Box::new(e),
+            })?;
             // A `.aql` file holds pipelines whatever the current language.
             let current = state.lang;
             if Language::of_file(std::path::Path::new(&arg)) == Language::Aql {

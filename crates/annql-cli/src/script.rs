@@ -34,11 +34,16 @@ pub struct Statement {
     pub column: usize,
 }
 
-/// Splits a script into statements at top-level semicolons.
-pub fn split_statements(sql: &str) -> std::result::Result<Vec<Statement>, String> {
+/// Splits a script into statements at top-level semicolons; a text the tokenizer rejects (an
+/// unclosed string or comment) is a [`CliError::Syntax`] at the tokenizer's position.
+pub fn split_statements(sql: &str) -> Result<Vec<Statement>> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::Syntax {
+            line: e.location.line as usize,
+            column: e.location.column as usize,
+            source: Box::new(e),
+        })?;
     let line_starts: Vec<usize> = std::iter::once(0)
         .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
         .collect();
@@ -91,7 +96,7 @@ pub fn split_statements(sql: &str) -> std::result::Result<Vec<Statement>, String
 }
 
 /// Splits a script in `lang` into statements (SQL) or programs (pipelines).
-pub fn split(lang: Language, text: &str) -> std::result::Result<Vec<Statement>, String> {
+pub fn split(lang: Language, text: &str) -> Result<Vec<Statement>> {
     match lang {
         Language::Sql => split_statements(text),
         Language::Aql => Ok(annql_lang::split_programs(text)
@@ -145,10 +150,7 @@ pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession
     if let Some(m) = options.memory_limit.filter(|&m| m > 0) {
         builder = builder.with_memory_limit(m);
     }
-    let session = builder
-        .with_storage_options(storage_options(options)?)
-        .build()?;
-    annql_lang::install(&session)?;
+    let session = annql_lang::session(builder.with_storage_options(storage_options(options)?))?;
     if datasets.is_empty() {
         session.attach("pbmc", DEMO)?;
     }
@@ -157,52 +159,6 @@ pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession
         session.attach(&name, &path)?;
     }
     Ok(session)
-}
-
-/// The position an engine error points at inside a statement ("Line: 1, Column: 8"), if any.
-pub fn error_position(message: &str) -> Option<(usize, usize)> {
-    let at = message.find("Line: ")?;
-    let rest = &message[at + 6..];
-    let line: usize = rest
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()?;
-    let col_at = rest.find("Column: ")?;
-    let column: usize = rest[col_at + 8..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()?;
-    Some((line, column))
-}
-
-/// Where inside its statement (1-based line, column) an error points, if it says: the span of
-/// DataFusion's diagnostic (the table or column it could not resolve), else the `Line: L,
-/// Column: C` of a parser error or of a pipeline's diagnostic.
-pub fn error_location(e: &CliError, lang: Language) -> Option<(usize, usize)> {
-    let planner = match e {
-        CliError::DataFusion(d)
-        | CliError::Engine(annql_engine::Error::DataFusion(d))
-        | CliError::Lang(annql_lang::Error::DataFusion(d))
-        | CliError::Lang(annql_lang::Error::Engine(annql_engine::Error::DataFusion(d))) => Some(d),
-        _ => None,
-    };
-    if let Some(d) = planner {
-        // A pipeline's lowered SQL is not in the file: its spans point nowhere there.
-        if lang == Language::Sql
-            && let Some(span) = d.diagnostic().and_then(|diag| diag.span)
-        {
-            return Some((span.start.line as usize, span.start.column as usize));
-        }
-        // The diagnostics of a pipeline inside `aql('…')` count from the pipeline's string,
-        // not from the statement: no position rather than a wrong one.
-        let embedded = |d: &datafusion::error::DataFusionError| matches!(d, datafusion::error::DataFusionError::External(x) if x.is::<annql_lang::Error>());
-        if embedded(d) || embedded(d.find_root()) {
-            return None;
-        }
-    }
-    error_position(&e.to_string())
 }
 
 /// The result of one statement: its schema and batches (no schema columns: no result to print).
@@ -272,7 +228,7 @@ async fn dataframe(
     text: &str,
 ) -> Result<datafusion::dataframe::DataFrame> {
     Ok(match lang {
-        Language::Sql => session.sql(text).await?,
+        Language::Sql => session.sql(text).await.map_err(CliError::of_sql)?,
         Language::Aql => annql_lang::query(session, text).await?,
     })
 }
@@ -421,8 +377,11 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
             std::io::stdin().read_to_string(&mut s)?;
             s
         } else {
-            std::fs::read_to_string(f)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?
+            std::fs::read_to_string(f).map_err(|e| CliError::File {
+                what: "",
+                path: f.clone(),
+                source: Box::new(e),
+            })?
         };
         let lang = args.lang.unwrap_or_else(|| Language::of_file(f));
         sources.push((f.display().to_string(), lang, text));
@@ -449,18 +408,20 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
     let window = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut results = 0;
     for (file, lang, text) in &sources {
-        let statements = split(*lang, text).map_err(|message| CliError::Script {
-            file: file.clone(),
-            line: 1,
-            column: 1,
-            message,
+        let statements = split(*lang, text).map_err(|e| {
+            let (line, column) = e.position(*lang).unwrap_or((1, 1));
+            CliError::Script {
+                file: file.clone(),
+                line,
+                column,
+                source: Box::new(e),
+            }
         })?;
         for st in statements {
             let started = Instant::now();
             let before = read_totals(&session);
             let located = |e: CliError| {
-                let message = e.to_string();
-                let (line, column) = match error_location(&e, *lang) {
+                let (line, column) = match e.position(*lang) {
                     Some((1, c)) => (st.line, st.column + c - 1),
                     Some((l, c)) => (st.line + l - 1, c),
                     None => (st.line, st.column),
@@ -469,7 +430,7 @@ pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
                     file: file.clone(),
                     line,
                     column,
-                    message,
+                    source: Box::new(e),
                 }
             };
             // Every format streams: windows of batches are written (or, for a table, counted)
@@ -671,7 +632,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_at_top_level_semicolons() -> std::result::Result<(), String> {
+    fn splits_at_top_level_semicolons() -> Result<()> {
         let s = split_statements("SELECT 1;\n-- a; comment\nSELECT 'a;b'\n  FROM t;  \n SELECT 3")?;
         assert_eq!(s.len(), 3);
         assert_eq!(s[1].text, "SELECT 'a;b'\n  FROM t");
@@ -681,12 +642,22 @@ mod tests {
     }
 
     #[test]
-    fn error_positions() {
-        assert_eq!(
-            error_position("sql parser error: Expected: x, found: y at Line: 2, Column: 8"),
-            Some((2, 8))
+    fn syntax_errors_carry_their_position() {
+        let unclosed = split_statements("SELECT 1;\nSELECT 'a");
+        assert!(
+            matches!(unclosed, Err(CliError::Syntax { line: 2, .. })),
+            "{unclosed:?}"
         );
-        assert_eq!(error_position("no position"), None);
+        let parser = datafusion::sql::sqlparser::parser::ParserError::ParserError(
+            "Expected: x, found: y at Line: 2, Column: 8".into(),
+        );
+        let e = CliError::of_sql(annql_engine::Error::DataFusion(
+            datafusion::error::DataFusionError::SQL(Box::new(parser), None),
+        ));
+        assert_eq!(e.position(Language::Sql), Some((2, 8)));
+        assert!(e.to_string().contains("Expected: x"), "{e}");
+        let plain = CliError::of_sql(annql_engine::Error::NotAttached("x".into()));
+        assert_eq!(plain.position(Language::Sql), None);
     }
 
     #[test]

@@ -15,8 +15,11 @@ use crate::script::{DEMO, dataset_spec, storage_options};
 /// blank lines. LOCATION is a path (relative ones are taken relative to the file) or a URL; the
 /// KEY=VALUE pairs are storage options for a remote store (`endpoint=…`, `cache=off`).
 pub fn read_catalog(file: &Path) -> Result<Vec<Dataset>> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| CliError::Usage(format!("catalog {}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::File {
+        what: "catalog ",
+        path: file.to_path_buf(),
+        source: Box::new(e),
+    })?;
     let base = file.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -50,7 +53,11 @@ pub fn read_catalog(file: &Path) -> Result<Vec<Dataset>> {
                 v.trim_matches('"').trim_matches('\'').to_string(),
             ));
         }
-        let options = StorageOptions::from_pairs(pairs).map_err(|e| at(e.to_string()))?;
+        let options = StorageOptions::from_pairs(pairs).map_err(|e| CliError::Catalog {
+            path: file.to_path_buf(),
+            line: n + 1,
+            source: Box::new(e),
+        })?;
         let path = Path::new(location);
         let location = if is_remote(location) || !path.is_relative() {
             path.to_path_buf()

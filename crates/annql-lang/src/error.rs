@@ -2,6 +2,7 @@
 //! `Line: L, Column: C`, the line and a caret), and the failures of running a query.
 
 use annql_engine::datafusion::error::DataFusionError;
+use annql_engine::datafusion::sql::sqlparser::parser::ParserError;
 
 pub use annql_syntax::diagnostic::{Diagnostic, Diagnostics, did_you_mean, line_column};
 
@@ -50,4 +51,20 @@ impl From<Error> for DataFusionError {
             other => DataFusionError::External(Box::new(other)),
         }
     }
+}
+
+/// Where a SQL parser error points: 1-based line and column. sqlparser keeps the position only in
+/// its message ("… at Line: 2, Column: 8"); the front-ends read it back here, once, where the
+/// error reaches them, and carry it on as data.
+pub fn sql_position(e: &ParserError) -> Option<(usize, usize)> {
+    let (ParserError::ParserError(message) | ParserError::TokenizerError(message)) = e else {
+        return None;
+    };
+    let at = message.rfind(" at Line: ")?;
+    let (line, column) = message[at + 10..].split_once(", Column: ")?;
+    let digits = |s: &str| -> Option<usize> {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s[..end].parse().ok()
+    };
+    Some((digits(line)?, digits(column)?))
 }

@@ -53,3 +53,13 @@ pub use ir::Bound;
 pub use lower::lower;
 pub use predicate::where_to_sql;
 pub use run::{plan, query, to_sql};
+
+/// A session built from `builder` with the language installed (the `aql('…')` table function):
+/// how the facade, the CLI and the server open their sessions.
+pub fn session(
+    builder: annql_engine::SessionBuilder,
+) -> annql_engine::Result<annql_engine::AnnSession> {
+    let session = builder.build()?;
+    install(&session)?;
+    Ok(session)
+}

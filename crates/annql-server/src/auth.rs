@@ -20,8 +20,7 @@ use pgwire::api::{PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::connection::Activity;
-use crate::server::Shared;
+use crate::activity::Activity;
 use crate::sqlstate;
 
 /// PBKDF2 iterations of the stored SCRAM secret (PostgreSQL's default).
@@ -134,26 +133,39 @@ impl PidSecretKeyGenerator for Pids {
     }
 }
 
+/// Who may connect, and how: what a connection's startup needs of its server, and no more.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The user and SCRAM secret a password is checked against; None trusts every client
+    /// (`--no-auth`, which the server allows only on loopback).
+    pub credentials: Option<Arc<Credentials>>,
+    /// Refuse connections that do not use TLS.
+    pub require_tls: bool,
+    /// The server's sequence of backend process ids and cancel keys.
+    pub pids: Arc<Pids>,
+}
+
 /// The startup handler of one connection.
 pub struct Startup {
     scram: Option<SASLAuthStartupHandler<Parameters>>,
-    shared: Arc<Shared>,
+    admission: Admission,
     activity: Arc<Activity>,
 }
 
 impl Startup {
-    /// The startup of a new connection to `shared`'s server.
-    pub fn new(shared: &Arc<Shared>, activity: Arc<Activity>) -> Startup {
-        let scram = shared.credentials.as_ref().map(|c| {
+    /// The startup of a new connection, admitted by `admission`; `activity` learns when it has
+    /// authenticated.
+    pub fn new(admission: &Admission, activity: Arc<Activity>) -> Startup {
+        let scram = admission.credentials.as_ref().map(|c| {
             let mut auth = ScramAuth::new(c.clone());
             auth.set_iterations(SCRAM_ITERATIONS);
             SASLAuthStartupHandler::new(Arc::new(Parameters))
                 .with_scram(auth)
-                .with_pid_secret_key_generator(shared.pids.clone())
+                .with_pid_secret_key_generator(admission.pids.clone())
         });
         Startup {
             scram,
-            shared: shared.clone(),
+            admission: admission.clone(),
             activity,
         }
     }
@@ -172,7 +184,7 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let PgWireFrontendMessage::Startup(startup) = &message {
-            if self.shared.config.require_tls && !client.is_secure() {
+            if self.admission.require_tls && !client.is_secure() {
                 return Err(sqlstate::fatal(
                     "28000",
                     "this server accepts only encrypted connections (use sslmode=require)",
@@ -219,7 +231,7 @@ impl StartupHandler for Startup {
                 if let PgWireFrontendMessage::Startup(startup) = &message {
                     protocol_negotiation(client, startup).await?;
                     save_startup_parameters_to_metadata(client, startup);
-                    let (pid, key) = self.shared.pids.generate(client);
+                    let (pid, key) = self.admission.pids.generate(client);
                     client.set_pid_and_secret_key(pid, key);
                     finish_authentication(client, &Parameters).await?;
                 }

@@ -34,39 +34,31 @@ pub struct Identity {
 }
 
 /// Installs `pg_catalog`, `information_schema` and the connection functions into a session.
-pub fn install(
-    ctx: &SessionContext,
-    who: &Identity,
-    server: &Settings,
-) -> std::result::Result<(), String> {
-    setup_pg_catalog(ctx, CATALOG, EmptyContextProvider).map_err(|e| e.to_string())?;
-    let catalog = ctx
-        .catalog(CATALOG)
-        .ok_or_else(|| format!("catalog {CATALOG} missing"))?;
+pub fn install(ctx: &SessionContext, who: &Identity, server: &Settings) -> Result<()> {
+    setup_pg_catalog(ctx, CATALOG, EmptyContextProvider).map_err(|e| *e)?;
+    let catalog = ctx.catalog(CATALOG).ok_or_else(|| {
+        datafusion::error::DataFusionError::Internal(format!("catalog {CATALOG} missing"))
+    })?;
     if let Some(inner) = catalog.schema("pg_catalog") {
-        catalog
-            .register_schema(
-                "pg_catalog",
-                Arc::new(PgCatalog {
-                    inner,
-                    server: server.clone(),
-                }),
-            )
-            .map_err(|e| e.to_string())?;
+        catalog.register_schema(
+            "pg_catalog",
+            Arc::new(PgCatalog {
+                inner,
+                server: server.clone(),
+            }),
+        )?;
     }
     for name in NULL_FUNCTIONS {
         if ctx.udf(name).is_err() {
             ctx.register_udf(ScalarUDF::new_from_impl(NullFunction::new(name)));
         }
     }
-    catalog
-        .register_schema(
-            "information_schema",
-            Arc::new(InformationSchema {
-                catalogs: ctx.state().catalog_list().clone(),
-            }),
-        )
-        .map_err(|e| e.to_string())?;
+    catalog.register_schema(
+        "information_schema",
+        Arc::new(InformationSchema {
+            catalogs: ctx.state().catalog_list().clone(),
+        }),
+    )?;
     let version = format!(
         "PostgreSQL {PG_VERSION} (annql {}) on {}-linux, compiled by rustc, 64-bit",
         env!("CARGO_PKG_VERSION"),
@@ -88,11 +80,9 @@ pub fn install(
             Arc::new(BooleanArray::from(vec![who.tls])),
             Arc::new(StringArray::from(vec![who.tls.then_some("TLSv1.3")])),
         ],
-    )
-    .map_err(|e| e.to_string())?;
-    let table = MemTable::try_new(ssl.schema(), vec![vec![ssl]]).map_err(|e| e.to_string())?;
-    ctx.register_table("pg_stat_ssl", Arc::new(table))
-        .map_err(|e| e.to_string())?;
+    )?;
+    let table = MemTable::try_new(ssl.schema(), vec![vec![ssl]])?;
+    ctx.register_table("pg_stat_ssl", Arc::new(table))?;
     Ok(())
 }
 

@@ -1,6 +1,9 @@
-//! The server crate's error type: what stops a server from starting.
+//! The server crate's error type: what stops a server from starting. (What fails a client's
+//! statement is the engine's, DataFusion's or the language's error, turned into an
+//! ErrorResponse by [`crate::sqlstate`].)
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -8,9 +11,20 @@ pub enum ServerError {
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
-    /// The TLS certificate or key is missing or broken.
+    /// A TLS certificate or key file is missing or broken.
+    #[error("TLS configuration: {what} {}: {source}", path.display())]
+    TlsFile {
+        /// What is wrong with it (`cannot read certificate`, `bad key`, …).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// TLS could not be set up with the certificate and key.
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    Tls(#[source] tokio_rustls::rustls::Error),
     /// A dataset to serve did not open.
     #[error("dataset {name} ({path}): {source}")]
     Dataset {
@@ -22,7 +36,22 @@ pub enum ServerError {
         #[source]
         source: Box<annql_store::Error>,
     },
-    /// Options that do not go together, or a session that cannot be set up.
+    /// The writable directory cannot be used.
+    #[error("--writable-dir {}: {source}", path.display())]
+    WritableDir {
+        /// The directory given.
+        path: PathBuf,
+        /// Why it cannot be written in.
+        #[source]
+        source: Box<annql_engine::Error>,
+    },
+    /// The runtime statements execute on did not start.
+    #[error("cannot start the query runtime: {0}")]
+    QueryRuntime(#[source] std::io::Error),
+    /// A session could not be set up over the datasets (checked once at startup).
+    #[error("{0}")]
+    Session(#[source] Box<annql_engine::Error>),
+    /// Options that do not go together.
     #[error("{0}")]
     Config(String),
     /// I/O while serving.

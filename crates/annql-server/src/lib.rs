@@ -7,6 +7,8 @@
 //!
 //! - [`config`]: what a server is told ([`ServerConfig`]).
 //! - [`server`]: the listener, TLS, the connection limit and the per-connection watchdog.
+//! - [`shared`]: what every connection of a server shares, and how a session is opened.
+//! - [`activity`]: what a connection is doing, for the watchdog and CancelRequests.
 //! - [`auth`]: startup, SCRAM-SHA-256 and the session parameters.
 //! - [`frames`]: frontend messages checked before pgwire decodes them (08P01 on a bad one).
 //! - [`connection`]: one client's session and the simple/extended protocol handlers.
@@ -16,8 +18,10 @@
 //! - [`settings`]: per-session `SET`/`SHOW` state.
 //! - [`catalog`]: `information_schema`, `pg_catalog` and connection functions.
 //! - [`compat`]: rewrites of what drivers send that DataFusion would not plan as PostgreSQL does.
-//! - [`sqlstate`]: SQLSTATE codes for annql's errors.
+//! - [`sqlstate`]: errors as clients see them: SQLSTATEs by type, and positions.
+//! - [`error`]: what stops a server from starting.
 
+pub mod activity;
 pub mod auth;
 pub mod catalog;
 pub mod compat;
@@ -29,6 +33,7 @@ pub mod prepared;
 pub mod queries;
 pub mod server;
 pub mod settings;
+pub mod shared;
 pub mod sqlstate;
 pub mod statement;
 

@@ -1,14 +1,12 @@
 //! The listener: accepts connections, applies the connection limit and TLS, and watches each
 //! connection (startup and idle timeouts, a client that disappears mid-query).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use annql_engine::AnnSession;
 use annql_engine::export::WritePolicy;
 use annql_store::AnnDataStore;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
@@ -23,93 +21,15 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::codec::{Framed, FramedParts};
 
-use crate::auth::{Credentials, Pids};
-use crate::catalog::{self, Identity};
+use crate::activity::Activity;
+use crate::auth::{Admission, Credentials};
+use crate::catalog::Identity;
 use crate::config::ServerConfig;
-use crate::connection::{Activity, Connection, Handlers, Prepared};
+use crate::connection::{Connection, Handlers, Prepared};
 use crate::error::{Result, ServerError};
 use crate::frames::{CANCEL_REQUEST, Guarded, ProtocolViolation};
 use crate::queries::QueryRuntime;
-
-/// A backend's cancel key: its process id and secret.
-type CancelKey = (i32, Vec<u8>);
-
-/// What every connection of a server shares: the opened stores, the SQL parser, credentials,
-/// the registry that routes cancel requests, and the runtime statements execute on.
-pub struct Shared {
-    pub(crate) config: ServerConfig,
-    stores: Vec<(String, Arc<AnnDataStore>)>,
-    pub(crate) parser: PostgresCompatibilityParser,
-    pub(crate) credentials: Option<Arc<Credentials>>,
-    pub(crate) pids: Arc<Pids>,
-    cancels: Mutex<HashMap<CancelKey, Weak<Activity>>>,
-    connections: AtomicUsize,
-    pub(crate) queries: QueryRuntime,
-    /// Where sessions may write: nowhere, or inside `config.writable_dir`.
-    write_policy: WritePolicy,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field(
-                "datasets",
-                &self.stores.iter().map(|s| &s.0).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl Shared {
-    /// Routes a later CancelRequest with this key to `activity`.
-    pub(crate) fn register_cancel(&self, pid: i32, key: Vec<u8>, activity: Arc<Activity>) {
-        if let Ok(mut c) = self.cancels.lock() {
-            c.retain(|_, a| a.strong_count() > 0);
-            c.insert((pid, key), Arc::downgrade(&activity));
-        }
-    }
-
-    /// Cancels the statement running on the connection with this key, if any.
-    pub(crate) fn cancel(&self, pid: i32, key: &[u8]) {
-        // A panic elsewhere while holding the lock leaves the map whole (every change is one
-        // call), so a cancel still finds its connection.
-        let target = self
-            .cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(pid, key.to_vec()))
-            .and_then(Weak::upgrade);
-        if let Some(activity) = target {
-            activity.cancel();
-        }
-    }
-
-    /// A session for one connection: the datasets attached, PostgreSQL's catalogs installed.
-    pub(crate) fn open_session(&self, who: &Identity) -> std::result::Result<AnnSession, String> {
-        let mut builder = AnnSession::builder()
-            .with_information_schema(false)
-            .with_write_policy(self.write_policy.clone());
-        if let Some(limit) = self.config.memory_limit {
-            builder = builder.with_memory_limit(limit);
-        }
-        if let Some(threads) = self.config.threads {
-            builder = builder.with_threads(threads);
-        }
-        let session = builder.build().map_err(|e| e.to_string())?;
-        annql_lang::install(&session).map_err(|e| e.to_string())?;
-        for (name, store) in &self.stores {
-            session
-                .attach_store(name, store.clone())
-                .map_err(|e| e.to_string())?;
-        }
-        catalog::install(
-            session.context(),
-            who,
-            &crate::settings::Settings::for_server(&self.config),
-        )?;
-        Ok(session)
-    }
-}
+pub use crate::shared::Shared;
 
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
@@ -140,8 +60,9 @@ impl Server {
         };
         let write_policy = match &config.writable_dir {
             None => WritePolicy::ReadOnly,
-            Some(dir) => WritePolicy::inside(dir).map_err(|e| {
-                ServerError::Config(format!("--writable-dir {}: {e}", dir.display()))
+            Some(dir) => WritePolicy::inside(dir).map_err(|e| ServerError::WritableDir {
+                path: dir.clone(),
+                source: Box::new(e),
             })?,
         };
         let mut stores = Vec::new();
@@ -162,16 +83,19 @@ impl Server {
             .credentials
             .as_ref()
             .map(|(u, p)| Arc::new(Credentials::new(u, p)));
-        let queries = QueryRuntime::new(config.threads)
-            .map_err(|e| ServerError::Config(format!("cannot start the query runtime: {e}")))?;
+        let queries = QueryRuntime::new(config.threads).map_err(ServerError::QueryRuntime)?;
+        let admission = Admission {
+            credentials,
+            require_tls: config.require_tls,
+            pids: Arc::default(),
+        };
         let shared = Arc::new(Shared {
             queries,
             config,
             stores,
             parser: PostgresCompatibilityParser::new(),
-            credentials,
-            pids: Arc::default(),
-            cancels: Mutex::default(),
+            admission,
+            cancels: Arc::default(),
             connections: AtomicUsize::new(0),
             write_policy,
         });
@@ -182,7 +106,7 @@ impl Server {
                 pid: 0,
                 tls: false,
             })
-            .map_err(ServerError::Config)?;
+            .map_err(|e| ServerError::Session(Box::new(e)))?;
         crate::connection::release_session(&check);
         Ok(Server {
             shared,
@@ -231,29 +155,38 @@ impl Server {
 }
 
 fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor> {
-    let bad = |what: &str, path: &std::path::Path, e: String| {
-        ServerError::Tls(format!("{what} {}: {e}", path.display()))
-    };
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| bad("cannot read certificate", cert, e.to_string()))?;
-    let key_pem = std::fs::read(key).map_err(|e| bad("cannot read key", key, e.to_string()))?;
+    let cert_pem = std::fs::read(cert).map_err(|e| tls_file("cannot read certificate", cert, e))?;
+    let key_pem = std::fs::read(key).map_err(|e| tls_file("cannot read key", key, e))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| bad("bad certificate", cert, e.to_string()))?;
+        .map_err(|e| tls_file("bad certificate", cert, e))?;
     if certs.is_empty() {
-        return Err(bad("no certificate in", cert, "expected PEM".into()));
+        return Err(tls_file("no certificate in", cert, "expected PEM"));
     }
     let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| bad("bad key", key, e.to_string()))?
-        .ok_or_else(|| bad("no private key in", key, "expected PEM".into()))?;
+        .map_err(|e| tls_file("bad key", key, e))?
+        .ok_or_else(|| tls_file("no private key in", key, "expected PEM"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .map_err(ServerError::Tls)?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| bad("certificate and key do not fit", cert, e.to_string()))?;
+        .map_err(|e| tls_file("certificate and key do not fit", cert, e))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What is wrong with a TLS file.
+fn tls_file(
+    what: &'static str,
+    path: &std::path::Path,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ServerError {
+    ServerError::TlsFile {
+        what,
+        path: path.to_path_buf(),
+        source: source.into(),
+    }
 }
 
 /// Runs one connection to its end, containing panics and enforcing the timeouts.
@@ -394,10 +327,10 @@ async fn refuse<S>(socket: &mut S, error: PgWireError) -> io::Result<()>
 where
     S: futures::Sink<PgWireBackendMessage, Error = io::Error> + Unpin,
 {
-    let message = match &error {
-        PgWireError::IoError(e) => match ProtocolViolation::of(e) {
+    let message = match error {
+        PgWireError::IoError(e) => match ProtocolViolation::of(&e) {
             Some(v) => v.to_string(),
-            None => return Err(io::Error::new(e.kind(), e.to_string())),
+            None => return Err(e),
         },
         other => other.to_string(),
     };
@@ -463,7 +396,9 @@ async fn reject(
         let (mut code, body) = read_startup(&mut socket).await?;
         if code == CANCEL_REQUEST {
             if let (Some(pid), Some(key)) = (body.get(4..8), body.get(8..)) {
-                shared.cancel(i32::from_be_bytes([pid[0], pid[1], pid[2], pid[3]]), key);
+                shared
+                    .cancels
+                    .cancel(i32::from_be_bytes([pid[0], pid[1], pid[2], pid[3]]), key);
             }
             return Ok(());
         }

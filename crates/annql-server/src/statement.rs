@@ -7,9 +7,10 @@
 
 use annql_engine::export_sql::CopyStatement;
 use datafusion::sql::sqlparser::ast::{
-    CloseCursor, DataType as SqlDataType, DiscardObject, Expr, FetchDirection, Ident, ObjectName,
-    Query, Reset, Set, Statement, Value,
+    CloseCursor, DataType as SqlDataType, Declare, DiscardObject, Expr, FetchDirection, Ident,
+    ObjectName, Query, Reset, Set, Statement, Value,
 };
+use datafusion::sql::sqlparser::parser::ParserError;
 
 /// How many rows a `FETCH` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,13 +142,29 @@ fn value_text(values: &[Expr]) -> Option<String> {
     (!text.eq_ignore_ascii_case("default")).then_some(text)
 }
 
-fn fetch_count(direction: &FetchDirection) -> Result<FetchCount, String> {
+/// Why a statement is not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// A form of a statement the server does not support (SQLSTATE 0A000), in words for the
+    /// client.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The query `SHOW TABLES` is answered with did not parse: a bug.
+    #[error("internal error (this is a bug in annql): {0}")]
+    ShowTables(#[source] ParserError),
+}
+
+fn unsupported(message: impl Into<String>) -> Refused {
+    Refused::Unsupported(message.into())
+}
+
+fn fetch_count(direction: &FetchDirection) -> Result<FetchCount, Refused> {
     let number = |v: &datafusion::sql::sqlparser::ast::ValueWithSpan| {
         v.value.to_string().parse::<usize>().map_err(|_| {
-            format!(
+            unsupported(format!(
                 "FETCH count must be a non-negative integer, got {}",
                 v.value
-            )
+            ))
         })
     };
     Ok(match direction {
@@ -157,68 +174,19 @@ fn fetch_count(direction: &FetchDirection) -> Result<FetchCount, String> {
         FetchDirection::Forward { limit: None } => FetchCount::Rows(1),
         FetchDirection::All | FetchDirection::ForwardAll => FetchCount::All,
         other => {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "cursors are forward-only: FETCH {other} is not supported"
-            ));
+            )));
         }
     })
 }
 
 /// Sorts one parsed statement.
-pub fn classify(statement: Statement) -> Result<Classified, String> {
+pub fn classify(statement: Statement) -> Result<Classified, Refused> {
     use Classified::Command as C;
     Ok(match statement {
-        Statement::Set(set) => match set {
-            Set::SingleAssignment {
-                variable, values, ..
-            } => {
-                let name = object_name(&variable);
-                if name.to_ascii_lowercase().starts_with("datafusion.") {
-                    C(Command::SetDataFusion(Box::new(Statement::Set(
-                        Set::SingleAssignment {
-                            scope: None,
-                            hivevar: false,
-                            variable,
-                            values,
-                        },
-                    ))))
-                } else {
-                    C(Command::Set {
-                        name,
-                        value: value_text(&values),
-                    })
-                }
-            }
-            Set::SetTimeZone { value, .. } => C(Command::Set {
-                name: "TimeZone".into(),
-                value: value_text(&[value]),
-            }),
-            Set::SetSessionParam(_)
-            | Set::SetTransaction { .. }
-            | Set::SetNames { .. }
-            | Set::SetNamesDefault {}
-            | Set::SetRole { .. }
-            | Set::SetSessionAuthorization(_) => C(Command::SetAccepted),
-            other => {
-                return Err(format!("unsupported form of SET: {other}"));
-            }
-        },
-        Statement::ShowVariable { variable } => {
-            let parts: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
-            // `SHOW datafusion.execution.batch_size` arrives as dotted parts, `SHOW TRANSACTION
-            // ISOLATION LEVEL` as words.
-            let dotted = parts
-                .first()
-                .is_some_and(|p| p.eq_ignore_ascii_case("datafusion"));
-            let name = parts.join(if dotted { "." } else { " " });
-            if name.eq_ignore_ascii_case("all") {
-                C(Command::ShowAll)
-            } else if name.eq_ignore_ascii_case("transaction isolation level") {
-                C(Command::Show("transaction_isolation".into()))
-            } else {
-                C(Command::Show(name))
-            }
-        }
+        Statement::Set(set) => C(set_command(set)?),
+        Statement::ShowVariable { variable } => C(show_command(&variable)),
         Statement::Reset(r) => C(Command::Reset(match r.reset {
             Reset::ALL => None,
             Reset::ConfigurationParameter(name) => Some(object_name(&name)),
@@ -252,45 +220,8 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
             types: data_types,
             statement,
         }),
-        Statement::Execute {
-            name,
-            parameters,
-            using,
-            immediate,
-            into,
-            output,
-            default,
-            has_parentheses: _,
-        } => {
-            if immediate || output || default || !using.is_empty() || !into.is_empty() {
-                return Err("only EXECUTE name [(arguments)] is supported".to_string());
-            }
-            let name = name
-                .as_ref()
-                .and_then(|n| n.0.last())
-                .and_then(|p| p.as_ident())
-                .map(folded)
-                .ok_or("EXECUTE needs the name of a prepared statement")?;
-            C(Command::Execute {
-                name,
-                arguments: parameters,
-            })
-        }
-        Statement::Declare { stmts } => {
-            let [decl] = <[_; 1]>::try_from(stmts)
-                .map_err(|_| "DECLARE one cursor at a time".to_string())?;
-            let name = decl
-                .names
-                .first()
-                .map(|n| n.value.clone())
-                .ok_or("DECLARE needs a cursor name")?;
-            let query = decl.for_query.ok_or("DECLARE … CURSOR needs FOR <query>")?;
-            C(Command::Declare {
-                name,
-                hold: decl.hold.unwrap_or(false),
-                query,
-            })
-        }
+        s @ Statement::Execute { .. } => C(execute_command(s)?),
+        Statement::Declare { stmts } => C(declare_command(stmts)?),
         Statement::Fetch {
             name, direction, ..
         } => C(Command::Fetch {
@@ -324,20 +255,124 @@ pub fn classify(statement: Statement) -> Result<Classified, String> {
             let kind = kind.split_whitespace().next().unwrap_or("").to_uppercase();
             C(Command::ReadOnly(kind))
         }
-        Statement::ShowTables { .. } => {
-            // DataFusion's SHOW TABLES reads its own information_schema, which the server
-            // replaces; ask ours.
-            let sql = "SELECT table_catalog, table_schema, table_name, table_type \
-                       FROM information_schema.tables ORDER BY table_schema, table_name";
-            let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-                sql,
-            )
-            .map_err(|e| e.to_string())?;
-            Classified::Query(Box::new(parsed.remove(0)))
-        }
+        Statement::ShowTables { .. } => Classified::Query(Box::new(show_tables()?)),
         other => Classified::Query(Box::new(other)),
     })
+}
+
+/// `SET …`: a setting of the session, one of DataFusion's, or a form accepted and ignored.
+fn set_command(set: Set) -> Result<Command, Refused> {
+    Ok(match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
+            let name = object_name(&variable);
+            if name.to_ascii_lowercase().starts_with("datafusion.") {
+                Command::SetDataFusion(Box::new(Statement::Set(Set::SingleAssignment {
+                    scope: None,
+                    hivevar: false,
+                    variable,
+                    values,
+                })))
+            } else {
+                Command::Set {
+                    name,
+                    value: value_text(&values),
+                }
+            }
+        }
+        Set::SetTimeZone { value, .. } => Command::Set {
+            name: "TimeZone".into(),
+            value: value_text(&[value]),
+        },
+        Set::SetSessionParam(_)
+        | Set::SetTransaction { .. }
+        | Set::SetNames { .. }
+        | Set::SetNamesDefault {}
+        | Set::SetRole { .. }
+        | Set::SetSessionAuthorization(_) => Command::SetAccepted,
+        other => return Err(unsupported(format!("unsupported form of SET: {other}"))),
+    })
+}
+
+/// `SHOW name`, `SHOW ALL`.
+fn show_command(variable: &[Ident]) -> Command {
+    let parts: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
+    // `SHOW datafusion.execution.batch_size` arrives as dotted parts, `SHOW TRANSACTION
+    // ISOLATION LEVEL` as words.
+    let dotted = parts
+        .first()
+        .is_some_and(|p| p.eq_ignore_ascii_case("datafusion"));
+    let name = parts.join(if dotted { "." } else { " " });
+    if name.eq_ignore_ascii_case("all") {
+        Command::ShowAll
+    } else if name.eq_ignore_ascii_case("transaction isolation level") {
+        Command::Show("transaction_isolation".into())
+    } else {
+        Command::Show(name)
+    }
+}
+
+/// `EXECUTE name [(arguments)]` (`statement` is an `EXECUTE`).
+fn execute_command(statement: Statement) -> Result<Command, Refused> {
+    let Statement::Execute {
+        name,
+        parameters,
+        using,
+        immediate,
+        into,
+        output,
+        default,
+        has_parentheses: _,
+    } = statement
+    else {
+        return Err(unsupported("only EXECUTE name [(arguments)] is supported"));
+    };
+    if immediate || output || default || !using.is_empty() || !into.is_empty() {
+        return Err(unsupported("only EXECUTE name [(arguments)] is supported"));
+    }
+    let name = name
+        .as_ref()
+        .and_then(|n| n.0.last())
+        .and_then(|p| p.as_ident())
+        .map(folded)
+        .ok_or_else(|| unsupported("EXECUTE needs the name of a prepared statement"))?;
+    Ok(Command::Execute {
+        name,
+        arguments: parameters,
+    })
+}
+
+/// `DECLARE name CURSOR [WITH HOLD] FOR query`.
+fn declare_command(stmts: Vec<Declare>) -> Result<Command, Refused> {
+    let [decl] =
+        <[_; 1]>::try_from(stmts).map_err(|_| unsupported("DECLARE one cursor at a time"))?;
+    let name = decl
+        .names
+        .first()
+        .map(|n| n.value.clone())
+        .ok_or_else(|| unsupported("DECLARE needs a cursor name"))?;
+    let query = decl
+        .for_query
+        .ok_or_else(|| unsupported("DECLARE … CURSOR needs FOR <query>"))?;
+    Ok(Command::Declare {
+        name,
+        hold: decl.hold.unwrap_or(false),
+        query,
+    })
+}
+
+/// The query `SHOW TABLES` is answered with: DataFusion's SHOW TABLES reads its own
+/// information_schema, which the server replaces; ask ours.
+fn show_tables() -> Result<Statement, Refused> {
+    let sql = "SELECT table_catalog, table_schema, table_name, table_type \
+               FROM information_schema.tables ORDER BY table_schema, table_name";
+    let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        sql,
+    )
+    .map_err(Refused::ShowTables)?;
+    Ok(parsed.remove(0))
 }
 
 /// The command tag PostgreSQL answers a session statement with.
@@ -378,7 +413,8 @@ mod tests {
             .map_err(|e| e.to_string())
             .unwrap_or_default();
         assert_eq!(statements.len(), 1, "{sql}");
-        classify(statements.remove(0)).unwrap_or_else(|e| Classified::Command(Command::ReadOnly(e)))
+        classify(statements.remove(0))
+            .unwrap_or_else(|e| Classified::Command(Command::ReadOnly(e.to_string())))
     }
 
     fn command(sql: &str) -> Option<Command> {

@@ -52,6 +52,12 @@ impl Diagnostics {
             items,
         }
     }
+
+    /// Where the first problem is: 1-based line and column (in characters) in [`Self::source`].
+    pub fn position(&self) -> Option<(usize, usize)> {
+        let first = self.items.first()?;
+        Some(line_column(&self.source, first.span.start))
+    }
 }
 
 /// 1-based line and column (in characters) of byte offset `at`.
