@@ -34,9 +34,8 @@ pub fn session() -> engine::Result<AnnSession> {
     open(AnnSession::builder())
 }
 
-/// Builds a session from `builder` and installs the `aql('…')` table function.
+/// Builds a session from `builder` and installs the `aql('…')` table function (the one way
+/// every front-end builds its sessions: [`lang::session`]).
 pub fn open(builder: SessionBuilder) -> engine::Result<AnnSession> {
-    let s = builder.build()?;
-    annql_lang::install(&s)?;
-    Ok(s)
+    annql_lang::session(builder)
 }
