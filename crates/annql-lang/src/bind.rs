@@ -57,7 +57,8 @@ fn bind_pipeline<'c>(
 ) -> Option<(Bound, Vec<Column>)> {
     let ds_name = &pipeline.source.dataset;
     let Some(ds) = catalog.datasets.get(&ds_name.text) else {
-        let mut d = Diagnostic::new(format!("unknown dataset `{}`", ds_name.text), ds_name.span);
+        let mut d = Diagnostic::new(format!("unknown dataset `{}`", ds_name.text), ds_name.span)
+            .with_kind(annql_syntax::Kind::UnknownDataset);
         if let Some(h) = did_you_mean(&ds_name.text, catalog.attached.iter().map(String::as_str)) {
             d = d.with_hint(h);
         } else if catalog.attached.is_empty() {

@@ -4,7 +4,9 @@
 use annql_engine::datafusion::error::DataFusionError;
 use annql_engine::datafusion::sql::sqlparser::parser::ParserError;
 
-pub use annql_syntax::diagnostic::{Diagnostic, Diagnostics, did_you_mean, line_column};
+pub use annql_syntax::diagnostic::{
+    Diagnostic, Diagnostics, Kind as DiagnosticKind, did_you_mean, line_column,
+};
 
 /// Result alias for the language.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -48,7 +48,7 @@ pub use ast::{Pipeline, Span};
 pub use bind::bind;
 pub use catalog::Catalog;
 pub use embed::{AqlTableFunction, install};
-pub use error::{Diagnostic, Diagnostics, Error, Result};
+pub use error::{Diagnostic, DiagnosticKind, Diagnostics, Error, Result};
 pub use ir::Bound;
 pub use lower::lower;
 pub use predicate::where_to_sql;

@@ -248,24 +248,16 @@ fn lang_code(e: &annql_lang::Error) -> &'static str {
     }
 }
 
-/// A pipeline's first diagnostic: a name binding could not resolve, else a syntax or type
-/// problem. Diagnostics carry no kind, so this reads the opening words of annql's own messages
-/// (`unknown column …`, `unknown dataset …`).
+/// A pipeline's first diagnostic, by its kind: a name binding could not resolve, else a
+/// syntax or type problem.
 fn diagnostics_code(d: &Diagnostics) -> &'static str {
-    let Some(first) = d.items.first() else {
-        return SYNTAX_ERROR;
-    };
-    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| first.message.starts_with(p));
-    if starts(&["unknown column", "unknown name", "unknown gene"]) {
-        UNDEFINED_COLUMN
-    } else if starts(&["unknown dataset"]) {
-        INVALID_SCHEMA_NAME
-    } else if starts(&["no matrix table", "no gene table", "no embedding"]) {
-        UNDEFINED_TABLE
-    } else if starts(&["unknown function"]) {
-        UNDEFINED_FUNCTION
-    } else {
-        SYNTAX_ERROR
+    use annql_lang::DiagnosticKind as Kind;
+    match d.items.first().map(|first| first.kind) {
+        Some(Kind::UnknownColumn) => UNDEFINED_COLUMN,
+        Some(Kind::UnknownDataset) => INVALID_SCHEMA_NAME,
+        Some(Kind::UnknownTable) => UNDEFINED_TABLE,
+        Some(Kind::UnknownFunction) => UNDEFINED_FUNCTION,
+        Some(Kind::Syntax) | None => SYNTAX_ERROR,
     }
 }
 

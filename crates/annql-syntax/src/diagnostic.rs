@@ -5,11 +5,30 @@ use std::fmt;
 
 use crate::ast::Span;
 
+/// What kind of problem a diagnostic reports, so front-ends choose an error code (a SQLSTATE)
+/// by kind instead of by the words of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// The text does not parse, or a construct is used where it cannot be (the default).
+    #[default]
+    Syntax,
+    /// A column, name or gene that the dataset does not have.
+    UnknownColumn,
+    /// A table (a matrix, gene table or embedding) that the dataset does not have.
+    UnknownTable,
+    /// A dataset that is not attached.
+    UnknownDataset,
+    /// A function the language does not have.
+    UnknownFunction,
+}
+
 /// One problem at one place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
     /// What is wrong.
     pub message: String,
+    /// What kind of problem it is.
+    pub kind: Kind,
     /// Where.
     pub span: Span,
     /// A suggestion (`did you mean …`), when there is one.
@@ -21,9 +40,16 @@ impl Diagnostic {
     pub fn new(message: impl Into<String>, span: Span) -> Self {
         Self {
             message: message.into(),
+            kind: Kind::Syntax,
             span,
             hint: None,
         }
+    }
+
+    /// Sets the kind of problem.
+    pub fn with_kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// Adds a hint.

@@ -13,5 +13,5 @@ pub mod diagnostic;
 pub mod parse;
 
 pub use ast::{Pipeline, Span};
-pub use diagnostic::{Diagnostic, Diagnostics};
+pub use diagnostic::{Diagnostic, Diagnostics, Kind};
 pub use parse::{parse, split_programs};

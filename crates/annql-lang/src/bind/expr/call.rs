@@ -128,7 +128,8 @@ impl Binder<'_> {
                     "count", "sum", "mean", "var", "std", "min", "max", "median", "frac", "nnz",
                 ])
                 .collect();
-            let d = Diagnostic::new(format!("unknown function `{fname}`"), name.span);
+            let d = Diagnostic::new(format!("unknown function `{fname}`"), name.span)
+                .with_kind(annql_syntax::Kind::UnknownFunction);
             let d = match did_you_mean(fname, all) {
                 Some(h) => d.with_hint(h),
                 None => d,

@@ -56,7 +56,8 @@ impl Binder<'_> {
         let mut ok = true;
         if !self.dataset.tables.contains_key(&table) {
             let avail: Vec<&str> = self.dataset.tables.keys().map(String::as_str).collect();
-            let d = Diagnostic::new(format!("no matrix table `{table}` in this dataset"), span);
+            let d = Diagnostic::new(format!("no matrix table `{table}` in this dataset"), span)
+                .with_kind(annql_syntax::Kind::UnknownTable);
             let d = match did_you_mean(&table, avail) {
                 Some(h) => d.with_hint(h),
                 None => d,
@@ -153,10 +154,10 @@ impl Binder<'_> {
     pub(super) fn gene_table(&mut self, var_table: &str, span: Span) -> Option<Vec<Column>> {
         let cols = self.dataset.tables.get(var_table).cloned();
         if cols.is_none() {
-            self.errors.push(Diagnostic::new(
-                format!("no gene table `{var_table}` in this dataset"),
-                span,
-            ));
+            self.errors.push(
+                Diagnostic::new(format!("no gene table `{var_table}` in this dataset"), span)
+                    .with_kind(annql_syntax::Kind::UnknownTable),
+            );
         }
         cols
     }
@@ -170,7 +171,8 @@ impl Binder<'_> {
         if genes.iter().any(|g| g == gene) {
             return true;
         }
-        let d = Diagnostic::new(format!("unknown gene `{gene}` in `{var_table}`"), span);
+        let d = Diagnostic::new(format!("unknown gene `{gene}` in `{var_table}`"), span)
+            .with_kind(annql_syntax::Kind::UnknownColumn);
         let d = match did_you_mean(gene, genes.iter().map(String::as_str)) {
             Some(h) => d.with_hint(h),
             None => d,

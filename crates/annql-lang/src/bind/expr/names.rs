@@ -43,7 +43,8 @@ impl Binder<'_> {
         }
         if st.projected {
             let names: Vec<&str> = st.outputs.iter().map(|(n, _)| n.as_str()).collect();
-            let d = Diagnostic::new(format!("unknown column `{}`", parts.join(".")), span);
+            let d = Diagnostic::new(format!("unknown column `{}`", parts.join(".")), span)
+                .with_kind(annql_syntax::Kind::UnknownColumn);
             let d = match did_you_mean(&parts.join("."), names.iter().copied()) {
                 Some(h) => d.with_hint(h),
                 None => d.with_hint(format!("the columns here are: {}", names.join(", "))),
@@ -105,7 +106,8 @@ impl Binder<'_> {
                 self.column(col, path[1].span, st)
             }
             _ => {
-                let d = Diagnostic::new(format!("unknown name `{}`", parts.join(".")), span);
+                let d = Diagnostic::new(format!("unknown name `{}`", parts.join(".")), span)
+                    .with_kind(annql_syntax::Kind::UnknownColumn);
                 self.err(d.with_hint("paths start with obs, var, X, layers, raw or obsm"))
             }
         }
@@ -127,7 +129,8 @@ impl Binder<'_> {
                 .keys()
                 .filter_map(|t| t.strip_prefix("obsm_").map(str::to_string))
                 .collect();
-            let d = Diagnostic::new(format!("no embedding `obsm.{key}`"), span);
+            let d = Diagnostic::new(format!("no embedding `obsm.{key}`"), span)
+                .with_kind(annql_syntax::Kind::UnknownTable);
             let d = match did_you_mean(&sql_name(key), avail.iter().map(String::as_str)) {
                 Some(h) => d.with_hint(h),
                 None => d.with_hint(format!("embeddings: {}", avail.join(", "))),
@@ -179,7 +182,8 @@ impl Binder<'_> {
     fn unknown(&mut self, col: &str, span: Span, cols: &[Column], table: &str) -> (BExpr, Ty) {
         let mut candidates: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
         candidates.extend(self.lets.keys().map(String::as_str));
-        let d = Diagnostic::new(format!("unknown column `{col}` in {table}"), span);
+        let d = Diagnostic::new(format!("unknown column `{col}` in {table}"), span)
+            .with_kind(annql_syntax::Kind::UnknownColumn);
         let d = match did_you_mean(col, candidates.iter().copied()) {
             Some(h) => d.with_hint(h),
             None if MATRIX_ROOTS.contains(&col) => d,
