@@ -10,14 +10,16 @@
 //! Stages: `attach` ([`session`]) → `plan` ([`provider`], [`pushdown`]) → `scan` ([`scan`]) →
 //! `decode` ([`decode`]).
 
+/// Which spans of a major axis a read covers; rows or a CSC copy's columns.
+mod blocks;
 /// Whether elements can be read as the tables and columns the model gives them.
 pub mod check;
 /// Joins yield to the runtime between output batches, so stopped queries stop.
 pub mod coop;
 /// Matrices of a dataset handed to Rust as `sprs`/`ndarray` values or row blocks.
 pub mod dataset;
-/// Arrow schemas of the tables and batches built from store reads.
-pub mod decode;
+/// Store values turned into Arrow arrays (types, zero-filled entries, probe batches).
+mod decode;
 /// The error type.
 pub mod error;
 /// Subsets of a dataset written as new AnnData stores; where a session may write.
@@ -32,6 +34,8 @@ mod fetch;
 pub mod fused;
 /// Which tables a store exposes, and their names.
 pub mod model;
+/// Blocks planned and scanned by a session's queries.
+mod progress;
 /// Table and schema providers.
 pub mod provider;
 /// Filter classification and categorical predicates by code.
@@ -42,14 +46,17 @@ pub mod scan;
 pub mod select;
 /// The session: attach, detach, run SQL.
 pub mod session;
+/// A table definition bound to its store: schema, column sources, reads.
+mod table;
 
 pub use dataset::{Dataset, MatrixElement, RowBlock, RowBlocks, Selected};
-pub use decode::{AnnTable, Note};
 pub use error::{Error, Result};
 pub use model::{Axis, TableDef, TableKind};
+pub use progress::Progress;
 pub use provider::{AnnDataSchemaProvider, AnnDataTableProvider};
-pub use scan::{AnnDataScanExec, Progress, ScanParams};
+pub use scan::{AnnDataScanExec, ScanParams};
 pub use session::{AnnSession, SessionBuilder, StatementRewriter};
+pub use table::{AnnTable, Note};
 
 /// DataFusion, re-exported so embedders need not pin a matching version.
 pub use datafusion;

@@ -41,40 +41,14 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::decode::{AnnTable, probe_batch};
+use crate::decode::probe_batch;
 use crate::fetch::FetchMetrics;
 use crate::pushdown::CodeFilter;
+use crate::table::AnnTable;
 
-/// Blocks planned and scanned by the running queries of a session, for progress display.
-#[derive(Debug, Default)]
-pub struct Progress {
-    total: std::sync::atomic::AtomicU64,
-    done: std::sync::atomic::AtomicU64,
-}
-
-impl Progress {
-    /// (blocks done, blocks planned) since the last reset.
-    pub fn get(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.done.load(Relaxed), self.total.load(Relaxed))
-    }
-
-    /// Starts counting afresh (before a statement).
-    pub fn reset(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.done.store(0, Relaxed);
-        self.total.store(0, Relaxed);
-    }
-
-    pub(crate) fn plan(&self, blocks: usize) {
-        self.total
-            .fetch_add(blocks as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(crate) fn step(&self) {
-        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+// TODO(merge): `fused/exec.rs` reaches these as `crate::scan::…`; re-exported at the old path
+// until it imports `crate::blocks` (then a plain `use`).
+pub(crate) use crate::blocks::{prefer_columns, selected_spans};
 
 /// The parameters of a scan: plain data, so a plan can be shipped to another executor.
 #[derive(Debug, Clone)]
@@ -765,34 +739,6 @@ impl ScanState {
         }
         Ok(keep)
     }
-}
-
-/// Whether reading the kept genes' columns touches fewer entries than reading the kept cells'
-/// rows (entries assumed spread evenly): the share of genes kept is at most half the share of
-/// cells kept.
-pub(crate) fn prefer_columns(kept_cells: u64, cells: u64, kept_genes: u64, genes: u64) -> bool {
-    2 * u128::from(kept_genes) * u128::from(cells) <= u128::from(kept_cells) * u128::from(genes)
-}
-
-/// Spans of a major axis holding selected positions: within each aligned block of `block`
-/// positions, from a selected position to a selected one, split where more than `max_gap`
-/// unselected positions lie between two selected ones. Cells of a CSR block are read in one span
-/// and filtered (`max_gap` unbounded); the genes of a CSC copy run by run (`max_gap` 0).
-pub(crate) fn selected_spans(
-    selected: impl IntoIterator<Item = bool>,
-    block: u64,
-    max_gap: u64,
-) -> Vec<Range<u64>> {
-    let block = block.max(1);
-    let mut out: Vec<Range<u64>> = Vec::new();
-    for (i, _) in selected.into_iter().enumerate().filter(|(_, s)| *s) {
-        let i = i as u64;
-        match out.last_mut() {
-            Some(r) if i - r.end <= max_gap && r.start / block == i / block => r.end = i + 1,
-            _ => out.push(i..i + 1),
-        }
-    }
-    out
 }
 
 /// Evaluates predicates on a batch and ANDs them into one flag per row (NULL counts as false).

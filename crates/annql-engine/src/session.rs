@@ -23,8 +23,8 @@ use crate::export::WritePolicy;
 use crate::export_sql::{execute_copy, parse_copy};
 use crate::fused::FusedAggregateRule;
 use crate::fused::exec::AnnQueryPlanner;
+use crate::progress::Progress;
 use crate::provider::AnnDataSchemaProvider;
-use crate::scan::Progress;
 
 /// Settings for a session, set once through [`SessionBuilder`].
 #[derive(Debug, Clone)]
