@@ -17,7 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::error::store_err;
 use crate::model::tables_of_store;
 use crate::progress::Progress;
-use crate::pushdown::{CodeFilter, classify_filter};
+use crate::pushdown::{CodeFilter, FilterPlacement, place_filter, place_physical};
 use crate::scan::{AnnDataScanExec, ScanParams};
 use crate::table::{AnnTable, Note, Source};
 
@@ -124,10 +124,9 @@ impl TableProvider for AnnDataTableProvider {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        let schema = self.schema();
         Ok(filters
             .iter()
-            .map(|f| classify_filter(f, &schema))
+            .map(|f| place_filter(f, &self.table).pushdown())
             .collect())
     }
 
@@ -161,7 +160,9 @@ impl TableProvider for AnnDataTableProvider {
             .collect::<Result<Vec<_>>>()?;
         let mut code_filters = Vec::new();
         for f in &physical {
-            if let Some(c) = CodeFilter::try_new(f, &schema, |i| self.categories(i))? {
+            if place_physical(f, &self.table) == FilterPlacement::CategoricalCodes
+                && let Some(c) = CodeFilter::try_new(f, &schema, |i| self.categories(i))?
+            {
                 code_filters.push(Arc::new(c));
             }
         }
