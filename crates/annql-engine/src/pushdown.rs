@@ -79,22 +79,23 @@ impl FilterPlacement {
 /// Where `table`'s scan applies `expr` (a filter on the table's columns, as the provider gets it).
 pub fn place_filter(expr: &Expr, table: &AnnTable) -> FilterPlacement {
     let schema = table.schema();
-    let ids = IdColumns::of(table);
+    let columns = logical_columns(expr, &schema);
     placement(
-        logical_columns(expr, &schema),
+        columns.as_ref(),
         expr.is_volatile(),
         &schema,
-        ids,
+        IdColumns::of(table),
     )
 }
 
 /// [`place_filter`] for the same filter once planned (on the table's schema), as the scan gets it.
 pub(crate) fn place_physical(expr: &Arc<dyn PhysicalExpr>, table: &AnnTable) -> FilterPlacement {
     let columns = collect_columns(expr).iter().map(|c| c.index()).collect();
+    let schema = table.schema();
     placement(
-        Some(columns),
+        Some(&columns),
         is_volatile(expr),
-        &table.schema(),
+        &schema,
         IdColumns::of(table),
     )
 }
@@ -103,7 +104,13 @@ pub(crate) fn place_physical(expr: &Arc<dyn PhysicalExpr>, table: &AnnTable) -> 
 /// to DataFusion.
 pub fn classify_filter(expr: &Expr, schema: &SchemaRef) -> TableProviderFilterPushDown {
     let columns = logical_columns(expr, schema);
-    placement(columns, expr.is_volatile(), schema, IdColumns::default()).pushdown()
+    placement(
+        columns.as_ref(),
+        expr.is_volatile(),
+        schema,
+        IdColumns::default(),
+    )
+    .pushdown()
 }
 
 /// Which columns of a table hold its axis ids.
@@ -133,7 +140,7 @@ fn logical_columns(expr: &Expr, schema: &Schema) -> Option<BTreeSet<usize>> {
 /// The decision itself, on what it depends on: the columns a filter reads (None: one is not the
 /// table's), whether it is volatile, the column types and which columns are ids.
 fn placement(
-    columns: Option<BTreeSet<usize>>,
+    columns: Option<&BTreeSet<usize>>,
     volatile: bool,
     schema: &Schema,
     ids: IdColumns,
@@ -271,7 +278,7 @@ mod tests {
         ids: IdColumns,
     ) -> FilterPlacement {
         placement(
-            Some(columns.iter().copied().collect()),
+            Some(&columns.iter().copied().collect()),
             volatile,
             schema,
             ids,
