@@ -3,10 +3,10 @@
 //! axis it lies along (a column against its dataframe's index, a matrix against `obs` and `var`).
 //!
 //! These run when a table is bound (at attach), without reading a chunk. A failed check is kept
-//! as the table's or column's note ([`crate::decode::AnnTable::notes`]): `annql schema` shows it,
+//! as the table's or column's note ([`crate::table::AnnTable::notes`]): `annql schema` shows it,
 //! a query that reads the element gets it as its error, and the other tables and columns answer.
 //! What only the data can tell (`indptr` starting at 0) is checked when the element is first
-//! read ([`crate::decode::AnnTable::check_first_read`]).
+//! read ([`crate::table::AnnTable::check_first_read`]).
 
 use annql_store::arrow::datatypes::{DataType, Field};
 use annql_store::{AnnDataStore, DType, Element, Encoding, Error as StoreError};

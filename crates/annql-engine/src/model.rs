@@ -97,7 +97,7 @@ pub struct TableDef {
 /// Every element in a place the spec gives a tabular reading becomes a table, whether or not
 /// annql can read it: one it cannot (an unknown encoding, an impossible shape) is kept, so that
 /// `annql schema` lists it with the reason and a query that names it gets that reason rather
-/// than "table not found" (see [`crate::decode::AnnTable::unmapped`]).
+/// than "table not found" (see [`crate::table::AnnTable::unmapped`]).
 pub fn tables_of(adata: &Element, prefix: &str) -> Vec<TableDef> {
     let mut out = Vec::new();
     let frame_path = |e: Option<&Element>| e.map(|e| e.path.clone());

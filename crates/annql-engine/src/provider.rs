@@ -14,11 +14,12 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::decode::{AnnTable, Source};
 use crate::error::store_err;
 use crate::model::tables_of_store;
-use crate::pushdown::{CodeFilter, classify_filter};
+use crate::progress::Progress;
+use crate::pushdown::{CodeFilter, FilterPlacement, place_filter, place_physical};
 use crate::scan::{AnnDataScanExec, ScanParams};
+use crate::table::{AnnTable, Note, Source};
 
 /// One table of an attached store.
 #[derive(Debug)]
@@ -51,7 +52,7 @@ impl AnnDataTableProvider {
     }
 
     /// What cannot be read in this table (see [`AnnTable::notes`]).
-    pub fn notes(&self) -> Vec<(Option<String>, crate::decode::Note)> {
+    pub fn notes(&self) -> Vec<(Option<String>, Note)> {
         self.table.notes()
     }
 
@@ -123,10 +124,9 @@ impl TableProvider for AnnDataTableProvider {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        let schema = self.schema();
         Ok(filters
             .iter()
-            .map(|f| classify_filter(f, &schema))
+            .map(|f| place_filter(f, &self.table).pushdown())
             .collect())
     }
 
@@ -160,7 +160,9 @@ impl TableProvider for AnnDataTableProvider {
             .collect::<Result<Vec<_>>>()?;
         let mut code_filters = Vec::new();
         for f in &physical {
-            if let Some(c) = CodeFilter::try_new(f, &schema, |i| self.categories(i))? {
+            if place_physical(f, &self.table) == FilterPlacement::CategoricalCodes
+                && let Some(c) = CodeFilter::try_new(f, &schema, |i| self.categories(i))?
+            {
                 code_filters.push(Arc::new(c));
             }
         }
@@ -195,10 +197,7 @@ impl AnnDataSchemaProvider {
     }
 
     /// As [`Self::try_new`], counting scanned blocks into `progress`.
-    pub fn with_progress(
-        store: Arc<AnnDataStore>,
-        progress: Arc<crate::scan::Progress>,
-    ) -> Result<Self> {
+    pub fn with_progress(store: Arc<AnnDataStore>, progress: Arc<Progress>) -> Result<Self> {
         let mut tables = BTreeMap::new();
         for def in tables_of_store(&store) {
             let name = def.name.clone();
@@ -215,7 +214,7 @@ impl AnnDataSchemaProvider {
 
     /// What cannot be read in each table: (table, column or None for the whole table, reason),
     /// for `annql schema` and `\d`.
-    pub fn notes(&self) -> Vec<(String, Option<String>, crate::decode::Note)> {
+    pub fn notes(&self) -> Vec<(String, Option<String>, Note)> {
         self.tables
             .iter()
             .flat_map(|(name, t)| {

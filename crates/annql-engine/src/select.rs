@@ -4,8 +4,9 @@
 
 use datafusion::arrow::array::{Array, Int64Array};
 
+use crate::context::QueryContext;
 use crate::error::{Error, Result};
-use crate::session::AnnSession;
+use crate::model::{OBS_ID, VAR_ID};
 
 /// The axis a predicate selects along.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,7 @@ impl SelectAxis {
 /// The 0-based ids (`obs_id`/`var_id`), in increasing order, of the rows of `dataset`'s `obs` or
 /// `var` table where `predicate` (a SQL boolean expression over its columns) is true.
 pub async fn select_rows(
-    session: &AnnSession,
+    session: &dyn QueryContext,
     dataset: &str,
     axis: SelectAxis,
     predicate: &str,
@@ -39,13 +40,16 @@ pub async fn select_rows(
 
 /// [`select_rows`] over another table of the same axis (`raw_var` for raw's genes).
 pub async fn select_rows_in(
-    session: &AnnSession,
+    session: &dyn QueryContext,
     dataset: &str,
     table: &str,
     axis: SelectAxis,
     predicate: &str,
 ) -> Result<Vec<u64>> {
-    let id = format!("{}_id", axis.name());
+    let id = match axis {
+        SelectAxis::Obs => OBS_ID,
+        SelectAxis::Var => VAR_ID,
+    };
     let sql = format!(
         "SELECT {id} FROM {}.{table} WHERE ({predicate}) ORDER BY {id}",
         quote_ident(dataset)

@@ -1,7 +1,7 @@
 //! [`AnnSession`]: a DataFusion session that knows how to attach AnnData stores.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use annql_store::{AnnDataStore, StorageOptions};
@@ -18,13 +18,14 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlVa
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use crate::context::QueryContext;
 use crate::error::{Error, Result};
 use crate::export::WritePolicy;
-use crate::export_sql::{execute_copy, parse_copy};
+use crate::export::sql::{execute_copy, parse_copy};
 use crate::fused::FusedAggregateRule;
 use crate::planner::AnnQueryPlanner;
+use crate::progress::Progress;
 use crate::provider::AnnDataSchemaProvider;
-use crate::scan::Progress;
 
 /// Settings for a session, set once through [`SessionBuilder`].
 #[derive(Debug, Clone)]
@@ -265,7 +266,7 @@ impl AnnSession {
     }
 
     /// Plans one SQL statement: `ATTACH 'path' [AS name]`, `DETACH name` and
-    /// `COPY dataset … TO 'out.h5ad'` ([`crate::export_sql`]) are handled here (at once: an export
+    /// `COPY dataset … TO 'out.h5ad'` ([`crate::export::sql`]) are handled here (at once: an export
     /// is written before this returns, and its frame is the one-row summary), everything else by
     /// DataFusion.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
@@ -325,6 +326,23 @@ impl AnnSession {
     /// Runs one statement and collects its result.
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         Ok(self.sql(sql).await?.collect().await?)
+    }
+}
+
+/// What selections and exports need of the session: they run their statements through
+/// [`AnnSession::sql`], so `COPY` and the registered rewriters apply to them too.
+#[async_trait::async_trait]
+impl QueryContext for AnnSession {
+    fn store(&self, name: &str) -> Option<Arc<AnnDataStore>> {
+        AnnSession::store(self, name)
+    }
+
+    fn resolve_output(&self, out: &Path) -> Result<PathBuf> {
+        self.write_policy.resolve(out)
+    }
+
+    async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        AnnSession::sql(self, sql).await
     }
 }
 

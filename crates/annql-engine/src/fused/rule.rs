@@ -185,12 +185,14 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
     collect_leaves(input, &mut leaves)?;
     let (matrix, others) = matrix_leaf(&leaves)?;
     let (dense, n_obs, n_var) = matrix_axes(&matrix.table)?;
-    // Matrix scan filters: only on the id columns (gene or cell selections).
-    for f in &matrix.scan.filters {
-        let cols = f.column_refs();
-        if cols.is_empty() || cols.iter().any(|c| c.name != OBS_ID && c.name != VAR_ID) {
-            return None;
-        }
+    // Matrix scan filters: only selections of ids (cells or genes), as the scan places them.
+    if matrix
+        .scan
+        .filters
+        .iter()
+        .any(|f| !crate::pushdown::place_filter(f, &matrix.table).selects_ids())
+    {
+        return None;
     }
     let (obs_leaf, var_leaf) = join_sides(&leaves, &matrix, &others, n_obs, n_var)?;
     let joined = usize::from(obs_leaf.is_some()) + usize::from(var_leaf.is_some());

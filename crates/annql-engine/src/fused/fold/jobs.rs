@@ -56,7 +56,7 @@ pub(super) fn plan(
     Ok(match chunk_jobs(matrix, major_sel, stats)? {
         Some((entries, indptr)) => (entries.into_iter().map(Job::Entries).collect(), indptr),
         None => (
-            crate::scan::selected_spans(
+            crate::blocks::selected_spans(
                 major_sel.iter().map(|&g| g != NONE),
                 matrix.block_rows,
                 max_gap,

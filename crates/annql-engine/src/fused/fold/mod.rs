@@ -2,7 +2,7 @@
 //! group × slot grid, by one of a few strategies that [`choose_fold`] picks once per execution.
 //!
 //! - Which matrix: the table itself, or its CSC copy when few genes of many cells are kept
-//!   ([`crate::scan::prefer_columns`]).
+//!   ([`crate::blocks::prefer_columns`]).
 //! - Which reads ([`jobs`]): chunk-aligned ranges of entries for a CSR matrix whose `data` and
 //!   `indices` are chunked alike (each chunk decoded once), else runs of selected majors.
 //! - Which strategy ([`Strategy`]): a grid that fits in the caches is folded per worker and
@@ -118,10 +118,10 @@ impl FoldPlan {
     }
 }
 
-/// [`crate::scan::prefer_columns`] for cell → group and gene → slot maps.
+/// [`crate::blocks::prefer_columns`] for cell → group and gene → slot maps.
 fn prefer_columns(cells: &[u32], genes: &[u32]) -> bool {
     let kept = |of: &[u32]| of.iter().filter(|&&g| g != NONE).count() as u64;
-    crate::scan::prefer_columns(
+    crate::blocks::prefer_columns(
         kept(cells),
         cells.len() as u64,
         kept(genes),

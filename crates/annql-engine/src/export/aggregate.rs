@@ -26,10 +26,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 
+use crate::context::QueryContext;
 use crate::error::{Error, Result};
-use crate::model::sql_name;
+use crate::model::{OBS_ID, VALUE, VAR_ID, sql_name};
 use crate::select::{SelectAxis, quote_ident, select_rows};
-use crate::session::AnnSession;
 
 /// What to aggregate and where to write it.
 #[derive(Debug, Clone)]
@@ -56,11 +56,11 @@ pub struct AggregateRequest {
 
 /// Computes the aggregate of `request` and writes it as a new AnnData at `request.out`.
 pub async fn export_aggregate(
-    session: &AnnSession,
+    session: &dyn QueryContext,
     mut request: AggregateRequest,
 ) -> Result<ExportSummary> {
     // The session's write policy first (a server writes only inside its writable directory).
-    request.out = crate::export::writable_output(session, &request.out, request.options.overwrite)?;
+    request.out = super::writable_output(session, &request.out, request.options.overwrite)?;
     let store = session
         .store(&request.dataset)
         .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;
@@ -84,7 +84,7 @@ pub async fn export_aggregate(
 
 /// The aggregate of `request` (groups, keys, statistics) and the genes it covers (`var_id`s).
 pub async fn compute_aggregate(
-    session: &AnnSession,
+    session: &dyn QueryContext,
     request: &AggregateRequest,
 ) -> Result<(Aggregate, Vec<u64>)> {
     let n_vars = check(session, request)?;
@@ -138,7 +138,7 @@ fn bad_request(request: &AggregateRequest, reason: impl Into<String>) -> Error {
 }
 
 /// Checks the request against the dataset; the matrix's gene count.
-fn check(session: &AnnSession, request: &AggregateRequest) -> Result<u64> {
+fn check(session: &dyn QueryContext, request: &AggregateRequest) -> Result<u64> {
     let store = session
         .store(&request.dataset)
         .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;
@@ -194,14 +194,14 @@ pub fn aggregate_sql(request: &AggregateRequest) -> String {
         .iter()
         .map(|k| format!("o.{}", quote_ident(k)))
         .collect();
-    let stats: Vec<&str> = request
+    let stats: Vec<String> = request
         .funcs
         .iter()
         .map(|f| match f {
-            AggFunc::Sum => "sum(d.value)",
-            AggFunc::Mean => "avg(d.value)",
-            AggFunc::CountNonzero => "count(*) FILTER (WHERE d.value <> 0)",
-            AggFunc::Var => "var_samp(d.value)",
+            AggFunc::Sum => format!("sum(d.{VALUE})"),
+            AggFunc::Mean => format!("avg(d.{VALUE})"),
+            AggFunc::CountNonzero => format!("count(*) FILTER (WHERE d.{VALUE} <> 0)"),
+            AggFunc::Var => format!("var_samp(d.{VALUE})"),
         })
         .collect();
     let mut keep: Vec<String> = request
@@ -215,11 +215,11 @@ pub fn aggregate_sql(request: &AggregateRequest) -> String {
     let obs = format!("(SELECT * FROM {ds}.obs WHERE {}) o", keep.join(" AND "));
     let var = match &request.var {
         None => String::new(),
-        Some(p) => format!(" JOIN (SELECT var_id FROM {ds}.var WHERE ({p})) v USING (var_id)"),
+        Some(p) => format!(" JOIN (SELECT {VAR_ID} FROM {ds}.var WHERE ({p})) v USING ({VAR_ID})"),
     };
     format!(
-        "SELECT {keys}, d.var_id, {stats} FROM {ds}.{table} d JOIN {obs} USING (obs_id){var} \
-         GROUP BY {keys}, d.var_id",
+        "SELECT {keys}, d.{VAR_ID}, {stats} FROM {ds}.{table} d JOIN {obs} USING ({OBS_ID}){var} \
+         GROUP BY {keys}, d.{VAR_ID}",
         keys = keys.join(", "),
         table = quote_ident(&table),
         stats = stats.join(", "),
@@ -245,7 +245,7 @@ struct KeyColumn {
 
 /// The groups present among the selected cells, in the order of the product of the keys'
 /// categories (the first key slowest), as scanpy orders them.
-async fn groups_of(session: &AnnSession, request: &AggregateRequest) -> Result<Groups> {
+async fn groups_of(session: &dyn QueryContext, request: &AggregateRequest) -> Result<Groups> {
     let keys: Vec<String> = request.by.iter().map(|k| quote_ident(k)).collect();
     let sql = format!(
         "SELECT {} FROM {}.obs{}",

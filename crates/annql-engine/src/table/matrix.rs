@@ -12,7 +12,7 @@ use std::sync::Arc;
 use annql_store::{Encoding, ReadStats, SparseBlock};
 use datafusion::error::Result;
 
-use crate::AnnTable;
+use super::AnnTable;
 use crate::error::store_err;
 
 impl AnnTable {

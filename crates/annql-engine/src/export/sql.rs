@@ -1,4 +1,4 @@
-//! The SQL statement of exports, handled by [`AnnSession::sql`] before DataFusion sees the text
+//! The SQL statement of exports, handled by [`AnnSession::sql`](crate::AnnSession::sql) before DataFusion sees the text
 //! (as `ATTACH` is):
 //!
 //! ```sql
@@ -19,10 +19,10 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use super::aggregate::{AggFunc, AggregateRequest, export_aggregate};
+use super::{ExportChoices, ExportRequest, export_subset, summary_batch};
+use crate::context::QueryContext;
 use crate::error::{Error, Result};
-use crate::export::{ExportChoices, ExportRequest, export_subset, summary_batch};
-use crate::export_aggregate::{AggFunc, AggregateRequest, export_aggregate};
-use crate::session::AnnSession;
 
 /// A parsed `COPY dataset … TO 'out'`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +151,10 @@ pub fn parse_copy(sql: &str, is_dataset: impl Fn(&str) -> bool) -> Result<Option
 }
 
 /// Runs a parsed `COPY`: its one-row result (`path, format, n_obs, n_vars`).
-pub async fn execute_copy(session: &AnnSession, statement: CopyStatement) -> Result<RecordBatch> {
+pub async fn execute_copy(
+    session: &dyn QueryContext,
+    statement: CopyStatement,
+) -> Result<RecordBatch> {
     let options = statement.choices.to_options(&statement.out)?;
     if let Some(aggregate) = statement.aggregate {
         let funcs = aggregate

@@ -1,24 +1,30 @@
-//! Subsets of an attached dataset written as a new AnnData store: the obs/var predicates turned
-//! into row ids ([`crate::select`]), then `annql_write::export` on a blocking thread.
+//! Exports: parts of an attached dataset written as new AnnData stores.
 //!
-//! Every front end (SQL `COPY atlas TO …`, the pipeline language's `write`, `annql export`) builds
-//! an [`ExportRequest`] and calls [`export_subset`]. Where a session may write is its
-//! [`WritePolicy`]: anywhere for the CLI, nowhere or inside one directory for the server.
-#![allow(clippy::disallowed_methods)] // TODO(merge): spawn_blocking → crate::schedule::blocking
+//! Every front end (SQL `COPY atlas TO …` ([`sql`]), the pipeline language's `write`, `annql
+//! export`) builds a request and calls [`export_subset`] ([`subset`]: the cells and genes the
+//! obs/var predicates keep) or [`aggregate::export_aggregate`] (a group-by aggregate, as scanpy
+//! returns it). This module holds what they share: where a session may write
+//! ([`WritePolicy`]: anywhere for the CLI, nowhere or inside one directory for the server), how
+//! the output's format is chosen ([`ExportChoices`]) and the one-row summary they answer with.
+//!
+//! Exports take the session as a [`QueryContext`], so they sit below [`crate::session`], which
+//! calls [`sql::execute_copy`] for `COPY`.
+
+pub mod aggregate;
+pub mod sql;
+mod subset;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use annql_write::select::{Rows, Selection};
 use annql_write::sink::Chunking;
 use annql_write::{ExportOptions, ExportSummary, Format};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
+pub use self::subset::{ExportRequest, export_subset};
+use crate::context::QueryContext;
 use crate::error::{Error, Result};
-use crate::select::{SelectAxis, select_rows};
-use crate::session::AnnSession;
 
 /// Where a session may write new stores.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,22 +97,6 @@ impl WritePolicy {
         }
         Ok(target)
     }
-}
-
-/// What to write: the cells (`obs` predicate) and genes (`var` predicate) of `dataset` kept, and
-/// where. `None` keeps every row of that axis.
-#[derive(Debug, Clone)]
-pub struct ExportRequest {
-    /// The attached dataset.
-    pub dataset: String,
-    /// A SQL boolean expression over `<dataset>.obs` (subqueries allowed).
-    pub obs: Option<String>,
-    /// A SQL boolean expression over `<dataset>.var`.
-    pub var: Option<String>,
-    /// The output path (checked against the session's [`WritePolicy`]).
-    pub out: PathBuf,
-    /// Format, overwrite and chunking.
-    pub options: ExportOptions,
 }
 
 /// How a front end names the output's format and chunking (SQL `WITH (…)`, CLI flags), before
@@ -206,77 +196,19 @@ pub fn format_name(format: &Format) -> &'static str {
     }
 }
 
-/// Sets the cancel flag when dropped: a front end that stops waiting (Ctrl-C, a client's cancel
-/// request) drops the export's future, and the writer then stops and removes its temporary.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// `out` as the session's write policy resolves it, refused up front when it exists and
 /// `overwrite` is off. The writer checks again when it starts; checking here too means the
 /// predicates and aggregates do not run for nothing.
 pub(crate) fn writable_output(
-    session: &AnnSession,
+    session: &dyn QueryContext,
     out: &Path,
     overwrite: bool,
 ) -> Result<PathBuf> {
-    let out = session.write_policy().resolve(out)?;
+    let out = session.resolve_output(out)?;
     if !overwrite && std::fs::symlink_metadata(&out).is_ok() {
         return Err(annql_write::Error::Exists(out).into());
     }
     Ok(out)
-}
-
-/// Writes the cells and genes of `request.dataset` its predicates keep as a new AnnData store.
-///
-/// The output path is checked against the session's [`WritePolicy`] before anything is read.
-/// Dropping the returned future cancels the write (nothing is left at the output path).
-pub async fn export_subset(session: &AnnSession, request: ExportRequest) -> Result<ExportSummary> {
-    let out = writable_output(session, &request.out, request.options.overwrite)?;
-    let store = session
-        .store(&request.dataset)
-        .ok_or_else(|| Error::NotAttached(request.dataset.clone()))?;
-    // The writer holds an id (and an index entry) per cell and per gene, sized from the
-    // declared shape: within the read limit.
-    for (axis, n) in ["cells", "genes"].iter().zip(store.root().shape.clone()) {
-        let what = format!("the ids of its {n} {axis}");
-        store.check_alloc("", &what, n.saturating_mul(8))?;
-    }
-    let obs = rows(session, &request.dataset, SelectAxis::Obs, &request.obs).await?;
-    let var = rows(session, &request.dataset, SelectAxis::Var, &request.var).await?;
-    let selection = Selection { obs, var };
-    let mut options = request.options;
-    let cancel = options.cancel.get_or_insert_with(Arc::default).clone();
-    let _guard = CancelOnDrop(cancel);
-    let written = tokio::task::spawn_blocking(move || {
-        annql_write::export(&store, "", &selection, &out, &options)
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("the export thread failed: {e}")))?;
-    Ok(written?)
-}
-
-async fn rows(
-    session: &AnnSession,
-    dataset: &str,
-    axis: SelectAxis,
-    predicate: &Option<String>,
-) -> Result<Rows> {
-    let Some(predicate) = predicate else {
-        return Ok(Rows::All);
-    };
-    let ids = select_rows(session, dataset, axis, predicate)
-        .await
-        .map_err(|source| Error::Predicate {
-            axis: axis.name(),
-            source: Box::new(source),
-        })?;
-    // Ordered by id and unique (ids are row positions): what `Rows::Some` asks for.
-    Ok(Rows::Some(ids))
 }
 
 /// The columns of an export's result: `path, format, n_obs, n_vars`.

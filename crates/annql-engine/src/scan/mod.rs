@@ -6,19 +6,17 @@
 //! hash join pushes down once its build side (e.g. the filtered `obs`) is known — are evaluated on
 //! the candidate ids of each block. Blocks with no surviving id are skipped; the others read only
 //! the span of surviving rows. Categorical predicates are evaluated once per category and applied
-//! by code. Everything else is evaluated on the decoded batch.
-#![allow(clippy::disallowed_methods)] // TODO(merge): spawn_blocking → crate::schedule::blocking
+//! by code. Everything else is evaluated on the decoded batch ([`crate::pushdown::place_filter`]
+//! decides which). What a partition does to each block is [`partition`].
+
+mod partition;
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use annql_store::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
-};
-use annql_store::arrow::compute::{and_kleene, filter_record_batch};
-use annql_store::arrow::datatypes::SchemaRef;
-use annql_store::{ReadStats, SparseCarry};
+use annql_store::ReadStats;
+use annql_store::arrow::array::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Statistics, stats::Precision};
 use datafusion::config::ConfigOptions;
@@ -32,9 +30,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
 };
-use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
-};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -42,40 +38,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::decode::{AnnTable, probe_batch};
+use self::partition::{ScanMetrics, ScanState};
 use crate::fetch::FetchMetrics;
-use crate::pushdown::CodeFilter;
-
-/// Blocks planned and scanned by the running queries of a session, for progress display.
-#[derive(Debug, Default)]
-pub struct Progress {
-    total: std::sync::atomic::AtomicU64,
-    done: std::sync::atomic::AtomicU64,
-}
-
-impl Progress {
-    /// (blocks done, blocks planned) since the last reset.
-    pub fn get(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.done.load(Relaxed), self.total.load(Relaxed))
-    }
-
-    /// Starts counting afresh (before a statement).
-    pub fn reset(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.done.store(0, Relaxed);
-        self.total.store(0, Relaxed);
-    }
-
-    pub(crate) fn plan(&self, blocks: usize) {
-        self.total
-            .fetch_add(blocks as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(crate) fn step(&self) {
-        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+use crate::pushdown::{CodeFilter, FilterPlacement, place_physical};
+use crate::table::AnnTable;
 
 /// The parameters of a scan: plain data, so a plan can be shipped to another executor.
 #[derive(Debug, Clone)]
@@ -101,6 +67,8 @@ pub struct AnnDataScanExec {
     code_filters: Vec<Arc<CodeFilter>>,
     /// The rest, applied to decoded batches.
     batch_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Those of `batch_filters` on the minor id alone, which also select entries.
+    minor_filters: Vec<Arc<dyn PhysicalExpr>>,
     /// Dynamic filters pushed by joins, on the output schema; used to prune rows only.
     dynamic_filters: Vec<Arc<dyn PhysicalExpr>>,
     /// Row count: exact for an unfiltered table (answers `count(*)` without a scan), an upper
@@ -121,17 +89,20 @@ impl AnnDataScanExec {
         code_filters: Vec<Arc<CodeFilter>>,
     ) -> Result<Self> {
         let schema = Arc::new(table.schema().project(&params.projection)?);
-        let major = table.major_id_column();
-        let (mut id_filters, mut batch_filters) = (Vec::new(), Vec::new());
+        let (mut id_filters, mut batch_filters, mut minor_filters) =
+            (Vec::new(), Vec::new(), Vec::new());
         for f in filters
             .iter()
             .filter(|f| !code_filters.iter().any(|c| Arc::ptr_eq(c.expr(), f)))
         {
-            let cols = collect_columns(f);
-            if major.is_some_and(|m| !cols.is_empty() && cols.iter().all(|c| c.index() == m)) {
-                id_filters.push(f.clone());
-            } else {
-                batch_filters.push(f.clone());
+            match place_physical(f, &table) {
+                FilterPlacement::RowSelection => id_filters.push(f.clone()),
+                placement => {
+                    if placement == (FilterPlacement::BatchFilter { on_minor_id: true }) {
+                        minor_filters.push(f.clone());
+                    }
+                    batch_filters.push(f.clone());
+                }
             }
         }
         let cache = Arc::new(PlanProperties::new(
@@ -147,6 +118,7 @@ impl AnnDataScanExec {
             id_filters,
             code_filters,
             batch_filters,
+            minor_filters,
             dynamic_filters: Vec::new(),
             row_count: Precision::Absent,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -191,6 +163,7 @@ impl AnnDataScanExec {
             id_filters: self.id_filters.clone(),
             code_filters: self.code_filters.clone(),
             batch_filters: self.batch_filters.clone(),
+            minor_filters: self.minor_filters.clone(),
             dynamic_filters,
             row_count: self.row_count,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -242,7 +215,8 @@ impl DisplayAs for AnnDataScanExec {
                 .join(" AND ")
         };
         if !self.id_filters.is_empty() {
-            write!(f, ", row_selection=[{}]", show(&self.id_filters))?;
+            let label = FilterPlacement::RowSelection.label();
+            write!(f, ", {label}=[{}]", show(&self.id_filters))?;
         }
         if !self.code_filters.is_empty() {
             let c: Vec<String> = self
@@ -250,10 +224,12 @@ impl DisplayAs for AnnDataScanExec {
                 .iter()
                 .map(|c| c.expr().to_string())
                 .collect();
-            write!(f, ", categorical_filters=[{}]", c.join(" AND "))?;
+            let label = FilterPlacement::CategoricalCodes.label();
+            write!(f, ", {label}=[{}]", c.join(" AND "))?;
         }
         if !self.batch_filters.is_empty() {
-            write!(f, ", filters=[{}]", show(&self.batch_filters))?;
+            let label = FilterPlacement::BatchFilter { on_minor_id: false }.label();
+            write!(f, ", {label}=[{}]", show(&self.batch_filters))?;
         }
         if !self.dynamic_filters.is_empty() && t != DisplayFormatType::TreeRender {
             write!(
@@ -424,6 +400,7 @@ impl ExecutionPlan for AnnDataScanExec {
             id_filters: self.id_filters.clone(),
             code_filters: self.code_filters.clone(),
             batch_filters: self.batch_filters.clone(),
+            minor_filters: self.minor_filters.clone(),
             stats: ReadStats::new_shared(),
             metrics,
             carry: Default::default(),
@@ -451,7 +428,7 @@ impl ExecutionPlan for AnnDataScanExec {
                         .collect::<Result<Vec<_>>>()?;
                     let progress = state.table.progress.clone();
                     let result =
-                        tokio::task::spawn_blocking(move || state.scan_block(block, &snapshots))
+                        crate::schedule::blocking(move || state.scan_block(block, &snapshots))
                             .await;
                     progress.step();
                     if let Some(Some(f)) = fetch.get() {
@@ -481,353 +458,4 @@ impl ExecutionPlan for AnnDataScanExec {
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
-}
-
-struct ScanMetrics {
-    /// Partitions that read the CSC copy instead of their rows.
-    copy_reads: Count,
-    bytes: Count,
-    chunks: Count,
-    requests: Count,
-    blocks_read: Count,
-    blocks_pruned: Count,
-}
-
-/// What one partition's stream needs to turn a block into a batch.
-struct ScanState {
-    /// The partition's whole major range.
-    span: Range<u64>,
-    /// Whether the partition reads the CSC copy instead of its blocks (decided at its first
-    /// block, when the join filters are known; the copy is then read at once).
-    use_copy: std::sync::OnceLock<bool>,
-    table: Arc<AnnTable>,
-    needed: Vec<bool>,
-    projection: Vec<usize>,
-    output: SchemaRef,
-    id_filters: Vec<Arc<dyn PhysicalExpr>>,
-    code_filters: Vec<Arc<CodeFilter>>,
-    batch_filters: Vec<Arc<dyn PhysicalExpr>>,
-    stats: Arc<ReadStats>,
-    metrics: ScanMetrics,
-    /// The entries decoded past the last block, which the partition's next block starts with
-    /// (blocks are read in order, so a chunk two blocks share is decoded once).
-    carry: std::sync::Mutex<SparseCarry>,
-}
-
-impl ScanState {
-    fn scan_block(
-        &self,
-        block: Range<u64>,
-        dynamic: &[Arc<dyn PhysicalExpr>],
-    ) -> Result<Vec<RecordBatch>> {
-        self.table.check_first_read()?;
-        if let Some(copy) = self.table.csc_copy() {
-            match self.use_copy.get() {
-                Some(true) => return Ok(Vec::new()),
-                Some(false) => {}
-                None => {
-                    let batches = self.scan_copy(copy, dynamic)?;
-                    // Blocks of a partition run one after another: nothing else sets it.
-                    let _ = self.use_copy.set(batches.is_some());
-                    if let Some(batches) = batches {
-                        return Ok(batches);
-                    }
-                }
-            }
-        }
-        self.scan_rows(block, dynamic)
-    }
-
-    /// Reads this partition's rows of the selected genes from the CSC copy, when the selection
-    /// makes that cheaper than reading the rows (see [`prefer_columns`]); None otherwise.
-    fn scan_copy(
-        &self,
-        copy: &Arc<AnnTable>,
-        dynamic: &[Arc<dyn PhysicalExpr>],
-    ) -> Result<Option<Vec<RecordBatch>>> {
-        let Some(genes) = self.minor_mask(dynamic)? else {
-            return Ok(None);
-        };
-        let keep = self.prune(&self.span, dynamic)?;
-        let n_cells = self.table.major_len as usize;
-        let kept_cells = keep.as_ref().map_or(self.span.end - self.span.start, |k| {
-            k.iter().filter(|&&b| b).count() as u64
-        });
-        let kept_genes = genes.iter().filter(|&&b| b).count() as u64;
-        if !prefer_columns(kept_cells, n_cells as u64, kept_genes, genes.len() as u64) {
-            return Ok(None);
-        }
-        copy.check_first_read()?;
-        self.metrics.copy_reads.add(1);
-        // The copy's minor axis is cells: those of this partition that survive the filters.
-        let mut cells = vec![false; n_cells];
-        for (i, c) in (self.span.start as usize..self.span.end as usize).enumerate() {
-            cells[c] = keep.as_ref().is_none_or(|k| k[i]);
-        }
-        let mut out = Vec::new();
-        for run in selected_spans(genes.iter().copied(), copy.block_rows, 0) {
-            let before = (
-                self.stats.bytes(),
-                self.stats.requests(),
-                self.stats.key_count(),
-            );
-            let gene_keep = &genes[run.start as usize..run.end as usize];
-            let batches = copy.read_block(
-                run,
-                &self.needed,
-                Some(gene_keep),
-                Some(&cells),
-                &mut *self.carry()?,
-                &self.stats,
-            )?;
-            self.count_read(before);
-            for batch in batches {
-                out.extend(self.finish(batch)?);
-            }
-        }
-        Ok(Some(out))
-    }
-
-    fn carry(&self) -> Result<std::sync::MutexGuard<'_, SparseCarry>> {
-        self.carry
-            .lock()
-            .map_err(|_| DataFusionError::Internal("scan carry lock poisoned".into()))
-    }
-
-    fn count_read(&self, before: (u64, u64, usize)) {
-        self.metrics.blocks_read.add(1);
-        self.metrics
-            .bytes
-            .add((self.stats.bytes() - before.0) as usize);
-        self.metrics
-            .requests
-            .add((self.stats.requests() - before.1) as usize);
-        self.metrics.chunks.add(self.stats.key_count() - before.2);
-    }
-
-    fn scan_rows(
-        &self,
-        block: Range<u64>,
-        dynamic: &[Arc<dyn PhysicalExpr>],
-    ) -> Result<Vec<RecordBatch>> {
-        let keep = self.prune(&block, dynamic)?;
-        let minor_keep = self.minor_mask(dynamic)?;
-        if minor_keep.as_ref().is_some_and(|m| !m.iter().any(|&b| b)) {
-            self.metrics.blocks_pruned.add(1);
-            return Ok(Vec::new());
-        }
-        let span = match &keep {
-            None => block.clone(),
-            Some(k) => match (k.iter().position(|&b| b), k.iter().rposition(|&b| b)) {
-                (Some(first), Some(last)) => {
-                    block.start + first as u64..block.start + last as u64 + 1
-                }
-                _ => {
-                    self.metrics.blocks_pruned.add(1);
-                    return Ok(Vec::new());
-                }
-            },
-        };
-        let span_keep = keep.as_ref().map(|k| {
-            let (a, b) = (
-                (span.start - block.start) as usize,
-                (span.end - block.start) as usize,
-            );
-            k[a..b].to_vec()
-        });
-        let before = (
-            self.stats.bytes(),
-            self.stats.requests(),
-            self.stats.key_count(),
-        );
-        let batches = self.table.read_block(
-            span,
-            &self.needed,
-            span_keep.as_deref(),
-            minor_keep.as_deref(),
-            &mut *self.carry()?,
-            &self.stats,
-        )?;
-        self.count_read(before);
-        let mut out = Vec::with_capacity(batches.len());
-        for batch in batches {
-            out.extend(self.finish(batch)?);
-        }
-        Ok(out)
-    }
-
-    /// Applies the filters left for decoded batches and projects.
-    fn finish(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
-        let mut mask: Option<BooleanArray> = None;
-        for c in &self.code_filters {
-            mask = Some(combine(mask, c.evaluate(&batch)?)?);
-        }
-        for f in &self.batch_filters {
-            let result = f.evaluate(&batch)?.into_array(batch.num_rows())?;
-            let result = result
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| DataFusionError::Plan(format!("filter {f} is not boolean")))?
-                .clone();
-            mask = Some(combine(mask, result)?);
-        }
-        let batch = match mask {
-            Some(m) => filter_record_batch(&batch, &m)?,
-            None => batch,
-        };
-        if batch.num_rows() == 0 {
-            return Ok(None);
-        }
-        let projected = batch.project(&self.projection)?;
-        let options = RecordBatchOptions::new().with_row_count(Some(projected.num_rows()));
-        Ok(Some(RecordBatch::try_new_with_options(
-            self.output.clone(),
-            projected.columns().to_vec(),
-            &options,
-        )?))
-    }
-
-    /// Which minor positions (genes of a CSR matrix) survive the join filters on the minor id.
-    fn minor_mask(&self, dynamic: &[Arc<dyn PhysicalExpr>]) -> Result<Option<Vec<bool>>> {
-        let (Some(minor), Some(len)) = (self.table.minor_id_column(), self.table.minor_len())
-        else {
-            return Ok(None);
-        };
-        let name = self.table.schema().field(minor).name().clone();
-        let Ok(col) = self.output.index_of(&name) else {
-            return Ok(None);
-        };
-        let on_minor: Vec<_> = dynamic
-            .iter()
-            .filter(|f| collect_columns(f).iter().all(|c| c.index() == col))
-            .collect();
-        // The query's own predicates on the minor id (applied to batches anyway) select too.
-        let static_minor: Vec<_> = self
-            .batch_filters
-            .iter()
-            .filter(|f| {
-                let cols = collect_columns(f);
-                !cols.is_empty() && cols.iter().all(|c| c.index() == minor)
-            })
-            .collect();
-        if on_minor.is_empty() && static_minor.is_empty() {
-            return Ok(None);
-        }
-        // One id per minor position, sized from the declared shape: within the read limit.
-        let what = format!("the {len} ids of the minor axis");
-        let bytes = len.saturating_mul(8);
-        self.table
-            .store
-            .check_alloc(&self.table.def.path, &what, bytes)
-            .map_err(crate::error::store_err)?;
-        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..len as i64));
-        let mut mask = None;
-        if !on_minor.is_empty() {
-            let batch = probe_batch(&self.output, col, ids.clone())?;
-            mask = mask_of(on_minor, &batch)?;
-        }
-        if !static_minor.is_empty() {
-            let batch = probe_batch(&self.table.schema(), minor, ids)?;
-            mask = and_flags(mask, mask_of(static_minor, &batch)?);
-        }
-        Ok(mask)
-    }
-
-    /// Which major positions of `block` survive the id predicates (None: all, without checking).
-    fn prune(
-        &self,
-        block: &Range<u64>,
-        dynamic: &[Arc<dyn PhysicalExpr>],
-    ) -> Result<Option<Vec<bool>>> {
-        if self.id_filters.is_empty() && dynamic.is_empty() {
-            return Ok(None);
-        }
-        let Some(major) = self.table.major_id_column() else {
-            return Ok(None);
-        };
-        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
-            block.start as i64..block.end as i64,
-        ));
-        let mut keep: Option<Vec<bool>> = None;
-        if !self.id_filters.is_empty() {
-            let batch = probe_batch(&self.table.schema(), major, ids.clone())?;
-            keep = and_flags(keep, mask_of(&self.id_filters, &batch)?);
-        }
-        let name = self.table.schema().field(major).name().clone();
-        if let Ok(col) = self.output.index_of(&name) {
-            let on_major: Vec<_> = dynamic
-                .iter()
-                .filter(|f| collect_columns(f).iter().all(|c| c.index() == col))
-                .collect();
-            if !on_major.is_empty() {
-                let batch = probe_batch(&self.output, col, ids)?;
-                keep = and_flags(keep, mask_of(on_major, &batch)?);
-            }
-        }
-        Ok(keep)
-    }
-}
-
-/// Whether reading the kept genes' columns touches fewer entries than reading the kept cells'
-/// rows (entries assumed spread evenly): the share of genes kept is at most half the share of
-/// cells kept.
-pub(crate) fn prefer_columns(kept_cells: u64, cells: u64, kept_genes: u64, genes: u64) -> bool {
-    2 * u128::from(kept_genes) * u128::from(cells) <= u128::from(kept_cells) * u128::from(genes)
-}
-
-/// Spans of a major axis holding selected positions: within each aligned block of `block`
-/// positions, from a selected position to a selected one, split where more than `max_gap`
-/// unselected positions lie between two selected ones. Cells of a CSR block are read in one span
-/// and filtered (`max_gap` unbounded); the genes of a CSC copy run by run (`max_gap` 0).
-pub(crate) fn selected_spans(
-    selected: impl IntoIterator<Item = bool>,
-    block: u64,
-    max_gap: u64,
-) -> Vec<Range<u64>> {
-    let block = block.max(1);
-    let mut out: Vec<Range<u64>> = Vec::new();
-    for (i, _) in selected.into_iter().enumerate().filter(|(_, s)| *s) {
-        let i = i as u64;
-        match out.last_mut() {
-            Some(r) if i - r.end <= max_gap && r.start / block == i / block => r.end = i + 1,
-            _ => out.push(i..i + 1),
-        }
-    }
-    out
-}
-
-/// Evaluates predicates on a batch and ANDs them into one flag per row (NULL counts as false).
-fn mask_of<'a>(
-    filters: impl IntoIterator<Item = &'a Arc<dyn PhysicalExpr>>,
-    batch: &RecordBatch,
-) -> Result<Option<Vec<bool>>> {
-    let mut mask: Option<BooleanArray> = None;
-    for f in filters {
-        mask = Some(combine(
-            mask,
-            as_bool(f.evaluate(batch)?.into_array(batch.num_rows())?)?,
-        )?);
-    }
-    Ok(mask.map(|m| m.iter().map(|v| v == Some(true)).collect()))
-}
-
-fn and_flags(a: Option<Vec<bool>>, b: Option<Vec<bool>>) -> Option<Vec<bool>> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(x, y)| *x && *y).collect()),
-        (a, b) => a.or(b),
-    }
-}
-
-fn as_bool(a: ArrayRef) -> Result<BooleanArray> {
-    a.as_any()
-        .downcast_ref::<BooleanArray>()
-        .cloned()
-        .ok_or_else(|| DataFusionError::Plan("row filter is not boolean".into()))
-}
-
-fn combine(acc: Option<BooleanArray>, next: BooleanArray) -> Result<BooleanArray> {
-    Ok(match acc {
-        None => next,
-        Some(a) => and_kleene(&a, &next)?,
-    })
 }
