@@ -165,15 +165,14 @@ mod tests {
 
     #[test]
     fn catalog_files() {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string());
-        let Ok(dir) = dir else { return };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
         let file = dir.path().join("catalog.txt");
         std::fs::write(
             &file,
             "# atlases\npbmc = pbmc.zarr\nlung=/data/lung.h5ad # local\n\n\
              cloud = s3://bucket/atlas.zarr endpoint=http://127.0.0.1:9000 cache=off\n",
         )
-        .ok();
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let got = read_catalog(&file).map(|d| {
             d.into_iter()
                 .map(|d| (d.name, d.location))
