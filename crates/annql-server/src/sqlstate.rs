@@ -435,10 +435,10 @@ mod tests {
         );
         let pipeline = annql_lang::Error::Diagnostics(Diagnostics::new(
             "from t | where nope == 1",
-            vec![annql_lang::Diagnostic::new(
-                "unknown column `nope`",
-                annql_lang::Span::new(15, 19),
-            )],
+            vec![
+                annql_lang::Diagnostic::new("unknown column `nope`", annql_lang::Span::new(15, 19))
+                    .with_kind(annql_lang::DiagnosticKind::UnknownColumn),
+            ],
         ));
         let wrapped = DataFusionError::External(Box::new(pipeline));
         let e = info(from_error(&wrapped, Some("SELECT * FROM aql('…')")));
