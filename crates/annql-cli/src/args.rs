@@ -80,6 +80,9 @@ pub enum Command {
     /// or zarr), as `adata[obs_mask, var_mask]` (docs/export.md).
     #[command(after_help = DATASET_FORMS)]
     Export(ExportArgs),
+    /// Build a gene-major (CSC) copy of a dataset's matrix beside it, out of core, so that
+    /// questions about a few genes read only those genes (docs/index.md).
+    Index(IndexArgs),
     /// Show the plan of a statement, with what is pushed into the scans.
     #[command(after_help = DATASET_FORMS)]
     Explain {
@@ -115,6 +118,37 @@ pub struct RunArgs {
     /// Rows a table shows (the first and last halves beyond it; the rest are counted).
     #[arg(long, value_name = "N", default_value_t = 40)]
     pub max_rows: usize,
+}
+
+/// `annql index`.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// The store (a path, or a URL with --out).
+    pub source: String,
+    /// The matrix to index: X or layers/NAME.
+    #[arg(long, default_value = "X")]
+    pub matrix: String,
+    /// Memory the build may use (e.g. 1GiB, 64MiB).
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    pub memory: u64,
+    /// Where the index goes (default: SOURCE.annql-index beside the store).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Check the index against the store instead of building one.
+    #[arg(long, conflicts_with_all = ["drop", "in_place"])]
+    pub check: bool,
+    /// Remove the index.
+    #[arg(long, conflicts_with = "in_place")]
+    pub drop: bool,
+    /// Write the copy into the store itself, as layers/<name>_csc (a local zarr directory;
+    /// this modifies the source).
+    #[arg(long, conflicts_with = "out")]
+    pub in_place: bool,
+}
+
+/// Parses `1GiB`, `64MiB`, `512MB`, `65536` (bytes).
+fn parse_size(s: &str) -> Result<u64, String> {
+    annql_store::object::parse_bytes(s).ok_or_else(|| format!("not a size: {s} (try 1GiB)"))
 }
 
 /// `annql export`.

@@ -12,6 +12,8 @@ pub mod binary;
 pub mod error;
 /// `annql export`: a subset written as a new AnnData store.
 pub mod export;
+/// `annql index`: the gene index of a store, built, checked or removed.
+pub mod index;
 /// Ctrl-C: stops a running query or the printing of its result.
 pub mod interrupt;
 /// Result rendering as the batches arrive: aligned tables, CSV, JSON, NDJSON, Markdown.
@@ -80,6 +82,7 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Schema { dataset }) => script::print_schema(&cli.options, &dataset),
         Some(Command::Serve(serve)) => serve::run(&cli.options, serve).await,
         Some(Command::Export(export)) => export::run(&cli.options, export).await,
+        Some(Command::Index(index)) => index::run(&cli.options, index).await,
         Some(Command::Explain { datasets, sql }) => {
             script::explain(&cli.options, &datasets, &sql).await
         }

@@ -34,6 +34,9 @@ pub enum Error {
         #[source]
         source: std::sync::Arc<annql_store::Error>,
     },
+    /// Building, checking or removing a gene index failed (the error names the sidecar).
+    #[error(transparent)]
+    Index(#[from] annql_index::Error),
     /// Writing a new AnnData store failed (the writer's error names the output or element).
     #[error(transparent)]
     Write(#[from] annql_write::Error),

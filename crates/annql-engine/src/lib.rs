@@ -16,6 +16,8 @@
 // Attach: the session, and the tables a store exposes.
 /// Whether elements can be read as the tables and columns the model gives them.
 pub mod check;
+/// Gene indexes found beside attached stores, used once checked against the source.
+pub mod gene_index;
 /// Which tables a store exposes, and their names.
 pub mod model;
 /// The session: attach, detach, run SQL (`COPY` included).

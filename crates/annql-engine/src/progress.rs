@@ -35,4 +35,10 @@ impl Progress {
     pub(crate) fn step(&self) {
         self.done.fetch_add(1, Relaxed);
     }
+
+    /// Sets both counts (work measured otherwise than in blocks: a gene index's entries).
+    pub(crate) fn set(&self, done: u64, total: u64) {
+        self.total.store(total, Relaxed);
+        self.done.store(done, Relaxed);
+    }
 }

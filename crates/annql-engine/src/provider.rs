@@ -15,7 +15,8 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::error::store_err;
-use crate::model::tables_of_store;
+use crate::gene_index::{AttachedIndex, SidecarCopy};
+use crate::model::{TableKind, tables_of_store};
 use crate::progress::Progress;
 use crate::pushdown::{CodeFilter, FilterPlacement, place_filter, place_physical};
 use crate::scan::{AnnDataScanExec, ScanParams};
@@ -198,10 +199,29 @@ impl AnnDataSchemaProvider {
 
     /// As [`Self::try_new`], counting scanned blocks into `progress`.
     pub fn with_progress(store: Arc<AnnDataStore>, progress: Arc<Progress>) -> Result<Self> {
+        Self::with_index(store, progress, None)
+    }
+
+    /// As [`Self::with_progress`], reading the genes of matrices that `index` has a copy of from
+    /// it (once the copy is checked against the store).
+    pub fn with_index(
+        store: Arc<AnnDataStore>,
+        progress: Arc<Progress>,
+        index: Option<&AttachedIndex>,
+    ) -> Result<Self> {
         let mut tables = BTreeMap::new();
         for def in tables_of_store(&store) {
             let name = def.name.clone();
-            let table = AnnTable::try_new(store.clone(), def, progress.clone())?;
+            let sidecar = match (&def.kind, index) {
+                (TableKind::Matrix { .. }, Some(index)) => {
+                    SidecarCopy::find(index, &store, &def.path)
+                }
+                _ => None,
+            };
+            let mut table = AnnTable::try_new(store.clone(), def, progress.clone())?;
+            if let Some(sidecar) = sidecar {
+                table = table.with_sidecar(sidecar)?;
+            }
             tables.insert(name, Arc::new(AnnDataTableProvider::new(table)));
         }
         Ok(Self { store, tables })

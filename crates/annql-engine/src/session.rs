@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::export::WritePolicy;
 use crate::export::sql::{execute_copy, parse_copy};
 use crate::fused::FusedAggregateRule;
+use crate::gene_index::AttachedIndex;
+use crate::gene_index::sql::{AttachedSource, GeneIndexStatement, IndexChoice, parse_gene_index};
 use crate::planner::AnnQueryPlanner;
 use crate::progress::Progress;
 use crate::provider::AnnDataSchemaProvider;
@@ -136,6 +138,7 @@ impl SessionBuilder {
         Ok(AnnSession {
             ctx,
             attached: Mutex::default(),
+            sources: Mutex::default(),
             progress: Arc::default(),
             rewriters: Mutex::default(),
             storage: match self.read_limit {
@@ -160,6 +163,9 @@ pub trait StatementRewriter: Send + Sync + std::fmt::Debug {
 pub struct AnnSession {
     ctx: SessionContext,
     attached: Mutex<BTreeMap<String, Arc<AnnDataStore>>>,
+    /// Where each dataset attached by location was opened from, to find its gene index again
+    /// after `CREATE GENE INDEX`.
+    sources: Mutex<BTreeMap<String, AttachedSource>>,
     progress: Arc<Progress>,
     rewriters: Mutex<Vec<Arc<dyn StatementRewriter>>>,
     storage: StorageOptions,
@@ -220,19 +226,54 @@ impl AnnSession {
         self.attach_with(name, path, &self.storage)
     }
 
-    /// Opens the store at `path`, reaching a remote one with `options`, and attaches it.
+    /// Opens the store at `path`, reaching a remote one with `options`, and attaches it, with the
+    /// gene index beside it if there is one (`<path>.annql-index`).
     pub fn attach_with(
         &self,
         name: &str,
         path: impl AsRef<Path>,
         options: &StorageOptions,
     ) -> Result<()> {
-        let store = Arc::new(AnnDataStore::open_with(path, options)?);
-        self.attach_store(name, store)
+        self.attach_indexed(name, path, options, &IndexChoice::Beside)
+    }
+
+    /// As [`Self::attach_with`], with the gene index `index` chooses.
+    pub fn attach_indexed(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+        options: &StorageOptions,
+        index: &IndexChoice,
+    ) -> Result<()> {
+        let location = path.as_ref().to_string_lossy().into_owned();
+        let store = Arc::new(AnnDataStore::open_with(&location, options)?);
+        let found = index.find(&location, options)?;
+        self.attach_store_with(name, store, found.as_ref())?;
+        if let Ok(mut sources) = self.sources.lock() {
+            sources.insert(
+                name.to_string(),
+                AttachedSource {
+                    location,
+                    options: options.clone(),
+                    index: index.clone(),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Attaches an already opened store.
     pub fn attach_store(&self, name: &str, store: Arc<AnnDataStore>) -> Result<()> {
+        self.attach_store_with(name, store, None)
+    }
+
+    /// Attaches an already opened store with a gene index.
+    pub fn attach_store_with(
+        &self,
+        name: &str,
+        store: Arc<AnnDataStore>,
+        index: Option<&AttachedIndex>,
+    ) -> Result<()> {
         let mut attached = self
             .attached
             .lock()
@@ -240,7 +281,8 @@ impl AnnSession {
         if attached.contains_key(name) {
             return Err(Error::AlreadyAttached(name.into()));
         }
-        let schema = AnnDataSchemaProvider::with_progress(store.clone(), self.progress.clone())?;
+        let schema =
+            AnnDataSchemaProvider::with_index(store.clone(), self.progress.clone(), index)?;
         self.catalog()?.register_schema(name, Arc::new(schema))?;
         attached.insert(name.to_string(), store);
         Ok(())
@@ -254,6 +296,9 @@ impl AnnSession {
             .map_err(|_| Error::Internal("session lock poisoned".into()))?;
         if attached.remove(name).is_none() {
             return Err(Error::NotAttached(name.into()));
+        }
+        if let Ok(mut sources) = self.sources.lock() {
+            sources.remove(name);
         }
         self.catalog()?.deregister_schema(name, true)?;
         Ok(())
@@ -275,15 +320,20 @@ impl AnnSession {
             let summary = Box::pin(execute_copy(self, copy)).await?;
             return Ok(self.ctx.read_batch(summary)?);
         }
+        if let Some(statement) = parse_gene_index(sql)? {
+            let summary = Box::pin(self.gene_index_statement(statement)).await?;
+            return Ok(self.ctx.read_batch(summary)?);
+        }
         if let Some(cmd) = parse_attach(sql)? {
             match cmd {
                 Attach::Attach {
                     path,
                     name,
-                    options,
+                    mut options,
                 } => {
+                    let index = IndexChoice::take_from(&mut options);
                     let options = self.storage.with_pairs(options)?;
-                    self.attach_with(&name, &path, &options)?
+                    self.attach_indexed(&name, &path, &options, &index)?
                 }
                 Attach::Detach { name, if_exists } => match self.detach(&name) {
                     Err(Error::NotAttached(_)) if if_exists => {}
@@ -297,6 +347,91 @@ impl AnnSession {
         let statement = state.sql_to_statement(sql, &dialect)?;
         let plan = self.plan_statement(statement).await?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Runs `CREATE GENE INDEX` / `DROP GENE INDEX` (see [`crate::gene_index::sql`]): the
+    /// dataset is re-attached afterwards, so the next query uses (or stops using) the index.
+    async fn gene_index_statement(&self, statement: GeneIndexStatement) -> Result<RecordBatch> {
+        let dataset = match &statement {
+            GeneIndexStatement::Create { dataset, .. } | GeneIndexStatement::Drop { dataset } => {
+                dataset.clone()
+            }
+        };
+        let source = self
+            .sources
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?
+            .get(&dataset)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Statement(format!(
+                    "no dataset named '{dataset}' was attached from a path (ATTACH it first)"
+                ))
+            })?;
+        let sidecar = match &source.index {
+            IndexChoice::At(at) if !annql_store::object::is_remote(at) => PathBuf::from(at),
+            _ => annql_index::default_location(&source.location).ok_or_else(|| {
+                Error::Statement(format!(
+                    "{} is remote: build its index with `annql index --out`",
+                    source.location
+                ))
+            })?,
+        };
+        self.write_policy.resolve(&sidecar)?;
+        let summary = match statement {
+            GeneIndexStatement::Create { table, memory, .. } => {
+                let matrix = self.matrix_path(&dataset, &table).await?;
+                let options = annql_index::IndexOptions {
+                    matrix,
+                    memory: memory.unwrap_or(1 << 30),
+                    out: Some(sidecar.clone()),
+                    in_place: false,
+                    cancel: None,
+                };
+                let (location, storage) = (source.location.clone(), source.options.clone());
+                let progress = self.progress.clone();
+                let built = crate::schedule::blocking(move || {
+                    annql_index::build(&location, &storage, &options, &|done, total| {
+                        progress.set(done, total)
+                    })
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("the index build stopped: {e}")))??;
+                index_summary(&built)?
+            }
+            GeneIndexStatement::Drop { .. } => {
+                annql_index::drop_index(&sidecar)?;
+                let dropped = datafusion::arrow::array::StringArray::from(vec![
+                    sidecar.display().to_string(),
+                ]);
+                RecordBatch::try_from_iter([("dropped", Arc::new(dropped) as _)])
+                    .map_err(datafusion::error::DataFusionError::from)?
+            }
+        };
+        self.detach(&dataset)?;
+        self.attach_indexed(&dataset, &source.location, &source.options, &source.index)?;
+        Ok(summary)
+    }
+
+    /// The element path of `dataset.table`'s matrix.
+    async fn matrix_path(&self, dataset: &str, table: &str) -> Result<String> {
+        let provider = self
+            .catalog()?
+            .schema(dataset)
+            .ok_or_else(|| Error::NotAttached(dataset.into()))?
+            .table(table)
+            .await?
+            .ok_or_else(|| Error::Statement(format!("no table {dataset}.{table}")))?;
+        let table_def = provider
+            .downcast_ref::<crate::provider::AnnDataTableProvider>()
+            .map(|p| p.table().def().clone())
+            .ok_or_else(|| Error::Statement(format!("{dataset}.{table} is not a matrix")))?;
+        match table_def.kind {
+            crate::model::TableKind::Matrix { .. } => Ok(table_def.path),
+            _ => Err(Error::Statement(format!(
+                "{dataset}.{table} is not a matrix: a gene index is built for x or layers_*"
+            ))),
+        }
     }
 
     /// Plans an already parsed statement: the registered rewriters run first, then DataFusion's
@@ -542,4 +677,25 @@ mod tests {
         assert_eq!(parse_attach("SELECT 1")?, None);
         Ok(())
     }
+}
+
+/// The one-row result of `CREATE GENE INDEX`.
+fn index_summary(built: &annql_index::IndexSummary) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "sidecar",
+            Arc::new(StringArray::from(vec![built.sidecar.display().to_string()])),
+        ),
+        (
+            "matrix",
+            Arc::new(StringArray::from(vec![built.matrix.clone()])),
+        ),
+        ("cells", Arc::new(UInt64Array::from(vec![built.shape.0]))),
+        ("genes", Arc::new(UInt64Array::from(vec![built.shape.1]))),
+        ("entries", Arc::new(UInt64Array::from(vec![built.nnz]))),
+        ("passes", Arc::new(UInt64Array::from(vec![built.passes]))),
+        ("seconds", Arc::new(Float64Array::from(vec![built.seconds]))),
+    ];
+    Ok(RecordBatch::try_from_iter(columns).map_err(datafusion::error::DataFusionError::from)?)
 }

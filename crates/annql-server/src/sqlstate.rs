@@ -223,6 +223,7 @@ fn engine_code(e: &annql_engine::Error) -> &'static str {
         E::Unmapped { source, .. } => store_code(source),
         E::DataFusion(e) => datafusion_code(e),
         E::Write(e) => write_code(e),
+        E::Index(e) => index_code(e),
         // The predicate's own code (42703 for a missing column).
         E::Predicate { source, .. } => engine_code(source),
         E::AlreadyAttached(_) => "42P06",
@@ -288,6 +289,24 @@ fn write_code(e: &annql_write::Error) -> &'static str {
         E::Io { .. } | E::Zarr { .. } | E::Hdf5 { .. } => IO_ERROR,
         E::Refused { .. } => FEATURE_NOT_SUPPORTED,
         E::Selection { .. } => "22023",
+        E::Cancelled(_) => QUERY_CANCELED,
+        E::Internal(_) => INTERNAL_ERROR,
+    }
+}
+
+fn index_code(e: &annql_index::Error) -> &'static str {
+    use annql_index::Error as E;
+    match e {
+        E::Source(e) => store_code(e),
+        E::Write(e) => write_code(e),
+        E::Io { .. } => IO_ERROR,
+        E::NotIndexable { .. } => FEATURE_NOT_SUPPORTED,
+        // lock_not_available
+        E::Locked { .. } => "55P03",
+        E::TooLittleMemory { .. } => OUT_OF_MEMORY,
+        E::BadSidecar { .. } => DATA_CORRUPTED,
+        // undefined_file
+        E::Missing(_) => "58P01",
         E::Cancelled(_) => QUERY_CANCELED,
         E::Internal(_) => INTERNAL_ERROR,
     }

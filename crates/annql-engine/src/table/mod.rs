@@ -18,6 +18,7 @@ use datafusion::error::Result;
 use crate::check;
 use crate::decode::nullable;
 use crate::error::{Error, store_err};
+use crate::gene_index::SidecarCopy;
 use crate::model::{TableDef, TableKind};
 use crate::progress::Progress;
 
@@ -63,8 +64,12 @@ pub struct AnnTable {
     pub(crate) block_rows: u64,
     /// The session's progress counter.
     pub(crate) progress: Arc<Progress>,
-    /// The same matrix stored CSC ([`TableDef::csc_copy`]), for gene-selective reads.
+    /// The same matrix stored CSC ([`TableDef::csc_copy`], or a gene index's sidecar), for
+    /// gene-selective reads.
     pub(crate) csc_copy: Option<Arc<AnnTable>>,
+    /// The gene index `csc_copy` comes from, if a sidecar: used only once checked against the
+    /// source ([`SidecarCopy::usable`]).
+    sidecar: Option<Arc<SidecarCopy>>,
     /// Why the whole table cannot be read, if it cannot: its element failed a check of
     /// [`crate::check`]. The table stays in the schema so that naming it gives this reason.
     pub(crate) unmapped: Option<Note>,
@@ -117,6 +122,7 @@ impl AnnTable {
         };
         Ok(Self {
             csc_copy,
+            sidecar: None,
             store,
             def,
             work_schema,
@@ -231,9 +237,52 @@ impl AnnTable {
         matches!(self.def.kind, TableKind::Matrix { dense: true, .. })
     }
 
-    /// The CSC copy of this matrix, if the store has one.
+    /// The CSC copy of this matrix, if the store has one or a gene index has one that matches
+    /// the source.
     pub fn csc_copy(&self) -> Option<&Arc<AnnTable>> {
-        self.csc_copy.as_ref()
+        match &self.sidecar {
+            Some(sidecar) if !sidecar.usable() => None,
+            _ => self.csc_copy.as_ref(),
+        }
+    }
+
+    /// Where the CSC copy is, for `EXPLAIN` (`/layers/X_csc`, or `<sidecar>:/X`), if usable.
+    pub fn csc_copy_location(&self) -> Option<String> {
+        let copy = self.csc_copy()?;
+        Some(match &self.sidecar {
+            Some(sidecar) => sidecar.describe(),
+            None => format!("/{}", copy.def.path),
+        })
+    }
+
+    /// Uses `sidecar`'s copy for gene-selective reads of this matrix, unless the store has its
+    /// own copy (which needs no check) or the sidecar's cannot stand in for it (another value
+    /// type, an element annql cannot read).
+    pub(crate) fn with_sidecar(mut self, sidecar: Arc<SidecarCopy>) -> Result<Self> {
+        if self.csc_copy.is_some()
+            || self.unmapped.is_some()
+            || !matches!(self.def.kind, TableKind::Matrix { .. })
+        {
+            return Ok(self);
+        }
+        let def = TableDef {
+            path: sidecar.path().to_string(),
+            csc_copy: None,
+            axes: [None, None],
+            ..self.def.clone()
+        };
+        let copy = AnnTable::try_new(sidecar.store().clone(), def, self.progress.clone())?;
+        if copy.unmapped.is_some() || copy.schema != self.schema {
+            log::warn!(
+                "ignoring the gene index {}: it cannot stand in for {}",
+                sidecar.describe(),
+                self.def.name
+            );
+            return Ok(self);
+        }
+        self.csc_copy = Some(Arc::new(copy));
+        self.sidecar = Some(sidecar);
+        Ok(self)
     }
 
     /// Index of the column whose values are the major-axis position (None for `uns`).
