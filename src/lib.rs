@@ -7,11 +7,12 @@
 //! |---|---|---|
 //! | `annql-store` | [`store`] | opens zarr v2/v3 (directories, zip, object storage) and `.h5ad` stores; reads ranges of their elements into Arrow, only the chunks a read covers |
 //! | `annql-write` | [`write`] | writes subsets and aggregates of a store as new AnnData stores (zarr v2/v3, `.h5ad`) |
+//! | `annql-index` | [`index`] | gene indexes: a CSC copy of a CSR matrix built out of core into a sidecar store, which the engine reads genes from |
 //! | `annql-engine` | [`engine`] | AnnData stores as DataFusion tables: pushdown into chunk reads, the fused aggregation, export by predicate |
 //! | `annql-syntax` | (through [`lang`]) | the pipeline language's grammar, AST and diagnostics |
 //! | `annql-lang` | [`lang`] | binds and lowers pipelines to the same plans as SQL; `aql('…')` in SQL |
 //! | `annql-server` | [`server`] (feature `server`) | `annql serve`: the PostgreSQL wire protocol over sessions |
-//! | `annql-cli` | (the `annql` command) | the REPL, batch runs, output formats, `export`, `serve` |
+//! | `annql-cli` | (the `annql` command) | the REPL, batch runs, output formats, `export`, `index`, `serve` |
 //!
 //! [`session`] opens a session with the language installed; [`open`] does the same from a
 //! [`SessionBuilder`].
@@ -19,6 +20,7 @@
 #![doc = include_str!("../docs/architecture.md")]
 
 pub use annql_engine as engine;
+pub use annql_index as index;
 pub use annql_lang as lang;
 #[cfg(feature = "server")]
 pub use annql_server as server;

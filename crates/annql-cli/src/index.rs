@@ -70,6 +70,7 @@ pub async fn run(options: &Options, args: IndexArgs) -> Result<()> {
         out: args.out,
         in_place: args.in_place,
         cancel: Some(cancel.clone()),
+        window: None,
     };
     let interrupted = crate::interrupt::wakeup().notified();
     let flag = cancel.clone();

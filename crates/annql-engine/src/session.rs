@@ -387,6 +387,7 @@ impl AnnSession {
                     out: Some(sidecar.clone()),
                     in_place: false,
                     cancel: None,
+                    window: None,
                 };
                 let (location, storage) = (source.location.clone(), source.options.clone());
                 let progress = self.progress.clone();

@@ -25,8 +25,9 @@ use crate::transpose::{Budget, Control, Csr, Output, column_counts, transpose};
 /// Entries per chunk of the copy's `indices` and `data`: a typical gene's column (10⁴–10⁵
 /// entries in an atlas) spans a few chunks, so a one-gene read decodes little more than it.
 pub const CHUNK_ENTRIES: u64 = 1 << 14;
-/// Chunks per shard: a shard is one stored object, its index one small read.
-pub const CHUNKS_PER_SHARD: u64 = 64;
+/// Chunks per shard: a shard is one stored object (1 MiB of cell ids), its index one read of
+/// 260 bytes; the writer holds one shard of each array at a time.
+pub const CHUNKS_PER_SHARD: u64 = 16;
 
 /// What to index and how.
 #[derive(Debug, Clone)]
@@ -42,6 +43,9 @@ pub struct IndexOptions {
     pub in_place: bool,
     /// Set to stop the build; nothing is left at the sidecar's path.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Output entries per pass, instead of what `memory` leaves for them: tests use it to run
+    /// many passes over a small matrix.
+    pub window: Option<u64>,
 }
 
 impl Default for IndexOptions {
@@ -52,6 +56,7 @@ impl Default for IndexOptions {
             out: None,
             in_place: false,
             cancel: None,
+            window: None,
         }
     }
 }
@@ -357,20 +362,30 @@ fn plan_budget(
     value_type: &DataType,
     memory: u64,
 ) -> Result<Budget> {
-    const PROCESS: u64 = 24 << 20;
+    // The process itself as it is now (code, runtime threads, the source's `indptr`), and room
+    // for what the allocator keeps between frees and reuse.
+    const SLACK: u64 = 8 << 20;
+    let process = resident_bytes().unwrap_or(32 << 20) + SLACK;
     let width = value_type.primitive_width().unwrap_or(8) as u64;
     let entry = 4 + width;
     let workers = rayon::current_num_threads().max(1) as u64;
-    let source_chunk = store.sparse_chunk_len(matrix).unwrap_or(1 << 16);
-    // A block of a few source chunks per worker keeps every worker decoding.
-    let block = (source_chunk * 2 * workers).clamp(1 << 16, (memory / 16 / entry).max(1 << 16));
-    let shard = CHUNK_ENTRIES * CHUNKS_PER_SHARD;
-    let fixed = PROCESS
+    let source_chunk = store
+        .sparse_chunk_len(matrix)
+        .unwrap_or(1 << 16)
+        .min(nnz.max(1));
+    // A block of a couple of source chunks per worker keeps every worker decoding.
+    let block = (source_chunk * 2 * workers)
+        .clamp(1 << 16, (memory / 16 / entry).max(1 << 16))
+        .min(nnz.max(1));
+    let shard = (CHUNK_ENTRIES * CHUNKS_PER_SHARD).min(nnz.max(1));
+    let fixed = process
         + (rows + 1) * 8
         + (cols + 1) * 8 * (3 + workers)
-        + (block + 2 * source_chunk) * (entry + 4)
-        + 2 * shard * (4 + width) * 2;
-    let floor = fixed + (1 << 20) * entry;
+        // the decoded block, and the chunk carried past it, as entries and as Arrow arrays
+        + (block + source_chunk) * entry * 2
+        // one shard of indices and of data in the writer, and their encoding
+        + 2 * shard * entry;
+    let floor = fixed + (1u64 << 16).min(nnz.max(1)) * entry;
     if memory < floor {
         return Err(Error::TooLittleMemory {
             element: matrix.to_string(),
@@ -383,4 +398,13 @@ fn plan_budget(
     }
     let window = ((memory - fixed) / entry).min(nnz.max(1));
     Ok(Budget { window, block })
+}
+
+/// The process's resident memory now (Linux: `VmRSS` of /proc/self/status).
+fn resident_bytes() -> Option<u64> {
+    // Elsewhere (or without /proc) the caller assumes a typical size instead.
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb << 10)
 }

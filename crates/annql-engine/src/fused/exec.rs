@@ -124,6 +124,10 @@ impl FusedAggregateExec {
 impl DisplayAs for FusedAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "FusedAggregateExec: {}", describe(&self.spec))?;
+        if let Some(copy) = self.matrix.csc_copy_location() {
+            // Used when the selection keeps few genes (EXPLAIN ANALYZE: csc_copy_used).
+            write!(f, ", csc_copy={copy}")?;
+        }
         if !self.matrix_filters.is_empty() {
             let filters: Vec<String> = self.matrix_filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", matrix_filters=[{}]", filters.join(", "))?;

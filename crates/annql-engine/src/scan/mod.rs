@@ -208,6 +208,11 @@ impl DisplayAs for AnnDataScanExec {
             def.path,
             names.join(", ")
         )?;
+        if let Some(copy) = self.table.csc_copy_location() {
+            // Read instead of the rows when the selection keeps few genes (EXPLAIN ANALYZE:
+            // csc_copy_reads).
+            write!(f, ", csc_copy={copy}")?;
+        }
         let show = |v: &[Arc<dyn PhysicalExpr>]| {
             v.iter()
                 .map(|e| e.to_string())
