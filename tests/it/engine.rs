@@ -29,12 +29,18 @@ async fn query(s: &AnnSession, sql: &str) -> Vec<Value> {
 /// The Q1–Q7 questions on the fixture, in SQL, equal what pandas computed from anndata's read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_equal_pandas() {
+    for layout in ["tiny.v2.zarr", "tiny.v3.zarr", "tiny.v3.zarr.zip"] {
+        assert_q1_q7_equal_pandas(&session("t", layout), layout).await;
+    }
+}
+
+/// Q1–Q7 on the `tiny` fixture attached as `t` in `s` equal pandas' answers.
+pub async fn assert_q1_q7_equal_pandas(s: &AnnSession, layout: &str) {
     let want: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("tiny.answers.json")).unwrap_or_default(),
     )
     .unwrap_or_else(|e| panic!("tiny.answers.json: {e}"));
-    for layout in ["tiny.v2.zarr", "tiny.v3.zarr", "tiny.v3.zarr.zip"] {
-        let s = session("t", layout);
+    {
         let cases = [
             (
                 "q1_cells_per_cell_type",
@@ -78,7 +84,7 @@ async fn answers_equal_pandas() {
         ];
         for (name, sql) in cases {
             // Row order: SQL sorts categories by value, pandas by category order; compare sorted.
-            let mut got = query(&s, sql).await;
+            let mut got = query(s, sql).await;
             let mut expected = want[name].as_array().cloned().unwrap_or_default();
             if name != "q6_top_genes_t_cell" {
                 got.sort_by_key(|r| r.to_string());

@@ -16,6 +16,7 @@ mod examples;
 mod export;
 mod export_front;
 mod fused;
+mod gene_index;
 mod h5ad;
 mod hostile;
 mod integrity;

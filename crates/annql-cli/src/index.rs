@@ -66,7 +66,11 @@ pub async fn run(options: &Options, args: IndexArgs) -> Result<()> {
     let cancel = Arc::new(AtomicBool::new(false));
     let index_options = IndexOptions {
         matrix: args.matrix,
-        memory: args.memory,
+        // --memory bounds the whole process: the build gets what the process does not hold yet
+        // (~30 MiB of code, runtime threads and allocator arenas; assumed where /proc is not).
+        memory: args
+            .memory
+            .saturating_sub(annql_index::build::resident_bytes().unwrap_or(32 << 20)),
         out: args.out,
         in_place: args.in_place,
         cancel: Some(cancel.clone()),

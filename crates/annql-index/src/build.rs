@@ -34,7 +34,7 @@ pub const CHUNKS_PER_SHARD: u64 = 16;
 pub struct IndexOptions {
     /// The matrix: `X` or `layers/<name>`.
     pub matrix: String,
-    /// The memory the build may use, in bytes.
+    /// The memory the build may allocate, in bytes, beyond what the process already holds.
     pub memory: u64,
     /// Where the sidecar goes (default: `<source>.annql-index`).
     pub out: Option<PathBuf>,
@@ -362,10 +362,8 @@ fn plan_budget(
     value_type: &DataType,
     memory: u64,
 ) -> Result<Budget> {
-    // The process itself as it is now (code, runtime threads, the source's `indptr`), and room
-    // for what the allocator keeps between frees and reuse.
-    const SLACK: u64 = 8 << 20;
-    let process = resident_bytes().unwrap_or(32 << 20) + SLACK;
+    // Room for what the allocator keeps between frees and reuse.
+    const SLACK: u64 = 16 << 20;
     let width = value_type.primitive_width().unwrap_or(8) as u64;
     let entry = 4 + width;
     let workers = rayon::current_num_threads().max(1) as u64;
@@ -378,7 +376,7 @@ fn plan_budget(
         .clamp(1 << 16, (memory / 16 / entry).max(1 << 16))
         .min(nnz.max(1));
     let shard = (CHUNK_ENTRIES * CHUNKS_PER_SHARD).min(nnz.max(1));
-    let fixed = process
+    let fixed = SLACK
         + (rows + 1) * 8
         + (cols + 1) * 8 * (3 + workers)
         // the decoded block, and the chunk carried past it, as entries and as Arrow arrays
@@ -400,8 +398,9 @@ fn plan_budget(
     Ok(Budget { window, block })
 }
 
-/// The process's resident memory now (Linux: `VmRSS` of /proc/self/status).
-fn resident_bytes() -> Option<u64> {
+/// The process's resident memory now (Linux: `VmRSS` of /proc/self/status): a command that
+/// promises a peak for the whole process gives the build `memory - resident_bytes()`.
+pub fn resident_bytes() -> Option<u64> {
     // Elsewhere (or without /proc) the caller assumes a typical size instead.
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;

@@ -67,6 +67,13 @@ pub(crate) fn carry_over(old: &Path, new: &Path, built: &str) -> Result<()> {
             }
         }
     }
+    // zarr-python groups the entries of one parent only when they are adjacent: keep them sorted.
+    let sorted: Map<String, Value> = std::mem::take(new_meta)
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    *new_meta = sorted;
     let bytes = serde_json::to_vec_pretty(&new_root)
         .map_err(|e| Error::Internal(format!("root metadata not serialisable: {e}")))?;
     let path = new.join("zarr.json");

@@ -47,7 +47,7 @@ pub enum Error {
         pid: String,
     },
     /// The memory given cannot hold what one step of the build needs.
-    #[error("--memory {given} bytes is too small to index '{element}': {reason}")]
+    #[error("{given} bytes of memory for the build are too few to index '{element}': {reason}")]
     TooLittleMemory {
         /// The element being indexed.
         element: String,

@@ -91,6 +91,13 @@ pub(crate) fn install(staged: Staged, location: &str, store: &AnnDataStore) -> R
         reason: "its consolidated metadata has no 'metadata' map".into(),
     })?;
     metadata.extend(entries);
+    // zarr-python groups the entries of one parent only when they are adjacent: keep them sorted.
+    let sorted: Map<String, Value> = std::mem::take(metadata)
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    *metadata = sorted;
     let bytes = serde_json::to_vec_pretty(&doc)
         .map_err(|e| Error::Internal(format!("consolidated metadata not serialisable: {e}")))?;
     let mut aside = path.clone().into_os_string();
