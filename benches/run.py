@@ -412,11 +412,12 @@ def parse_args():
     ap.add_argument("--venv", default=DEFAULT_VENV, help="venv with the anchors' packages (created if missing)")
     ap.add_argument("--out", help="results JSON; CSVs and anchor results go beside it (required)")
     ap.add_argument("--print-sql", metavar="QN", help="print the rendered SQL of one query and exit")
-    ap.add_argument("--store", choices=["zarr", "h5ad", "zarr-csc"], default="zarr",
+    ap.add_argument("--store", choices=["zarr", "h5ad", "zarr-csc", "zarr-index"], default="zarr",
                     help="the copy of the atlas annql reads: atlas.zarr; atlas.h5ad (generated if missing; "
                          "pair it with the anchors' anndata-*-h5ad systems); or atlas-csc.zarr, atlas.zarr plus a "
-                         "CSC copy of X (benches/add_csc_copy.py, made if missing). The decode floor stays the "
-                         "zarr copy's")
+                         "CSC copy of X (benches/add_csc_copy.py, made if missing); or atlas.zarr with its gene index "
+                         "(atlas.zarr.annql-index, built by `annql index` if missing; docs/index.md). The decode "
+                         "floor stays the zarr copy's")
     a = ap.parse_args()
     if not a.data and not a.size:
         ap.error("give --data DIR or --size s|m")
@@ -450,6 +451,9 @@ def main():
         store = os.path.join(a.data, "atlas-csc.zarr")
         if not os.path.exists(store):
             subprocess.check_call([sys.executable, os.path.join(REPO, "benches", "add_csc_copy.py"), zarr, store])
+    elif a.store == "zarr-index":
+        if not os.path.exists(zarr + ".annql-index"):
+            subprocess.check_call([a.annql, "index", zarr, "--memory", "1GiB"])
     out = os.path.abspath(a.out)
     base = os.path.splitext(out)[0]
     work = base + ".csv"

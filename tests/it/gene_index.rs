@@ -575,3 +575,53 @@ fn a_small_atlas_is_indexed_within_64_mib() {
                  "sidecar": default_location(&atlas.to_string_lossy())})],
     );
 }
+
+/// Over loopback HTTP, a one-gene question on an indexed remote store fetches that gene's column
+/// of the copy (plus shard indexes and `indptr`), and none of the matrix's entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_indexed_store_fetches_only_the_genes_column() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = copy_fixture(dir.path(), "chunky.v2.zarr");
+    index(&source, matrix("X"));
+    let nginx = crate::remote::Nginx::serving(dir.path());
+    let s = AnnSession::builder().with_threads(2).build().unwrap();
+    s.sql(&format!(
+        "ATTACH '{}' AS c (index '{}')",
+        nginx.url("chunky.v2.zarr"),
+        nginx.url("chunky.v2.zarr.annql-index")
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let local = session(&source, "off").await;
+    let sql = GENE_QUERIES[0];
+    assert_close(
+        &Value::Array(sorted(&s, sql).await),
+        &Value::Array(sorted(&local, sql).await),
+        sql,
+    );
+    // G7's column: its entries' cell ids and values, 4 bytes each.
+    let x = &crate::common::expected("chunky")["X"];
+    let entries = x["indices"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|v| v.as_u64() == Some(7)).count()) as u64;
+    assert!(entries > 0);
+    let column = entries * 8;
+    let copy_entries =
+        nginx.bytes_for("annql-index/X/data") + nginx.bytes_for("annql-index/X/indices");
+    let copy_all = nginx.bytes_for("annql-index/");
+    let source_entries =
+        nginx.bytes_for("chunky.v2.zarr/X/data") + nginx.bytes_for("chunky.v2.zarr/X/indices");
+    eprintln!(
+        "one gene over HTTP: column {column} B, copy's entries {copy_entries} B, copy in all \
+         {copy_all} B, source's X entries {source_entries} B"
+    );
+    if std::env::var_os("ANNQL_DUMP_LOG").is_some() {
+        nginx.dump();
+    }
+    assert_eq!(source_entries, 0, "the matrix's entries were fetched");
+    assert!(copy_entries > 0, "the copy was not read");
+    assert!(
+        copy_all as f64 <= 1.5 * column as f64 + (1 << 20) as f64,
+        "fetched {copy_all} B of the copy for a {column} B column"
+    );
+}

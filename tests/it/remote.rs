@@ -50,7 +50,7 @@ impl Drop for Running {
 /// nginx serving `tests/fixtures/data` on a free port. Under `/e500/`, `/slow/` and `/drop/` it
 /// serves the same files, but chunk requests (paths with `/X/`) get a 500, a 100 B/s trickle, or
 /// a closed connection (nginx's 444) — metadata stays whole, so stores open and queries fail.
-struct Nginx {
+pub(crate) struct Nginx {
     port: u16,
     dir: tempfile::TempDir,
     _process: Running,
@@ -58,13 +58,17 @@ struct Nginx {
 
 impl Nginx {
     fn start() -> Nginx {
+        Nginx::serving(&fixture(""))
+    }
+
+    /// nginx serving `root` (with the same fault locations).
+    pub(crate) fn serving(root: &Path) -> Nginx {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("nginx is installed (run `bash .ci/deps`)");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let root = fixture("");
         let d = dir.path().display();
         let r = root.display();
         let conf = format!(
@@ -108,12 +112,39 @@ http {{
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.port)
     }
 
+    /// Body bytes nginx sent for paths containing `needle` (the access log's default format).
+    pub(crate) fn bytes_for(&self, needle: &str) -> u64 {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| {
+                l.split('"')
+                    .nth(2)?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// Prints the access log (for debugging a test).
+    pub(crate) fn dump(&self) {
+        std::thread::sleep(Duration::from_millis(200));
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+        );
+    }
+
     /// Requests nginx logged for paths containing `needle`.
-    fn requests_for(&self, needle: &str) -> usize {
+    pub(crate) fn requests_for(&self, needle: &str) -> usize {
         // nginx writes its access log line as each request ends.
         std::thread::sleep(Duration::from_millis(200));
         std::fs::read_to_string(self.dir.path().join("access.log"))

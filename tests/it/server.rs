@@ -316,6 +316,9 @@ async fn sqlstates_by_error_type_and_positions() {
         // Not supported; read-only.
         ("FETCH BACKWARD 1 FROM c", "0A000"),
         ("CREATE TABLE t (a int)", "25006"),
+        // Building a gene index writes beside the store: refused like any other write.
+        ("CREATE GENE INDEX ON tiny", "25006"),
+        ("DROP GENE INDEX ON tiny", "25006"),
     ] {
         let e = db_error(client.simple_query(sql).await);
         assert_eq!(e.code().code(), code, "{sql}: {e:?}");

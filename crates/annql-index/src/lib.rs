@@ -2,7 +2,7 @@
 //! few genes read only those genes' columns instead of every row of the matrix.
 //!
 //! anndata writes `X` by cell; a one-gene question then decodes the whole matrix. [`build`]
-//! transposes it out of core, within a memory limit ([`transpose`](crate::build)), into a sidecar
+//! transposes it out of core, within a memory limit, into a sidecar
 //! zarr v3 store beside the source ([`sidecar`]), which records what it was built from
 //! ([`provenance`]) so that a source changed since is never answered from a stale copy. The
 //! engine finds the sidecar when a dataset is attached and reads genes from it.

@@ -108,8 +108,9 @@ impl Provenance {
     }
 
     /// How `current` (the source as it is now) differs from this record, if it does: the first
-    /// difference found, in words.
-    pub fn difference(&self, current: &Provenance) -> Option<String> {
+    /// difference found, in words. Files are compared only when `current` was taken from a local
+    /// source (a copy built from a local path may be served with its source over HTTP).
+    pub fn difference(&self, current: &Provenance, local: bool) -> Option<String> {
         if self.matrix != current.matrix {
             return Some(format!(
                 "it indexes '{}', not '{}'",
@@ -130,6 +131,9 @@ impl Provenance {
         }
         if self.indptr_crc32 != current.indptr_crc32 {
             return Some("the source's indptr has changed".into());
+        }
+        if !local {
+            return None;
         }
         for (path, size, mtime) in &self.files {
             match current.files.iter().find(|(p, ..)| p == path) {

@@ -125,7 +125,8 @@ impl IndexedCopy {
             &ReadStats::new_shared(),
         )?;
         let current = Provenance::of(source, location, &self.path, &indptr)?;
-        if let Some(why) = self.provenance.difference(&current) {
+        let local = !annql_store::object::is_remote(location);
+        if let Some(why) = self.provenance.difference(&current, local) {
             return Ok(Some(why));
         }
         // The copy itself must be whole: the shape and entries its own metadata declares.

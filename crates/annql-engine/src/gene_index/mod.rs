@@ -2,6 +2,9 @@
 //! stands in for the matrix's in-store copy, but only once it is known to match the source as it
 //! is now ([`SidecarCopy::usable`]): a stale copy is ignored with a warning, never read.
 
+/// `CREATE GENE INDEX`, `DROP GENE INDEX` and the `index` option of `ATTACH`.
+pub mod sql;
+
 use std::sync::{Arc, OnceLock};
 
 use annql_index::{GeneIndex, IndexedCopy};
@@ -87,6 +90,3 @@ impl SidecarCopy {
         })
     }
 }
-
-/// `CREATE GENE INDEX`, `DROP GENE INDEX` and the `index` option of `ATTACH`.
-pub mod sql;

@@ -146,10 +146,20 @@ impl AnnTable {
             let values = take(&block.values, &UInt32Array::from(idx), None)?;
             return Ok(vec![self.entries_batch(mj, mn, values, needed)?]);
         }
-        let parts = self
-            .store
-            .read_sparse_parts(&self.def.path, major.clone(), carry, stats)
-            .map_err(store_err)?;
+        let parts = if self.column_major && minor_keep.is_some() {
+            // A CSC copy's columns are read for a selection of genes, in runs far apart: only
+            // the run's entries are decoded (in a sharded copy, only the inner chunks they are
+            // in), not whole stored chunks for the next block to share.
+            vec![
+                self.store
+                    .read_sparse(&self.def.path, major.clone(), stats)
+                    .map_err(store_err)?,
+            ]
+        } else {
+            self.store
+                .read_sparse_parts(&self.def.path, major.clone(), carry, stats)
+                .map_err(store_err)?
+        };
         let mut batches = Vec::with_capacity(parts.len());
         for part in &parts {
             let at = (part.major.start - major.start) as usize;

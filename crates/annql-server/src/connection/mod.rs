@@ -154,12 +154,29 @@ impl Connection {
     }
 
     /// annql's `COPY dataset … TO 'out'` (which PostgreSQL's grammar does not have), recognised
-    /// before the text is parsed; `Ok(None)` for everything else.
+    /// before the text is parsed, and its gene-index statements, refused; `Ok(None)` for
+    /// everything else.
     async fn export_command<C: ClientInfo + ?Sized>(
         &self,
         client: &C,
         sql: &str,
     ) -> PgWireResult<Option<Command>> {
+        let words: Vec<String> = sql
+            .split_whitespace()
+            .take(3)
+            .map(str::to_ascii_uppercase)
+            .collect();
+        if words[..] == ["CREATE", "GENE", "INDEX"] || words[..] == ["DROP", "GENE", "INDEX"] {
+            // Gene indexes are written beside the stores, which a server never writes.
+            return Err(sqlstate::error(
+                sqlstate::READ_ONLY,
+                format!(
+                    "cannot execute {}: annql serves datasets read-only (build the index with \
+                     `annql index PATH`; a server attaches it at start)",
+                    words.join(" ")
+                ),
+            ));
+        }
         let copy = sql
             .trim_start()
             .get(..4)
