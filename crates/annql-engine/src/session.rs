@@ -631,6 +631,27 @@ pub fn default_name(path: &str) -> String {
     crate::model::sql_name(stem)
 }
 
+/// The one-row result of `CREATE GENE INDEX`.
+fn index_summary(built: &annql_index::IndexSummary) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "sidecar",
+            Arc::new(StringArray::from(vec![built.sidecar.display().to_string()])),
+        ),
+        (
+            "matrix",
+            Arc::new(StringArray::from(vec![built.matrix.clone()])),
+        ),
+        ("cells", Arc::new(UInt64Array::from(vec![built.shape.0]))),
+        ("genes", Arc::new(UInt64Array::from(vec![built.shape.1]))),
+        ("entries", Arc::new(UInt64Array::from(vec![built.nnz]))),
+        ("passes", Arc::new(UInt64Array::from(vec![built.passes]))),
+        ("seconds", Arc::new(Float64Array::from(vec![built.seconds]))),
+    ];
+    Ok(RecordBatch::try_from_iter(columns).map_err(datafusion::error::DataFusionError::from)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,25 +699,4 @@ mod tests {
         assert_eq!(parse_attach("SELECT 1")?, None);
         Ok(())
     }
-}
-
-/// The one-row result of `CREATE GENE INDEX`.
-fn index_summary(built: &annql_index::IndexSummary) -> Result<RecordBatch> {
-    use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        (
-            "sidecar",
-            Arc::new(StringArray::from(vec![built.sidecar.display().to_string()])),
-        ),
-        (
-            "matrix",
-            Arc::new(StringArray::from(vec![built.matrix.clone()])),
-        ),
-        ("cells", Arc::new(UInt64Array::from(vec![built.shape.0]))),
-        ("genes", Arc::new(UInt64Array::from(vec![built.shape.1]))),
-        ("entries", Arc::new(UInt64Array::from(vec![built.nnz]))),
-        ("passes", Arc::new(UInt64Array::from(vec![built.passes]))),
-        ("seconds", Arc::new(Float64Array::from(vec![built.seconds]))),
-    ];
-    Ok(RecordBatch::try_from_iter(columns).map_err(datafusion::error::DataFusionError::from)?)
 }
