@@ -17,21 +17,7 @@ use datafusion::error::{DataFusionError, Result};
 
 /// The Arrow type a store element type maps to.
 pub(crate) fn arrow_type(dtype: &DType) -> Option<DataType> {
-    Some(match dtype {
-        DType::Bool => DataType::Boolean,
-        DType::Int8 => DataType::Int8,
-        DType::Int16 => DataType::Int16,
-        DType::Int32 => DataType::Int32,
-        DType::Int64 => DataType::Int64,
-        DType::UInt8 => DataType::UInt8,
-        DType::UInt16 => DataType::UInt16,
-        DType::UInt32 => DataType::UInt32,
-        DType::UInt64 => DataType::UInt64,
-        DType::Float32 => DataType::Float32,
-        DType::Float64 => DataType::Float64,
-        DType::String => DataType::Utf8,
-        DType::Other(_) => return None,
-    })
+    dtype.arrow_type()
 }
 
 /// The same schema with every field nullable.

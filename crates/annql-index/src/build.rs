@@ -163,58 +163,30 @@ pub fn build(
         cancel: options.cancel.as_deref(),
         sidecar: &target,
     };
+    // In place, the copy's group is the root of what is written (renamed to
+    // `layers/<name>_csc`), in the store's own format; a sidecar is a zarr v3 store.
+    let (format, group) = match (options.in_place, store.format()) {
+        (true, ZarrFormat::V2) => (Format::ZarrV2, ""),
+        (true, _) => (Format::ZarrV3 { sharded: true }, ""),
+        (false, _) => (Format::ZarrV3 { sharded: true }, matrix.as_str()),
+    };
+    let mut sink = sink::create(&format, staged.tmp(), &chunking())?;
+    if !options.in_place {
+        sidecar_groups(sink.as_mut(), &matrix)?;
+    }
+    write_copy(
+        sink.as_mut(),
+        group,
+        &csr,
+        &provenance,
+        budget,
+        &stats,
+        &control,
+    )?;
+    sink.finish()?;
     if options.in_place {
-        // The copy's group is the root of what is written, renamed to `layers/<name>_csc`.
-        let format = match store.format() {
-            ZarrFormat::V2 => Format::ZarrV2,
-            _ => Format::ZarrV3 { sharded: true },
-        };
-        let mut sink = sink::create(&format, staged.tmp(), &chunking())?;
-        write_copy(
-            sink.as_mut(),
-            "",
-            &csr,
-            &provenance,
-            budget,
-            &stats,
-            &control,
-        )?;
-        sink.finish()?;
         in_place::install(staged, location, &store)?;
     } else {
-        let mut sink = sink::create(&Format::ZarrV3 { sharded: true }, staged.tmp(), &chunking())?;
-        // A dict of matrices, so anndata reads a sidecar too (`anndata.io.read_elem`).
-        sink.group(
-            "",
-            &attrs(json!({
-                "encoding-type": "dict",
-                "encoding-version": "0.1.0",
-                RECORD_ATTR: { "version": 1 },
-            })),
-        )?;
-        let mut parent = String::new();
-        let parts: Vec<&str> = matrix.split('/').collect();
-        for name in &parts[..parts.len() - 1] {
-            parent = if parent.is_empty() {
-                name.to_string()
-            } else {
-                format!("{parent}/{name}")
-            };
-            sink.group(
-                &parent,
-                &attrs(json!({ "encoding-type": "dict", "encoding-version": "0.1.0" })),
-            )?;
-        }
-        write_copy(
-            sink.as_mut(),
-            &matrix,
-            &csr,
-            &provenance,
-            budget,
-            &stats,
-            &control,
-        )?;
-        sink.finish()?;
         carry_over(&sidecar, staged.tmp(), &matrix)?;
         staged.commit()?;
     }
@@ -227,6 +199,27 @@ pub fn build(
         window: budget.window,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The sidecar's root (a dict of matrices, so anndata reads it: `anndata.io.read_elem`) and the
+/// groups above `matrix` (`layers`).
+fn sidecar_groups(sink: &mut dyn Sink, matrix: &str) -> Result<()> {
+    sink.group(
+        "",
+        &attrs(json!({
+            "encoding-type": "dict",
+            "encoding-version": "0.1.0",
+            RECORD_ATTR: { "version": 1 },
+        })),
+    )?;
+    let parts: Vec<&str> = matrix.split('/').collect();
+    for depth in 1..parts.len() {
+        sink.group(
+            &parts[..depth].join("/"),
+            &attrs(json!({ "encoding-type": "dict", "encoding-version": "0.1.0" })),
+        )?;
+    }
+    Ok(())
 }
 
 fn chunking() -> Chunking {
@@ -324,27 +317,17 @@ fn attrs(v: Value) -> Attrs {
     }
 }
 
-/// The Arrow type the store reads `data` as.
+/// The Arrow type the store reads `data` as: a number.
 fn value_type(store: &AnnDataStore, matrix: &str) -> Result<DataType> {
     let path = format!("{matrix}/data");
-    Ok(match &store.array_meta(&path)?.dtype {
-        DType::Float32 => DataType::Float32,
-        DType::Float64 => DataType::Float64,
-        DType::Int8 => DataType::Int8,
-        DType::Int16 => DataType::Int16,
-        DType::Int32 => DataType::Int32,
-        DType::Int64 => DataType::Int64,
-        DType::UInt8 => DataType::UInt8,
-        DType::UInt16 => DataType::UInt16,
-        DType::UInt32 => DataType::UInt32,
-        DType::UInt64 => DataType::UInt64,
-        other => {
-            return Err(Error::NotIndexable {
-                element: path,
-                reason: format!("values of type {other} are not numbers annql indexes"),
-            });
-        }
-    })
+    let dtype = &store.array_meta(&path)?.dtype;
+    match dtype.arrow_type() {
+        Some(t) if t.is_numeric() => Ok(t),
+        _ => Err(Error::NotIndexable {
+            element: path,
+            reason: format!("values of type {dtype} are not numbers annql indexes"),
+        }),
+    }
 }
 
 /// Splits `memory` between what every build holds and the window of the output a pass fills.

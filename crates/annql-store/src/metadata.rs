@@ -65,6 +65,26 @@ impl ArrayMeta {
 }
 
 impl DType {
+    /// The Arrow type values of this type are read as (None for types annql does not read).
+    pub fn arrow_type(&self) -> Option<arrow::datatypes::DataType> {
+        use arrow::datatypes::DataType;
+        Some(match self {
+            DType::Bool => DataType::Boolean,
+            DType::Int8 => DataType::Int8,
+            DType::Int16 => DataType::Int16,
+            DType::Int32 => DataType::Int32,
+            DType::Int64 => DataType::Int64,
+            DType::UInt8 => DataType::UInt8,
+            DType::UInt16 => DataType::UInt16,
+            DType::UInt32 => DataType::UInt32,
+            DType::UInt64 => DataType::UInt64,
+            DType::Float32 => DataType::Float32,
+            DType::Float64 => DataType::Float64,
+            DType::String => DataType::Utf8,
+            DType::Other(_) => return None,
+        })
+    }
+
     /// Size in bytes of one element, where fixed.
     pub fn size(&self) -> Option<usize> {
         Some(match self {
