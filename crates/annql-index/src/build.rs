@@ -126,6 +126,12 @@ pub fn build(
     }
     let stats = ReadStats::new_shared();
     let indptr = store.read_offsets(&format!("{matrix}/indptr"), 0..rows + 1, &stats)?;
+    if let Some(row) = indptr.windows(2).position(|w| w[0] > w[1]) {
+        return Err(Error::NotIndexable {
+            element: format!("{matrix}/indptr"),
+            reason: format!("it decreases at row {row}: not a CSR matrix's offsets"),
+        });
+    }
     let nnz = *indptr.last().unwrap_or(&0);
     let value_type = value_type(&store, &matrix)?;
     let budget = plan_budget(
