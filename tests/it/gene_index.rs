@@ -625,3 +625,54 @@ async fn a_remote_indexed_store_fetches_only_the_genes_column() {
         "fetched {copy_all} B of the copy for a {column} B column"
     );
 }
+
+/// `annql serve` finds the index beside each dataset at start: BI queries read the copy too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_uses_the_index_beside_its_datasets() {
+    use annql_server::{Dataset, Server, ServerConfig};
+    use tokio_postgres::SimpleQueryMessage;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = copy_fixture(dir.path(), "chunky.v2.zarr");
+    index(&source, matrix("X"));
+    let config = ServerConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        datasets: vec![Dataset {
+            name: "c".into(),
+            location: source.clone(),
+            options: Default::default(),
+        }],
+        threads: Some(2),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).await.expect("server starts");
+    let addr = server.local_addr().expect("bound");
+    tokio::spawn(server.run());
+    let client = crate::common::pg_connect(addr).await.expect("connect");
+    let text = |messages: Vec<SimpleQueryMessage>| -> Vec<String> {
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let plan = text(
+        client
+            .simple_query(&format!("EXPLAIN {}", GENE_QUERIES[0]))
+            .await
+            .unwrap(),
+    );
+    assert!(plan.join("\n").contains("csc_copy="), "{plan:?}");
+    let mut got = text(client.simple_query(GENE_QUERIES[3]).await.unwrap());
+    got.sort();
+    let local = session(&source, "off").await;
+    let want = sorted(&local, GENE_QUERIES[3]).await;
+    assert_eq!(got.len(), want.len());
+    assert!(!got.is_empty());
+}

@@ -36,6 +36,15 @@ pub enum ServerError {
         #[source]
         source: Box<annql_store::Error>,
     },
+    /// The gene index of a dataset to serve did not open.
+    #[error("dataset {name}: its gene index: {source}")]
+    GeneIndex {
+        /// The schema name it was to be served under.
+        name: String,
+        /// What the engine said.
+        #[source]
+        source: Box<annql_engine::Error>,
+    },
     /// The writable directory cannot be used.
     #[error("--writable-dir {}: {source}", path.display())]
     WritableDir {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use annql_engine::export::WritePolicy;
+use annql_engine::gene_index::sql::IndexChoice;
 use annql_store::AnnDataStore;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{SinkExt, StreamExt};
@@ -74,7 +75,15 @@ impl Server {
                     source: Box::new(e),
                 }
             })?;
-            stores.push((d.name.clone(), Arc::new(store)));
+            // The gene index beside a local store (`annql index`), used as `ATTACH` would.
+            let location = d.location.to_string_lossy();
+            let index = IndexChoice::Beside
+                .find(&location, &d.options)
+                .map_err(|e| ServerError::GeneIndex {
+                    name: d.name.clone(),
+                    source: Box::new(e),
+                })?;
+            stores.push((d.name.clone(), Arc::new(store), index));
         }
         let listener = TcpListener::bind(config.listen)
             .await

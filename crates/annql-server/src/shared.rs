@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicUsize;
 
 use annql_engine::AnnSession;
 use annql_engine::export::WritePolicy;
+use annql_engine::gene_index::AttachedIndex;
 use annql_store::AnnDataStore;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
@@ -23,7 +24,8 @@ use crate::settings::Settings;
 /// What every connection of a server shares.
 pub struct Shared {
     pub(crate) config: ServerConfig,
-    pub(crate) stores: Vec<(String, Arc<AnnDataStore>)>,
+    /// The datasets: name, opened store, and the gene index found beside it.
+    pub(crate) stores: Vec<(String, Arc<AnnDataStore>, Option<AttachedIndex>)>,
     pub(crate) parser: PostgresCompatibilityParser,
     /// Who may connect (what a connection's startup is given).
     pub(crate) admission: Admission,
@@ -61,8 +63,8 @@ impl Shared {
             builder = builder.with_threads(threads);
         }
         let session = annql_lang::session(builder)?;
-        for (name, store) in &self.stores {
-            session.attach_store(name, store.clone())?;
+        for (name, store, index) in &self.stores {
+            session.attach_store_with(name, store.clone(), index.as_ref())?;
         }
         catalog::install(session.context(), who, &Settings::for_server(&self.config))?;
         Ok(session)

@@ -43,11 +43,7 @@ impl IndexChoice {
     }
 
     /// The sidecar this choice gives for the store at `location`.
-    pub(crate) fn find(
-        &self,
-        location: &str,
-        options: &StorageOptions,
-    ) -> Result<Option<AttachedIndex>> {
+    pub fn find(&self, location: &str, options: &StorageOptions) -> Result<Option<AttachedIndex>> {
         let found = match self {
             IndexChoice::Off => None,
             IndexChoice::At(at) => Some(
