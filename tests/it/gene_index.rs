@@ -649,16 +649,13 @@ async fn the_server_uses_the_index_beside_its_datasets() {
     tokio::spawn(server.run());
     let client = crate::common::pg_connect(addr).await.expect("connect");
     let text = |messages: Vec<SimpleQueryMessage>| -> Vec<String> {
-        messages
+        crate::server::simple_rows(&messages)
             .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                        .collect::<Vec<_>>()
-                        .join("|"),
-                ),
-                _ => None,
+            .map(|r| {
+                r.into_iter()
+                    .map(|c| c.unwrap_or_else(|| "NULL".into()))
+                    .collect::<Vec<_>>()
+                    .join("|")
             })
             .collect()
     };

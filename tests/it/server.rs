@@ -441,7 +441,7 @@ fn sqlstate_of<T>(r: &Result<T, tokio_postgres::Error>) -> Option<String> {
 }
 
 /// The rows of a simple-protocol answer, as text.
-fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+pub(crate) fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     messages
         .iter()
         .filter_map(|m| match m {

@@ -144,6 +144,7 @@ impl Bar {
             done.min(total) * 100 / total,
             now as f64 / 1000.0
         );
+        // Best effort, as the line above.
         let _ = std::io::stderr().flush();
     }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use annql_store::StorageOptions;
 use serde_json::{Map, Value};
 
+use crate::consolidated::{read_json, sort_entries};
 use crate::error::{Error, Result};
 use crate::sidecar::GeneIndex;
 
@@ -50,7 +51,7 @@ pub(crate) fn carry_over(old: &Path, new: &Path, built: &str) -> Result<()> {
             };
             if !new_meta.contains_key(&parent) {
                 std::fs::create_dir_all(new.join(&parent))
-                    .map_err(|source| io("create", &new.join(&parent), source))?;
+                    .map_err(|source| Error::io("create", &new.join(&parent), source))?;
                 link(
                     &old.join(&parent).join("zarr.json"),
                     &new.join(&parent).join("zarr.json"),
@@ -67,25 +68,11 @@ pub(crate) fn carry_over(old: &Path, new: &Path, built: &str) -> Result<()> {
             }
         }
     }
-    // zarr-python groups the entries of one parent only when they are adjacent: keep them sorted.
-    let sorted: Map<String, Value> = std::mem::take(new_meta)
-        .into_iter()
-        .collect::<std::collections::BTreeMap<_, _>>()
-        .into_iter()
-        .collect();
-    *new_meta = sorted;
+    sort_entries(new_meta);
     let bytes = serde_json::to_vec_pretty(&new_root)
         .map_err(|e| Error::Internal(format!("root metadata not serialisable: {e}")))?;
     let path = new.join("zarr.json");
-    std::fs::write(&path, bytes).map_err(|source| io("write", &path, source))
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).map_err(|source| io("read", path, source))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::BadSidecar {
-        path: path.to_path_buf(),
-        reason: format!("its zarr.json is not JSON: {e}"),
-    })
+    std::fs::write(&path, bytes).map_err(|source| Error::io("write", &path, source))
 }
 
 fn consolidated<'a>(root: &'a Value, sidecar: &Path) -> Result<&'a Map<String, Value>> {
@@ -109,14 +96,14 @@ fn no_consolidated(sidecar: &Path) -> Error {
 
 /// Hard-links every file under `from` to the same place under `to` (copies where linking fails).
 fn link_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(|source| io("create", to, source))?;
-    let entries = std::fs::read_dir(from).map_err(|source| io("list", from, source))?;
+    std::fs::create_dir_all(to).map_err(|source| Error::io("create", to, source))?;
+    let entries = std::fs::read_dir(from).map_err(|source| Error::io("list", from, source))?;
     for entry in entries {
-        let entry = entry.map_err(|source| io("list", from, source))?;
+        let entry = entry.map_err(|source| Error::io("list", from, source))?;
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
         let kind = entry
             .file_type()
-            .map_err(|source| io("read", &src, source))?;
+            .map_err(|source| Error::io("read", &src, source))?;
         if kind.is_dir() {
             link_tree(&src, &dst)?;
         } else {
@@ -133,13 +120,5 @@ fn link(from: &Path, to: &Path) -> Result<()> {
     // A filesystem without hard links: copy instead (slower, same result).
     std::fs::copy(from, to)
         .map(|_| ())
-        .map_err(|source| io("copy", from, source))
-}
-
-fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+        .map_err(|source| Error::io("copy", from, source))
 }

@@ -1,6 +1,6 @@
 //! The index's error type: every variant names the source, the sidecar or the element it concerns.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Result alias for gene indexes.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -73,4 +73,15 @@ pub enum Error {
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// A filesystem error while doing `action` on `path`.
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }

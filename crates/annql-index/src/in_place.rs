@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use annql_store::AnnDataStore;
 use annql_write::output::Staged;
-use serde_json::{Map, Value};
+use serde_json::Map;
 
+use crate::consolidated::{read_json, sort_entries};
 use crate::error::{Error, Result};
 
 /// Where the copy of `matrix` goes inside the store at `location`: `layers/<name>_csc`.
@@ -55,7 +56,7 @@ pub(crate) fn install(staged: Staged, location: &str, store: &AnnDataStore) -> R
         for (key, value) in doc["metadata"].as_object().into_iter().flatten() {
             entries.insert(format!("{prefix}/{key}"), value.clone());
         }
-        std::fs::remove_file(&v2_meta).map_err(|source| io("remove", &v2_meta, source))?;
+        std::fs::remove_file(&v2_meta).map_err(|source| Error::io("remove", &v2_meta, source))?;
     } else {
         let root = read_json(&tmp.join("zarr.json"))?;
         for (key, value) in root["consolidated_metadata"]["metadata"]
@@ -91,34 +92,12 @@ pub(crate) fn install(staged: Staged, location: &str, store: &AnnDataStore) -> R
         reason: "its consolidated metadata has no 'metadata' map".into(),
     })?;
     metadata.extend(entries);
-    // zarr-python groups the entries of one parent only when they are adjacent: keep them sorted.
-    let sorted: Map<String, Value> = std::mem::take(metadata)
-        .into_iter()
-        .collect::<std::collections::BTreeMap<_, _>>()
-        .into_iter()
-        .collect();
-    *metadata = sorted;
+    sort_entries(metadata);
     let bytes = serde_json::to_vec_pretty(&doc)
         .map_err(|e| Error::Internal(format!("consolidated metadata not serialisable: {e}")))?;
     let mut aside = path.clone().into_os_string();
     aside.push(".annql-tmp");
     let aside = PathBuf::from(aside);
-    std::fs::write(&aside, bytes).map_err(|source| io("write", &aside, source))?;
-    std::fs::rename(&aside, &path).map_err(|source| io("replace", &path, source))
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).map_err(|source| io("read", path, source))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::BadSidecar {
-        path: path.to_path_buf(),
-        reason: format!("not JSON: {e}"),
-    })
-}
-
-fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    std::fs::write(&aside, bytes).map_err(|source| Error::io("write", &aside, source))?;
+    std::fs::rename(&aside, &path).map_err(|source| Error::io("replace", &path, source))
 }

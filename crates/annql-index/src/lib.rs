@@ -15,6 +15,7 @@ pub mod build;
 mod carry;
 /// Checking a sidecar against its source.
 pub mod check;
+mod consolidated;
 /// The error type.
 pub mod error;
 mod in_place;

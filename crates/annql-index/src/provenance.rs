@@ -174,15 +174,15 @@ fn local_files(location: &str, matrix: &str) -> Result<Vec<(String, u64, u128)>>
     }
     let root = Path::new(location);
     let stamp = |path: &Path, name: String| -> Result<(String, u64, u128)> {
-        let meta = std::fs::metadata(path).map_err(|source| io("read", path, source))?;
+        let meta = std::fs::metadata(path).map_err(|source| Error::io("read", path, source))?;
         let mtime = meta
             .modified()
-            .map_err(|source| io("read", path, source))?
+            .map_err(|source| Error::io("read", path, source))?
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         Ok((name, meta.len(), mtime))
     };
-    let meta = std::fs::metadata(root).map_err(|source| io("read", root, source))?;
+    let meta = std::fs::metadata(root).map_err(|source| Error::io("read", root, source))?;
     if !meta.is_dir() {
         return Ok(vec![stamp(root, String::new())?]);
     }
@@ -198,9 +198,9 @@ fn local_files(location: &str, matrix: &str) -> Result<Vec<(String, u64, u128)>>
     }
     let mut stack = vec![root.join(format!("{matrix}/indptr"))];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| io("list", &dir, source))?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| Error::io("list", &dir, source))?;
         for entry in entries {
-            let entry = entry.map_err(|source| io("list", &dir, source))?;
+            let entry = entry.map_err(|source| Error::io("list", &dir, source))?;
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
@@ -218,12 +218,4 @@ fn local_files(location: &str, matrix: &str) -> Result<Vec<(String, u64, u128)>>
     }
     files.sort();
     Ok(files)
-}
-
-fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
 }

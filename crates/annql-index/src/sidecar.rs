@@ -111,14 +111,8 @@ impl IndexedCopy {
     /// Why this copy must not stand in for `matrix` of `source` (opened from `location`) as the
     /// source is now, if it must not; reading the source's `indptr` to check it.
     pub fn stale(&self, source: &AnnDataStore, location: &str) -> Result<Option<String>> {
-        let element = source.element(&self.path)?;
-        let (rows, cols) = source.sparse_dims(element)?;
-        if (rows, cols) != self.provenance.shape {
-            return Ok(Some(format!(
-                "it was built for a {}×{} matrix; the source's is {rows}×{cols}",
-                self.provenance.shape.0, self.provenance.shape.1
-            )));
-        }
+        // Provenance compares the shape too; the source's own shape sizes the `indptr` read.
+        let (rows, _) = source.sparse_dims(source.element(&self.path)?)?;
         let indptr = source.read_offsets(
             &format!("{}/indptr", self.path),
             0..rows + 1,
@@ -165,12 +159,12 @@ impl BuildLock {
             {
                 Ok(mut f) => {
                     f.write_all(std::process::id().to_string().as_bytes())
-                        .map_err(|source| io("write", &path, source))?;
+                        .map_err(|source| Error::io("write", &path, source))?;
                     return Ok(BuildLock { path });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     let pid = std::fs::read_to_string(&path)
-                        .map_err(|source| io("read", &path, source))?;
+                        .map_err(|source| Error::io("read", &path, source))?;
                     let pid = pid.trim().to_string();
                     let alive = pid.parse::<u32>().is_ok_and(|p| {
                         p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
@@ -189,10 +183,10 @@ impl BuildLock {
                     match std::fs::remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(source) => return Err(io("remove", &path, source)),
+                        Err(source) => return Err(Error::io("remove", &path, source)),
                     }
                 }
-                Err(source) => return Err(io("create", &path, source)),
+                Err(source) => return Err(Error::io("create", &path, source)),
             }
         }
         Err(Error::Locked {
@@ -222,13 +216,5 @@ pub fn drop_index(sidecar: &Path) -> Result<()> {
     // Only an annql index is removed: a typo must not delete another store.
     GeneIndex::open(&location, &StorageOptions::default())?;
     let _lock = BuildLock::take(sidecar)?;
-    std::fs::remove_dir_all(sidecar).map_err(|source| io("remove", sidecar, source))
-}
-
-fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    std::fs::remove_dir_all(sidecar).map_err(|source| Error::io("remove", sidecar, source))
 }
