@@ -736,3 +736,23 @@ fn soak_short() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("soak summary:"), "{stdout}");
 }
+
+/// Flight SQL with the real Python ADBC driver (`tests/server/flight_probe.py`): password,
+/// catalog calls, Q1–Q7 against the in-process answers, dictionaries, prepared statements,
+/// read-only refusals, cancel, streaming past the memory limit, TLS and the connection limit.
+#[test]
+fn flight_sql_clients() {
+    let root = PathBuf::from(crate::common::REPO);
+    let out = Command::new(python())
+        .arg(root.join("tests/server/flight_probe.py"))
+        .args(["--annql", env!("CARGO_BIN_EXE_annql")])
+        .output()
+        .expect("the venv runs the probe (adbc-driver-flightsql comes from `bash .ci/deps`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Flight SQL probe failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(" PASS, 0 FAIL"), "{stdout}");
+}

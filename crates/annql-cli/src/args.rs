@@ -238,6 +238,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5433")]
     pub listen: std::net::SocketAddr,
+    /// Also serve Flight SQL (ADBC, pandas, polars: answers as Arrow) on this address, e.g.
+    /// 127.0.0.1:31337. Same datasets, password, TLS and limits; off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub flight_sql: Option<std::net::SocketAddr>,
     /// The user clients log in as.
     #[arg(long, default_value = "annql")]
     pub user: String,

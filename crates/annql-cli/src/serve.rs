@@ -119,6 +119,7 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
     };
     let config = ServerConfig {
         listen: args.listen,
+        flight_sql: args.flight_sql,
         datasets,
         credentials,
         tls: args
@@ -141,8 +142,12 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
     };
     let names: Vec<String> = config.datasets.iter().map(|d| d.name.clone()).collect();
     let server = Server::bind(config).await?;
+    let flight = match server.flight_sql_addr().transpose()? {
+        Some(addr) => format!(", Flight SQL on {addr}"),
+        None => String::new(),
+    };
     eprintln!(
-        "annql serve: listening on {} (datasets: {}; user {}{})",
+        "annql serve: listening on {}{flight} (datasets: {}; user {}{})",
         server.local_addr()?,
         names.join(", "),
         args.user,

@@ -50,6 +50,18 @@ impl Credentials {
     pub fn user(&self) -> &str {
         &self.user
     }
+
+    /// Whether `user` and `password` are the accepted ones (Flight SQL's basic authentication),
+    /// checked through the stored SCRAM secret, in a time that does not depend on where they
+    /// differ.
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        let salted = gen_salted_password(password, &self.salt, SCRAM_ITERATIONS);
+        let differ = salted
+            .iter()
+            .zip(&self.salted_password)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        differ == 0 && salted.len() == self.salted_password.len() && user == self.user
+    }
 }
 
 /// Random bytes from the standard library's randomly seeded hasher (salts need uniqueness, not

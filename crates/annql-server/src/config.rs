@@ -36,6 +36,9 @@ pub struct Dataset {
 pub struct ServerConfig {
     /// The address to listen on (loopback by default).
     pub listen: SocketAddr,
+    /// Where Flight SQL listens, if anywhere (off by default): the same datasets, password,
+    /// TLS, limits and read-only rules as the PostgreSQL side.
+    pub flight_sql: Option<SocketAddr>,
     /// Datasets served.
     pub datasets: Vec<Dataset>,
     /// The user and password SCRAM-SHA-256 checks; None runs without authentication, which
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            flight_sql: None,
             datasets: Vec::new(),
             credentials: None,
             tls: None,

@@ -63,6 +63,9 @@ pub enum ServerError {
     /// Options that do not go together.
     #[error("{0}")]
     Config(String),
+    /// The Flight SQL listener failed (its TLS setup, or serving).
+    #[error("Flight SQL: {0}")]
+    Flight(#[source] tonic::transport::Error),
     /// I/O while serving.
     #[error(transparent)]
     Io(#[from] std::io::Error),

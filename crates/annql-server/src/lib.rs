@@ -1,5 +1,6 @@
 //! `annql serve`: the PostgreSQL wire protocol over annql sessions, so BI tools (Tableau, Power BI,
-//! Superset, DBeaver, Metabase, Excel) and every Postgres driver can query AnnData stores.
+//! Superset, DBeaver, Metabase, Excel) and every Postgres driver can query AnnData stores; and
+//! Flight SQL beside it, so ADBC, pandas and polars get the answers as Arrow.
 //!
 //! Built on [`pgwire`] for the protocol and on `datafusion-pg-catalog` for `pg_catalog` and the
 //! PostgreSQL spellings clients send; annql owns the server layer: sessions, authentication,
@@ -7,6 +8,7 @@
 //!
 //! - [`config`]: what a server is told ([`ServerConfig`]).
 //! - [`server`]: the listener, TLS, the connection limit and the per-connection watchdog.
+//! - [`flight`]: Flight SQL on a second address, over the same datasets and sessions.
 //! - [`shared`]: what every connection of a server shares, and how a session is opened.
 //! - [`activity`]: what a connection is doing, for the watchdog and CancelRequests.
 //! - [`auth`]: startup, SCRAM-SHA-256 and the session parameters.
@@ -28,6 +30,7 @@ pub mod compat;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod flight;
 pub mod frames;
 pub mod prepared;
 pub mod queries;

@@ -28,6 +28,7 @@ use crate::catalog::Identity;
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Handlers, Prepared};
 use crate::error::{Result, ServerError};
+use crate::flight::FlightSqlListener;
 use crate::frames::{CANCEL_REQUEST, Guarded, ProtocolViolation};
 use crate::queries::QueryRuntime;
 pub use crate::shared::Shared;
@@ -37,6 +38,8 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    /// Flight SQL's listener, when asked for.
+    flight: Option<FlightSqlListener>,
 }
 
 impl Server {
@@ -44,11 +47,13 @@ impl Server {
     /// serving something else) on a dataset that does not open, a broken TLS configuration or a
     /// non-loopback address without a password.
     pub async fn bind(config: ServerConfig) -> Result<Server> {
-        if config.credentials.is_none() && !config.listen.ip().is_loopback() {
-            return Err(ServerError::Config(format!(
-                "refusing to serve {} without a password: only loopback addresses may run with --no-auth",
-                config.listen
-            )));
+        for addr in std::iter::once(config.listen).chain(config.flight_sql) {
+            if config.credentials.is_none() && !addr.ip().is_loopback() {
+                return Err(ServerError::Config(format!(
+                    "refusing to serve {addr} without a password: only loopback addresses may \
+                     run with --no-auth"
+                )));
+            }
         }
         if config.require_tls && config.tls.is_none() {
             return Err(ServerError::Config(
@@ -116,11 +121,16 @@ impl Server {
                 tls: false,
             })
             .map_err(|e| ServerError::Session(Box::new(e)))?;
-        crate::connection::release_session(&check);
+        crate::shared::release_session(&check);
+        let flight = match shared.config.flight_sql {
+            Some(addr) => Some(FlightSqlListener::bind(shared.clone(), addr).await?),
+            None => None,
+        };
         Ok(Server {
             shared,
             listener,
             tls,
+            flight,
         })
     }
 
@@ -129,8 +139,24 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until the future is dropped.
-    pub async fn run(self) -> Result<()> {
+    /// The address Flight SQL listens on, when it does.
+    pub fn flight_sql_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.flight.as_ref().map(FlightSqlListener::local_addr)
+    }
+
+    /// Serves both protocols until the future is dropped (or Flight SQL's listener fails).
+    pub async fn run(mut self) -> Result<()> {
+        match self.flight.take() {
+            Some(flight) => tokio::select! {
+                r = flight.run() => r,
+                r = self.run_pg() => r,
+            },
+            None => self.run_pg().await,
+        }
+    }
+
+    /// Accepts PostgreSQL connections until the future is dropped.
+    async fn run_pg(self) -> Result<()> {
         loop {
             let (socket, addr) = match self.listener.accept().await {
                 Ok(a) => a,

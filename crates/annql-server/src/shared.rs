@@ -70,3 +70,21 @@ impl Shared {
         Ok(session)
     }
 }
+
+/// Unhooks the schemas that point back at the session's own catalog list, so the session can
+/// be freed. `pg_catalog` (datafusion-pg-catalog's provider) and `information_schema` each hold
+/// the catalog list they are registered in: an `Arc` cycle that kept every session of every
+/// client that ever connected (~5 MB each, its pg_catalog tables included) until the server
+/// stopped.
+pub(crate) fn release_session(session: &AnnSession) {
+    let Some(catalog) = session.context().catalog(crate::CATALOG) else {
+        return;
+    };
+    for schema in ["pg_catalog", "information_schema"] {
+        // The memory catalog's deregister fails only for a non-empty schema without `cascade`;
+        // with it, nothing is left to report: the session is being dropped either way.
+        if let Err(e) = catalog.deregister_schema(schema, true) {
+            log::warn!("releasing a session's {schema}: {e}");
+        }
+    }
+}

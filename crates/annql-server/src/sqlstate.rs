@@ -108,7 +108,7 @@ pub fn timed_out() -> PgWireError {
 
 /// The message of `e`: DataFusion's innermost error (without the contexts DataFusion wraps it
 /// in), else the error's own.
-fn message(e: &(dyn Error + 'static)) -> String {
+pub(crate) fn message(e: &(dyn Error + 'static)) -> String {
     let datafusion = match e.downcast_ref::<annql_engine::Error>() {
         Some(annql_engine::Error::DataFusion(d)) => Some(d),
         _ => e.downcast_ref::<DataFusionError>(),
