@@ -85,6 +85,14 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     out
 }
 
+/// `n` bytes from the operating system's random source, as hex: secrets (Flight SQL's bearer
+/// tokens) as well as ids.
+pub fn secret_hex(n: usize) -> Result<String, getrandom::Error> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[async_trait]
 impl AuthSource for Credentials {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {

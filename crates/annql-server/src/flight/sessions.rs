@@ -308,10 +308,8 @@ fn decode_basic(b64: &str) -> Result<(String, String), Status> {
 /// `n` random bytes from the operating system, as hex: tokens, handles and run ids (a token
 /// must not be guessable, so there is no weaker fallback).
 pub fn random_hex(n: usize) -> Result<String, Status> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| Status::internal(format!("no random source for a token: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::auth::secret_hex(n)
+        .map_err(|e| Status::internal(format!("no random source for a token: {e}")))
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use datafusion::sql::parser::Statement as DFStatement;
 use prost::Message;
 use tonic::Status;
 
-use super::sessions::random_hex;
 use super::status;
 use crate::compat;
 use crate::shared::Shared;
@@ -133,6 +132,12 @@ pub fn dollar_parameters(sql: &str) -> String {
     out
 }
 
+/// A run id: 8 random bytes as hex.
+fn run_id() -> Result<String, Status> {
+    crate::auth::secret_hex(8)
+        .map_err(|e| Status::internal(format!("no random source for a run id: {e}")))
+}
+
 /// What a statement ticket asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ticket {
@@ -156,7 +161,7 @@ impl Ticket {
     /// A new run of the query `sql`.
     pub fn query(sql: &str) -> Result<Ticket, Status> {
         Ok(Ticket::Query {
-            run: random_hex(8)?,
+            run: run_id()?,
             sql: sql.to_string(),
         })
     }
@@ -164,7 +169,7 @@ impl Ticket {
     /// A new run of the prepared statement `handle`.
     pub fn prepared(handle: &str) -> Result<Ticket, Status> {
         Ok(Ticket::Prepared {
-            run: random_hex(8)?,
+            run: run_id()?,
             handle: handle.to_string(),
         })
     }
