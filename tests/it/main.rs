@@ -15,6 +15,7 @@ mod engine;
 mod examples;
 mod export;
 mod export_front;
+mod flight;
 mod fused;
 mod gene_index;
 mod h5ad;
