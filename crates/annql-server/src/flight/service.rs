@@ -47,6 +47,8 @@ type DoActionStream = <AnnqlFlightSql as FlightService>::DoActionStream;
 
 /// Rows of parameters a `DoPut` may send before it is refused (a query runs with one).
 const MAX_PARAMETER_ROWS: usize = 1;
+/// Batches a `DoPut` of parameters may send (empty ones included).
+const MAX_PARAMETER_BATCHES: usize = 16;
 
 /// annql's Flight SQL service.
 #[derive(Debug)]
@@ -429,9 +431,15 @@ impl FlightSqlService for AnnqlFlightSql {
             let batch = batch.map_err(Status::from)?;
             rows += batch.num_rows();
             batches.push(batch);
-            if rows > MAX_PARAMETER_ROWS {
+            // Enough to refuse (Prepared::bind says why); empty batches are not kept forever.
+            if rows > MAX_PARAMETER_ROWS || batches.len() > MAX_PARAMETER_BATCHES {
                 break;
             }
+        }
+        if rows <= MAX_PARAMETER_ROWS && batches.len() > MAX_PARAMETER_BATCHES {
+            return Err(Status::invalid_argument(format!(
+                "more than {MAX_PARAMETER_BATCHES} batches of parameters"
+            )));
         }
         prepared.bind(&batches)?;
         Ok(DoPutPreparedStatementResult {
