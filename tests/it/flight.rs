@@ -1,12 +1,15 @@
 //! Flight SQL with arrow-flight's own Rust client, for what the ADBC probe
 //! (`tests/server/flight_probe.py`, run by `server::flight_sql_clients`) cannot reach: token
-//! lifetime, the `CancelFlightInfo` action, and connection slots freed by `CloseSession`.
+//! lifetime, the `CancelFlightInfo` action, connection slots freed by `CloseSession`, and the
+//! metadata calls JDBC makes beyond ADBC's.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use annql::server::{Dataset, Server, ServerConfig};
+use arrow::array::{RecordBatch, StringArray};
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetExportedKeys, CommandGetPrimaryKeys, CommandGetXdbcTypeInfo};
 use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus};
 use futures::StreamExt;
 use prost::Message;
@@ -184,4 +187,80 @@ async fn close_session_frees_a_connection_slot() {
     assert_eq!(rows(&mut second, "SELECT 1").await, Ok(1));
     let gone = rows(&mut first, "SELECT 1").await;
     assert!(matches!(&gone, Err(e) if e.contains("token")), "{gone:?}");
+}
+
+/// The rows of a catalog call's `FlightInfo`.
+async fn info_rows(
+    c: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let mut batches = c
+            .do_get(endpoint.ticket.expect("a ticket"))
+            .await
+            .expect("do_get");
+        while let Some(b) = batches.next().await {
+            out.push(b.expect("a batch"));
+        }
+    }
+    out
+}
+
+/// What JDBC's `DatabaseMetaData` asks beyond ADBC: type info and (empty) key listings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_metadata_calls_answer() {
+    let addr = start(|_| {}).await;
+    let mut c = logged_in(addr).await;
+    let info = c
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .expect("type info");
+    let batches = info_rows(&mut c, info).await;
+    let names: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let names = b
+                .column_by_name("type_name")
+                .expect("type_name")
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("text");
+            names.iter().flatten().map(String::from).collect::<Vec<_>>()
+        })
+        .collect();
+    for t in ["BIGINT", "DOUBLE", "VARCHAR", "BOOLEAN"] {
+        assert!(names.iter().any(|n| n == t), "{t} in {names:?}");
+    }
+    let keys = c
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("atlas".into()),
+            table: "obs".into(),
+        })
+        .await
+        .expect("primary keys");
+    let batches = info_rows(&mut c, keys).await;
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    let exported = c
+        .get_exported_keys(CommandGetExportedKeys {
+            catalog: None,
+            db_schema: Some("atlas".into()),
+            table: "obs".into(),
+        })
+        .await
+        .expect("exported keys");
+    let schema = exported.clone().try_decode_schema().expect("a schema");
+    assert!(
+        schema.field_with_name("fk_table_name").is_ok(),
+        "{schema:?}"
+    );
+    assert_eq!(
+        info_rows(&mut c, exported)
+            .await
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        0
+    );
 }

@@ -18,9 +18,11 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandPreparedStatementQuery, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
@@ -36,7 +38,7 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::metadata;
+use super::metadata::{self, Keys};
 use super::sessions::{FlightSession, Sessions};
 use super::statements::{self, Prepared, Ticket};
 use super::status;
@@ -113,6 +115,18 @@ impl AnnqlFlightSql {
             }
             Ticket::Prepared { handle, .. } => session.prepared(handle.as_bytes())?.bound_plan(),
         }
+    }
+
+    /// The `FlightInfo` of a key listing: the command itself is the ticket.
+    fn keys_info(
+        &self,
+        which: Keys,
+        command: Any,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        let schema = metadata::keys(which).schema();
+        info(&schema, command.encode_to_vec(), request.into_inner())
     }
 
     /// Stops the runs a `FlightInfo` handed out; whether any was running.
@@ -404,6 +418,101 @@ impl FlightSqlService for AnnqlFlightSql {
             .build()
             .map_err(|e| status::from_error(&e))?;
         Ok(one_batch(batch))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request)?;
+        let schema = query.into_builder(metadata::type_info()?).schema();
+        info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightTicket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.session(&request)?;
+        let batch = query
+            .into_builder(metadata::type_info()?)
+            .build()
+            .map_err(|e| status::from_error(&e))?;
+        Ok(one_batch(batch))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.keys_info(Keys::Primary, query.as_any(), request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<FlightTicket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.session(&request)?;
+        Ok(one_batch(metadata::keys(Keys::Primary)))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.keys_info(Keys::Foreign, query.as_any(), request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<FlightTicket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.session(&request)?;
+        Ok(one_batch(metadata::keys(Keys::Foreign)))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.keys_info(Keys::Foreign, query.as_any(), request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<FlightTicket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.session(&request)?;
+        Ok(one_batch(metadata::keys(Keys::Foreign)))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.keys_info(Keys::Foreign, query.as_any(), request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<FlightTicket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.session(&request)?;
+        Ok(one_batch(metadata::keys(Keys::Foreign)))
     }
 
     async fn do_put_statement_update(
