@@ -7,8 +7,9 @@ process so its peak RSS is its own, in one run:
 - `flight`: ADBC Flight SQL, `cursor.fetch_df()`;
 - `psycopg`: psycopg 3, `cursor.fetchall()` then `pandas.DataFrame(rows, columns=…)`;
 - `read_sql`: `pandas.read_sql(sql, psycopg_connection)` (no COPY).
-Each client runs --runs times (a warm-up first, not counted); the server is the same process
-throughout, so every path reads warm chunks. Prints and writes JSON: seconds (median), client
+Each client runs --runs times (a warm-up first, not counted); the clock starts after the client's
+imports (pandas, the driver) and covers connecting, the query and the transfer into the DataFrame.
+The server is the same process throughout, so every path reads warm chunks. Prints and writes JSON: seconds (median), client
 peak RSS, rows, and the ratios of the PostgreSQL paths to Flight SQL.
 
   .venv/bin/python benches/flight_vs_pg.py --annql /work/target-bf/bench-fast/annql \
@@ -32,17 +33,21 @@ PASSWORD = "bench-password"
 CLIENT = r'''
 import json, resource, sys, time
 kind, port, sql, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-t0 = time.perf_counter()
+# Imports before the clock starts: the time is the connection, the query and the transfer.
+import pandas as pd
 if kind == "flight":
     import adbc_driver_flightsql.dbapi as flight
-    with flight.connect(f"grpc://127.0.0.1:{port}", db_kwargs={"username": "annql", "password": password}) as c:
+else:
+    import psycopg
+t0 = time.perf_counter()
+if kind == "flight":
+    with flight.connect(f"grpc://127.0.0.1:{port}", db_kwargs={"username": "annql", "password": password},
+                        autocommit=True) as c:
         cur = c.cursor()
         cur.execute(sql)
         df = cur.fetch_df()
         cur.close()
 else:
-    import pandas as pd
-    import psycopg
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=annql user=annql password={password}") as c:
         if kind == "psycopg":
             cur = c.execute(sql)
