@@ -56,6 +56,7 @@ else:
             df = pd.read_sql(sql, c)
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "rows": len(df), "columns": list(df.columns),
+                  "checksum": float(df["sum"].astype(float).sum()),
                   "dtypes": [str(t) for t in df.dtypes],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
@@ -121,6 +122,7 @@ def main():
                 "all_seconds": [r["seconds"] for r in runs],
                 "client_peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                 "rows": runs[0]["rows"],
+                "checksum": runs[0]["checksum"],
                 "dtypes": dict(zip(runs[0]["columns"], runs[0]["dtypes"])),
             }
         server_peak = 0.0
@@ -134,6 +136,10 @@ def main():
     if "flight" in results:
         for kind, r in results.items():
             r["ratio_to_flight"] = r["seconds"] / results["flight"]["seconds"]
+    # Every path must have pulled the same answer.
+    answers = {(r["rows"], round(r["checksum"], 3)) for r in results.values()}
+    if len(answers) != 1:
+        raise SystemExit(f"the paths disagree: {answers}")
     out = {"store": a.store, "query": "q3", "runs": a.runs, "server_peak_rss_mb": server_peak,
            "results": results}
     print(json.dumps(out, indent=2))
