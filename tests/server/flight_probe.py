@@ -221,13 +221,16 @@ def check_cancel(srv, conn):
     cancelled_at = time.time()
     t.join(30)
     returned = time.time() - cancelled_at
-    report("cancel: the query was running (server busy)", busy > 0.5, Measured(f"{busy:.2f} CPU-s in 1 s"))
+    # Busy at all (on a loaded machine, e.g. CI running other tests, the server may get a small
+    # share of a core): the stop is judged against what it used while running.
+    report("cancel: the query was running (server busy)", busy >= 0.05,
+           Measured(f"{busy:.2f} CPU-s in 1 s"))
     report("cancel: the client gets an error", not t.is_alive() and outcome.get("error"), outcome)
     time.sleep(max(0.0, 2.0 - (time.time() - cancelled_at)))
     idle_from = srv.cpu_seconds()
     time.sleep(1.0)
     idle = srv.cpu_seconds() - idle_from
-    report("cancel: the server stopped within 2 s", idle < 0.2,
+    report("cancel: the server stopped within 2 s", idle <= max(0.02, min(0.2, busy / 4)),
            Measured(f"{idle:.2f} CPU-s in the second after (client returned in {returned:.2f} s)"))
     cur.close()
     report("cancel: the session answers after", rows(query(conn, "SELECT 2 AS two")) == [[2]])

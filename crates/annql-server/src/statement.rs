@@ -181,6 +181,25 @@ fn fetch_count(direction: &FetchDirection) -> Result<FetchCount, Refused> {
     })
 }
 
+/// The statement `CREATE GENE INDEX` or `DROP GENE INDEX` when `sql` starts with one (annql's
+/// own statements, which PostgreSQL's grammar does not parse): a server refuses both, since a
+/// gene index is written beside its store.
+pub fn gene_index_statement(sql: &str) -> Option<&'static str> {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(3)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    match words[..] {
+        [ref a, ref b, ref c] if b == "GENE" && c == "INDEX" => match a.as_str() {
+            "CREATE" => Some("CREATE GENE INDEX"),
+            "DROP" => Some("DROP GENE INDEX"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Sorts one parsed statement.
 pub fn classify(statement: Statement) -> Result<Classified, Refused> {
     use Classified::Command as C;

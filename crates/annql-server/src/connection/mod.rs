@@ -143,19 +143,12 @@ impl Connection {
         client: &C,
         sql: &str,
     ) -> PgWireResult<Option<Command>> {
-        let words: Vec<String> = sql
-            .split_whitespace()
-            .take(3)
-            .map(str::to_ascii_uppercase)
-            .collect();
-        if words[..] == ["CREATE", "GENE", "INDEX"] || words[..] == ["DROP", "GENE", "INDEX"] {
-            // Gene indexes are written beside the stores, which a server never writes.
+        if let Some(statement) = statement::gene_index_statement(sql) {
             return Err(sqlstate::error(
                 sqlstate::READ_ONLY,
                 format!(
-                    "cannot execute {}: annql serves datasets read-only (build the index with \
-                     `annql index PATH`; a server attaches it at start)",
-                    words.join(" ")
+                    "cannot execute {statement}: annql serves datasets read-only (build the index \
+                     with `annql index PATH`; a server attaches it at start)"
                 ),
             ));
         }

@@ -28,15 +28,14 @@ use crate::statement::{self, Classified, Command};
 /// `SHOW`); statements that would write are refused as on the PostgreSQL side, and session
 /// statements (`SET`, transactions, cursors, SQL `PREPARE`) have no session to act on here.
 pub async fn plan(shared: &Shared, session: &AnnSession, sql: &str) -> Result<LogicalPlan, Status> {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(3)
-        .map(str::to_ascii_uppercase)
-        .collect();
-    if words[..] == ["CREATE", "GENE", "INDEX"] || words[..] == ["DROP", "GENE", "INDEX"] {
-        return Err(status::read_only(&words.join(" ")));
+    if let Some(statement) = statement::gene_index_statement(sql) {
+        return Err(status::read_only(statement));
     }
-    if words.first().is_some_and(|w| w == "COPY") {
+    let copy = sql
+        .trim_start()
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("copy"));
+    if copy {
         return Err(Status::unimplemented(
             "COPY … TO is not run over Flight SQL (a query must not write): use the \
              PostgreSQL wire or `annql export`",
