@@ -436,6 +436,21 @@ mod tests {
             .unwrap_or_else(|e| Classified::Command(Command::ReadOnly(e.to_string())))
     }
 
+    #[test]
+    fn gene_index_statements_are_recognised_before_parsing() {
+        assert_eq!(
+            gene_index_statement("  create gene\nindex ON atlas"),
+            Some("CREATE GENE INDEX")
+        );
+        assert_eq!(
+            gene_index_statement("DROP GENE INDEX ON atlas"),
+            Some("DROP GENE INDEX")
+        );
+        assert_eq!(gene_index_statement("CREATE INDEX g ON t"), None);
+        assert_eq!(gene_index_statement("SELECT 'CREATE GENE INDEX'"), None);
+        assert_eq!(gene_index_statement("CREATE"), None);
+    }
+
     fn command(sql: &str) -> Option<Command> {
         match one(sql) {
             Classified::Command(c) => Some(c),
