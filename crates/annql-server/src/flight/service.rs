@@ -117,16 +117,16 @@ impl AnnqlFlightSql {
         }
     }
 
-    /// The `FlightInfo` of a key listing: the command itself is the ticket.
-    fn keys_info(
+    /// The `FlightInfo` of a catalog call answered with `schema`: the command itself is the
+    /// ticket (`DoGet` dispatches on it).
+    fn command_info(
         &self,
-        which: Keys,
+        schema: &Schema,
         command: Any,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.session(&request)?;
-        let schema = metadata::keys(which).schema();
-        info(&schema, command.encode_to_vec(), request.into_inner())
+        info(schema, command.encode_to_vec(), request.into_inner())
     }
 
     /// Stops the runs a `FlightInfo` handed out; whether any was running.
@@ -299,13 +299,8 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_catalogs(
@@ -322,13 +317,8 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.clone().into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_schemas(
@@ -346,13 +336,8 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.clone().into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_tables(
@@ -370,13 +355,8 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.into_builder().schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_table_types(
@@ -398,13 +378,8 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.clone().into_builder(metadata::sql_info()?).schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_sql_info(
@@ -425,13 +400,8 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.session(&request)?;
         let schema = query.into_builder(metadata::type_info()?).schema();
-        info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_xdbc_type_info(
@@ -452,7 +422,11 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.keys_info(Keys::Primary, query.as_any(), request)
+        self.command_info(
+            &metadata::keys(Keys::Primary).schema(),
+            query.as_any(),
+            request,
+        )
     }
 
     async fn do_get_primary_keys(
@@ -469,7 +443,11 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.keys_info(Keys::Foreign, query.as_any(), request)
+        self.command_info(
+            &metadata::keys(Keys::Foreign).schema(),
+            query.as_any(),
+            request,
+        )
     }
 
     async fn do_get_exported_keys(
@@ -486,7 +464,11 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.keys_info(Keys::Foreign, query.as_any(), request)
+        self.command_info(
+            &metadata::keys(Keys::Foreign).schema(),
+            query.as_any(),
+            request,
+        )
     }
 
     async fn do_get_imported_keys(
@@ -503,7 +485,11 @@ impl FlightSqlService for AnnqlFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.keys_info(Keys::Foreign, query.as_any(), request)
+        self.command_info(
+            &metadata::keys(Keys::Foreign).schema(),
+            query.as_any(),
+            request,
+        )
     }
 
     async fn do_get_cross_reference(
@@ -627,7 +613,7 @@ impl FlightSqlService for AnnqlFlightSql {
                 Ok(action_result(result.encode_to_vec()))
             }
             "CloseSession" => {
-                self.sessions.close(request.metadata());
+                self.sessions.close(request.metadata())?;
                 // A CloseSessionResult with status CLOSED (field 1, varint 1): arrow-flight 59
                 // has no type for it.
                 Ok(action_result(vec![0x08, 0x01]))

@@ -168,9 +168,8 @@ impl Sessions {
     /// The handshake: checks the `authorization: Basic …` header against the server's
     /// credentials and opens a session; its token.
     pub fn handshake(&self, metadata: &MetadataMap) -> Result<String, Status> {
-        let basic = match metadata.get("authorization").map(|v| v.to_str()) {
-            Some(Ok(v)) => v.strip_prefix("Basic ").map(decode_basic).transpose()?,
-            Some(Err(_)) => return Err(Status::unauthenticated("unreadable authorization header")),
+        let basic = match authorization(metadata)? {
+            Some(v) => v.strip_prefix("Basic ").map(decode_basic).transpose()?,
             None => None,
         };
         let user = match (&self.shared.admission.credentials, basic) {
@@ -201,12 +200,7 @@ impl Sessions {
     /// The session a call is made in: its bearer token's, or without a token the anonymous one
     /// of a server without a password.
     pub fn of(&self, metadata: &MetadataMap) -> Result<Arc<FlightSession>, Status> {
-        let header = match metadata.get("authorization").map(|v| v.to_str()) {
-            Some(Ok(v)) => Some(v),
-            Some(Err(_)) => return Err(Status::unauthenticated("unreadable authorization header")),
-            None => None,
-        };
-        let Some(header) = header else {
+        let Some(token) = bearer(metadata)? else {
             if self.shared.admission.credentials.is_some() {
                 return Err(Status::unauthenticated(
                     "no bearer token: authenticate first (a handshake with basic authentication)",
@@ -219,11 +213,6 @@ impl Sessions {
             let session = Arc::new(self.open("annql".into())?);
             *anonymous = Some(session.clone());
             return Ok(session);
-        };
-        let Some(token) = header.strip_prefix("Bearer ") else {
-            return Err(Status::unauthenticated(
-                "expected `authorization: Bearer <token>` (the handshake's answer)",
-            ));
         };
         let mut tokens = lock(&self.tokens);
         let session = tokens.get(token).cloned().ok_or_else(|| {
@@ -239,15 +228,13 @@ impl Sessions {
         Ok(session)
     }
 
-    /// Ends the session of the call's token (`CloseSession`).
-    pub fn close(&self, metadata: &MetadataMap) {
-        let token = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(t) = token {
-            lock(&self.tokens).remove(t);
+    /// Ends the session of the call's token (`CloseSession`); a call without a token (the
+    /// shared session of a server without a password) has nothing of its own to close.
+    pub fn close(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        if let Some(token) = bearer(metadata)? {
+            lock(&self.tokens).remove(token);
         }
+        Ok(())
     }
 
     /// Drops the sessions of expired tokens (their slots free once their last stream ends).
@@ -288,6 +275,30 @@ impl Sessions {
             shared: shared.clone(),
         })
     }
+}
+
+/// The call's `authorization` header, if it has one.
+fn authorization(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
+    metadata
+        .get("authorization")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Status::unauthenticated("unreadable authorization header"))
+        })
+        .transpose()
+}
+
+/// The call's bearer token, if it has an `authorization` header (which must then be one).
+fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
+    authorization(metadata)?
+        .map(|v| {
+            v.strip_prefix("Bearer ").ok_or_else(|| {
+                Status::unauthenticated(
+                    "expected `authorization: Bearer <token>` (the handshake's answer)",
+                )
+            })
+        })
+        .transpose()
 }
 
 /// `user:password` from a basic-auth header's base64.

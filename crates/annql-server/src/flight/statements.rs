@@ -230,6 +230,7 @@ impl Prepared {
         let mut numbered = types
             .into_iter()
             .map(|(name, ty)| {
+                // A name that is not `$` and a number is refused just below, by name.
                 let n = name
                     .strip_prefix('$')
                     .and_then(|n| n.parse::<usize>().ok())
@@ -367,10 +368,7 @@ mod tests {
 
     #[test]
     fn tickets_round_trip() {
-        for t in [
-            Ticket::query("SELECT 1").ok(),
-            Ticket::prepared("00ff").ok(),
-        ] {
+        for t in [Ticket::query("SELECT 1"), Ticket::prepared("00ff")] {
             let t = t.expect("a random source");
             let any = Any::decode(t.encode().as_slice()).expect("an Any");
             let inner = any
