@@ -96,6 +96,27 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A collection's datasets whose columns or genes cannot be brought together.
+    #[error("collection table {table}, column {column}: {detail}")]
+    Harmonise {
+        /// The table (`obs`, `var`, …).
+        table: String,
+        /// The column.
+        column: String,
+        /// Which datasets disagree, and how to resolve it.
+        detail: String,
+    },
+    /// A dataset of a collection that cannot be opened or read.
+    #[error("dataset '{dataset}' ({location}): {source}")]
+    Dataset {
+        /// Its name in the collection.
+        dataset: String,
+        /// Where it was opened from.
+        location: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),

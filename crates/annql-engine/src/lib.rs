@@ -16,6 +16,8 @@
 // Attach: the session, and the tables a store exposes.
 /// Whether elements can be read as the tables and columns the model gives them.
 pub mod check;
+/// Many stores queried as one atlas: their tables as unions.
+pub mod collection;
 /// Gene indexes found beside attached stores, used once checked against the source.
 pub mod gene_index;
 /// Which tables a store exposes, and their names.

@@ -57,7 +57,7 @@ impl AnnDataTableProvider {
         self.table.notes()
     }
 
-    fn exact_rows(&self) -> Option<u64> {
+    pub(crate) fn exact_rows(&self) -> Option<u64> {
         // Statistics are optional: a table whose row count cannot be read has none, and its
         // scan reports the error when it reads the same element.
         *self
@@ -66,7 +66,7 @@ impl AnnDataTableProvider {
     }
 
     /// The dictionary values of a categorical column (read once, cached by the store).
-    fn categories(&self, column: usize) -> Result<ArrayRef> {
+    pub(crate) fn categories(&self, column: usize) -> Result<ArrayRef> {
         let Some(Source::Column(e)) = self.table.sources.get(column) else {
             return Err(DataFusionError::Internal(format!(
                 "column {column} is not a stored column"
@@ -159,6 +159,44 @@ impl TableProvider for AnnDataTableProvider {
             .iter()
             .map(|f| state.create_physical_expr(f.clone(), &df_schema))
             .collect::<Result<Vec<_>>>()?;
+        let exec = self.plan_scan(
+            projection,
+            physical,
+            limit,
+            state.config().target_partitions(),
+        )?;
+        Ok(Arc::new(exec))
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let rows = self.exact_rows()?;
+        Some(Statistics::new_unknown(&self.schema()).with_num_rows(Precision::Exact(rows as usize)))
+    }
+}
+
+impl AnnDataTableProvider {
+    /// The scan of `projection` with exact `filters` (planned on the table's schema), in up to
+    /// `partitions` partitions: what [`TableProvider::scan`] plans, and a collection plans for
+    /// each of its datasets.
+    pub(crate) fn plan_scan(
+        &self,
+        projection: Vec<usize>,
+        physical: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+        limit: Option<usize>,
+        partitions: usize,
+    ) -> Result<AnnDataScanExec> {
+        let schema = self.schema();
+        let filter_columns: Vec<usize> = physical
+            .iter()
+            .flat_map(|f| datafusion::physical_expr::utils::collect_columns(f))
+            .map(|c| c.index())
+            .collect();
+        if let Some(e) = self
+            .table
+            .refusal(projection.iter().copied().chain(filter_columns))
+        {
+            return Err(e.into());
+        }
         let mut code_filters = Vec::new();
         for f in &physical {
             if place_physical(f, &self.table) == FilterPlacement::CategoricalCodes
@@ -169,17 +207,11 @@ impl TableProvider for AnnDataTableProvider {
         }
         let params = ScanParams {
             projection,
-            partitions: self.partition(state.config().target_partitions())?,
+            partitions: self.partition(partitions)?,
             limit,
         };
         let exec = AnnDataScanExec::try_new(self.table.clone(), params, physical, code_filters)?;
-        let exec = exec.with_row_count(self.exact_rows());
-        Ok(Arc::new(exec))
-    }
-
-    fn statistics(&self) -> Option<Statistics> {
-        let rows = self.exact_rows()?;
-        Some(Statistics::new_unknown(&self.schema()).with_num_rows(Precision::Exact(rows as usize)))
+        Ok(exec.with_row_count(self.exact_rows()))
     }
 }
 

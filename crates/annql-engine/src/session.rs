@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlVa
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use crate::collection::{Collection, CollectionSchemaProvider, CollectionSpec};
 use crate::context::QueryContext;
 use crate::error::{Error, Result};
 use crate::export::WritePolicy;
@@ -138,6 +139,7 @@ impl SessionBuilder {
         Ok(AnnSession {
             ctx,
             attached: Mutex::default(),
+            collections: Mutex::default(),
             sources: Mutex::default(),
             progress: Arc::default(),
             rewriters: Mutex::default(),
@@ -163,6 +165,8 @@ pub trait StatementRewriter: Send + Sync + std::fmt::Debug {
 pub struct AnnSession {
     ctx: SessionContext,
     attached: Mutex<BTreeMap<String, Arc<AnnDataStore>>>,
+    /// Collections attached, by name (their schemas are in the catalog too).
+    collections: Mutex<BTreeMap<String, Arc<Collection>>>,
     /// Where each dataset attached by location was opened from, to find its gene index again
     /// after `CREATE GENE INDEX`.
     sources: Mutex<BTreeMap<String, AttachedSource>>,
@@ -206,13 +210,52 @@ impl AnnSession {
         &self.write_policy
     }
 
-    /// Names of the attached datasets.
+    /// Names of the attached datasets and collections.
     pub fn attached_names(&self) -> Vec<String> {
         // A poisoned lock (a panic while attaching) leaves no list to give.
-        self.attached
+        let mut names: Vec<String> = self
+            .attached
             .lock()
             .map(|a| a.keys().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // Likewise.
+        names.extend(
+            self.collections
+                .lock()
+                .map(|c| c.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
+        names.sort();
+        names
+    }
+
+    /// The collection attached under `name`.
+    pub fn collection(&self, name: &str) -> Option<Arc<Collection>> {
+        // A poisoned lock (a panic while attaching): no collection to give.
+        self.collections.lock().ok()?.get(name).cloned()
+    }
+
+    /// Opens the stores of `spec` (in parallel) and attaches them as one collection, schema
+    /// `name` (see [`crate::collection`]).
+    pub fn attach_collection(
+        &self,
+        name: &str,
+        spec: &CollectionSpec,
+        options: &StorageOptions,
+    ) -> Result<()> {
+        if self.attached_names().iter().any(|n| n == name) {
+            return Err(Error::AlreadyAttached(name.into()));
+        }
+        let threads = self.ctx.state().config().target_partitions().clamp(4, 16);
+        let collection = Arc::new(Collection::open(spec, options, &self.progress, threads)?);
+        let schema = CollectionSchemaProvider::try_new(collection.clone())?;
+        let mut collections = self
+            .collections
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?;
+        self.catalog()?.register_schema(name, Arc::new(schema))?;
+        collections.insert(name.to_string(), collection);
+        Ok(())
     }
 
     /// The store attached under `name`.
@@ -246,6 +289,9 @@ impl AnnSession {
         index: &IndexChoice,
     ) -> Result<()> {
         let location = path.as_ref().to_string_lossy().into_owned();
+        if let Some(spec) = CollectionSpec::from_location(&location)? {
+            return self.attach_collection(name, &spec, options);
+        }
         let store = Arc::new(AnnDataStore::open_with(&location, options)?);
         let found = index.find(&location, options)?;
         self.attach_store_with(name, store, found.as_ref())?;
@@ -278,7 +324,7 @@ impl AnnSession {
             .attached
             .lock()
             .map_err(|_| Error::Internal("session lock poisoned".into()))?;
-        if attached.contains_key(name) {
+        if attached.contains_key(name) || self.collection(name).is_some() {
             return Err(Error::AlreadyAttached(name.into()));
         }
         let schema =
@@ -294,7 +340,12 @@ impl AnnSession {
             .attached
             .lock()
             .map_err(|_| Error::Internal("session lock poisoned".into()))?;
-        if attached.remove(name).is_none() {
+        let collection = self
+            .collections
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?
+            .remove(name);
+        if attached.remove(name).is_none() && collection.is_none() {
             return Err(Error::NotAttached(name.into()));
         }
         if let Ok(mut sources) = self.sources.lock() {
@@ -324,6 +375,13 @@ impl AnnSession {
             let summary = Box::pin(self.gene_index_statement(statement)).await?;
             return Ok(self.ctx.read_batch(summary)?);
         }
+        if let Some(list) = crate::collection::sources::parse_attach_list(sql)? {
+            let (mut spec, name, mut options) = list;
+            spec.take_options(&mut options)?;
+            let options = self.storage.with_pairs(options)?;
+            self.attach_collection(&name, &spec, &options)?;
+            return Ok(self.ctx.read_empty()?);
+        }
         if let Some(cmd) = parse_attach(sql)? {
             match cmd {
                 Attach::Attach {
@@ -331,6 +389,12 @@ impl AnnSession {
                     name,
                     mut options,
                 } => {
+                    if let Some(mut spec) = CollectionSpec::from_location(&path)? {
+                        spec.take_options(&mut options)?;
+                        let options = self.storage.with_pairs(options)?;
+                        self.attach_collection(&name, &spec, &options)?;
+                        return Ok(self.ctx.read_empty()?);
+                    }
                     let index = IndexChoice::take_from(&mut options);
                     let options = self.storage.with_pairs(options)?;
                     self.attach_indexed(&name, &path, &options, &index)?

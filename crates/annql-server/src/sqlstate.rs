@@ -234,6 +234,10 @@ fn engine_code(e: &annql_engine::Error) -> &'static str {
         E::ElementType { .. } => "42804",
         E::DenseLimit { .. } => LIMIT_EXCEEDED,
         E::Matrix { .. } => FEATURE_NOT_SUPPORTED,
+        // Columns of a collection's datasets that cannot be brought together: a type mismatch.
+        E::Harmonise { .. } => "42804",
+        // A dataset of a collection: its own error's code.
+        E::Dataset { source, .. } => engine_code(source),
         E::Internal(_) => INTERNAL_ERROR,
     }
 }

@@ -607,6 +607,12 @@ fn scalar_f64(v: &ScalarValue) -> Option<f64> {
 
 /// The same expression with column qualifiers removed (for evaluation on the bare table).
 fn unqualify(e: Expr) -> Option<Expr> {
+    // A rewrite that fails: the rule does not apply.
+    unqualify_expr(e).ok()
+}
+
+/// [`unqualify`], with the error.
+pub(crate) fn unqualify_expr(e: Expr) -> Result<Expr> {
     use datafusion::common::tree_node::TreeNode;
     e.transform(|e| {
         Ok(match e {
@@ -615,6 +621,4 @@ fn unqualify(e: Expr) -> Option<Expr> {
         })
     })
     .map(|t| t.data)
-    // A rewrite that fails: the rule does not apply.
-    .ok()
 }

@@ -155,6 +155,14 @@ impl AnnDataScanExec {
         &self.dynamic_filters
     }
 
+    /// The same scan with `added` dynamic filters (a collection's scan hands each dataset the
+    /// joins' filters it received, translated to the dataset's ids).
+    pub(crate) fn with_added_dynamic_filters(&self, added: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+        let mut all = self.dynamic_filters.clone();
+        all.extend(added);
+        self.with_dynamic_filters(all)
+    }
+
     fn with_dynamic_filters(&self, dynamic_filters: Vec<Arc<dyn PhysicalExpr>>) -> Self {
         Self {
             table: self.table.clone(),
