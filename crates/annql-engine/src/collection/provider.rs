@@ -255,6 +255,11 @@ pub struct VarTable {
 }
 
 impl VarTable {
+    /// The collection.
+    pub(crate) fn collection(&self) -> &Arc<Collection> {
+        &self.collection
+    }
+
     fn try_new(collection: Arc<Collection>, names: &[String]) -> crate::error::Result<Self> {
         let members = collection
             .members

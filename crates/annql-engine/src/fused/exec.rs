@@ -29,11 +29,11 @@ use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
 use super::fold::{choose_fold, run};
-use super::grouping::{Grouping, apply_matrix_filters, axis_len, collect_side, group};
+use super::grouping::{Grouping, apply_matrix_filters, collect_side, group};
 use super::output::Output;
 use super::rule::{FusedAggregateNode, describe};
+use super::source::FusedMatrix;
 use super::{FusedSpec, KeySource};
-use crate::AnnTable;
 
 /// Plans [`FusedAggregateNode`]s; everything else goes to DataFusion's planner.
 #[derive(Debug, Default)]
@@ -78,7 +78,7 @@ impl ExtensionPlanner for FusedPlanner {
 #[derive(Debug)]
 pub struct FusedAggregateExec {
     spec: Arc<FusedSpec>,
-    matrix: Arc<AnnTable>,
+    matrix: FusedMatrix,
     matrix_filters: Vec<Arc<dyn PhysicalExpr>>,
     obs: Option<Arc<dyn ExecutionPlan>>,
     var: Option<Arc<dyn ExecutionPlan>>,
@@ -91,7 +91,7 @@ impl FusedAggregateExec {
     /// Builds the operator.
     pub fn try_new(
         spec: FusedSpec,
-        matrix: Arc<AnnTable>,
+        matrix: FusedMatrix,
         matrix_filters: Vec<Arc<dyn PhysicalExpr>>,
         obs: Option<Arc<dyn ExecutionPlan>>,
         var: Option<Arc<dyn ExecutionPlan>>,
@@ -124,6 +124,9 @@ impl FusedAggregateExec {
 impl DisplayAs for FusedAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "FusedAggregateExec: {}", describe(&self.spec))?;
+        if let Some(n) = self.matrix.datasets() {
+            write!(f, ", datasets={n}")?;
+        }
         if let Some(copy) = self.matrix.csc_copy_location() {
             // Used when the selection keeps few genes (EXPLAIN ANALYZE: csc_copy_used).
             write!(f, ", csc_copy={copy}")?;
@@ -216,7 +219,7 @@ impl ExecutionPlan for FusedAggregateExec {
 /// Everything one execution needs, moved into its future.
 struct Run {
     spec: Arc<FusedSpec>,
-    matrix: Arc<AnnTable>,
+    matrix: FusedMatrix,
     matrix_filters: Vec<Arc<dyn PhysicalExpr>>,
     obs: Option<Arc<dyn ExecutionPlan>>,
     var: Option<Arc<dyn ExecutionPlan>>,
@@ -234,11 +237,12 @@ impl Run {
             DataFusionError::ResourcesExhausted("fused aggregate grid too large".into())
         })?;
         let threads = self.context.session_config().target_partitions().max(1);
-        let fold = choose_fold(&self.spec, &self.matrix, &cells, &genes, slots, len);
+        let parts = self.matrix.parts(&cells.of, &genes.of);
+        let fold = choose_fold(&self.spec, parts, slots, len);
         let reservation =
             MemoryConsumer::new("FusedAggregateExec").register(self.context.memory_pool());
         reservation.try_grow(fold.bytes(&self.spec, threads))?;
-        let grid = run(fold, &self.spec, &cells, &genes, threads, &self.metrics).await?;
+        let grid = run(fold, &self.spec, threads, &self.metrics).await?;
         Ok(Box::new(Output::new(
             self.spec,
             self.schema,
@@ -252,8 +256,8 @@ impl Run {
     /// Cells by the obs side's keys (or their ids) and genes by the var side's, less the cells
     /// and genes the matrix scan's own predicates drop.
     async fn groupings(&self) -> Result<(Grouping, Grouping)> {
-        let n_obs = axis_len(&self.matrix, true)?;
-        let n_var = axis_len(&self.matrix, false)?;
+        let (n_obs, n_var) = self.matrix.shape()?;
+        self.matrix.check_axis(n_obs.max(n_var))?;
         let obs_keys: Vec<usize> = self
             .spec
             .keys
@@ -284,7 +288,8 @@ impl Run {
         };
         let mut cells = group(obs_side, self.spec.obs_key, &obs_keys, by_obs_id, n_obs)?;
         let mut genes = group(var_side, self.spec.var_key, &var_keys, by_var_id, n_var)?;
-        apply_matrix_filters(&self.matrix, &self.matrix_filters, &mut cells, &mut genes)?;
+        let schema = self.matrix.schema();
+        apply_matrix_filters(&schema, &self.matrix_filters, &mut cells, &mut genes)?;
         Ok((cells, genes))
     }
 }

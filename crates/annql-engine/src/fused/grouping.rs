@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use annql_store::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use annql_store::arrow::compute::{cast, concat_batches};
-use annql_store::arrow::datatypes::{DataType, Int64Type};
+use annql_store::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use annql_store::arrow::row::{RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -15,9 +15,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::kernel::NONE;
-use crate::AnnTable;
 use crate::decode::probe_batch;
-use crate::error::store_err;
 use crate::model::OBS_ID;
 
 /// Cells or genes mapped to groups or slots, with a representative row per group for its keys.
@@ -32,20 +30,6 @@ pub(super) struct Grouping {
     pub(super) ids: Vec<i64>,
     /// The side's rows (obs or var), when there is such a side.
     pub(super) batch: Option<RecordBatch>,
-}
-
-/// Cells (`rows`) or genes of the matrix.
-pub(super) fn axis_len(matrix: &AnnTable, rows: bool) -> Result<u64> {
-    let (cells, genes) = matrix.matrix_shape()?;
-    let len = if rows { cells } else { genes };
-    // The axis's grouping holds a group, an id and a first row per position (24 bytes),
-    // sized from the declared shape: within the read limit.
-    let what = format!("grouping the {len} positions of an axis");
-    matrix
-        .store
-        .check_alloc(&matrix.def.path, &what, len.saturating_mul(24))
-        .map_err(store_err)?;
-    Ok(len)
 }
 
 /// Reads every partition of a side into one batch.
@@ -152,12 +136,11 @@ pub(super) fn group(
 
 /// The matrix scan's own `obs_id`/`var_id` predicates drop cells and genes.
 pub(super) fn apply_matrix_filters(
-    matrix: &AnnTable,
+    schema: &SchemaRef,
     filters: &[Arc<dyn PhysicalExpr>],
     cells: &mut Grouping,
     genes: &mut Grouping,
 ) -> Result<()> {
-    let schema = matrix.schema();
     for f in filters {
         let cols = datafusion::physical_expr::utils::collect_columns(f);
         let Some(col) = cols.iter().next() else {
@@ -169,7 +152,7 @@ pub(super) fn apply_matrix_filters(
             &mut *genes
         };
         let ids = Int64Array::from_iter_values(0..target.of.len() as i64);
-        let batch = probe_batch(&schema, col.index(), Arc::new(ids))?;
+        let batch = probe_batch(schema, col.index(), Arc::new(ids))?;
         let mask = f.evaluate(&batch)?.into_array(batch.num_rows())?;
         let mask = mask
             .as_any()

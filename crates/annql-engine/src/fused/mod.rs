@@ -22,6 +22,8 @@ mod kernel;
 mod output;
 /// The optimizer rule and the logical node.
 pub mod rule;
+/// What the operator reads: a store's matrix or a collection's, and the tables under the join.
+pub mod source;
 
 pub use exec::{FusedAggregateExec, FusedPlanner};
 pub use rule::{FusedAggregateNode, FusedAggregateRule};

@@ -19,9 +19,8 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
 use super::{AggFunc, AggSpec, FusedSpec, KeySource, ValueFilter};
-use crate::AnnTable;
+use super::source::{FusedMatrix, Leaf, leaf_of, selects_ids};
 use crate::model::{Axis, OBS_ID, TableKind, VALUE, VAR_ID};
-use crate::provider::AnnDataTableProvider;
 
 /// The optimizer rule. Appended after DataFusion's own rules, so it sees scans with their
 /// projections and filters already pushed down.
@@ -60,8 +59,8 @@ impl OptimizerRule for FusedAggregateRule {
 pub struct FusedAggregateNode {
     /// What to compute.
     pub spec: FusedSpec,
-    /// The matrix table.
-    pub matrix: Arc<AnnTable>,
+    /// The matrix.
+    pub matrix: FusedMatrix,
     /// Filters of the matrix scan, on its `obs_id`/`var_id` columns only.
     pub matrix_filters: Vec<Expr>,
     /// obs side, then var side (those present).
@@ -78,7 +77,7 @@ impl FusedAggregateNode {
 
 impl PartialEq for FusedAggregateNode {
     fn eq(&self, other: &Self) -> bool {
-        self.identity() == other.identity() && Arc::ptr_eq(&self.matrix, &other.matrix)
+        self.identity() == other.identity() && self.matrix.same(&other.matrix)
     }
 }
 
@@ -184,13 +183,15 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
     let (input, through) = peel_projections(&agg.input)?;
     collect_leaves(input, &mut leaves)?;
     let (matrix, others) = matrix_leaf(&leaves)?;
-    let (dense, n_obs, n_var) = matrix_axes(&matrix.table)?;
+    let dense = matches!(matrix.table.kind, TableKind::Matrix { dense: true, .. });
+    // Unknown shape: the rule does not apply; the scan reports the error.
+    let (n_obs, n_var) = matrix.fused.shape().ok()?;
     // Matrix scan filters: only selections of ids (cells or genes), as the scan places them.
     if matrix
         .scan
         .filters
         .iter()
-        .any(|f| !crate::pushdown::place_filter(f, &matrix.table).selects_ids())
+        .any(|f| !selects_ids(&matrix.fused, f))
     {
         return None;
     }
@@ -228,25 +229,26 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
             keys,
             aggs,
         },
-        matrix: matrix.table,
+        matrix: matrix.fused,
         matrix_filters,
         inputs,
         schema: agg.schema.clone(),
     })
 }
 
-/// The matrix leaf of a join: the plan, its scan and its table.
+/// The matrix leaf of a join: the plan, its scan, its table and the matrix it reads.
 struct MatrixLeaf<'a> {
     leaf: &'a LogicalPlan,
     scan: &'a TableScan,
-    table: Arc<AnnTable>,
+    table: Leaf,
+    fused: FusedMatrix,
 }
 
 /// An obs or var side: its leaf, and the column of its id.
 type Side<'a> = Option<(&'a LogicalPlan, usize)>;
 
 /// The obs and var frames of a join, with their tables.
-type Others<'a> = Vec<(&'a LogicalPlan, Arc<AnnTable>)>;
+type Others<'a> = Vec<(&'a LogicalPlan, Leaf)>;
 
 /// Exactly one matrix leaf, a plain scan; the other leaves (obs and var frames) with their
 /// tables.
@@ -255,11 +257,18 @@ fn matrix_leaf<'a>(leaves: &Leaves<'a>) -> Option<(MatrixLeaf<'a>, Others<'a>)> 
     let mut others = Vec::new();
     for leaf in &leaves.all {
         let (scan, table) = base_scan(leaf)?;
-        if matches!(table.def.kind, TableKind::Matrix { .. }) {
+        if matches!(table.kind, TableKind::Matrix { .. }) {
             if matrix.is_some() || !is_plain_scan(leaf) {
                 return None;
             }
-            matrix = Some(MatrixLeaf { leaf, scan, table });
+            // A matrix the operator cannot read (dense, unreadable): the rule does not apply.
+            let fused = table.matrix.clone()?;
+            matrix = Some(MatrixLeaf {
+                leaf,
+                scan,
+                table,
+                fused,
+            });
         } else {
             others.push((*leaf, table));
         }
@@ -267,35 +276,12 @@ fn matrix_leaf<'a>(leaves: &Leaves<'a>) -> Option<(MatrixLeaf<'a>, Others<'a>)> 
     Some((matrix?, others))
 }
 
-/// Whether the matrix is dense (`x_dense`), and its cells and genes: None unless it is a sparse
-/// cells × genes matrix that can be read.
-fn matrix_axes(table: &AnnTable) -> Option<(bool, u64, u64)> {
-    // A matrix that cannot be read is left to its scan, which fails with the reason.
-    if table.unmapped.is_some() {
-        return None;
-    }
-    let TableKind::Matrix {
-        rows: Axis::Obs,
-        cols: Axis::Var,
-        dense,
-    } = table.def.kind
-    else {
-        return None;
-    };
-    // Not found or not sparse: the rule does not apply; the scan reports any error.
-    if *table.stored_as().ok()? == annql_store::Encoding::Array {
-        return None;
-    }
-    let (n_obs, n_var) = table.matrix_shape().ok()?;
-    Some((dense, n_obs, n_var))
-}
-
 /// The obs and var sides: each equi-join pairs a matrix id column with the id column of an obs
 /// or var frame of the same store and length.
 fn join_sides<'a>(
     leaves: &Leaves<'a>,
     matrix: &MatrixLeaf<'a>,
-    others: &[(&'a LogicalPlan, Arc<AnnTable>)],
+    others: &[(&'a LogicalPlan, Leaf)],
     n_obs: u64,
     n_var: u64,
 ) -> Option<(Side<'a>, Side<'a>)> {
@@ -314,18 +300,18 @@ fn join_sides<'a>(
             .iter()
             .find(|(leaf, _)| leaf.schema().has_column(ocol))?;
         let oname = trace(other, ocol)?;
-        let TableKind::Frame { axis, .. } = table.def.kind else {
+        let TableKind::Frame { axis, .. } = table.kind else {
             return None;
         };
-        if !Arc::ptr_eq(&table.store, &matrix.table.store) {
+        if table.origin != matrix.table.origin {
             return None;
         }
         let idx = other.schema().index_of_column(ocol).ok()?;
         match (mname.as_str(), oname.as_str(), axis) {
-            (OBS_ID, OBS_ID, Axis::Obs) if obs_leaf.is_none() && table.major_len == n_obs => {
+            (OBS_ID, OBS_ID, Axis::Obs) if obs_leaf.is_none() && table.rows == n_obs => {
                 obs_leaf = Some((*other, idx));
             }
-            (VAR_ID, VAR_ID, Axis::Var) if var_leaf.is_none() && table.major_len == n_var => {
+            (VAR_ID, VAR_ID, Axis::Var) if var_leaf.is_none() && table.rows == n_var => {
                 var_leaf = Some((*other, idx));
             }
             _ => return None,
@@ -490,8 +476,9 @@ fn collect_leaves<'a>(plan: &'a LogicalPlan, out: &mut Leaves<'a>) -> Option<()>
     }
 }
 
-/// The AnnData table scan at the bottom of a leaf made of aliases, projections and filters.
-fn base_scan(plan: &LogicalPlan) -> Option<(&TableScan, Arc<AnnTable>)> {
+/// The AnnData or collection table scan at the bottom of a leaf made of aliases, projections
+/// and filters.
+fn base_scan(plan: &LogicalPlan) -> Option<(&TableScan, Leaf)> {
     match plan {
         LogicalPlan::SubqueryAlias(a) => base_scan(&a.input),
         LogicalPlan::Projection(p) => base_scan(&p.input),
@@ -501,11 +488,7 @@ fn base_scan(plan: &LogicalPlan) -> Option<(&TableScan, Arc<AnnTable>)> {
                 return None;
             }
             let provider = source_as_provider(&scan.source).ok()?;
-            let table = provider
-                .downcast_ref::<AnnDataTableProvider>()?
-                .table()
-                .clone();
-            Some((scan, table))
+            Some((scan, leaf_of(&provider)?))
         }
         _ => None,
     }

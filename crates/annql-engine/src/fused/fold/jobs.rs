@@ -12,7 +12,6 @@ use annql_store::{Encoding, ReadStats};
 use datafusion::error::{DataFusionError, Result};
 
 use crate::AnnTable;
-use crate::fused::grouping::Grouping;
 use crate::fused::kernel::NONE;
 
 /// A unit of work of the fused fold.
@@ -39,19 +38,16 @@ impl Job {
 /// a multi-chunk one).
 const TARGET_JOB_ENTRIES: u64 = 1 << 18;
 
-/// The jobs that read the selected cells (CSR) or genes (CSC) of `matrix`, and the `indptr`
+/// The jobs that read the selected cells (CSR) or genes (CSC) of `matrix` (`cells`: group per
+/// cell, `genes`: slot per gene, [`NONE`] for those not selected), and the `indptr`
 /// jobs of entries are read with (empty for jobs of majors).
 pub(super) fn plan(
     matrix: &AnnTable,
-    cells: &Grouping,
-    genes: &Grouping,
+    cells: &[u32],
+    genes: &[u32],
     stats: &Arc<ReadStats>,
 ) -> Result<(Vec<Job>, Vec<u64>)> {
-    let major_sel = if matrix.column_major {
-        &genes.of
-    } else {
-        &cells.of
-    };
+    let major_sel = if matrix.column_major { genes } else { cells };
     let max_gap = if matrix.column_major { 0 } else { u64::MAX };
     Ok(match chunk_jobs(matrix, major_sel, stats)? {
         Some((entries, indptr)) => (entries.into_iter().map(Job::Entries).collect(), indptr),

@@ -22,8 +22,11 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, Time};
 
 use super::FusedSpec;
-use super::grouping::Grouping;
-use super::kernel::{Accumulators, GeneSlots, Grid, NONE, check_values, tiled};
+use super::kernel::{
+    Accumulators, GeneSlots, Grid, NONE, SharedTiles, TILE_BITS, check_values, row_tile_groups,
+    tiled,
+};
+use super::source::MatrixPart;
 use crate::AnnTable;
 use crate::fetch::FetchMetrics;
 use crate::schedule;
@@ -54,12 +57,10 @@ enum Strategy {
     LockedTiles,
 }
 
-/// What [`choose_fold`] decided: the matrix to read and how to add its blocks.
+/// What [`choose_fold`] decided: the matrices to read and how to add their blocks.
 pub(super) struct FoldPlan {
-    /// The matrix read: the table, or its CSC copy.
-    matrix: Arc<AnnTable>,
-    /// Whether `matrix` is the table's CSC copy.
-    csc_copy: bool,
+    /// The matrices (one per dataset of a collection), each the table or its CSC copy.
+    parts: Vec<PartPlan>,
     strategy: Strategy,
     /// Slots per group.
     slots: usize,
@@ -67,38 +68,56 @@ pub(super) struct FoldPlan {
     len: usize,
 }
 
+/// One matrix of a fold: the table or its CSC copy, with its cells' groups and genes' slots.
+struct PartPlan {
+    matrix: Arc<AnnTable>,
+    /// Whether `matrix` is the table's CSC copy.
+    csc_copy: bool,
+    cells: Vec<u32>,
+    genes: Vec<u32>,
+}
+
 /// Stored entries decoded before they are added to a tiled grid: 32 Mi entries (256 MiB of f32
 /// values and u32 indices). The larger the window, the more rows each tile takes per visit, and
 /// the fewer times the grid streams through the caches.
 const WINDOW_ENTRIES: usize = 1 << 25;
 
-/// Chooses the matrix and the strategy of the fold of `table` into a grid of `len` cells,
-/// `slots` per group.
+/// Chooses, for each matrix of `parts`, the table or its CSC copy, and the one strategy that
+/// folds them all into a grid of `len` cells, `slots` per group.
 pub(super) fn choose_fold(
     spec: &FusedSpec,
-    table: &Arc<AnnTable>,
-    cells: &Grouping,
-    genes: &Grouping,
+    parts: Vec<MatrixPart>,
     slots: usize,
     len: usize,
 ) -> FoldPlan {
-    // Few genes of many cells: read the genes' columns of the CSC copy, if there is one.
-    let (matrix, csc_copy) = match table.csc_copy() {
-        Some(copy) if !table.column_major && prefer_columns(&cells.of, &genes.of) => {
-            (copy.clone(), true)
-        }
-        _ => (table.clone(), false),
-    };
+    let parts: Vec<PartPlan> = parts
+        .into_iter()
+        .map(|p| {
+            // Few genes of many cells: read the genes' columns of the CSC copy, if there is one.
+            let (matrix, csc_copy) = match p.matrix.csc_copy() {
+                Some(copy) if !p.matrix.column_major && prefer_columns(&p.cells, &p.genes) => {
+                    (copy.clone(), true)
+                }
+                _ => (p.matrix.clone(), false),
+            };
+            PartPlan {
+                matrix,
+                csc_copy,
+                cells: p.cells,
+                genes: p.genes,
+            }
+        })
+        .collect();
+    // One grid for every matrix: tiles of CSC entries take CSR blocks too, not the reverse.
     let strategy = if !tiled(len, &spec.aggs, spec.dense) {
         Strategy::PerWorker
-    } else if !matrix.column_major {
+    } else if parts.iter().all(|p| !p.matrix.column_major) {
         Strategy::RowWindows
     } else {
         Strategy::LockedTiles
     };
     FoldPlan {
-        matrix,
-        csc_copy,
+        parts,
         strategy,
         slots,
         len,
@@ -145,40 +164,29 @@ struct PhaseTimes {
     add: Time,
 }
 
-/// Reads the blocks that hold selected cells (CSR) or genes (CSC) and folds them as `plan`
-/// says, on up to `threads` workers off the async runtime.
+/// Reads the blocks that hold selected cells (CSR) or genes (CSC) of each matrix and folds them
+/// as `plan` says, into one grid, on up to `threads` workers off the async runtime.
 pub(super) async fn run(
     plan: FoldPlan,
     spec: &Arc<FusedSpec>,
-    cells: &Grouping,
-    genes: &Grouping,
     threads: usize,
     metrics: &ExecutionPlanMetricsSet,
 ) -> Result<Grid> {
     let FoldPlan {
-        matrix,
-        csc_copy,
+        parts,
         strategy,
         slots,
         len,
     } = plan;
-    if csc_copy {
+    let copies = parts.iter().filter(|p| p.csc_copy).count();
+    if copies > 0 {
         MetricBuilder::new(metrics)
             .global_counter("csc_copy_used")
-            .add(1);
+            .add(copies);
     }
-    matrix.check_first_read()?;
-    let stats = ReadStats::new_shared();
-    // Cells of a CSR matrix are read in jobs of whole chunks (each chunk decoded once); the
-    // genes of a CSC copy as runs of columns.
-    let (jobs, indptr) = jobs::plan(&matrix, cells, genes, &stats)?;
-    matrix.progress.plan(jobs.len());
     let spec = spec.clone();
-    let row_group = cells.of.clone();
-    let gene_slot = genes.of.clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let worker_stats = stats.clone();
     let chunks = MetricBuilder::new(metrics).global_counter("chunks_read");
     let bytes = MetricBuilder::new(metrics).global_counter("bytes_read");
     let read = MetricBuilder::new(metrics).global_counter("blocks_read");
@@ -187,38 +195,88 @@ pub(super) async fn run(
         bucket: MetricBuilder::new(metrics).subset_time("bucket_time", 0),
         add: MetricBuilder::new(metrics).subset_time("add_time", 0),
     };
-    let nblocks = jobs.len();
-    let fetch = FetchMetrics::start(&matrix.store, metrics);
+    let fetches: Vec<_> = parts
+        .iter()
+        .filter_map(|p| FetchMetrics::start(&p.matrix.store, metrics))
+        .collect();
     let grid = schedule::blocking(move || -> Result<Grid> {
-        let genes = GeneSlots::new(&gene_slot);
-        let pass = Pass {
-            matrix: &matrix,
-            jobs: &jobs,
-            indptr: &indptr,
-            cancel: &cancel,
-            stats: &worker_stats,
-            spec: &spec,
-            row_group: &row_group,
-            genes: &genes,
-            slots,
-            len,
-            workers: threads.min(nblocks.max(1)),
-        };
-        match strategy {
-            Strategy::PerWorker => per_worker::fold(&pass),
-            Strategy::RowWindows => windows::fold(&pass, &times),
-            Strategy::LockedTiles => locked_tiles::fold(&pass),
+        let target = Target::new(strategy, len, slots, &spec);
+        let mut merged: Option<Accumulators> = None;
+        for part in &parts {
+            part.matrix.check_first_read()?;
+            let stats = ReadStats::new_shared();
+            // Cells of a CSR matrix are read in jobs of whole chunks (each chunk decoded once);
+            // the genes of a CSC copy as runs of columns.
+            let (jobs, indptr) = jobs::plan(&part.matrix, &part.cells, &part.genes, &stats)?;
+            part.matrix.progress.plan(jobs.len());
+            let genes = GeneSlots::new(&part.genes);
+            let pass = Pass {
+                matrix: &part.matrix,
+                jobs: &jobs,
+                indptr: &indptr,
+                cancel: &cancel,
+                stats: &stats,
+                spec: &spec,
+                row_group: &part.cells,
+                genes: &genes,
+                slots,
+                len,
+                workers: threads.min(jobs.len().max(1)),
+            };
+            match &target {
+                Target::PerWorker => {
+                    let acc = per_worker::fold(&pass)?;
+                    match &mut merged {
+                        Some(m) => m.merge(acc),
+                        None => merged = Some(acc),
+                    }
+                }
+                Target::Tiles(tiles) if strategy == Strategy::RowWindows => {
+                    windows::fold(&pass, &times, tiles)?
+                }
+                Target::Tiles(tiles) => locked_tiles::fold(&pass, tiles)?,
+            }
+            chunks.add(stats.key_count());
+            bytes.add(stats.bytes() as usize);
+            read.add(jobs.len());
+        }
+        match target {
+            Target::PerWorker => Ok(Grid::whole(
+                merged.unwrap_or_else(|| Accumulators::new(len, &spec.aggs, spec.dense)),
+            )),
+            Target::Tiles(tiles) => tiles.into_grid(),
         }
     })
     .await
     .map_err(|e| DataFusionError::External(Box::new(e)))??;
-    chunks.add(stats.key_count());
-    bytes.add(stats.bytes() as usize);
-    read.add(nblocks);
-    if let Some(f) = fetch {
+    for f in fetches {
         f.update();
     }
     Ok(grid)
+}
+
+/// Where a fold's matrices are added: per-worker grids merged after each matrix, or one grid of
+/// tiles shared by every matrix.
+enum Target {
+    PerWorker,
+    Tiles(SharedTiles),
+}
+
+impl Target {
+    fn new(strategy: Strategy, len: usize, slots: usize, spec: &FusedSpec) -> Self {
+        match strategy {
+            Strategy::PerWorker => Target::PerWorker,
+            Strategy::RowWindows => Target::Tiles(SharedTiles::new(
+                len,
+                row_tile_groups(slots) * slots,
+                &spec.aggs,
+                spec.dense,
+            )),
+            Strategy::LockedTiles => {
+                Target::Tiles(SharedTiles::new(len, 1 << TILE_BITS, &spec.aggs, spec.dense))
+            }
+        }
+    }
 }
 
 /// One pass over the matrix, as every strategy sees it: the jobs to read, and where their

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use datafusion::error::Result;
 
 use super::Pass;
-use crate::fused::kernel::{Accumulators, Grid};
+use crate::fused::kernel::Accumulators;
 use crate::schedule::run_workers;
 
 /// Folds `pass` per worker and merges the workers' grids.
-pub(super) fn fold(pass: &Pass) -> Result<Grid> {
+pub(super) fn fold(pass: &Pass) -> Result<Accumulators> {
     let (spec, len) = (pass.spec, pass.len);
     let next = AtomicUsize::new(0);
     let work = |_: usize| -> Result<Accumulators> {
@@ -34,7 +34,5 @@ pub(super) fn fold(pass: &Pass) -> Result<Grid> {
             None => merged = Some(r),
         }
     }
-    Ok(Grid::whole(merged.unwrap_or_else(|| {
-        Accumulators::new(len, &spec.aggs, spec.dense)
-    })))
+    Ok(merged.unwrap_or_else(|| Accumulators::new(len, &spec.aggs, spec.dense)))
 }

@@ -13,14 +13,14 @@ use datafusion::error::{DataFusionError, Result};
 
 use super::jobs::Job;
 use super::{Pass, PhaseTimes, WINDOW_ENTRIES};
-use crate::fused::kernel::{Grid, RowBuckets, SharedTiles, row_tile_groups};
+use crate::fused::kernel::{RowBuckets, SharedTiles, row_tile_groups};
 use crate::schedule::Workers;
 
-/// Folds `pass` into one shared grid of tiles of whole groups, window by window.
-pub(super) fn fold(pass: &Pass, times: &PhaseTimes) -> Result<Grid> {
-    let (spec, slots, jobs) = (pass.spec, pass.slots, pass.jobs);
+/// Folds `pass` into `tiles`, a shared grid of tiles of whole groups
+/// ([`row_tile_groups`] groups each), window by window.
+pub(super) fn fold(pass: &Pass, times: &PhaseTimes, tiles: &SharedTiles) -> Result<()> {
+    let (slots, jobs) = (pass.slots, pass.jobs);
     let tile_groups = row_tile_groups(slots);
-    let tiles = SharedTiles::new(pass.len, tile_groups * slots, &spec.aggs, spec.dense);
     let pool = Workers::try_new(pass.workers)?;
     let mut buckets = RowBuckets::default();
     let value_type = pass.matrix.schema().field(2).data_type().clone();
@@ -60,7 +60,7 @@ pub(super) fn fold(pass: &Pass, times: &PhaseTimes) -> Result<Grid> {
             arena.reclaim();
         }
     }
-    tiles.into_grid()
+    Ok(())
 }
 
 /// Consecutive jobs grouped into windows of about [`WINDOW_ENTRIES`] entries, with the entries
