@@ -243,18 +243,31 @@ impl AnnSession {
         spec: &CollectionSpec,
         options: &StorageOptions,
     ) -> Result<()> {
-        if self.attached_names().iter().any(|n| n == name) {
+        if self.store(name).is_some() || self.collection(name).is_some() {
             return Err(Error::AlreadyAttached(name.into()));
         }
         let threads = self.ctx.state().config().target_partitions().clamp(4, 16);
         let collection = Arc::new(Collection::open(spec, options, &self.progress, threads)?);
-        let schema = CollectionSchemaProvider::try_new(collection.clone())?;
+        let schema = CollectionSchemaProvider::try_new(collection)?;
+        self.attach_collection_schema(name, Arc::new(schema))
+    }
+
+    /// Attaches an already opened collection (a server opens its collections once and attaches
+    /// them to every connection's session).
+    pub fn attach_collection_schema(
+        &self,
+        name: &str,
+        schema: Arc<CollectionSchemaProvider>,
+    ) -> Result<()> {
+        if self.store(name).is_some() || self.collection(name).is_some() {
+            return Err(Error::AlreadyAttached(name.into()));
+        }
         let mut collections = self
             .collections
             .lock()
             .map_err(|_| Error::Internal("session lock poisoned".into()))?;
-        self.catalog()?.register_schema(name, Arc::new(schema))?;
-        collections.insert(name.to_string(), collection);
+        collections.insert(name.to_string(), schema.collection().clone());
+        self.catalog()?.register_schema(name, schema)?;
         Ok(())
     }
 

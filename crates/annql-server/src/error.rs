@@ -36,6 +36,15 @@ pub enum ServerError {
         #[source]
         source: Box<annql_store::Error>,
     },
+    /// A collection to serve (a glob or a collection file) did not open.
+    #[error("collection {name}: {source}")]
+    Collection {
+        /// The schema name it was to be served under.
+        name: String,
+        /// What went wrong (which dataset, which column).
+        #[source]
+        source: Box<annql_engine::Error>,
+    },
     /// The gene index of a dataset to serve did not open.
     #[error("dataset {name}: its gene index: {source}")]
     GeneIndex {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use annql_engine::collection::{Collection, CollectionSchemaProvider, CollectionSpec};
 use annql_engine::export::WritePolicy;
 use annql_engine::gene_index::sql::IndexChoice;
 use annql_store::AnnDataStore;
@@ -72,7 +73,22 @@ impl Server {
             })?,
         };
         let mut stores = Vec::new();
+        let mut collections = Vec::new();
         for d in &config.datasets {
+            let location = d.location.to_string_lossy();
+            let collection = |e| ServerError::Collection {
+                name: d.name.clone(),
+                source: Box::new(e),
+            };
+            if let Some(spec) = CollectionSpec::from_location(&location).map_err(collection)? {
+                let threads = config.threads.unwrap_or(4).clamp(4, 16);
+                let opened = Collection::open(&spec, &d.options, &Arc::default(), threads)
+                    .map_err(collection)?;
+                let schema =
+                    CollectionSchemaProvider::try_new(Arc::new(opened)).map_err(collection)?;
+                collections.push((d.name.clone(), Arc::new(schema)));
+                continue;
+            }
             let store = AnnDataStore::open_with(&d.location, &d.options).map_err(|e| {
                 ServerError::Dataset {
                     name: d.name.clone(),
@@ -81,7 +97,6 @@ impl Server {
                 }
             })?;
             // The gene index beside a local store (`annql index`), used as `ATTACH` would.
-            let location = d.location.to_string_lossy();
             let index = IndexChoice::Beside
                 .find(&location, &d.options)
                 .map_err(|e| ServerError::GeneIndex {
@@ -107,6 +122,7 @@ impl Server {
             queries,
             config,
             stores,
+            collections,
             parser: PostgresCompatibilityParser::new(),
             admission,
             cancels: Arc::default(),

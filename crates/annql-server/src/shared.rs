@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use annql_engine::AnnSession;
+use annql_engine::collection::CollectionSchemaProvider;
 use annql_engine::export::WritePolicy;
 use annql_engine::gene_index::AttachedIndex;
 use annql_store::AnnDataStore;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub(crate) config: ServerConfig,
     /// The datasets: name, opened store, and the gene index found beside it.
     pub(crate) stores: Vec<(String, Arc<AnnDataStore>, Option<AttachedIndex>)>,
+    /// The collections (a glob or a collection file), opened once.
+    pub(crate) collections: Vec<(String, Arc<CollectionSchemaProvider>)>,
     pub(crate) parser: PostgresCompatibilityParser,
     /// Who may connect (what a connection's startup is given).
     pub(crate) admission: Admission,
@@ -65,6 +68,9 @@ impl Shared {
         let session = annql_lang::session(builder)?;
         for (name, store, index) in &self.stores {
             session.attach_store_with(name, store.clone(), index.as_ref())?;
+        }
+        for (name, collection) in &self.collections {
+            session.attach_collection_schema(name, collection.clone())?;
         }
         catalog::install(session.context(), who, &Settings::for_server(&self.config))?;
         Ok(session)

@@ -62,9 +62,8 @@ pub(crate) fn read_keys(dataset: &str, var: &AnnTable, key: Option<&str>) -> Res
 }
 
 fn strings(batch: &RecordBatch, column: usize, out: &mut Vec<String>) -> Result<()> {
-    let array = cast(batch.column(column), &DataType::Utf8).map_err(|e| {
-        Error::Internal(format!("gene keys cannot be read as text: {e}"))
-    })?;
+    let array = cast(batch.column(column), &DataType::Utf8)
+        .map_err(|e| Error::Internal(format!("gene keys cannot be read as text: {e}")))?;
     let array = array.as_string::<i32>();
     for i in 0..array.len() {
         // A missing key: no gene can be aligned on it; it keeps an empty key of its own below.
@@ -156,6 +155,9 @@ mod tests {
             .map(|_| ())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("dataset 'b' has 'G2' at rows 0 and 1"), "{err}");
+        assert!(
+            err.contains("dataset 'b' has 'G2' at rows 0 and 1"),
+            "{err}"
+        );
     }
 }

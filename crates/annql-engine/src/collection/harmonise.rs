@@ -104,7 +104,10 @@ pub(crate) fn union_columns(
                         return Err(Error::Harmonise {
                             table: table.into(),
                             column: name.clone(),
-                            detail: format!("dataset '{}' has {ty}, which cannot be cast to {t}", datasets[m]),
+                            detail: format!(
+                                "dataset '{}' has {ty}, which cannot be cast to {t}",
+                                datasets[m]
+                            ),
                         });
                     }
                 }
@@ -137,7 +140,9 @@ pub(crate) fn union_columns(
         for &(m, index, ty) in &present {
             let conv = match id {
                 Some(c) => c,
-                None if matches!(target, DataType::Dictionary(..)) && matches!(ty, DataType::Dictionary(..)) => {
+                None if matches!(target, DataType::Dictionary(..))
+                    && matches!(ty, DataType::Dictionary(..)) =>
+                {
                     Conv::Categories
                 }
                 None if *ty == target => Conv::Same,
@@ -302,10 +307,20 @@ mod tests {
         assert!(plans[4].field.is_nullable());
         let c = Arc::new(Schema::new(vec![Field::new("n", DataType::Utf8, false)]));
         let names = ["a".to_string(), "c".to_string()];
-        let err = union_columns("obs", &names, &[a, c], &[], None, &HarmoniseOptions::default())
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("'a' has Int32") && err.contains("'c' has Utf8"), "{err}");
+        let err = union_columns(
+            "obs",
+            &names,
+            &[a, c],
+            &[],
+            None,
+            &HarmoniseOptions::default(),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("'a' has Int32") && err.contains("'c' has Utf8"),
+            "{err}"
+        );
     }
 }

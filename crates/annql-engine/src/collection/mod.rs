@@ -79,7 +79,9 @@ impl Collection {
         threads: usize,
     ) -> Result<Self> {
         if spec.members.is_empty() {
-            return Err(Error::Statement("a collection needs at least one store".into()));
+            return Err(Error::Statement(
+                "a collection needs at least one store".into(),
+            ));
         }
         let names = sources::dataset_names(&spec.members);
         let n = spec.members.len();
@@ -160,9 +162,10 @@ impl Collection {
 impl Member {
     /// Its table `name`.
     pub(crate) fn table(&self, name: &str) -> Result<Arc<crate::provider::AnnDataTableProvider>> {
-        self.tables.provider(name).cloned().ok_or_else(|| {
-            Error::Statement(format!("dataset '{}' has no table {name}", self.name))
-        })
+        self.tables
+            .provider(name)
+            .cloned()
+            .ok_or_else(|| Error::Statement(format!("dataset '{}' has no table {name}", self.name)))
     }
 }
 

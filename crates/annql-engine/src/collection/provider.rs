@@ -56,22 +56,25 @@ impl CollectionSchemaProvider {
                 .map(|m| m.table(&name))
                 .collect::<crate::error::Result<Vec<_>>>()?;
             let schemas: Vec<SchemaRef> = members.iter().map(|t| t.schema()).collect();
-            let dataset = (name == "obs").then_some((collection.dataset_column.as_str(), "obs_name"));
+            let dataset =
+                (name == "obs").then_some((collection.dataset_column.as_str(), "obs_name"));
             let ids: &[(&str, Conv)] = &[(OBS_ID, Conv::ObsOffset), (VAR_ID, Conv::GeneMap)];
             let columns =
                 union_columns(&name, &names, &schemas, ids, dataset, &collection.options)?;
             let table = UnionTable::new(name.clone(), collection.clone(), kind, columns, members);
             tables.insert(
                 name,
-                Arc::new(CollectionTableProvider::new(CollectionTable::Union(Arc::new(
-                    table,
-                )))),
+                Arc::new(CollectionTableProvider::new(CollectionTable::Union(
+                    Arc::new(table),
+                ))),
             );
         }
         let var = VarTable::try_new(collection.clone(), &names)?;
         tables.insert(
             "var".into(),
-            Arc::new(CollectionTableProvider::new(CollectionTable::Var(Arc::new(var)))),
+            Arc::new(CollectionTableProvider::new(CollectionTable::Var(
+                Arc::new(var),
+            ))),
         );
         tables.insert(
             "datasets".into(),
@@ -105,9 +108,18 @@ impl CollectionSchemaProvider {
 /// and embeddings, cells × genes matrices. None otherwise (or if a dataset lacks it, or has it
 /// of another kind).
 fn union_kind(collection: &Collection, name: &str) -> Option<TableKind> {
-    let kind = collection.members[0].tables.provider(name)?.table().def().kind.clone();
+    let kind = collection.members[0]
+        .tables
+        .provider(name)?
+        .table()
+        .def()
+        .kind
+        .clone();
     let ok = match &kind {
-        TableKind::Frame { axis: Axis::Obs, .. } | TableKind::Embedding { axis: Axis::Obs } => true,
+        TableKind::Frame {
+            axis: Axis::Obs, ..
+        }
+        | TableKind::Embedding { axis: Axis::Obs } => true,
         TableKind::Matrix {
             rows: Axis::Obs,
             cols: Axis::Var,
@@ -196,8 +208,7 @@ impl TableProvider for CollectionTableProvider {
             .map(|f| match &self.table {
                 CollectionTable::Union(t)
                     if !f.is_volatile()
-                        && f
-                            .column_refs()
+                        && f.column_refs()
                             .iter()
                             .all(|c| t.schema.index_of(&c.name).is_ok()) =>
                 {
@@ -217,7 +228,8 @@ impl TableProvider for CollectionTableProvider {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let batch = match &self.table {
             CollectionTable::Union(t) => {
-                let exec = CollectionScanExec::try_new(t.clone(), state, projection, filters, limit)?;
+                let exec =
+                    CollectionScanExec::try_new(t.clone(), state, projection, filters, limit)?;
                 return Ok(Arc::new(exec));
             }
             CollectionTable::Var(t) => t.batch()?,
@@ -374,7 +386,9 @@ fn datasets_batch(c: &Collection) -> crate::error::Result<RecordBatch> {
         ),
         (
             "dataset",
-            Arc::new(StringArray::from_iter_values(m.iter().map(|d| d.name.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                m.iter().map(|d| d.name.as_str()),
+            )),
         ),
         (
             "location",
@@ -422,10 +436,8 @@ fn presence_batch(c: &Collection) -> Result<RecordBatch> {
             local.push(row as i64);
         }
     }
-    let dataset = DictionaryArray::<Int32Type>::try_new(
-        Int32Array::from(datasets),
-        c.dataset_values(),
-    )?;
+    let dataset =
+        DictionaryArray::<Int32Type>::try_new(Int32Array::from(datasets), c.dataset_values())?;
     Ok(RecordBatch::try_new(
         presence_schema(),
         vec![

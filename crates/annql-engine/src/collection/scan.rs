@@ -133,7 +133,8 @@ impl CollectionScanExec {
         let per_member = threads.div_ceil(live.len().max(1));
         for &m in &live {
             let remap = table.remap(m, &needed)?;
-            let member_filters = member_filters(&table, m, &needed, &work, &physical, filters, state)?;
+            let member_filters =
+                member_filters(&table, m, &needed, &work, &physical, filters, state)?;
             let scan = table.members[m]
                 .plan_scan(remap.projection.clone(), member_filters, limit, per_member)
                 .map_err(|e| table.collection.in_dataset(m, e))?;
@@ -224,7 +225,9 @@ impl CollectionScanExec {
             return Ok(None);
         };
         let map = match conv {
-            Conv::ObsOffset => IdMap::Offset(self.table.collection.members[p.member].obs_start as i64),
+            Conv::ObsOffset => {
+                IdMap::Offset(self.table.collection.members[p.member].obs_start as i64)
+            }
             Conv::GeneMap => IdMap::Genes(self.table.collection.genes.to_global[p.member].clone()),
             _ => return Ok(None),
         };
@@ -298,16 +301,27 @@ fn rule_out(
                 .iter()
                 .enumerate()
                 .map(|(i, field)| match sources.iter().find(|(c, _)| *c == i) {
-                    Some((_, Source::Dataset)) => Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-                        Int32Array::from(vec![m as i32]),
-                        table.collection.dataset_values(),
-                    )?) as ArrayRef),
+                    Some((_, Source::Dataset)) => {
+                        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                            Int32Array::from(vec![m as i32]),
+                            table.collection.dataset_values(),
+                        )?) as ArrayRef)
+                    }
                     _ => Ok(new_null_array(field.data_type(), 1)),
                 })
                 .collect::<Result<_>>()?;
             let probe = RecordBatch::try_new(work.clone(), columns)?;
             any_true(f, &probe)?
-        } else if let [(c, Source::Column { index, conv: Conv::Categories })] = sources[..] {
+        } else if let [
+            (
+                c,
+                Source::Column {
+                    index,
+                    conv: Conv::Categories,
+                },
+            ),
+        ] = sources[..]
+        {
             // Every category of the dataset's column, and a missing value.
             let categories = table.members[m]
                 .categories(*index)
@@ -359,12 +373,21 @@ fn member_filters(
             .iter()
             .map(|c| &table.columns[needed[c.index()]].sources[m])
             .collect();
-        if sources.iter().all(|s| matches!(s, Source::Column { conv: Conv::Same, .. })) {
+        if sources.iter().all(|s| {
+            matches!(
+                s,
+                Source::Column {
+                    conv: Conv::Same,
+                    ..
+                }
+            )
+        }) {
             let unqualified = crate::fused::rule::unqualify_expr(expr.clone())?;
             out.push(state.create_physical_expr(unqualified, &member_df)?);
             continue;
         }
-        if let (Some((column, _)), [Source::Column { index, conv }]) = (one_column(f), &sources[..1])
+        if let (Some((column, _)), [Source::Column { index, conv }]) =
+            (one_column(f), &sources[..1])
         {
             let map = match conv {
                 Conv::ObsOffset => IdMap::Offset(table.collection.members[m].obs_start as i64),
@@ -499,7 +522,11 @@ impl ExecutionPlan for CollectionScanExec {
                 phase == FilterPushdownPhase::Post
                     && one_column(f).is_some_and(|(i, name)| {
                         (name == OBS_ID || name == VAR_ID)
-                            && self.schema.fields().get(i).is_some_and(|f| *f.name() == name)
+                            && self
+                                .schema
+                                .fields()
+                                .get(i)
+                                .is_some_and(|f| *f.name() == name)
                     })
             })
             .collect();

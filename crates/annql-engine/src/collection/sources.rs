@@ -128,9 +128,7 @@ pub fn parse_attach_list(sql: &str) -> Result<Option<AttachList>> {
         .into_iter()
         .filter(|t| !matches!(t, Token::Whitespace(_) | Token::SemiColon))
         .collect();
-    let word = |t: Option<&Token>, w: &str| {
-        matches!(t, Some(Token::Word(x)) if x.value.eq_ignore_ascii_case(w))
-    };
+    let word = |t: Option<&Token>, w: &str| matches!(t, Some(Token::Word(x)) if x.value.eq_ignore_ascii_case(w));
     if !word(tokens.first(), "ATTACH") {
         return Ok(None);
     }
@@ -250,7 +248,9 @@ fn expand(pattern: &str) -> Result<Vec<String>> {
                 })?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let last = i + 1 == parts.len();
-                if wildcard(part, &name) && !name.starts_with('.') && (last || entry.path().is_dir())
+                if wildcard(part, &name)
+                    && !name.starts_with('.')
+                    && (last || entry.path().is_dir())
                 {
                     next.push(entry.path());
                 }
@@ -284,7 +284,9 @@ fn wildcard(pattern: &str, name: &str) -> bool {
             Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
             Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
             Some('[') => match p.iter().position(|&c| c == ']') {
-                Some(end) if !n.is_empty() => p[1..end].contains(&n[0]) && go(&p[end + 1..], &n[1..]),
+                Some(end) if !n.is_empty() => {
+                    p[1..end].contains(&n[0]) && go(&p[end + 1..], &n[1..])
+                }
                 _ => false,
             },
             Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
@@ -326,7 +328,11 @@ fn read_collection_file(path: &Path) -> Result<CollectionSpec> {
                     name: o.get("name").and_then(Value::as_str).map(str::to_string),
                 });
             }
-            other => return Err(bad(format!("a dataset is a path or an object, not {other}"))),
+            other => {
+                return Err(bad(format!(
+                    "a dataset is a path or an object, not {other}"
+                )));
+            }
         }
     }
     if let Some(k) = doc.get("var_key") {
@@ -445,7 +451,8 @@ mod tests {
             ("cast".to_string(), "n:double, x:varchar".to_string()),
             ("region".to_string(), "eu".to_string()),
         ];
-        spec.take_options(&mut opts).unwrap_or_else(|e| panic!("{e}"));
+        spec.take_options(&mut opts)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.options.var_key.as_deref(), Some("gene_ids"));
         assert_eq!(spec.options.cast.len(), 2);
         assert_eq!(opts, [("region".to_string(), "eu".to_string())]);

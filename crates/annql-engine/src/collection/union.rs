@@ -175,7 +175,10 @@ impl UnionTable {
                 }
             });
         }
-        let fields: Vec<_> = needed.iter().map(|&c| self.columns[c].field.clone()).collect();
+        let fields: Vec<_> = needed
+            .iter()
+            .map(|&c| self.columns[c].field.clone())
+            .collect();
         Ok(Remap {
             projection,
             makes,

@@ -18,8 +18,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
-use super::{AggFunc, AggSpec, FusedSpec, KeySource, ValueFilter};
 use super::source::{FusedMatrix, Leaf, leaf_of, selects_ids};
+use super::{AggFunc, AggSpec, FusedSpec, KeySource, ValueFilter};
 use crate::model::{Axis, OBS_ID, TableKind, VALUE, VAR_ID};
 
 /// The optimizer rule. Appended after DataFusion's own rules, so it sees scans with their

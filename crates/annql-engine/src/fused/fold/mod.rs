@@ -241,9 +241,11 @@ pub(super) async fn run(
             read.add(jobs.len());
         }
         match target {
-            Target::PerWorker => Ok(Grid::whole(
-                merged.unwrap_or_else(|| Accumulators::new(len, &spec.aggs, spec.dense)),
-            )),
+            Target::PerWorker => {
+                Ok(Grid::whole(merged.unwrap_or_else(|| {
+                    Accumulators::new(len, &spec.aggs, spec.dense)
+                })))
+            }
             Target::Tiles(tiles) => tiles.into_grid(),
         }
     })
@@ -272,9 +274,12 @@ impl Target {
                 &spec.aggs,
                 spec.dense,
             )),
-            Strategy::LockedTiles => {
-                Target::Tiles(SharedTiles::new(len, 1 << TILE_BITS, &spec.aggs, spec.dense))
-            }
+            Strategy::LockedTiles => Target::Tiles(SharedTiles::new(
+                len,
+                1 << TILE_BITS,
+                &spec.aggs,
+                spec.dense,
+            )),
         }
     }
 }
