@@ -432,10 +432,11 @@ async fn meta(state: &mut State, input: &str) -> Result<bool> {
             for name in state.session.attached_names() {
                 let store = state.session.store(&name);
                 // A name just listed is attached; a store detached meanwhile shows no path.
-                let path = store
-                    .as_ref()
-                    .map(|s| s.name().to_string())
-                    .unwrap_or_default();
+                let path = match (store, state.session.collection(&name)) {
+                    (Some(s), _) => s.name().to_string(),
+                    (None, Some(c)) => format!("a collection of {} datasets", c.members.len()),
+                    (None, None) => String::new(),
+                };
                 println!("{name}  ({path})");
                 for t in all_tables(&state.session)
                     .iter()
@@ -548,6 +549,19 @@ fn describe(state: &State, name: &str) -> Result<()> {
         .catalog("annql")
         .and_then(|c| c.schema(schema_name))
         .ok_or_else(|| CliError::Usage(format!("no dataset named {schema_name}")))?;
+    if let Some(c) = schema.downcast_ref::<annql_engine::collection::CollectionSchemaProvider>() {
+        let t = c
+            .provider(table)
+            .ok_or_else(|| CliError::Usage(format!("no table {name}")))?;
+        println!(
+            "{name}  (a collection of {} datasets)",
+            c.collection().members.len()
+        );
+        for f in datafusion::catalog::TableProvider::schema(t.as_ref()).fields() {
+            println!("  {:<30} {}", quote(f.name()), type_name(f.data_type()));
+        }
+        return Ok(());
+    }
     let provider = schema
         .downcast_ref::<annql_engine::AnnDataSchemaProvider>()
         .and_then(|p| p.provider(table).cloned())

@@ -535,6 +535,9 @@ pub fn print_schema(options: &Options, spec: &str) -> Result<()> {
     let mut out = stdout.lock();
     let (name, path) = dataset_spec(spec);
     let started = Instant::now();
+    if let Some(collection) = annql_engine::collection::CollectionSpec::from_location(&path)? {
+        return print_collection(&mut out, &name, &collection, &storage_options(options)?);
+    }
     let store = Arc::new(
         AnnDataStore::open_with(&path, &storage_options(options)?)
             .map_err(annql_engine::Error::from)?,
@@ -583,6 +586,49 @@ pub fn print_schema(options: &Options, spec: &str) -> Result<()> {
     writeln!(out, "\nelements:")?;
     for e in store.root().walk() {
         writeln!(out, "{}", e.describe())?;
+    }
+    Ok(())
+}
+
+/// `annql schema 'data/*.h5ad'`: the collection's datasets and tables.
+fn print_collection(
+    out: &mut impl Write,
+    name: &str,
+    spec: &annql_engine::collection::CollectionSpec,
+    storage: &annql_store::StorageOptions,
+) -> Result<()> {
+    use annql_engine::collection::{Collection, CollectionSchemaProvider};
+    let started = Instant::now();
+    let progress = Arc::default();
+    let collection = Arc::new(Collection::open(spec, storage, &progress, 8)?);
+    let provider = CollectionSchemaProvider::try_new(collection.clone())?;
+    writeln!(
+        out,
+        "{name}: a collection of {} datasets, {} cells, {} genes (opened in {:.1} ms)\n",
+        collection.members.len(),
+        collection.n_obs,
+        collection.n_vars(),
+        started.elapsed().as_secs_f64() * 1e3
+    )?;
+    for m in &collection.members {
+        writeln!(
+            out,
+            "  {}  {}  ({} cells, {} genes)",
+            m.name, m.location, m.n_obs, m.n_vars
+        )?;
+    }
+    writeln!(out)?;
+    for table in datafusion::catalog::SchemaProvider::table_names(&provider) {
+        let Some(t) = provider.provider(&table) else {
+            continue;
+        };
+        let schema = datafusion::catalog::TableProvider::schema(t.as_ref());
+        let cols: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", quote(f.name()), type_name(f.data_type())))
+            .collect();
+        writeln!(out, "{name}.{table}\n    {}", cols.join(",\n    "))?;
     }
     Ok(())
 }

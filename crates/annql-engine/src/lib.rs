@@ -16,8 +16,6 @@
 // Attach: the session, and the tables a store exposes.
 /// Whether elements can be read as the tables and columns the model gives them.
 pub mod check;
-/// Many stores queried as one atlas: their tables as unions.
-pub mod collection;
 /// Gene indexes found beside attached stores, used once checked against the source.
 pub mod gene_index;
 /// Which tables a store exposes, and their names.
@@ -29,6 +27,8 @@ pub mod session;
 mod table;
 
 // Plan: the table as DataFusion sees it, and where each filter applies.
+/// Many stores queried as one atlas: their tables as unions of each store's.
+pub mod collection;
 /// The fused group-by over a matrix joined to obs/var.
 pub mod fused;
 /// The query planner: DataFusion's, with annql's extension planners.

@@ -268,6 +268,20 @@ fn children<'a>(adata: &'a Element, group: &str) -> impl Iterator<Item = &'a Ele
         .flat_map(|g| g.children.iter())
 }
 
+/// The name a store is attached under by default: its file stem (`pbmc.zarr.zip` → `pbmc`).
+pub fn default_name(path: &str) -> String {
+    let file = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path);
+    let stem = [".zarr.zip", ".zarr", ".zip", ".h5ad", ".h5mu"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))
+        .unwrap_or(file);
+    sql_name(stem)
+}
+
 /// Lower case, with anything but letters, digits and `_` replaced by `_`.
 pub fn sql_name(name: &str) -> String {
     name.chars()

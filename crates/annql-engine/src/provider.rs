@@ -188,7 +188,7 @@ impl AnnDataTableProvider {
         let schema = self.schema();
         let filter_columns: Vec<usize> = physical
             .iter()
-            .flat_map(|f| datafusion::physical_expr::utils::collect_columns(f))
+            .flat_map(datafusion::physical_expr::utils::collect_columns)
             .map(|c| c.index())
             .collect();
         if let Some(e) = self

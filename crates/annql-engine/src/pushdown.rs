@@ -170,6 +170,21 @@ fn placement(
     }
 }
 
+/// The same expression with column qualifiers removed (for evaluation on a bare table: the
+/// fused aggregation's matrix filters, a collection dataset's share of a predicate).
+pub(crate) fn unqualify(e: Expr) -> Result<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    e.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) => Transformed::yes(Expr::Column(
+                datafusion::common::Column::new_unqualified(c.name),
+            )),
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+}
+
 /// A predicate over one categorical (dictionary) column, decided once per category.
 #[derive(Debug)]
 pub struct CodeFilter {

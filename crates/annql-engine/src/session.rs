@@ -26,6 +26,7 @@ use crate::export::sql::{execute_copy, parse_copy};
 use crate::fused::FusedAggregateRule;
 use crate::gene_index::AttachedIndex;
 use crate::gene_index::sql::{AttachedSource, GeneIndexStatement, IndexChoice, parse_gene_index};
+pub use crate::model::default_name;
 use crate::planner::AnnQueryPlanner;
 use crate::progress::Progress;
 use crate::provider::AnnDataSchemaProvider;
@@ -692,20 +693,6 @@ fn split_attach_options(sql: &str) -> Result<(String, Vec<(String, String)>)> {
     }
     let rest: String = tokens[..open].iter().map(|t| t.to_string()).collect();
     Ok((rest.trim_end().to_string(), options))
-}
-
-/// The name a store is attached under by default: its file stem (`pbmc.zarr.zip` → `pbmc`).
-pub fn default_name(path: &str) -> String {
-    let file = path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(path);
-    let stem = [".zarr.zip", ".zarr", ".zip", ".h5ad", ".h5mu"]
-        .iter()
-        .find_map(|ext| file.strip_suffix(ext))
-        .unwrap_or(file);
-    crate::model::sql_name(stem)
 }
 
 /// The one-row result of `CREATE GENE INDEX`.

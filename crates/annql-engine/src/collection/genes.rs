@@ -153,7 +153,7 @@ mod tests {
         let names = ["a".to_string(), "b".to_string()];
         let err = GeneAxis::align(&names, &keys(&[&["G1"], &["G2", "G2"]]), "gene_ids")
             .map(|_| ())
-            .unwrap_err()
+            .expect_err("an error")
             .to_string();
         assert!(
             err.contains("dataset 'b' has 'G2' at rows 0 and 1"),

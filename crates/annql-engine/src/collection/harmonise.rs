@@ -316,7 +316,7 @@ mod tests {
             &HarmoniseOptions::default(),
         )
         .map(|_| ())
-        .unwrap_err()
+        .expect_err("an error")
         .to_string();
         assert!(
             err.contains("'a' has Int32") && err.contains("'c' has Utf8"),

@@ -198,7 +198,7 @@ fn open_member(
     if let Some(e) = obs.table().refusal([]).or_else(|| var.table().refusal([])) {
         return Err(e);
     }
-    let keys = genes::read_keys(&tables.store().name().to_string(), var.table(), key)?;
+    let keys = genes::read_keys(tables.store().name(), var.table(), key)?;
     Ok(Opened {
         n_obs: obs.table().major_len,
         n_vars: var.table().major_len,

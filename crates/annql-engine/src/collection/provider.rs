@@ -115,18 +115,18 @@ fn union_kind(collection: &Collection, name: &str) -> Option<TableKind> {
         .def()
         .kind
         .clone();
-    let ok = match &kind {
+    let ok = matches!(
+        &kind,
         TableKind::Frame {
-            axis: Axis::Obs, ..
-        }
-        | TableKind::Embedding { axis: Axis::Obs } => true,
-        TableKind::Matrix {
-            rows: Axis::Obs,
-            cols: Axis::Var,
+            axis: Axis::Obs,
             ..
-        } => true,
-        _ => false,
-    };
+        } | TableKind::Embedding { axis: Axis::Obs }
+            | TableKind::Matrix {
+                rows: Axis::Obs,
+                cols: Axis::Var,
+                ..
+            }
+    );
     let everywhere = collection.members.iter().all(|m| {
         m.tables
             .provider(name)

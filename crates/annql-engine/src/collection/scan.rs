@@ -382,7 +382,7 @@ fn member_filters(
                 }
             )
         }) {
-            let unqualified = crate::fused::rule::unqualify_expr(expr.clone())?;
+            let unqualified = crate::pushdown::unqualify(expr.clone())?;
             out.push(state.create_physical_expr(unqualified, &member_df)?);
             continue;
         }

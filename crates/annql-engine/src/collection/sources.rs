@@ -391,7 +391,7 @@ fn parse_type(name: &str) -> Result<DataType> {
 /// `part03`); a stem two stores share takes its parent directory too (`a/x`, `b/x`), and any
 /// name still repeated a `#2`, `#3`… suffix.
 pub fn dataset_names(members: &[MemberSource]) -> Vec<String> {
-    let stem = |l: &str| crate::session::default_name(l);
+    let stem = |l: &str| crate::model::default_name(l);
     let mut names: Vec<String> = members
         .iter()
         .map(|m| m.name.clone().unwrap_or_else(|| stem(&m.location)))
@@ -457,7 +457,10 @@ mod tests {
         assert_eq!(spec.options.cast.len(), 2);
         assert_eq!(opts, [("region".to_string(), "eu".to_string())]);
         let mut bad = vec![("cast".to_string(), "n:decimal".to_string())];
-        let err = spec.take_options(&mut bad).map(|_| ()).unwrap_err();
+        let err = spec
+            .take_options(&mut bad)
+            .map(|_| ())
+            .expect_err("an error");
         assert!(err.to_string().contains("unknown type 'decimal'"), "{err}");
     }
 }

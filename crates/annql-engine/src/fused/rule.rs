@@ -591,17 +591,5 @@ fn scalar_f64(v: &ScalarValue) -> Option<f64> {
 /// The same expression with column qualifiers removed (for evaluation on the bare table).
 fn unqualify(e: Expr) -> Option<Expr> {
     // A rewrite that fails: the rule does not apply.
-    unqualify_expr(e).ok()
-}
-
-/// [`unqualify`], with the error.
-pub(crate) fn unqualify_expr(e: Expr) -> Result<Expr> {
-    use datafusion::common::tree_node::TreeNode;
-    e.transform(|e| {
-        Ok(match e {
-            Expr::Column(c) => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
-            other => Transformed::no(other),
-        })
-    })
-    .map(|t| t.data)
+    crate::pushdown::unqualify(e).ok()
 }
