@@ -568,3 +568,52 @@ print(json.dumps({"n_obs": c.n_obs, "n_vars": c.n_vars, "row": X.sum(axis=1).ast
         );
     }
 }
+
+/// `COPY collection TO …` writes one AnnData that anndata reads back equal to
+/// `anndata.concat(parts, join="outer", fill_value=0, label="dataset")` (restricted by the
+/// predicates): annql's `concat_on_disk`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_is_written_as_anndata_concat_writes_it() {
+    let a = atlas();
+    let dir = tempfile::tempdir().unwrap();
+    let glob = format!("{}/part*", a.parts.display());
+    let s = session("c", &glob).await;
+    let whole = dir.path().join("all.h5ad");
+    let lung = dir.path().join("lung.zarr");
+    s.collect(&format!("COPY c TO '{}'", whole.display()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.collect(&format!(
+        "COPY c WHERE OBS (tissue = 'lung') AND VAR (var_name LIKE 'CD%') TO '{}'",
+        lung.display()
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(&a.parts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part"))
+        .collect();
+    parts.sort();
+    let check = Path::new(REPO).join("tests/fixtures/check_collection_export.py");
+    for (out, extra) in [
+        (&whole, vec![]),
+        (&lung, vec!["--tissue", "lung", "--gene-prefix", "CD"]),
+    ] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![check.as_os_str(), out.as_os_str()];
+        args.extend(parts.iter().map(|p| p.as_os_str()));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        run_python(&args);
+    }
+    // Aggregates of a collection are SQL's, not COPY's: refused with the reason.
+    let err = s
+        .collect(&format!(
+            "COPY c AGGREGATE sum BY cell_type TO '{}'",
+            dir.path().join("pb.h5ad").display()
+        ))
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is a collection"), "{err}");
+}

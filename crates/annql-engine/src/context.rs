@@ -13,6 +13,7 @@ use annql_store::AnnDataStore;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::dataframe::DataFrame;
 
+use crate::collection::CollectionSchemaProvider;
 use crate::error::Result;
 
 /// The session, as selections and exports see it ([`AnnSession`](crate::AnnSession) is one).
@@ -20,6 +21,11 @@ use crate::error::Result;
 pub trait QueryContext: Send + Sync {
     /// The store attached under `name`.
     fn store(&self, name: &str) -> Option<Arc<AnnDataStore>>;
+
+    /// The collection attached under `name`.
+    fn collection(&self, _name: &str) -> Option<Arc<CollectionSchemaProvider>> {
+        None
+    }
 
     /// The path an output `out` is written at under the session's write policy, or why it may
     /// not be.

@@ -167,7 +167,7 @@ pub struct AnnSession {
     ctx: SessionContext,
     attached: Mutex<BTreeMap<String, Arc<AnnDataStore>>>,
     /// Collections attached, by name (their schemas are in the catalog too).
-    collections: Mutex<BTreeMap<String, Arc<Collection>>>,
+    collections: Mutex<BTreeMap<String, Arc<CollectionSchemaProvider>>>,
     /// Where each dataset attached by location was opened from, to find its gene index again
     /// after `CREATE GENE INDEX`.
     sources: Mutex<BTreeMap<String, AttachedSource>>,
@@ -233,6 +233,19 @@ impl AnnSession {
     /// The collection attached under `name`.
     pub fn collection(&self, name: &str) -> Option<Arc<Collection>> {
         // A poisoned lock (a panic while attaching): no collection to give.
+        Some(
+            self.collections
+                .lock()
+                .ok()?
+                .get(name)?
+                .collection()
+                .clone(),
+        )
+    }
+
+    /// The tables of the collection attached under `name`.
+    pub fn collection_schema(&self, name: &str) -> Option<Arc<CollectionSchemaProvider>> {
+        // A poisoned lock (a panic while attaching): no collection to give.
         self.collections.lock().ok()?.get(name).cloned()
     }
 
@@ -267,8 +280,8 @@ impl AnnSession {
             .collections
             .lock()
             .map_err(|_| Error::Internal("session lock poisoned".into()))?;
-        collections.insert(name.to_string(), schema.collection().clone());
-        self.catalog()?.register_schema(name, schema)?;
+        self.catalog()?.register_schema(name, schema.clone())?;
+        collections.insert(name.to_string(), schema);
         Ok(())
     }
 
@@ -380,7 +393,8 @@ impl AnnSession {
     /// is written before this returns, and its frame is the one-row summary), everything else by
     /// DataFusion.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        if let Some(copy) = parse_copy(sql, |name| self.store(name).is_some())? {
+        let is_dataset = |name: &str| self.store(name).is_some() || self.collection(name).is_some();
+        if let Some(copy) = parse_copy(sql, is_dataset)? {
             // Boxed: the export's predicates run through this method again.
             let summary = Box::pin(execute_copy(self, copy)).await?;
             return Ok(self.ctx.read_batch(summary)?);
@@ -549,6 +563,10 @@ impl AnnSession {
 impl QueryContext for AnnSession {
     fn store(&self, name: &str) -> Option<Arc<AnnDataStore>> {
         AnnSession::store(self, name)
+    }
+
+    fn collection(&self, name: &str) -> Option<Arc<CollectionSchemaProvider>> {
+        self.collection_schema(name)
     }
 
     fn resolve_output(&self, out: &Path) -> Result<PathBuf> {

@@ -12,6 +12,8 @@
 
 /// The group-by aggregate of a matrix as an AnnData (`scanpy.get.aggregate`'s layout).
 pub mod aggregate;
+/// A new AnnData from Arrow dataframes and streamed CSR rows (a collection written as one).
+pub mod concat;
 /// The error type.
 pub mod error;
 /// Output paths: temporary siblings, overwrite rules, renaming into place.

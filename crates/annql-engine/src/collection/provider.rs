@@ -96,6 +96,14 @@ impl CollectionSchemaProvider {
         &self.collection
     }
 
+    /// The unions of tables every dataset has, by name.
+    pub(crate) fn union_tables(&self) -> impl Iterator<Item = Arc<UnionTable>> + '_ {
+        self.tables.values().filter_map(|t| match t.table() {
+            CollectionTable::Union(u) => Some(u.clone()),
+            _ => None,
+        })
+    }
+
     /// A table by name; exact first, then folded.
     pub fn provider(&self, name: &str) -> Option<&Arc<CollectionTableProvider>> {
         self.tables

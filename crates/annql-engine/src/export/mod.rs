@@ -11,6 +11,8 @@
 //! calls [`sql::execute_copy`] for `COPY`.
 
 pub mod aggregate;
+/// A collection written as one AnnData.
+pub mod collection;
 pub mod sql;
 mod subset;
 

@@ -156,6 +156,24 @@ pub async fn execute_copy(
     statement: CopyStatement,
 ) -> Result<RecordBatch> {
     let options = statement.choices.to_options(&statement.out)?;
+    if let Some(collection) = session.collection(&statement.dataset) {
+        if statement.aggregate.is_some() {
+            return Err(bad(format!(
+                "{} is a collection: aggregate it with SQL (GROUP BY), or write it whole and \
+                 aggregate the result",
+                statement.dataset
+            )));
+        }
+        let request = ExportRequest {
+            dataset: statement.dataset,
+            obs: statement.obs,
+            var: statement.var,
+            out: statement.out,
+            options,
+        };
+        let summary = super::collection::export_collection(session, collection, request).await?;
+        return summary_batch(&summary);
+    }
     if let Some(aggregate) = statement.aggregate {
         let funcs = aggregate
             .funcs
