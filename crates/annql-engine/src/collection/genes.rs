@@ -27,6 +27,8 @@ pub(crate) struct GeneAxis {
     pub(crate) to_local: Vec<Arc<Vec<u32>>>,
     /// Per collection gene: the first dataset that has it, and its row there.
     pub(crate) first: Vec<(u32, u32)>,
+    /// Per collection gene: its key.
+    pub(crate) keys: Vec<String>,
 }
 
 /// One dataset's gene keys, in its var order.
@@ -118,11 +120,16 @@ impl GeneAxis {
                 Arc::new(local)
             })
             .collect();
+        let keys = first
+            .iter()
+            .map(|&(m, row)| keys[m as usize][row as usize].clone())
+            .collect();
         Ok(Self {
             len: len as u64,
             to_global,
             to_local,
             first,
+            keys,
         })
     }
 }

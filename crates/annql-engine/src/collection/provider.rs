@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use annql_store::arrow::array::{
-    ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+    ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch, RecordBatchOptions,
+    StringArray, UInt64Array,
 };
 use annql_store::arrow::compute::{concat_batches, take};
 use annql_store::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
@@ -240,7 +241,15 @@ impl TableProvider for CollectionTableProvider {
                     CollectionScanExec::try_new(t.clone(), state, projection, filters, limit)?;
                 return Ok(Arc::new(exec));
             }
-            CollectionTable::Var(t) => t.batch()?,
+            CollectionTable::Var(t) => {
+                let batch = t.batch(projection)?;
+                let schema = batch.schema();
+                return Ok(MemorySourceConfig::try_new_exec(
+                    &[vec![batch]],
+                    schema,
+                    None,
+                )?);
+            }
             CollectionTable::Datasets(b) => b.clone(),
             CollectionTable::Presence(c) => presence_batch(c)?,
         };
@@ -271,7 +280,8 @@ pub struct VarTable {
     columns: Vec<super::harmonise::ColumnPlan>,
     schema: SchemaRef,
     union: UnionTable,
-    rows: Mutex<Option<RecordBatch>>,
+    /// Columns read so far.
+    rows: Mutex<std::collections::HashMap<usize, ArrayRef>>,
 }
 
 impl VarTable {
@@ -314,27 +324,57 @@ impl VarTable {
         })
     }
 
-    /// Every gene, read once.
-    fn batch(&self) -> Result<RecordBatch> {
-        let mut rows = self
+    /// The genes' `projection` columns (each read from the datasets once, then kept).
+    fn batch(&self, projection: Option<&Vec<usize>>) -> Result<RecordBatch> {
+        let all: Vec<usize> = (0..self.columns.len()).collect();
+        let projection = projection.unwrap_or(&all);
+        let columns = projection
+            .iter()
+            .map(|&c| self.column(c))
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Arc::new(self.schema.project(projection)?);
+        let options =
+            RecordBatchOptions::new().with_row_count(Some(self.collection.genes.len as usize));
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
+    }
+
+    /// Column `c` of every gene: the ids, the keys read when the genes were aligned (the var
+    /// index), or each gene's value in the first dataset that has it.
+    fn column(&self, c: usize) -> Result<ArrayRef> {
+        let mut cache = self
             .rows
             .lock()
             .map_err(|_| DataFusionError::Internal("var table lock poisoned".into()))?;
-        if let Some(b) = rows.as_ref() {
-            return Ok(b.clone());
+        if let Some(a) = cache.get(&c) {
+            return Ok(a.clone());
         }
+        let genes = &self.collection.genes;
+        let name = self.columns[c].field.name().as_str();
+        let array: ArrayRef = if name == VAR_ID {
+            Arc::new(Int64Array::from_iter_values(0..genes.len as i64))
+        } else if name == "var_name" && self.collection.options.var_key.is_none() {
+            Arc::new(StringArray::from_iter_values(genes.keys.iter()))
+        } else {
+            self.read_column(c)?
+        };
+        cache.insert(c, array.clone());
+        Ok(array)
+    }
+
+    fn read_column(&self, c: usize) -> Result<ArrayRef> {
         let genes = &self.collection.genes;
         let mut firsts: Vec<Vec<u32>> = vec![Vec::new(); self.collection.members.len()];
         for &(m, row) in &genes.first {
             firsts[m as usize].push(row);
         }
-        let all: Vec<usize> = (0..self.columns.len()).collect();
         let mut parts = Vec::new();
         for (m, take_rows) in firsts.iter().enumerate() {
             if take_rows.is_empty() {
                 continue;
             }
-            let remap = self.union.remap(m, &all)?;
+            let remap = self.union.remap(m, &[c])?;
             let table = self.union.members[m].table();
             let mut needed = vec![false; table.schema().fields().len()];
             for &i in &remap.projection {
@@ -350,7 +390,7 @@ impl VarTable {
                     &ReadStats::new_shared(),
                 )
                 .map_err(|e| self.collection.in_dataset(m, e))?;
-            let read = concat_batches(&table.schema(), &read)?;
+            let read = concat_batches(&table.work_schema, &read)?;
             let indices = annql_store::arrow::array::UInt32Array::from(take_rows.clone());
             let columns = remap
                 .projection
@@ -362,15 +402,17 @@ impl VarTable {
                 .iter()
                 .map(|&i| table.schema().field(i).clone().with_nullable(true))
                 .collect();
-            let projected = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-            parts.push(remap.apply(&projected)?);
+            let options = RecordBatchOptions::new().with_row_count(Some(take_rows.len()));
+            let projected = RecordBatch::try_new_with_options(
+                Arc::new(Schema::new(fields)),
+                columns,
+                &options,
+            )?;
+            parts.push(remap.apply(&projected)?.column(0).clone());
         }
-        let schema = Arc::new(crate::decode::nullable(&self.schema));
-        let batch = concat_batches(&schema, &parts)?;
-        let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
-            .or_else(|_| Ok::<_, DataFusionError>(batch))?;
-        *rows = Some(batch.clone());
-        Ok(batch)
+        let refs: Vec<&dyn annql_store::arrow::array::Array> =
+            parts.iter().map(|a| a.as_ref()).collect();
+        Ok(annql_store::arrow::compute::concat(&refs)?)
     }
 }
 

@@ -177,6 +177,15 @@ impl CollectionScanExec {
             .collect()
     }
 
+    /// Rows of the datasets read, when each one's count is cheap to know.
+    fn rows_read(&self) -> Option<usize> {
+        let mut rows = 0usize;
+        for p in &self.parts {
+            rows += self.table.member_rows(p.member)?;
+        }
+        Some(rows)
+    }
+
     fn with_dynamic(&self, added: Vec<Arc<dyn PhysicalExpr>>) -> Result<Self> {
         let mut parts = Vec::with_capacity(self.parts.len());
         for p in &self.parts {
@@ -484,16 +493,19 @@ impl ExecutionPlan for CollectionScanExec {
         args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
         let mut stats = Statistics::new_unknown(&self.schema);
+        // Exact for a whole table, an upper bound otherwise (the datasets read, before filters):
+        // join planning puts the smaller side first, as for one store.
         if args.partition().is_none()
-            && self.filters.is_empty()
-            && self.pruned.is_empty()
-            && self.limit.is_none()
-            && let Some(rows) = self.table.exact_rows()
+            && let Some(rows) = self.rows_read()
         {
-            stats = stats.with_num_rows(if self.dynamic.is_empty() {
+            let whole = self.filters.is_empty()
+                && self.pruned.is_empty()
+                && self.limit.is_none()
+                && self.dynamic.is_empty();
+            stats = stats.with_num_rows(if whole {
                 Precision::Exact(rows)
             } else {
-                Precision::Inexact(rows)
+                Precision::Inexact(self.limit.map_or(rows, |l| l.min(rows)))
             });
         }
         Ok(Arc::new(stats))

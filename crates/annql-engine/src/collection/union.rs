@@ -77,15 +77,20 @@ impl UnionTable {
     /// view, each dataset's cells times the collection's genes).
     pub(crate) fn exact_rows(&self) -> Option<usize> {
         let mut rows = 0usize;
-        for (m, t) in self.members.iter().enumerate() {
-            rows += if self.is_dense() {
-                let d = &self.collection.members[m];
-                usize::try_from(d.n_obs.checked_mul(self.collection.genes.len)?).ok()?
-            } else {
-                t.exact_rows()? as usize
-            };
+        for m in 0..self.members.len() {
+            rows = rows.checked_add(self.member_rows(m)?)?;
         }
         Some(rows)
+    }
+
+    /// Rows of dataset `m`'s part of the table (its cells times the collection's genes for a
+    /// zero-filled view), when cheap to know.
+    pub(crate) fn member_rows(&self, m: usize) -> Option<usize> {
+        if self.is_dense() {
+            let d = &self.collection.members[m];
+            return usize::try_from(d.n_obs.checked_mul(self.collection.genes.len)?).ok();
+        }
+        usize::try_from(self.members[m].exact_rows()?).ok()
     }
 
     /// Whether this is a zero-filled view (`x_dense`).
