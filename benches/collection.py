@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Q1-Q7 over a collection (an atlas split into stores by benches/split_atlas.py) vs the store.
 
-For each query, annql answers it in a cold process over the collection (`ATTACH 'DIR/part*'`) and
-over the unsplit store, --runs times each; reported: the statement's own time (annql's --stats
-line: attaching is not in it), the process's wall time and peak RSS, and the ratio collection /
-store of the statement times (median of the runs). The answers must be the same (sorted CSV).
+For each query, annql answers it in fresh processes over the collection (`ATTACH 'DIR/part*'`) and
+over the unsplit store, --runs processes each (the sides alternating), each process running the
+statement --repeat times; reported: the first statement's time (annql's --stats line: attaching is
+not in it) and the median of the later, warm ones, the ratios collection / store of both (medians
+over the processes), and peak RSS. The answers must be the same (sorted CSV).
 Attaching is timed apart: a process that attaches and answers `SELECT count(*) FROM
 atlas.datasets` (for --attach-only globs, e.g. 200 small stores, only that).
 
@@ -36,10 +37,11 @@ def sql_of(q: str, params: dict) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: lit(params[m.group(1)]), text).strip().rstrip(";")
 
 
-def run(bin_: str, attach: str, sql: str, threads: int | None) -> dict:
-    """One cold process: attach, then `sql`; its statement time, wall, peak RSS and answer."""
+def run(bin_: str, attach: str, sql: str, threads: int | None, repeat: int = 1) -> dict:
+    """One process: attach, then `sql` `repeat` times; the first statement time, the median of
+    the others (warm), wall, peak RSS and the answer."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(attach + ";\n" + sql + ";\n")
+        f.write(attach + ";\n" + (sql + ";\n") * repeat)
         script = f.name
     cmd = ["/usr/bin/time", "-f", "TIME %e %M", bin_, "run", "--stats", "--format", "csv", script]
     if threads:
@@ -50,8 +52,11 @@ def run(bin_: str, attach: str, sql: str, threads: int | None) -> dict:
         sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
     times = [float(m) for m in re.findall(r"^-- \S+: ([0-9.]+)s", p.stderr, re.M)]
     wall, rss = re.search(r"^TIME ([0-9.]+) ([0-9]+)", p.stderr, re.M).groups()
-    return {"statement_s": times[-1], "attach_s": times[0], "wall_s": float(wall),
-            "rss_mb": int(rss) / 1024, "answer": sorted(p.stdout.splitlines())}
+    lines = p.stdout.splitlines()
+    first = lines[: len(lines) // repeat]
+    return {"statement_s": times[1], "warm_s": statistics.median(times[2:]) if repeat > 1 else None,
+            "attach_s": times[0], "wall_s": float(wall), "rss_mb": int(rss) / 1024,
+            "answer": sorted(first)}
 
 
 def main() -> None:
@@ -62,6 +67,8 @@ def main() -> None:
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "target", "debug", "annql"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--repeat", type=int, default=4,
+                    help="statements per process: the first, then warm ones (median reported)")
     ap.add_argument("--queries", default="q1,q2,q3,q4,q5,q6,q7")
     ap.add_argument("--attach-only", action="append", default=[], help="a glob: time attaching it")
     ap.add_argument("--out")
@@ -81,25 +88,33 @@ def main() -> None:
         params = json.load(open(a.params))
         sides = {"collection": f"ATTACH '{a.parts}' AS atlas",
                  "store": f"ATTACH '{a.store}' AS atlas (index 'off')"}
-        print("| query | store s | collection s | ratio | store RSS MB | collection RSS MB |")
-        print("|---|---|---|---|---|---|")
+        print("| query | store s (first) | collection s (first) | ratio | store s (warm) | "
+              "collection s (warm) | ratio | store RSS MB | collection RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for q in a.queries.split(","):
             sql = sql_of(q, params)
             got = {}
-            for side, attach in sides.items():
-                runs = [run(a.bin, attach, sql, a.threads) for _ in range(a.runs)]
-                got[side] = {"statement_s": statistics.median(r["statement_s"] for r in runs),
-                             "runs_s": [r["statement_s"] for r in runs],
-                             "rss_mb": max(r["rss_mb"] for r in runs), "answer": runs[0]["answer"]}
+            runs = {side: [] for side in sides}
+            # The two sides alternate, so that the machine's drift (page cache) falls on both.
+            for _ in range(a.runs):
+                for side, attach in sides.items():
+                    runs[side].append(run(a.bin, attach, sql, a.threads, repeat=a.repeat))
+            for side, rs in runs.items():
+                got[side] = {"statement_s": statistics.median(r["statement_s"] for r in rs),
+                             "warm_s": statistics.median(r["warm_s"] for r in rs),
+                             "runs_s": [r["statement_s"] for r in rs],
+                             "rss_mb": max(r["rss_mb"] for r in rs), "answer": rs[0]["answer"]}
             same = got["collection"]["answer"] == got["store"]["answer"]
             if not same:
                 sys.exit(f"{q}: the collection's answer differs from the store's")
             ratio = got["collection"]["statement_s"] / max(got["store"]["statement_s"], 1e-9)
-            row = {"query": q, "rows": len(got["store"]["answer"]) - 1, "ratio": ratio,
+            warm = got["collection"]["warm_s"] / max(got["store"]["warm_s"], 1e-9)
+            row = {"query": q, "rows": len(got["store"]["answer"]) - 1, "ratio": ratio, "warm_ratio": warm,
                    **{f"{s}_{k}": v for s, d in got.items() for k, v in d.items() if k != "answer"}}
             report["queries"].append(row)
             print(f"| {q} | {got['store']['statement_s']:.3f} | {got['collection']['statement_s']:.3f} | "
-                  f"{ratio:.2f} | {got['store']['rss_mb']:.0f} | {got['collection']['rss_mb']:.0f} |",
+                  f"{ratio:.2f} | {got['store']['warm_s']:.3f} | {got['collection']['warm_s']:.3f} | "
+                  f"{warm:.2f} | {got['store']['rss_mb']:.0f} | {got['collection']['rss_mb']:.0f} |",
                   flush=True)
     if a.out:
         json.dump(report, open(a.out, "w"), indent=1)
