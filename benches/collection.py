@@ -46,14 +46,21 @@ def run(bin_: str, attach: str, sql: str, threads: int | None, repeat: int = 1) 
     cmd = ["/usr/bin/time", "-f", "TIME %e %M", bin_, "run", "--stats", "--format", "csv", script]
     if threads:
         cmd[4:4] = ["--threads", str(threads)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    out = script + ".csv"
+    with open(out, "w") as stdout:
+        p = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
     os.unlink(script)
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
     times = [float(m) for m in re.findall(r"^-- \S+: ([0-9.]+)s", p.stderr, re.M)]
     wall, rss = re.search(r"^TIME ([0-9.]+) ([0-9]+)", p.stderr, re.M).groups()
-    lines = p.stdout.splitlines()
-    first = lines[: len(lines) // repeat]
+    # The first statement's answer (each prints the same lines), sorted and hashed by coreutils:
+    # Q3's answer on atlas-m is tens of millions of lines.
+    lines = int(subprocess.run(["wc", "-l", out], capture_output=True, text=True).stdout.split()[0])
+    digest = subprocess.run(f"head -n {lines // repeat} {out} | LC_ALL=C sort | sha256sum",
+                            shell=True, capture_output=True, text=True).stdout.split()[0]
+    os.unlink(out)
+    first = [str(lines // repeat), digest]
     return {"statement_s": times[1], "warm_s": statistics.median(times[2:]) if repeat > 1 else None,
             "attach_s": times[0], "wall_s": float(wall), "rss_mb": int(rss) / 1024,
             "answer": sorted(first)}
@@ -77,7 +84,11 @@ def main() -> None:
     probe = "SELECT count(*) FROM atlas.datasets"
     for glob in a.attach_only + ([a.parts] if a.parts else []):
         runs = [run(a.bin, f"ATTACH '{glob}' AS atlas", probe, a.threads) for _ in range(a.runs)]
-        n = next(l for l in runs[0]["answer"] if l.isdigit())
+        for r in runs:
+            r["datasets"] = subprocess.run(
+                [a.bin, "run", "--format", "csv", "-c", f"ATTACH '{glob}' AS atlas", "-c", probe],
+                capture_output=True, text=True).stdout.split()[-1]
+        n = runs[0]["datasets"]
         row = {"glob": glob, "datasets": n, "attach_s": statistics.median(r["attach_s"] for r in runs),
                "wall_s": statistics.median(r["wall_s"] for r in runs),
                "rss_mb": max(r["rss_mb"] for r in runs)}
@@ -109,7 +120,7 @@ def main() -> None:
                 sys.exit(f"{q}: the collection's answer differs from the store's")
             ratio = got["collection"]["statement_s"] / max(got["store"]["statement_s"], 1e-9)
             warm = got["collection"]["warm_s"] / max(got["store"]["warm_s"], 1e-9)
-            row = {"query": q, "rows": len(got["store"]["answer"]) - 1, "ratio": ratio, "warm_ratio": warm,
+            row = {"query": q, "rows": int(got["store"]["answer"][0]) - 1, "ratio": ratio, "warm_ratio": warm,
                    **{f"{s}_{k}": v for s, d in got.items() for k, v in d.items() if k != "answer"}}
             report["queries"].append(row)
             print(f"| {q} | {got['store']['statement_s']:.3f} | {got['collection']['statement_s']:.3f} | "

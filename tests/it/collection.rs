@@ -617,3 +617,52 @@ async fn a_collection_is_written_as_anndata_concat_writes_it() {
         .to_string();
     assert!(err.contains("is a collection"), "{err}");
 }
+
+/// `annql serve 'atlas=dir/part*'`: a collection over the PostgreSQL wire, with the answers of
+/// the in-process session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_a_collection() {
+    let a = atlas();
+    let glob = format!("{}/part*", a.parts.display());
+    let config = annql_server::ServerConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        datasets: vec![annql_server::Dataset {
+            name: "atlas".into(),
+            location: PathBuf::from(&glob),
+            options: Default::default(),
+        }],
+        threads: Some(2),
+        ..annql_server::ServerConfig::default()
+    };
+    let server = annql_server::Server::bind(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    let client = crate::common::pg_connect(addr).await.unwrap();
+    let sql = query("q2", &a.answers["params"]);
+    let got: Vec<Value> = client
+        .query(sql.as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| {
+            let cell_type: String = r.get(0);
+            let mean: f64 = r.get(1);
+            serde_json::json!([cell_type, mean])
+        })
+        .collect();
+    let want = keyed(
+        a.answers["queries"]["q2"]["rows"]
+            .as_array()
+            .unwrap()
+            .clone(),
+    );
+    assert_rows(&keyed(got), &want, "q2 over the wire");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM atlas.datasets", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 6);
+}
