@@ -63,7 +63,7 @@ def run(bin_: str, attach: str, sql: str, threads: int | None, repeat: int = 1) 
     first = [str(lines // repeat), digest]
     return {"statement_s": times[1], "warm_s": statistics.median(times[2:]) if repeat > 1 else None,
             "attach_s": times[0], "wall_s": float(wall), "rss_mb": int(rss) / 1024,
-            "answer": sorted(first)}
+            "answer": first}
 
 
 def main() -> None:

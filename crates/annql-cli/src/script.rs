@@ -342,14 +342,18 @@ impl std::fmt::Display for ReadTotals {
     }
 }
 
-/// Read totals of every attached store.
+/// Read totals of every attached store (a collection's: each of its datasets').
 pub fn read_totals(session: &AnnSession) -> ReadTotals {
     let mut t = ReadTotals::default();
-    for store in session
-        .attached_names()
-        .iter()
-        .filter_map(|n| session.store(n))
-    {
+    let mut stores: Vec<Arc<AnnDataStore>> = Vec::new();
+    for name in session.attached_names() {
+        if let Some(store) = session.store(&name) {
+            stores.push(store);
+        } else if let Some(c) = session.collection(&name) {
+            stores.extend(c.members.iter().map(|m| m.store().clone()));
+        }
+    }
+    for store in stores {
         t.requests += store.totals().requests();
         t.bytes += store.totals().bytes();
         t.chunks += store.totals().key_count();

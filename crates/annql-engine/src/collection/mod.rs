@@ -160,6 +160,11 @@ impl Collection {
 }
 
 impl Member {
+    /// Its store.
+    pub fn store(&self) -> &Arc<AnnDataStore> {
+        self.tables.store()
+    }
+
     /// Its table `name`.
     pub(crate) fn table(&self, name: &str) -> Result<Arc<crate::provider::AnnDataTableProvider>> {
         self.tables
