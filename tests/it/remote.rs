@@ -451,3 +451,66 @@ fn unlistable_store_without_consolidated_metadata_is_a_clear_error() {
     assert!(err.contains("chunky.v3.zarr"), "{err}");
     assert!(err.contains("consolidate"), "{err}");
 }
+
+/// `ATTACH 's3://bucket/prefix*'`: a glob over object storage lists the bucket (one level) and
+/// attaches the matching stores as one collection; HTTP, which has no listing, says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_over_s3_attaches_the_stores_it_lists() {
+    let moto = Moto::start();
+    let script = Path::new(crate::common::REPO).join("tests/remote/s3_upload.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(moto.endpoint())
+        .arg("coll")
+        .args(["tiny.v2.zarr", "tiny.v3.zarr"].map(fixture))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = AnnSession::builder()
+        .with_threads(2)
+        .with_storage_options(moto.options())
+        .build()
+        .unwrap();
+    s.sql("ATTACH 's3://coll/tiny.*.zarr' AS c")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let one = |sql: &'static str| {
+        let s = &s;
+        async move {
+            let batches = s
+                .collect(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            crate::common::rows(&batches)
+        }
+    };
+    let names = one("SELECT dataset FROM c.datasets ORDER BY dataset_id").await;
+    assert_eq!(
+        names,
+        vec![
+            serde_json::json!(["tiny_v2"]),
+            serde_json::json!(["tiny_v3"])
+        ]
+    );
+    let n_tiny = expected("tiny")["shape"][0].as_f64().unwrap();
+    let cells = one("SELECT count(*) FROM c.obs").await;
+    assert_eq!(cells[0][0].as_f64(), Some(2.0 * n_tiny));
+    let err = s
+        .sql("ATTACH 's3://coll/none*.zarr' AS d")
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no store matches"), "{err}");
+    let err = s
+        .sql("ATTACH 'http://127.0.0.1:1/x/*.zarr' AS h")
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HTTP has no listing"), "{err}");
+}

@@ -539,8 +539,11 @@ pub fn print_schema(options: &Options, spec: &str) -> Result<()> {
     let mut out = stdout.lock();
     let (name, path) = dataset_spec(spec);
     let started = Instant::now();
-    if let Some(collection) = annql_engine::collection::CollectionSpec::from_location(&path)? {
-        return print_collection(&mut out, &name, &collection, &storage_options(options)?);
+    let storage = storage_options(options)?;
+    if let Some(collection) =
+        annql_engine::collection::CollectionSpec::from_location(&path, &storage)?
+    {
+        return print_collection(&mut out, &name, &collection, &storage);
     }
     let store = Arc::new(
         AnnDataStore::open_with(&path, &storage_options(options)?)

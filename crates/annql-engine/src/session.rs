@@ -316,7 +316,7 @@ impl AnnSession {
         index: &IndexChoice,
     ) -> Result<()> {
         let location = path.as_ref().to_string_lossy().into_owned();
-        if let Some(spec) = CollectionSpec::from_location(&location)? {
+        if let Some(spec) = CollectionSpec::from_location(&location, options)? {
             return self.attach_collection(name, &spec, options);
         }
         let store = Arc::new(AnnDataStore::open_with(&location, options)?);
@@ -404,9 +404,11 @@ impl AnnSession {
             return Ok(self.ctx.read_batch(summary)?);
         }
         if let Some(list) = crate::collection::sources::parse_attach_list(sql)? {
-            let (mut spec, name, mut options) = list;
+            let (paths, name, mut options) = list;
+            let mut spec = CollectionSpec::default();
             spec.take_options(&mut options)?;
             let options = self.storage.with_pairs(options)?;
+            spec.members = CollectionSpec::from_list(&paths, &options)?.members;
             self.attach_collection(&name, &spec, &options)?;
             return Ok(self.ctx.read_empty()?);
         }
@@ -417,9 +419,18 @@ impl AnnSession {
                     name,
                     mut options,
                 } => {
-                    if let Some(mut spec) = CollectionSpec::from_location(&path)? {
-                        spec.take_options(&mut options)?;
+                    if crate::collection::sources::is_collection(&path) {
+                        let mut taken = CollectionSpec::default();
+                        taken.take_options(&mut options)?;
                         let options = self.storage.with_pairs(options)?;
+                        let mut spec = CollectionSpec::from_location(&path, &options)?
+                            .ok_or_else(|| Error::Internal(format!("{path} is no collection")))?;
+                        // Options given in ATTACH win over the collection file's.
+                        if taken.options.var_key.is_some() {
+                            spec.options.var_key = taken.options.var_key;
+                        }
+                        spec.options.skip.extend(taken.options.skip);
+                        spec.options.cast.extend(taken.options.cast);
                         self.attach_collection(&name, &spec, &options)?;
                         return Ok(self.ctx.read_empty()?);
                     }

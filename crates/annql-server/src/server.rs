@@ -80,7 +80,9 @@ impl Server {
                 name: d.name.clone(),
                 source: Box::new(e),
             };
-            if let Some(spec) = CollectionSpec::from_location(&location).map_err(collection)? {
+            if let Some(spec) =
+                CollectionSpec::from_location(&location, &d.options).map_err(collection)?
+            {
                 let threads = config.threads.unwrap_or(4).clamp(4, 16);
                 let opened = Collection::open(&spec, &d.options, &Arc::default(), threads)
                     .map_err(collection)?;

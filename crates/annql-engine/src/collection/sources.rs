@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use annql_store::StorageOptions;
 use annql_store::arrow::datatypes::DataType;
 use serde_json::Value;
 
@@ -48,15 +49,15 @@ pub struct CollectionSpec {
 impl CollectionSpec {
     /// The stores a location names: the matches of a glob, sorted by path, or those a collection
     /// file lists. None if the location is one store.
-    pub fn from_location(location: &str) -> Result<Option<Self>> {
+    pub fn from_location(location: &str, storage: &StorageOptions) -> Result<Option<Self>> {
         if location.ends_with(COLLECTION_FILE) {
-            return read_collection_file(Path::new(location)).map(Some);
+            return read_collection_file(Path::new(location), storage).map(Some);
         }
         if !is_glob(location) {
             return Ok(None);
         }
         Ok(Some(Self {
-            members: expand(location)?
+            members: expand(location, storage)?
                 .into_iter()
                 .map(|location| MemberSource {
                     location,
@@ -68,10 +69,10 @@ impl CollectionSpec {
     }
 
     /// A list of locations (each may be a glob), in the order given.
-    pub fn from_list<S: AsRef<str>>(locations: &[S]) -> Result<Self> {
+    pub fn from_list<S: AsRef<str>>(locations: &[S], storage: &StorageOptions) -> Result<Self> {
         let mut members = Vec::new();
         for l in locations {
-            members.extend(expand_one(l.as_ref())?);
+            members.extend(expand_one(l.as_ref(), storage)?);
         }
         Ok(Self {
             members,
@@ -111,8 +112,13 @@ impl CollectionSpec {
 }
 
 /// An `ATTACH` of a list of stores: `ATTACH ('a.h5ad', 'b.zarr', 'more/*.h5ad') AS name
-/// [(options)]`: the collection, its name (default `collection`) and the options left.
-pub type AttachList = (CollectionSpec, String, Vec<(String, String)>);
+/// [(options)]`: the locations, the name (default `collection`) and the options.
+pub type AttachList = (Vec<String>, String, Vec<(String, String)>);
+
+/// Whether a location names a collection rather than one store: a glob or a collection file.
+pub fn is_collection(location: &str) -> bool {
+    is_glob(location) || location.ends_with(COLLECTION_FILE)
+}
 
 /// Recognises `ATTACH [DATABASE] ('path', …) [AS name] [(key 'value', …)]`; None for any other
 /// statement.
@@ -189,7 +195,7 @@ pub fn parse_attach_list(sql: &str) -> Result<Option<AttachList>> {
     if at < tokens.len() {
         return Err(bad(format!("unexpected {} after the list", tokens[at])));
     }
-    Ok(Some((CollectionSpec::from_list(&paths)?, name, options)))
+    Ok(Some((paths, name, options)))
 }
 
 /// Whether a location is a glob: `*`, `?` or `[` in it.
@@ -197,9 +203,9 @@ pub fn is_glob(location: &str) -> bool {
     location.contains(['*', '?', '['])
 }
 
-fn expand_one(location: &str) -> Result<Vec<MemberSource>> {
+fn expand_one(location: &str, storage: &StorageOptions) -> Result<Vec<MemberSource>> {
     let locations = if is_glob(location) {
-        expand(location)?
+        expand(location, storage)?
     } else {
         vec![location.to_string()]
     };
@@ -212,15 +218,14 @@ fn expand_one(location: &str) -> Result<Vec<MemberSource>> {
         .collect())
 }
 
-/// The stores a local glob matches, sorted by path. `*` and `?` match within one path component;
-/// a directory that matches a component and ends the pattern is a store (a `.zarr`). A glob that
-/// matches nothing is an error, not an empty collection.
-fn expand(pattern: &str) -> Result<Vec<String>> {
+/// The stores a glob matches, sorted by path. `*` and `?` match within one path component;
+/// a directory that matches a component and ends the pattern is a store (a `.zarr`). In object
+/// storage (S3, GCS, Azure: where listing exists) the glob is in the last component and the
+/// prefix before it is listed one level deep. A glob that matches nothing is an error, not an
+/// empty collection.
+fn expand(pattern: &str, storage: &StorageOptions) -> Result<Vec<String>> {
     if annql_store::object::is_remote(pattern) {
-        return Err(Error::Statement(format!(
-            "{pattern}: globs are expanded over local paths only; list a remote collection's \
-             stores (ATTACH ('url1', 'url2') AS name) or name them in a {COLLECTION_FILE} file"
-        )));
+        return expand_remote(pattern, storage);
     }
     let absolute = pattern.starts_with('/');
     let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
@@ -275,6 +280,31 @@ fn expand(pattern: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// [`expand`] in object storage: the entries under the URL's last `/` that match its last
+/// component.
+fn expand_remote(pattern: &str, storage: &StorageOptions) -> Result<Vec<String>> {
+    let (dir, last) = pattern
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .ok_or_else(|| Error::Statement(format!("{pattern}: not a URL with a path")))?;
+    if is_glob(dir) {
+        return Err(Error::Statement(format!(
+            "{pattern}: in object storage a glob may only be in the last path component"
+        )));
+    }
+    let listing = annql_store::object::ObjectStorage::open(dir, storage)?.list_children()?;
+    let mut out: Vec<String> = listing
+        .into_iter()
+        .filter(|name| wildcard(last, name) && !name.starts_with('.'))
+        .map(|name| format!("{dir}/{name}"))
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::Statement(format!("{pattern}: no store matches")));
+    }
+    Ok(out)
+}
+
 /// Whether `name` matches `pattern` (`*` any run, `?` one character, `[abc]` one of a set).
 fn wildcard(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
@@ -296,7 +326,7 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 }
 
 /// Reads a collection file (see the module's documentation).
-fn read_collection_file(path: &Path) -> Result<CollectionSpec> {
+fn read_collection_file(path: &Path, storage: &StorageOptions) -> Result<CollectionSpec> {
     let bad = |why: String| Error::Statement(format!("collection file {}: {why}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let doc: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
@@ -317,7 +347,7 @@ fn read_collection_file(path: &Path) -> Result<CollectionSpec> {
         match d {
             Value::String(p) => spec
                 .members
-                .extend(expand_one(&resolve(p)).map_err(|e| bad(e.to_string()))?),
+                .extend(expand_one(&resolve(p), storage).map_err(|e| bad(e.to_string()))?),
             Value::Object(o) => {
                 let p = o
                     .get("path")

@@ -127,6 +127,33 @@ impl ObjectStorage {
         })
     }
 
+    /// The names directly under this location, one level deep (objects and "directories", as
+    /// `ls` shows them): how a glob over object storage finds its stores. Not available over
+    /// plain HTTP, which has no listing.
+    pub fn list_children(&self) -> Result<Vec<String>> {
+        let remote = |reason: String| Error::Remote {
+            url: self.url.clone(),
+            reason,
+        };
+        if self.url.starts_with("http://") || self.url.starts_with("https://") {
+            return Err(remote(
+                "HTTP has no listing: name the stores (a list, or a collection file)".into(),
+            ));
+        }
+        let (store, prefix) = (self.store.clone(), self.root.clone());
+        let listing =
+            super::fetch::block_on(async move { store.list_with_delimiter(Some(&prefix)).await })
+                .map_err(|e| remote(e.to_string()))?
+                .map_err(|e| remote(format!("cannot list: {e}")))?;
+        let names = listing
+            .common_prefixes
+            .iter()
+            .chain(listing.objects.iter().map(|o| &o.location))
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        Ok(names)
+    }
+
     /// What this store fetched so far.
     pub fn stats(&self) -> &Arc<FetchStats> {
         &self.stats
