@@ -506,7 +506,9 @@ async fn a_glob_over_s3_attaches_the_stores_it_lists() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no store matches"), "{err}");
-    let err = s
+    // (A session of its own: the S3 options above are not HTTP client options.)
+    let plain = AnnSession::builder().with_threads(2).build().unwrap();
+    let err = plain
         .sql("ATTACH 'http://127.0.0.1:1/x/*.zarr' AS h")
         .await
         .map(|_| ())
