@@ -280,7 +280,7 @@ fn write_column(sink: &mut dyn Sink, path: &str, values: &ArrayRef) -> Result<()
             whole(sink, path, dtype, filled, "array")
         }
         t => {
-            let dtype = integer_dtype(t).ok_or_else(refuse)?;
+            let dtype = dtype_of(t).ok_or_else(refuse)?;
             whole(sink, path, dtype, values.clone(), "array")
         }
     }
@@ -411,8 +411,12 @@ fn converting(path: &str) -> impl Fn(annql_store::arrow::error::ArrowError) -> E
     }
 }
 
-fn integer_dtype(t: &DataType) -> Option<DType> {
+/// The stored type of values of Arrow type `t` (numbers and booleans), if annql writes it.
+pub fn dtype_of(t: &DataType) -> Option<DType> {
     Some(match t {
+        DataType::Float32 => DType::Float32,
+        DataType::Float64 => DType::Float64,
+        DataType::Boolean => DType::Bool,
         DataType::Int8 => DType::Int8,
         DataType::Int16 => DType::Int16,
         DataType::Int32 => DType::Int32,

@@ -89,6 +89,7 @@ pub(crate) fn union_columns(
             .iter()
             .enumerate()
             .filter_map(|(m, s)| {
+                // Not found: this dataset lacks the column (it is NULL there).
                 let i = s.index_of(name).ok()?;
                 let f = s.field(i);
                 Some((m, i, f.data_type()))

@@ -108,6 +108,7 @@ impl Collection {
         let mut obs_start = 0;
         for (i, slot) in slots.into_iter().enumerate() {
             let opened = slot
+                // A poisoned slot (its opener panicked) leaves no result: the internal error below.
                 .into_inner()
                 .ok()
                 .flatten()

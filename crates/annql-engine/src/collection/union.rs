@@ -88,8 +88,10 @@ impl UnionTable {
     pub(crate) fn member_rows(&self, m: usize) -> Option<usize> {
         if self.is_dense() {
             let d = &self.collection.members[m];
+            // Past usize: no row count to give (statistics are optional).
             return usize::try_from(d.n_obs.checked_mul(self.collection.genes.len)?).ok();
         }
+        // Likewise.
         usize::try_from(self.members[m].exact_rows()?).ok()
     }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use annql_store::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use annql_store::arrow::compute::{cast, concat_batches, take};
 use annql_store::arrow::datatypes::{DataType, Int64Type};
-use annql_store::{DType, ReadStats, SparseCarry};
-use annql_write::concat::{ArrowFrame, CsrBlock, CsrMatrixOut, write_frames};
+use annql_store::{ReadStats, SparseCarry};
+use annql_write::concat::{ArrowFrame, CsrBlock, CsrMatrixOut, dtype_of, write_frames};
 use annql_write::{ExportOptions, ExportSummary};
 
 use super::subset::ExportRequest;
@@ -259,22 +259,5 @@ fn read(
         row_lengths: lengths,
         indices,
         values,
-    })
-}
-
-fn dtype_of(t: &DataType) -> Option<DType> {
-    Some(match t {
-        DataType::Float32 => DType::Float32,
-        DataType::Float64 => DType::Float64,
-        DataType::Int8 => DType::Int8,
-        DataType::Int16 => DType::Int16,
-        DataType::Int32 => DType::Int32,
-        DataType::Int64 => DType::Int64,
-        DataType::UInt8 => DType::UInt8,
-        DataType::UInt16 => DType::UInt16,
-        DataType::UInt32 => DType::UInt32,
-        DataType::UInt64 => DType::UInt64,
-        DataType::Boolean => DType::Bool,
-        _ => return None,
     })
 }
