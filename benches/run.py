@@ -40,7 +40,9 @@ DEFAULT_DATA_ROOT = os.path.normpath(os.path.join(REPO, "..", "data"))
 
 ALL_QUERIES = ["q1", "q2", "q3", "q4", "q5", "q6", "q7"]
 ANCHOR_SYSTEMS = ["duckdb", "anndata-lazy", "anndata-mem"]
-SIZES = {"s": 50_000, "m": 500_000}
+SIZES = {"s": 50_000, "m": 500_000, "l": 3_000_000}
+# atlas-l (3M cells, ~3.6e9 entries per matrix: int64 indptr, zarr v3 sharded) has its own writer.
+MAKE_ATLAS_L = os.path.join(REPO, "benches", "make_atlas_l.py")
 # Matrix each query scans, and whether it is gene-selective (then the floor that matters is the
 # matrix's indices alone: every stored gene id must be looked at, only a few values).
 SCANS = {
@@ -96,13 +98,18 @@ def ensure_atlas(data: str, size: str | None, data_root: str, fmt: str = "zarr")
     if os.path.exists(path):
         return
     if size is None:
-        sys.exit(f"{path} does not exist (give --size s|m to generate it)")
+        sys.exit(f"{path} does not exist (give --size s|m|l to generate it)")
     os.makedirs(data, exist_ok=True)
     shared = os.path.join(data_root, f"atlas-{size}.{fmt}")
     if not os.path.exists(shared):
         print(f"[setup] generating {shared} ({SIZES[size]} cells, {fmt})", flush=True)
-        subprocess.check_call([sys.executable, MAKE_ATLAS, "--cells", str(SIZES[size]), "--format", fmt,
-                               "--out", shared])
+        if size == "l":
+            if fmt != "zarr":
+                sys.exit("atlas-l is written as zarr v3 only")
+            subprocess.check_call([sys.executable, MAKE_ATLAS_L, "--cells", str(SIZES[size]), "--out", shared])
+        else:
+            subprocess.check_call([sys.executable, MAKE_ATLAS, "--cells", str(SIZES[size]), "--format", fmt,
+                                   "--out", shared])
     os.symlink(os.path.relpath(shared, data), path)
     if os.path.exists(shared + ".info.json"):
         os.symlink(os.path.relpath(shared + ".info.json", data), path + ".info.json")

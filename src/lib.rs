@@ -12,6 +12,7 @@
 //! | `annql-syntax` | (through [`lang`]) | the pipeline language's grammar, AST and diagnostics |
 //! | `annql-lang` | [`lang`] | binds and lowers pipelines to the same plans as SQL; `aql('…')` in SQL |
 //! | `annql-server` | [`server`] (feature `server`) | `annql serve`: the PostgreSQL wire protocol over sessions |
+//! | `annql-cluster` | [`cluster`] (feature `cluster`) | queries on an Apache Ballista cluster: codecs, the scheduler and executor processes, sessions connected to them |
 //! | `annql-cli` | (the `annql` command) | the REPL, batch runs, output formats, `export`, `index`, `serve` |
 //!
 //! [`session`] opens a session with the language installed; [`open`] does the same from a
@@ -19,6 +20,8 @@
 //!
 #![doc = include_str!("../docs/architecture.md")]
 
+#[cfg(feature = "cluster")]
+pub use annql_cluster as cluster;
 pub use annql_engine as engine;
 pub use annql_index as index;
 pub use annql_lang as lang;

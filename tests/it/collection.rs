@@ -16,10 +16,10 @@ use serde_json::Value;
 use crate::common::{REPO, fixture, python, rows};
 
 /// The generated atlas, its split and the reference answers, made once per test run.
-struct Atlas {
-    source: PathBuf,
+pub(crate) struct Atlas {
+    pub(crate) source: PathBuf,
     parts: PathBuf,
-    answers: Value,
+    pub(crate) answers: Value,
 }
 
 fn run_python(args: &[&std::ffi::OsStr]) {
@@ -33,7 +33,7 @@ fn run_python(args: &[&std::ffi::OsStr]) {
     );
 }
 
-fn atlas() -> &'static Atlas {
+pub(crate) fn atlas() -> &'static Atlas {
     static ATLAS: OnceLock<Atlas> = OnceLock::new();
     ATLAS.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -94,7 +94,7 @@ async fn session(name: &str, location: &str) -> AnnSession {
 }
 
 /// Benchmark query `q` (benches/sql) with the parameters the reference computed.
-fn query(q: &str, params: &Value) -> String {
+pub(crate) fn query(q: &str, params: &Value) -> String {
     let sql =
         std::fs::read_to_string(Path::new(REPO).join(format!("benches/sql/{q}.sql"))).unwrap();
     let quote = |v: &Value| format!("'{}'", v.as_str().unwrap().replace('\'', "''"));
@@ -113,7 +113,7 @@ fn query(q: &str, params: &Value) -> String {
 }
 
 /// Rows sorted by their text columns (each answer's key), numbers compared apart.
-fn keyed(mut rows: Vec<Value>) -> Vec<Value> {
+pub(crate) fn keyed(mut rows: Vec<Value>) -> Vec<Value> {
     let key = |r: &Value| -> String {
         r.as_array()
             .unwrap()
@@ -127,7 +127,7 @@ fn keyed(mut rows: Vec<Value>) -> Vec<Value> {
 }
 
 /// Equal rows, numbers within 1e-5 relative (QUERIES.md's tolerance).
-fn assert_rows(got: &[Value], want: &[Value], what: &str) {
+pub(crate) fn assert_rows(got: &[Value], want: &[Value], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: row count");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let (g, w) = (g.as_array().unwrap(), w.as_array().unwrap());
@@ -144,7 +144,7 @@ fn assert_rows(got: &[Value], want: &[Value], what: &str) {
     }
 }
 
-async fn answer(s: &AnnSession, sql: &str) -> Vec<Value> {
+pub(crate) async fn answer(s: &AnnSession, sql: &str) -> Vec<Value> {
     keyed(rows(
         &s.collect(sql)
             .await

@@ -7,6 +7,7 @@
 mod aggregate_export;
 mod cli;
 mod cli_stream;
+mod cluster;
 mod collection;
 mod common;
 mod corpus;

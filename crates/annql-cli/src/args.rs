@@ -59,6 +59,11 @@ pub struct Options {
     /// endpoint, region, skip_signature, allow_http, cache=off, retries, timeout, … (docs/remote.md).
     #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]
     pub storage_options: Vec<String>,
+    /// Run queries on an Apache Ballista cluster of annql processes, given its scheduler
+    /// (`annql scheduler`), e.g. df://127.0.0.1:50050. Every process must see the datasets at
+    /// the same paths (shared storage) or URLs (docs/distributed.md).
+    #[arg(long, global = true, value_name = "df://HOST:PORT")]
+    pub cluster: Option<String>,
 }
 
 /// Subcommands.
@@ -83,6 +88,12 @@ pub enum Command {
     /// Build a gene-major (CSC) copy of a dataset's matrix beside it, out of core, so that
     /// questions about a few genes read only those genes (docs/index.md).
     Index(IndexArgs),
+    /// Run a cluster's scheduler: Apache Ballista's, planning with annql's rules
+    /// (docs/distributed.md).
+    Scheduler(SchedulerArgs),
+    /// Run a cluster executor, which registers with a scheduler and runs its tasks
+    /// (docs/distributed.md).
+    Executor(ExecutorArgs),
     /// Show the plan of a statement, with what is pushed into the scans.
     #[command(after_help = DATASET_FORMS)]
     Explain {
@@ -92,6 +103,50 @@ pub enum Command {
         /// The statement.
         sql: String,
     },
+}
+
+/// `annql scheduler`.
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on (gRPC and Ballista's REST API). Loopback by default: give a
+    /// public address only on a network you trust (the cluster has no authentication).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub bind: std::net::SocketAddr,
+    /// The host executors and clients reach this scheduler by, if not the bound address.
+    #[arg(long)]
+    pub external_host: Option<String>,
+    /// Seconds without a heartbeat before an executor is taken for dead and its tasks rerun.
+    #[arg(long, default_value_t = 180)]
+    pub executor_timeout: u64,
+}
+
+/// `annql executor`.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler, as HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
+    pub scheduler: String,
+    /// Host to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_host: String,
+    /// The host the scheduler and other executors reach this one by, if not the bound host.
+    #[arg(long)]
+    pub external_host: Option<String>,
+    /// Arrow Flight port, results and shuffle data are fetched from.
+    #[arg(long, default_value_t = 50051)]
+    pub flight_port: u16,
+    /// gRPC port the scheduler sends tasks to.
+    #[arg(long, default_value_t = 50052)]
+    pub grpc_port: u16,
+    /// Tasks run at once (default: the cores this process may use).
+    #[arg(long)]
+    pub vcores: Option<usize>,
+    /// Where shuffle files are written (default: a temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<String>,
+    /// Seconds between heartbeats to the scheduler.
+    #[arg(long, default_value_t = 60)]
+    pub heartbeat: u64,
 }
 
 /// `annql run`.

@@ -29,6 +29,9 @@ pub enum CliError {
     /// A pipeline was wrong (rendered diagnostics) or failed.
     #[error("{0}")]
     Lang(#[from] annql_lang::Error),
+    /// Starting a cluster process or connecting to a cluster failed.
+    #[error("{0}")]
+    Cluster(#[from] annql_cluster::Error),
     /// DataFusion failed while streaming or writing.
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),

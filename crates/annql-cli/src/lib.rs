@@ -8,6 +8,8 @@
 pub mod args;
 /// Parquet and Arrow IPC result files, written as the batches arrive.
 pub mod binary;
+/// `annql scheduler` and `annql executor`: the processes of a cluster.
+pub mod cluster;
 /// The CLI's error type.
 pub mod error;
 /// `annql export`: a subset written as a new AnnData store.
@@ -83,6 +85,8 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Serve(serve)) => serve::run(&cli.options, serve).await,
         Some(Command::Export(export)) => export::run(&cli.options, export).await,
         Some(Command::Index(index)) => index::run(&cli.options, index).await,
+        Some(Command::Scheduler(args)) => cluster::scheduler(&cli.options, args).await,
+        Some(Command::Executor(args)) => cluster::executor(&cli.options, args).await,
         Some(Command::Explain { datasets, sql }) => {
             script::explain(&cli.options, &datasets, &sql).await
         }

@@ -20,7 +20,9 @@ use rustyline::{Context, Editor, Helper};
 use crate::args::{Format, Language, Options};
 use crate::error::{CliError, Result};
 use crate::output::{Stop, TableStyle, TextWriter};
-use crate::script::{execute_streaming, open_session, quote, read_totals, split, type_name};
+use crate::script::{
+    execute_streaming, on_cluster, open_session, quote, read_totals, split, type_name,
+};
 
 /// The help shown by `\?`.
 pub const HELP: &str = "\
@@ -179,7 +181,7 @@ struct State {
 /// Runs the REPL until `\q` or Ctrl-D.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub async fn run(options: &Options, datasets: &[String]) -> Result<()> {
-    let session = open_session(options, datasets)?;
+    let session = on_cluster(options, open_session(options, datasets)?).await?;
     let words = Arc::new(Mutex::new(Words::default()));
     let aql = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut state = State {

@@ -161,6 +161,14 @@ pub fn open_session(options: &Options, datasets: &[String]) -> Result<AnnSession
     Ok(session)
 }
 
+/// `session`, its queries run on the cluster `--cluster` names, if any.
+pub async fn on_cluster(options: &Options, session: AnnSession) -> Result<AnnSession> {
+    match &options.cluster {
+        Some(url) => Ok(annql_cluster::connect(session, url)?),
+        None => Ok(session),
+    }
+}
+
 /// The result of one statement: its schema and batches (no schema columns: no result to print).
 pub struct Outcome {
     /// Result schema.
@@ -372,7 +380,7 @@ pub fn read_totals(session: &AnnSession) -> ReadTotals {
 /// `annql run`: every statement of every file, then the `-c` commands.
 #[allow(clippy::print_stderr)]
 pub async fn run_batch(options: &Options, args: RunArgs) -> Result<()> {
-    let session = open_session(options, &args.datasets)?;
+    let session = on_cluster(options, open_session(options, &args.datasets)?).await?;
     let mut sources: Vec<(String, Language, String)> = Vec::new();
     let given = args.lang.unwrap_or(Language::Sql);
     for f in &args.files {
@@ -666,7 +674,7 @@ pub fn type_name(t: &arrow::datatypes::DataType) -> String {
 
 /// `annql explain`.
 pub async fn explain(options: &Options, datasets: &[String], sql: &str) -> Result<()> {
-    let session = open_session(options, datasets)?;
+    let session = on_cluster(options, open_session(options, datasets)?).await?;
     let outcome = execute(&session, Language::Sql, &format!("EXPLAIN {sql}")).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -1,8 +1,10 @@
 //! `annql serve`: reads the options and the catalog file, starts the server, stops on Ctrl-C.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use annql_engine::session::remote::Connector;
 use annql_server::{Dataset, Server, ServerConfig, TlsFiles};
 use annql_store::StorageOptions;
 use annql_store::object::is_remote;
@@ -138,6 +140,13 @@ pub async fn run(options: &Options, args: ServeArgs) -> Result<()> {
         threads: options.threads,
         idle_timeout: args.idle_timeout.map(Duration::from_secs),
         writable_dir: args.writable_dir.clone(),
+        cluster: match &options.cluster {
+            Some(url) => {
+                let cluster: Arc<dyn Connector> = Arc::new(annql_cluster::Cluster::new(url)?);
+                Some(cluster)
+            }
+            None => None,
+        },
         ..ServerConfig::default()
     };
     let names: Vec<String> = config.datasets.iter().map(|d| d.name.clone()).collect();

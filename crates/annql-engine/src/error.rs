@@ -117,6 +117,24 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A table address naming a table the store's model does not have (a plan made against
+    /// another version of the store).
+    #[error("{location}: no table '{table}' in this store")]
+    NoTable {
+        /// The store's path or URL.
+        location: String,
+        /// The table asked for.
+        table: String,
+    },
+    /// A local path that cannot be resolved.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A bug in annql.
     #[error("internal error (this is a bug in annql): {0}")]
     Internal(String),

@@ -27,6 +27,8 @@ pub mod session;
 mod table;
 
 // Plan: the table as DataFusion sees it, and where each filter applies.
+/// Tables as plain data another process opens again (a cluster's scheduler and executors).
+pub mod address;
 /// Many stores queried as one atlas: their tables as unions of each store's.
 pub mod collection;
 /// The fused group-by over a matrix joined to obs/var.

@@ -185,6 +185,21 @@ impl AnnDataTableProvider {
         limit: Option<usize>,
         partitions: usize,
     ) -> Result<AnnDataScanExec> {
+        let params = ScanParams {
+            projection,
+            partitions: self.partition(partitions)?,
+            limit,
+        };
+        self.scan_with(params, physical)
+    }
+
+    /// The scan `params` describe, with exact `filters` (on the table's schema): what
+    /// [`Self::plan_scan`] plans, and what a scan shipped to another process is rebuilt from.
+    pub fn scan_with(
+        &self,
+        params: ScanParams,
+        physical: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    ) -> Result<AnnDataScanExec> {
         let schema = self.schema();
         let filter_columns: Vec<usize> = physical
             .iter()
@@ -193,7 +208,7 @@ impl AnnDataTableProvider {
             .collect();
         if let Some(e) = self
             .table
-            .refusal(projection.iter().copied().chain(filter_columns))
+            .refusal(params.projection.iter().copied().chain(filter_columns))
         {
             return Err(e.into());
         }
@@ -205,11 +220,6 @@ impl AnnDataTableProvider {
                 code_filters.push(Arc::new(c));
             }
         }
-        let params = ScanParams {
-            projection,
-            partitions: self.partition(partitions)?,
-            limit,
-        };
         let exec = AnnDataScanExec::try_new(self.table.clone(), params, physical, code_filters)?;
         Ok(exec.with_row_count(self.exact_rows()))
     }

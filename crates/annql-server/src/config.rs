@@ -64,6 +64,8 @@ pub struct ServerConfig {
     /// The directory `COPY dataset TO 'out.h5ad'` may write in (relative outputs are taken from
     /// it; paths leaving it are refused). None: the server is read-only.
     pub writable_dir: Option<PathBuf>,
+    /// Where sessions' queries run when not in this process: a cluster (`serve --cluster`).
+    pub cluster: Option<std::sync::Arc<dyn annql_engine::session::remote::Connector>>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +83,7 @@ impl Default for ServerConfig {
             idle_timeout: None,
             startup_timeout: Duration::from_secs(10),
             writable_dir: None,
+            cluster: None,
         }
     }
 }

@@ -73,7 +73,13 @@ impl Shared {
             session.attach_collection_schema(name, collection.clone())?;
         }
         catalog::install(session.context(), who, &Settings::for_server(&self.config))?;
-        Ok(session)
+        Ok(match &self.config.cluster {
+            Some(cluster) => {
+                let runner = cluster.runner(&session)?;
+                session.with_remote(runner)
+            }
+            None => session,
+        })
     }
 }
 

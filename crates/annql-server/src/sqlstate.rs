@@ -238,6 +238,9 @@ fn engine_code(e: &annql_engine::Error) -> &'static str {
         E::Harmonise { .. } => "42804",
         // A dataset of a collection: its own error's code.
         E::Dataset { source, .. } => engine_code(source),
+        // A shipped plan naming a table the store no longer has: undefined_table.
+        E::NoTable { .. } => "42P01",
+        E::Io { .. } => IO_ERROR,
         E::Internal(_) => INTERNAL_ERROR,
     }
 }

@@ -29,7 +29,7 @@ use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 
 use super::fold::{choose_fold, run};
-use super::grouping::{Grouping, apply_matrix_filters, collect_side, group};
+use super::grouping::{Grouping, apply_matrix_filters, collect_side, group, keep_rows};
 use super::output::Output;
 use super::rule::{FusedAggregateNode, describe};
 use super::source::FusedMatrix;
@@ -73,8 +73,9 @@ impl ExtensionPlanner for FusedPlanner {
     }
 }
 
-/// The fused group-by operator: one output partition; its children (obs and var sides) are
-/// read whole, then the matrix blocks are folded in parallel.
+/// The fused group-by operator: one output partition per row slice of the matrix (one, unless a
+/// cluster split it); its children (obs and var sides) are read whole, then the slice's blocks
+/// are folded in parallel.
 #[derive(Debug)]
 pub struct FusedAggregateExec {
     spec: Arc<FusedSpec>,
@@ -99,7 +100,7 @@ impl FusedAggregateExec {
     ) -> Result<Self> {
         let cache = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(spec.slices.max(1)),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
@@ -118,6 +119,16 @@ impl FusedAggregateExec {
     /// What the operator computes.
     pub fn spec(&self) -> &FusedSpec {
         &self.spec
+    }
+
+    /// The matrix it folds.
+    pub fn matrix(&self) -> &FusedMatrix {
+        &self.matrix
+    }
+
+    /// The matrix scan's own predicates (on `obs_id`/`var_id`), on the matrix's schema.
+    pub fn matrix_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.matrix_filters
     }
 }
 
@@ -192,12 +203,14 @@ impl ExecutionPlan for FusedAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
+        let slices = self.spec.slices.max(1);
+        if partition >= slices {
             return Err(DataFusionError::Internal(format!(
-                "FusedAggregateExec has one partition, asked for {partition}"
+                "FusedAggregateExec has {slices} partitions, asked for {partition}"
             )));
         }
         let run = Run {
+            slice: partition,
             spec: self.spec.clone(),
             matrix: self.matrix.clone(),
             matrix_filters: self.matrix_filters.clone(),
@@ -218,6 +231,8 @@ impl ExecutionPlan for FusedAggregateExec {
 
 /// Everything one execution needs, moved into its future.
 struct Run {
+    /// The row slice this partition folds.
+    slice: usize,
     spec: Arc<FusedSpec>,
     matrix: FusedMatrix,
     matrix_filters: Vec<Arc<dyn PhysicalExpr>>,
@@ -290,6 +305,10 @@ impl Run {
         let mut genes = group(var_side, self.spec.var_key, &var_keys, by_var_id, n_var)?;
         let schema = self.matrix.schema();
         apply_matrix_filters(&schema, &self.matrix_filters, &mut cells, &mut genes)?;
+        if self.spec.slices > 1 {
+            let rows = self.matrix.slice(self.slice, self.spec.slices, n_obs);
+            keep_rows(&mut cells, rows);
+        }
         Ok((cells, genes))
     }
 }

@@ -167,3 +167,15 @@ pub(super) fn apply_matrix_filters(
     }
     Ok(())
 }
+
+/// Leaves only the cells of `rows` in their groups (a row slice of a split aggregation): the
+/// others are dropped as a matrix filter drops them, so the fold reads only the slice's blocks
+/// and dense counts are the slice's.
+pub(super) fn keep_rows(cells: &mut Grouping, rows: std::ops::Range<usize>) {
+    for (i, slot) in cells.of.iter_mut().enumerate() {
+        if *slot != NONE && !rows.contains(&i) {
+            cells.members[*slot as usize] -= 1;
+            *slot = NONE;
+        }
+    }
+}

@@ -24,14 +24,18 @@ mod output;
 pub mod rule;
 /// What the operator reads: a store's matrix or a collection's, and the tables under the join.
 pub mod source;
+/// The aggregation split into partial states per row slice and a final merge, for a cluster.
+pub mod split;
 
 pub use exec::{FusedAggregateExec, FusedPlanner};
 pub use rule::{FusedAggregateNode, FusedAggregateRule};
+pub use split::FusedSplitRule;
 
 use datafusion::logical_expr::Operator;
+use serde::{Deserialize, Serialize};
 
 /// Where an output group column comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
 pub enum KeySource {
     /// Column `i` of the obs-side input.
     Obs(usize),
@@ -44,7 +48,7 @@ pub enum KeySource {
 }
 
 /// An aggregate function the fused kernel computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
 pub enum AggFunc {
     /// `sum(value)`.
     Sum,
@@ -85,9 +89,10 @@ impl AggFunc {
 }
 
 /// A `FILTER (WHERE value <op> <constant>)` clause.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
 pub struct ValueFilter {
     /// Comparison.
+    #[serde(with = "comparison")]
     pub op: Operator,
     /// Constant compared against.
     pub constant: f64,
@@ -118,7 +123,7 @@ impl std::hash::Hash for ValueFilter {
 }
 
 /// One output aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
 pub struct AggSpec {
     /// The function.
     pub func: AggFunc,
@@ -127,7 +132,7 @@ pub struct AggSpec {
 }
 
 /// What the fused operator computes: plain data, so the plan can be shipped to another executor.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
 pub struct FusedSpec {
     /// Dataset (schema) and table of the matrix, for display.
     pub dataset: String,
@@ -143,4 +148,39 @@ pub struct FusedSpec {
     pub keys: Vec<KeySource>,
     /// The aggregates, in output order.
     pub aggs: Vec<AggSpec>,
+    /// Row slices folded apart, one per output partition: 1 in one process; more when a cluster
+    /// runs the aggregation as partial states per slice and a final merge ([`split`]).
+    pub slices: usize,
+}
+
+/// A FILTER clause's comparison as its SQL symbol (the only operators [`ValueFilter`] holds).
+mod comparison {
+    use datafusion::logical_expr::Operator;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    const OPS: [(Operator, &str); 6] = [
+        (Operator::Gt, ">"),
+        (Operator::GtEq, ">="),
+        (Operator::Lt, "<"),
+        (Operator::LtEq, "<="),
+        (Operator::Eq, "="),
+        (Operator::NotEq, "!="),
+    ];
+
+    pub(super) fn serialize<S: Serializer>(op: &Operator, s: S) -> Result<S::Ok, S::Error> {
+        match OPS.iter().find(|(o, _)| o == op) {
+            Some((_, symbol)) => s.serialize_str(symbol),
+            None => Err(serde::ser::Error::custom(format!(
+                "{op} is not a FILTER comparison"
+            ))),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Operator, D::Error> {
+        let symbol = String::deserialize(d)?;
+        OPS.iter()
+            .find(|(_, s)| *s == symbol)
+            .map(|(o, _)| *o)
+            .ok_or_else(|| D::Error::custom(format!("'{symbol}' is not a FILTER comparison")))
+    }
 }

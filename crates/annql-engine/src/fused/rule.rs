@@ -153,8 +153,13 @@ pub(crate) fn describe(spec: &FusedSpec) -> String {
             }
         })
         .collect();
+    let slices = if spec.slices > 1 {
+        format!(", row_slices={} (partial states)", spec.slices)
+    } else {
+        String::new()
+    };
     format!(
-        "matrix={}.{}{}, keys=[{}], aggs=[{}]",
+        "matrix={}.{}{}, keys=[{}], aggs=[{}]{slices}",
         spec.dataset,
         spec.table,
         if spec.dense { " (dense)" } else { "" },
@@ -228,6 +233,7 @@ fn match_aggregate(agg: &Aggregate) -> Option<FusedAggregateNode> {
             var_key,
             keys,
             aggs,
+            slices: 1,
         },
         matrix: matrix.fused,
         matrix_filters,

@@ -73,6 +73,18 @@ impl FusedMatrix {
             .map_err(store_err)
     }
 
+    /// The rows of slice `k` of `slices` over `n_obs` cells: contiguous, cut at the matrix's
+    /// block boundaries so that no block is read by two slices.
+    pub(crate) fn slice(&self, k: usize, slices: usize, n_obs: u64) -> std::ops::Range<usize> {
+        let step = match self {
+            Self::Table(t) => t.block_rows.max(1),
+            Self::Collection(_) => 1,
+        };
+        let blocks = n_obs.div_ceil(step);
+        let cut = |k: usize| ((blocks * k as u64 / slices as u64) * step).min(n_obs) as usize;
+        cut(k)..cut(k + 1)
+    }
+
     /// Where the CSC copies are, for `EXPLAIN`.
     pub(crate) fn csc_copy_location(&self) -> Option<String> {
         match self {

@@ -62,6 +62,11 @@ impl SidecarCopy {
         &self.copy.path
     }
 
+    /// Where the sidecar (the gene index) is.
+    pub(crate) fn index_location(&self) -> &str {
+        &self.copy.location
+    }
+
     /// Where the copy is, for `EXPLAIN`: `<sidecar>:/X`.
     pub(crate) fn describe(&self) -> String {
         format!("{}:/{}", self.copy.location, self.copy.path)

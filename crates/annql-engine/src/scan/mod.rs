@@ -150,6 +150,11 @@ impl AnnDataScanExec {
         &self.params
     }
 
+    /// The static predicates, on the table schema (all applied exactly).
+    pub fn filters(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.filters
+    }
+
     /// Dynamic filters absorbed from joins.
     pub fn dynamic_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
         &self.dynamic_filters

@@ -255,6 +255,11 @@ impl AnnTable {
         })
     }
 
+    /// Where the gene index of this table's sidecar copy is, if it has one.
+    pub(crate) fn sidecar_index(&self) -> Option<&str> {
+        self.sidecar.as_deref().map(SidecarCopy::index_location)
+    }
+
     /// Uses `sidecar`'s copy for gene-selective reads of this matrix, unless the store has its
     /// own copy (which needs no check) or the sidecar's cannot stand in for it (another value
     /// type, an element annql cannot read).
