@@ -44,6 +44,8 @@ pub async fn executor(options: &Options, args: ExecutorArgs) -> Result<()> {
         vcores: args.vcores.unwrap_or(defaults.vcores),
         work_dir: args.work_dir,
         heartbeat_seconds: args.heartbeat,
+        // `--memory-limit 0`: Ballista's default, a share of the machine's memory.
+        memory_limit: options.memory_limit.map(|m| m as u64),
         storage: storage_options(options)?,
     })
     .await?;

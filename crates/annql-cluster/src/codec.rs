@@ -71,8 +71,11 @@ fn frame(tag: Tag, json: &impl Serialize, blobs: &[Vec<u8>], buf: &mut Vec<u8>) 
     Ok(())
 }
 
+/// A payload read back: its tag and its sections (the description first).
+type Payload<'a> = (Tag, Vec<&'a [u8]>);
+
 /// A payload's tag and sections, or None for bytes that are not annql's.
-fn unframe(buf: &[u8]) -> Result<Option<(Tag, Vec<&[u8]>)>> {
+fn unframe(buf: &[u8]) -> Result<Option<Payload<'_>>> {
     let Some(rest) = buf.strip_prefix(MAGIC.as_slice()) else {
         return Ok(None);
     };

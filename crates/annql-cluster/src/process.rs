@@ -105,6 +105,9 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     Ok(())
 }
 
+/// An executor's memory per vcore when none is given.
+pub const DEFAULT_MEMORY_PER_VCORE: u64 = 2 << 30;
+
 /// How to run an executor.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
@@ -126,6 +129,10 @@ pub struct ExecutorOptions {
     pub work_dir: Option<String>,
     /// Seconds between heartbeats to the scheduler (Ballista: 60).
     pub heartbeat_seconds: u64,
+    /// Memory the executor's tasks may hold together (split evenly between its vcores; sorts,
+    /// joins and aggregates spill or fail beyond it). Default 2 GiB per vcore; 0: none (Ballista's
+    /// share of the machine's memory).
+    pub memory_limit: Option<u64>,
     /// How remote stores are reached.
     pub storage: StorageOptions,
 }
@@ -142,6 +149,7 @@ impl Default for ExecutorOptions {
             vcores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             work_dir: None,
             heartbeat_seconds: 60,
+            memory_limit: None,
             storage: StorageOptions::default(),
         }
     }
@@ -167,6 +175,12 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         vcores: options.vcores,
         work_dir: options.work_dir,
         executor_heartbeat_interval_seconds: options.heartbeat_seconds,
+        // Bounded by default, as a session in one process is (`--memory-limit`).
+        memory_pool_size: match options.memory_limit {
+            Some(0) => None,
+            Some(bytes) => Some(bytes),
+            None => Some(DEFAULT_MEMORY_PER_VCORE * options.vcores as u64),
+        },
         override_logical_codec: Some(logical),
         override_physical_codec: Some(physical),
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,

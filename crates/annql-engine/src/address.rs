@@ -49,13 +49,16 @@ fn absolute(location: &str) -> Result<String> {
     Ok(full.to_string_lossy().into_owned())
 }
 
+/// A store's location and the gene index it is read through.
+type StoreKey = (String, Option<String>);
+
 /// Stores opened by address, once each: an executor runs many tasks over the same stores, and
 /// opening one reads its metadata.
 #[derive(Debug)]
 pub struct StoreCache {
     options: StorageOptions,
     progress: Arc<Progress>,
-    schemas: Mutex<HashMap<(String, Option<String>), Arc<AnnDataSchemaProvider>>>,
+    schemas: Mutex<HashMap<StoreKey, Arc<AnnDataSchemaProvider>>>,
 }
 
 impl StoreCache {
