@@ -61,7 +61,7 @@ def peak_rss_mib(pid: int) -> float | None:
 
 
 class Cluster:
-    def __init__(self, annql: str, cores: list[int], work: str):
+    def __init__(self, annql: str, cores: list[int], work: str, memory: str | None):
         self.port = free_port()
         self.procs = [subprocess.Popen([annql, "scheduler", "--bind", f"127.0.0.1:{self.port}"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
@@ -72,7 +72,8 @@ class Cluster:
             os.makedirs(d, exist_ok=True)
             p = subprocess.Popen(["taskset", "-c", str(core), annql, "executor", "--scheduler",
                                   f"127.0.0.1:{self.port}", "--flight-port", str(free_port()),
-                                  "--grpc-port", str(free_port()), "--vcores", "1", "--work-dir", d],
+                                  "--grpc-port", str(free_port()), "--vcores", "1", "--work-dir", d]
+                                 + (["--memory-limit", memory] if memory else []),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.procs.append(p)
             self.executors.append(p)
@@ -118,6 +119,11 @@ def main() -> None:
     ap.add_argument("--annql", required=True)
     ap.add_argument("--queries", default="q3,q7")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--executor-memory", default=None,
+                    help="each executor's --memory-limit (default: annql's, 2 GiB per vcore)")
+    ap.add_argument("--count-only", action="store_true",
+                    help="time `SELECT count(*) FROM (query)`: the query computed in full, its answer "
+                         "not sent to the client")
     ap.add_argument("--out")
     a = ap.parse_args()
     atlas = os.path.realpath(os.path.join(a.data, "atlas.zarr"))
@@ -126,6 +132,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for q in a.queries.split(","):
             sql = render_sql(q, params)
+            if a.count_only:
+                body = "\n".join(l for l in sql.splitlines() if not l.lstrip().startswith("--"))
+                sql = f"SELECT count(*) AS n FROM ({body.strip().rstrip(';')}) answer;"
             path = os.path.join(work, f"{q}.sql")
             with open(path, "w") as f:
                 f.write(sql)
@@ -139,7 +148,7 @@ def main() -> None:
                                  "median": round(statistics.median(r[0] for r in runs), 2),
                                  "peak_rss_mib": round(max(r[1] for r in runs))}
             for name, cores in (("1 executor", [0]), ("2 executors", [0, 1])):
-                c = Cluster(a.annql, cores, work)
+                c = Cluster(a.annql, cores, work, a.executor_memory)
                 try:
                     cmd = [a.annql, "run", "--cluster", f"df://127.0.0.1:{c.port}", "--threads", "2",
                            "-d", f"atlas={atlas}", "--format", "arrow", "-o", out, path]
