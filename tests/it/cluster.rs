@@ -12,7 +12,7 @@ use annql::engine::AnnSession;
 use serde_json::Value;
 
 use crate::collection::{answer, assert_rows, atlas, keyed, query};
-use crate::common::rows;
+use crate::common::{fixture, rows};
 
 /// A free loopback port (bound and released: another process could take it between, which the
 /// start-up check below would report).
@@ -280,4 +280,48 @@ async fn an_executor_killed_mid_query_gives_the_answer_or_an_error_within_60_s()
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqllogictest_suite_on_a_cluster_answers_as_in_process() {
+    let a = atlas();
+    let cluster = Cluster::start(2, 180);
+    // Executors registered before the suite starts.
+    session(&a.source.to_string_lossy(), Some(&cluster), 2).await;
+    let mut failures = Vec::new();
+    for file in crate::slt::files() {
+        // Plans are the client's and the cluster's own: EXPLAIN records differ by design and
+        // are left out (explain.slt is all EXPLAIN).
+        if file.file_name().is_some_and(|n| n == "explain.slt") {
+            continue;
+        }
+        let url = cluster.url();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let url = url.clone();
+            async move {
+                let s = annql::open(AnnSession::builder().with_threads(2))?;
+                let s = annql::cluster::connect(s, &url)
+                    .map_err(|e| annql::engine::Error::Statement(e.to_string()))?;
+                Ok(crate::slt::AnnDb::new(s))
+            }
+        });
+        runner.set_var("TINY".into(), fixture("tiny.v2.zarr").display().to_string());
+        runner.set_var(
+            "CHUNKY".into(),
+            fixture("chunky.v2.zarr").display().to_string(),
+        );
+        let records = sqllogictest::parse_file::<sqllogictest::DefaultColumnType>(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for record in records {
+            if let sqllogictest::Record::Query { sql, .. } = &record
+                && sql.trim_start().to_ascii_uppercase().starts_with("EXPLAIN")
+            {
+                continue;
+            }
+            if let Err(e) = runner.run_async(record).await {
+                failures.push(format!("{}: {e}", file.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

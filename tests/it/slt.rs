@@ -21,6 +21,13 @@ pub struct AnnDb {
     session: AnnSession,
 }
 
+impl AnnDb {
+    /// A connection over `session` (the cluster tests run the suite through a cluster's).
+    pub fn new(session: AnnSession) -> Self {
+        Self { session }
+    }
+}
+
 #[async_trait]
 impl sqllogictest::AsyncDB for AnnDb {
     type Error = annql::engine::Error;

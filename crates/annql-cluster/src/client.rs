@@ -54,7 +54,18 @@ impl Cluster {
             // Hash joins, as in one process. Ballista's default, sort-merge joins, sorts
             // categorical columns, and concatenating their dictionaries overflows the 8-bit keys
             // anndata's codes have ("Dictionary key bigger than the key type").
-            .set_bool("datafusion.optimizer.prefer_hash_join", true);
+            .set_bool("datafusion.optimizer.prefer_hash_join", true)
+            // Partitioned hash joins only: Ballista's planner demotes a collect-left join it
+            // will not broadcast to a partitioned one without repartitioning what sits above
+            // it, and a global aggregate above then answered once per partition.
+            .set_u64(
+                "datafusion.optimizer.hash_join_single_partition_threshold",
+                0,
+            )
+            .set_u64(
+                "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+                0,
+            );
         // The fused aggregation is planned on the scheduler, which splits it across executors.
         let rules = state
             .optimizers()
