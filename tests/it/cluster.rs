@@ -325,3 +325,89 @@ async fn the_sqllogictest_suite_on_a_cluster_answers_as_in_process() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_runs_its_clients_queries_on_the_cluster() {
+    use annql::server::{Dataset, Server, ServerConfig};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tokio_postgres::SimpleQueryMessage;
+
+    let a = atlas();
+    let cluster = Cluster::start(2, 180);
+    let location = a.source.to_string_lossy().into_owned();
+    let here = session(&location, None, 2).await;
+    // Executors registered before the server's first query.
+    session(&location, Some(&cluster), 2).await;
+    let config = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        datasets: vec![Dataset {
+            name: "atlas".into(),
+            location: a.source.clone(),
+            options: Default::default(),
+        }],
+        threads: Some(2),
+        cluster: Some(Arc::new(
+            annql::cluster::Cluster::new(&cluster.url()).unwrap(),
+        )),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).await.expect("server starts");
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    let client = crate::common::pg_connect(addr).await.unwrap();
+    let text = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .into_iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // A psql-style catalog query runs in the server; the question runs on the cluster.
+    assert!(
+        !text("SELECT relname FROM pg_catalog.pg_class LIMIT 1")
+            .await
+            .is_empty()
+    );
+    let sql = "SELECT o.cell_type, count(*) AS n FROM atlas.layers_counts c \
+               JOIN atlas.obs o USING (obs_id) GROUP BY o.cell_type ORDER BY o.cell_type";
+    let mut want: Vec<Vec<String>> = rows(&here.collect(sql).await.unwrap())
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string().trim_end_matches(".0").to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    want.sort();
+    let mut got = text(
+        "SELECT o.cell_type, count(*) AS n FROM atlas.layers_counts c \
+         JOIN atlas.obs o USING (obs_id) GROUP BY o.cell_type ORDER BY o.cell_type",
+    )
+    .await;
+    got.sort();
+    assert_eq!(got, want);
+    let plan = text(
+        "EXPLAIN ANALYZE SELECT o.cell_type, count(*) AS n FROM atlas.layers_counts c \
+         JOIN atlas.obs o USING (obs_id) GROUP BY o.cell_type",
+    )
+    .await;
+    assert!(format!("{plan:?}").contains("SuccessfulStage"), "{plan:?}");
+}

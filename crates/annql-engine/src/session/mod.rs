@@ -86,6 +86,20 @@ impl AnnSession {
         self
     }
 
+    /// The context `plan` runs in: the remote one (a cluster's) when the session has one and
+    /// the plan can be shipped, else this process's (with a warning saying why, for a plan a
+    /// remote session cannot run). Front-ends that plan with [`Self::plan_statement`] execute
+    /// through it.
+    pub fn execution_context(&self, plan: &LogicalPlan) -> SessionContext {
+        if let Some(remote) = &self.remote {
+            match remote.why_local(plan) {
+                None => return remote.context().clone(),
+                Some(why) => log::warn!("running in this process, not on the cluster: {why}"),
+            }
+        }
+        self.ctx.clone()
+    }
+
     /// The DataFusion context, for anything annql does not wrap.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
@@ -339,13 +353,10 @@ impl AnnSession {
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
         let plan = self.plan_statement(statement).await?;
-        if let Some(remote) = &self.remote {
-            match remote.why_local(&plan) {
-                None => return Ok(remote.context().execute_logical_plan(plan).await?),
-                Some(why) => log::warn!("running in this process, not on the cluster: {why}"),
-            }
-        }
-        Ok(self.ctx.execute_logical_plan(plan).await?)
+        Ok(self
+            .execution_context(&plan)
+            .execute_logical_plan(plan)
+            .await?)
     }
 
     /// Runs `CREATE GENE INDEX` / `DROP GENE INDEX` (see [`crate::gene_index::sql`]): the

@@ -381,7 +381,7 @@ impl Connection {
         let batches: Vec<RecordBatch> = self
             .shared
             .queries
-            .execute(session.context().clone(), plan)
+            .execute(session.execution_context(&plan), plan)
             .await
             .map_err(|e| sqlstate::from_datafusion(&e))?
             .try_collect()

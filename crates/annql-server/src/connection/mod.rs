@@ -259,7 +259,7 @@ impl Connection {
         let started = async {
             self.shared
                 .queries
-                .execute(session.context().clone(), plan)
+                .execute(session.execution_context(&plan), plan)
                 .await
                 .map_err(|e| sqlstate::from_datafusion(&e))
         };

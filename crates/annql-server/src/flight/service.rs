@@ -81,7 +81,7 @@ impl AnnqlFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let token = session.start(&run);
         let guard = Running { session, run };
-        let ctx = guard.session.session.context().clone();
+        let ctx = guard.session.session.execution_context(&plan);
         let started = self.shared.queries.execute(ctx, plan);
         let batches = tokio::select! {
             r = started => r.map_err(|e| status::from_error(&e))?,
