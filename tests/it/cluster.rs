@@ -411,3 +411,43 @@ async fn a_server_runs_its_clients_queries_on_the_cluster() {
     .await;
     assert!(format!("{plan:?}").contains("SuccessfulStage"), "{plan:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clusters_categorical_answer_is_written_as_an_arrow_file() {
+    let a = atlas();
+    let cluster = Cluster::start(1, 180);
+    let location = a.source.to_string_lossy().into_owned();
+    // Executors registered before the run.
+    session(&location, Some(&cluster), 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("answer.arrow");
+    let sql = "SELECT o.donor_id, o.cell_type, c.var_id, sum(c.value) AS s \
+               FROM atlas.layers_counts c JOIN atlas.obs o USING (obs_id) GROUP BY 1, 2, 3";
+    // The cluster's batches come with categoricals decoded; the file has one dictionary each.
+    let run = Command::new(env!("CARGO_BIN_EXE_annql"))
+        .args(["run", "--cluster", &cluster.url(), "--threads", "2"])
+        .args([
+            "-d",
+            &format!("atlas={location}"),
+            "--format",
+            "arrow",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let file = std::fs::File::open(&out).unwrap();
+    let reader =
+        annql::engine::datafusion::arrow::ipc::reader::FileReader::try_new(file, None).unwrap();
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
+    let mut got = rows(&batches);
+    got.sort_by_key(|r| r.to_string());
+    let here = session(&location, None, 2).await;
+    assert_rows(&got, &sorted(&here, sql).await, "the Arrow file");
+}

@@ -95,8 +95,21 @@ impl Dictionaries {
             .zip(self.schema.fields())
             .zip(&mut self.columns)
         {
+            let string_dictionary = matches!(
+                c.data_type(),
+                DataType::Dictionary(_, v) if v.as_ref() == &DataType::Utf8
+            );
             cols.push(match written {
-                Some(w) if c.data_type() == f.data_type() => w.remap(c, f)?,
+                Some(w) if c.data_type() == f.data_type() => w.remap(c, f, true)?,
+                // Another key type: re-keyed onto the file's dictionary, never cast with its own.
+                Some(w) if string_dictionary => w.remap(c, f, false)?,
+                // Plain strings where the plan has a categorical (a cluster's batches, decoded
+                // by its exchanges): encoded, then re-keyed onto the file's dictionary.
+                Some(w) if c.data_type() == &DataType::Utf8 => {
+                    let int32 =
+                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                    w.remap(&cast(c, &int32)?, f, false)?
+                }
                 _ if c.data_type() == f.data_type() => c.clone(),
                 _ => cast(c, f.data_type())?,
             });
@@ -107,14 +120,16 @@ impl Dictionaries {
 
 impl Written {
     /// `column` (a string dictionary) with keys into the values written so far, which grow by
-    /// the values it lacks.
-    fn remap(&mut self, column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    /// the values it lacks. `same_type`: the column has the field's type, so it may pass as it
+    /// is when its dictionary is the one written.
+    fn remap(&mut self, column: &ArrayRef, field: &Field, same_type: bool) -> Result<ArrayRef> {
         use arrow::array::{Array, AsArray, Int64Array, StringArray, make_array};
         use arrow::datatypes::Int64Type;
         let dict = column.as_any_dictionary();
         let values = dict.values();
         // The dictionary of the last batch again (a scan's, or a fused aggregate's categories).
         if let Some(same) = &self.same
+            && same_type
             && (Arc::ptr_eq(same, values) || same.to_data() == values.to_data())
         {
             return Ok(column.clone());
@@ -144,7 +159,7 @@ impl Written {
                 .iter()
                 .enumerate()
                 .all(|(i, &p)| p == i as i64);
-        if identity {
+        if identity && same_type {
             self.same = Some(values.clone());
             return Ok(column.clone());
         }
