@@ -235,10 +235,9 @@ async fn a_query_a_cluster_cannot_run_runs_here() {
     assert_eq!(got[0][0].as_f64(), a.answers["n_obs"].as_f64(), "{got:?}");
 }
 
-// Known defect, so not run by CI: after Ballista 55 resets the stages of a lost executor, the
-// rerun sometimes counts part of a stage's output twice (one run in two here gave sums 13/11 of
-// the right ones; docs/distributed.md). Run it with `--ignored`.
-#[ignore = "Ballista 55's rerun after a lost executor can inflate answers (docs/distributed.md)"]
+// Ballista 55's rerun of a stage after a lost executor counts part of the stage's output twice
+// (before annql's scheduler refused such jobs, three runs in four here gave inflated sums); the
+// scheduler now fails those jobs (`annql_cluster::rerun`, docs/distributed.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_killed_mid_query_gives_the_answer_or_an_error_within_60_s() {
     let a = atlas();
@@ -259,13 +258,14 @@ async fn an_executor_killed_mid_query_gives_the_answer_or_an_error_within_60_s()
     );
     let want = answer(&here, &sql).await;
     let started = Instant::now();
+    let query = sql.clone();
     let running = tokio::spawn(async move {
-        let out = there.collect(&sql).await;
+        let out = there.collect(&query).await;
         (out, there)
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.kill_executor(0);
-    let (out, _there) = tokio::time::timeout(Duration::from_secs(60), running)
+    let (out, there) = tokio::time::timeout(Duration::from_secs(60), running)
         .await
         .expect("the query neither answered nor failed within 60 s of the kill")
         .unwrap();
@@ -278,6 +278,9 @@ async fn an_executor_killed_mid_query_gives_the_answer_or_an_error_within_60_s()
                 "the query failed after the kill ({:?}): {msg}",
                 started.elapsed()
             );
+            // As the error advises: asked again, the surviving executor answers.
+            let again = there.collect(&sql).await.expect("the query asked again");
+            assert_rows(&keyed(rows(&again)), &want, "asked again after the kill");
         }
     }
 }

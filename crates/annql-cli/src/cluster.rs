@@ -1,7 +1,9 @@
 //! `annql scheduler` and `annql executor`: Apache Ballista's processes with annql's planner and
 //! codecs (docs/distributed.md).
 
-use annql_cluster::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+use annql_cluster::{
+    ExecutorOptions, SchedulerOptions, parse_host_port, run_executor, run_scheduler,
+};
 
 use crate::args::{ExecutorArgs, Options, SchedulerArgs};
 use crate::error::{CliError, Result};
@@ -23,16 +25,12 @@ pub async fn scheduler(options: &Options, args: SchedulerArgs) -> Result<()> {
 
 /// Runs an executor until stopped.
 pub async fn executor(options: &Options, args: ExecutorArgs) -> Result<()> {
-    let (host, port) = args
-        .scheduler
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "--scheduler expects HOST:PORT, got {:?}",
-                args.scheduler
-            ))
-        })?;
+    let (host, port) = parse_host_port(&args.scheduler).ok_or_else(|| {
+        CliError::Usage(format!(
+            "--scheduler expects HOST:PORT, got {:?}",
+            args.scheduler
+        ))
+    })?;
     let defaults = ExecutorOptions::default();
     run_executor(ExecutorOptions {
         scheduler_host: host,

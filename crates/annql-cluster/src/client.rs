@@ -101,18 +101,17 @@ pub fn connect(session: AnnSession, url: &str) -> Result<AnnSession> {
 
 /// The scheduler's host and port in a `df://HOST:PORT` address.
 pub fn parse_address(url: &str) -> Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("df://")
-        .ok_or_else(|| Error::Address(url.into()))?;
-    let (host, port) = rest
-        .trim_end_matches('/')
-        .rsplit_once(':')
-        .ok_or_else(|| Error::Address(url.into()))?;
-    let port = port.parse().map_err(|_| Error::Address(url.into()))?;
-    if host.is_empty() {
-        return Err(Error::Address(url.into()));
-    }
-    Ok((host.to_string(), port))
+    url.strip_prefix("df://")
+        .and_then(|rest| parse_host_port(rest.trim_end_matches('/')))
+        .ok_or_else(|| Error::Address(url.into()))
+}
+
+/// `HOST:PORT` (a non-empty host, a port that fits 16 bits), or None: callers say which
+/// address was wrong and how it should look.
+pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 #[cfg(test)]

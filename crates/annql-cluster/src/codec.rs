@@ -108,10 +108,6 @@ fn json<T: for<'de> Deserialize<'de>>(section: &[u8]) -> Result<T> {
     serde_json::from_slice(section).map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
-fn engine(e: annql_engine::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
 /// A scan's parameters.
 #[derive(Serialize, Deserialize)]
 struct ScanWire {
@@ -185,7 +181,7 @@ impl LogicalExtensionCodec for AnnLogicalCodec {
             )));
         }
         let address: TableAddress = json(sections[0])?;
-        let provider = self.stores.provider(&address).map_err(engine)?;
+        let provider = self.stores.provider(&address)?;
         // The client planned against the store as it saw it; a store changed since (or another
         // file at the same path) is refused, not read with the wrong columns.
         if provider.schema().fields() != schema.fields() {
@@ -205,7 +201,7 @@ impl LogicalExtensionCodec for AnnLogicalCodec {
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         match node.downcast_ref::<AnnDataTableProvider>() {
-            Some(p) => frame(Tag::Table, &p.address().map_err(engine)?, &[], buf),
+            Some(p) => frame(Tag::Table, &p.address()?, &[], buf),
             None => self.inner.try_encode_table_provider(table_ref, node, buf),
         }
     }
@@ -269,7 +265,7 @@ impl AnnPhysicalCodec {
     fn encode_scan(&self, scan: &AnnDataScanExec, buf: &mut Vec<u8>) -> Result<()> {
         let params = scan.params();
         let wire = ScanWire {
-            address: scan.address().map_err(engine)?,
+            address: scan.address()?,
             projection: params.projection.clone(),
             partitions: params
                 .partitions
@@ -284,7 +280,7 @@ impl AnnPhysicalCodec {
 
     fn decode_scan(&self, sections: &[&[u8]], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
         let wire: ScanWire = json(sections[0])?;
-        let provider = self.stores.provider(&wire.address).map_err(engine)?;
+        let provider = self.stores.provider(&wire.address)?;
         let filters = self.parse_exprs(&sections[1..], ctx, &provider.schema())?;
         let params = ScanParams {
             projection: wire.projection,
@@ -301,7 +297,7 @@ impl AnnPhysicalCodec {
     fn encode_fused(&self, fused: &FusedAggregateExec, buf: &mut Vec<u8>) -> Result<()> {
         let spec = fused.spec().clone();
         let wire = FusedWire {
-            address: fused.matrix().address().map_err(engine)?,
+            address: fused.matrix().address()?,
             obs: spec.obs_key.is_some(),
             var: spec.var_key.is_some(),
             spec,
@@ -325,7 +321,7 @@ impl AnnPhysicalCodec {
         let schema = datafusion_proto::protobuf::Schema::decode(*schema_blob)
             .map_err(|e| DataFusionError::Plan(format!("annql fused payload: {e}")))?;
         let schema: Schema = (&schema).try_into()?;
-        let provider = self.stores.provider(&wire.address).map_err(engine)?;
+        let provider = self.stores.provider(&wire.address)?;
         let filters = self.parse_exprs(&sections[2..], ctx, &provider.schema())?;
         let mut it = inputs.iter().cloned();
         let obs = if wire.obs { it.next() } else { None };

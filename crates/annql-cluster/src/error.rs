@@ -18,6 +18,9 @@ pub enum Error {
     /// A cluster address that is not `df://HOST:PORT`.
     #[error("{0}: not a cluster address (expected df://HOST:PORT, e.g. df://127.0.0.1:50050)")]
     Address(String),
+    /// The scheduler's gRPC service could not listen or stopped.
+    #[error("scheduler service at {0}: {1}")]
+    Serve(std::net::SocketAddr, std::io::Error),
     /// Options that cannot run.
     #[error("{0}")]
     Options(String),

@@ -16,9 +16,11 @@ pub mod codec;
 pub mod error;
 /// The scheduler and executor processes.
 pub mod process;
+/// Jobs whose stages Ballista ran again reported as failed, not answered.
+pub mod rerun;
 /// One task per partition of annql's operators.
 pub mod slice;
 
-pub use client::{Cluster, connect, parse_address};
+pub use client::{Cluster, connect, parse_address, parse_host_port};
 pub use error::{Error, Result};
 pub use process::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};

@@ -13,16 +13,19 @@ use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::{
     ballista_aggregate_functions, ballista_scalar_functions, ballista_window_functions,
 };
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::scheduler_process::create_scheduler;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use crate::codec::{AnnLogicalCodec, AnnPhysicalCodec};
 use crate::error::{Error, Result};
+use crate::rerun::RerunGuard;
 use crate::slice::SlicePartitions;
 
 /// The codecs of one process, sharing its opened stores.
@@ -37,7 +40,7 @@ pub(crate) fn codecs(storage: StorageOptions) -> (Arc<AnnLogicalCodec>, Arc<AnnP
 /// How to run a scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
-    /// Address to listen on (gRPC and the REST API); default loopback, port 50050.
+    /// Address to listen on (gRPC); default loopback, port 50050.
     pub bind: SocketAddr,
     /// How executors and clients reach this scheduler, if not by the bound address.
     pub external_host: Option<String>,
@@ -100,9 +103,28 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     // Executors ask for work: with the scheduler pushing it, the slot of a task cancelled when
     // another executor died stayed taken and the job waited forever.
     config.scheduling_policy = TaskSchedulingPolicy::PullStaged;
+    config.validate()?;
     let cluster = BallistaCluster::new_from_config(&config).await?;
-    start_server(cluster, options.bind, Arc::new(config)).await?;
-    Ok(())
+    let config = Arc::new(config);
+    let scheduler =
+        create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config.clone()).await?;
+    // Ballista's gRPC service, every call passed through the rerun guard (`crate::rerun`).
+    let service = SchedulerGrpcServer::new(RerunGuard::new(scheduler))
+        .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
+        .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .map_err(|e| Error::Serve(options.bind, e))?;
+    log::info!("annql scheduler listening on {}", options.bind);
+    // Served as Ballista serves it: through axum, which tells the service each caller's address
+    // (an executor that does not name its host is reached at the address it called from).
+    let routes = tonic::service::Routes::new(service).into_axum_router();
+    axum::serve(
+        listener,
+        routes.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    .map_err(|e| Error::Serve(options.bind, e))
 }
 
 /// An executor's memory per vcore when none is given.
