@@ -110,6 +110,8 @@ pub fn parse_address(url: &str) -> Result<(String, u16)> {
 /// address was wrong and how it should look.
 pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
     let (host, port) = text.rsplit_once(':')?;
+    // A port that is no u16 is the same "not HOST:PORT" as a missing colon: the caller's error
+    // names the whole address, which says more than the parse error would.
     let port = port.parse().ok()?;
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
